@@ -1,0 +1,1053 @@
+//! Parquet scanning: listing a source (file, directory or glob) with its hive partition
+//! values, reading footers, checking that the files agree on a schema, planning partitions
+//! (whole files or row-group ranges) and reading a partition into Arrow record batches.
+//!
+//! Type conventions (the "dataset schema"):
+//! - the file's columns come first, as the Parquet schema describes them (any Arrow schema
+//!   embedded in the footer is ignored, so every writer is read the same way);
+//! - string columns (`Utf8`/`LargeUtf8`) are read as `Dictionary(Int32, Utf8)`;
+//! - Spark/pyarrow `INT96` timestamps are read as `Timestamp(Nanosecond, None)`, the unit the
+//!   parquet crate gives them; `TIMESTAMP(MICROS)` stays microseconds, and so on;
+//! - hive keys that are not file columns are appended in path order, as non-null `Int32`
+//!   when the value parses as an `i32`, else as `Dictionary(Int32, Utf8)`.
+
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{parquet_to_arrow_schema, ProjectionMask};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+
+use crate::error::{EngineError, Result};
+
+/// Rows per record batch produced by [`read_partition`].
+pub const BATCH_ROWS: usize = 64 * 1024;
+
+/// Deepest directory nesting followed when walking a directory (guards symlink loops).
+const MAX_DEPTH: usize = 64;
+
+const MAGIC: &[u8; 4] = b"PAR1";
+
+/// One Parquet file found for a source, with the hive partition values parsed from its
+/// path (`key=value` directory segments, in path order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFile {
+    /// Path of the file, as found (not canonicalized).
+    pub path: String,
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// Hive partition values from the directory segments, in path order.
+    pub hive: Vec<(String, String)>,
+}
+
+/// Size of one row group, from the footer.
+#[derive(Debug, Clone)]
+pub struct RowGroupInfo {
+    /// Rows in the row group.
+    pub rows: u64,
+    /// Uncompressed size of its column data in bytes.
+    pub uncompressed_bytes: u64,
+}
+
+/// What a file's footer says, turned into Stratus terms.
+#[derive(Debug, Clone)]
+pub struct FileFooter {
+    /// The file.
+    pub file: SourceFile,
+    /// Total rows in the file.
+    pub num_rows: u64,
+    /// Its row groups, in file order.
+    pub row_groups: Vec<RowGroupInfo>,
+    /// The dataset schema: file columns as Stratus reads them, then hive-only columns.
+    pub schema: SchemaRef,
+}
+
+/// A unit of work: a whole file or a contiguous range of its row groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionSpec {
+    /// The file to read.
+    pub path: String,
+    /// First row group (inclusive).
+    pub row_group_start: u32,
+    /// Last row group (exclusive).
+    pub row_group_end: u32,
+    /// Rows in these row groups.
+    pub rows: u64,
+    /// Hive partition values of the file.
+    pub hive: Vec<(String, String)>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Listing
+// ---------------------------------------------------------------------------------------
+
+/// Expand a source: a single file path, a bare directory (all `*.parquet` below it,
+/// recursively, skipping hidden files and names starting with `_` or `.` such as
+/// `_SUCCESS`), or a glob like `DIR/year=*/month=*/*.parquet` (directories a glob matches
+/// are walked like bare directories). Sorted by path in natural order (`month=2` before
+/// `month=10`). Errors if nothing matches or the path does not exist.
+pub fn list_files(source: &str) -> Result<Vec<SourceFile>> {
+    if source.trim().is_empty() {
+        return Err(EngineError::Argument("empty source path".into()));
+    }
+    let mut paths: Vec<PathBuf> = Vec::new();
+    if has_glob_meta(source) {
+        let base = glob_base(source);
+        let entries = glob::glob(source).map_err(|e| EngineError::BadPattern {
+            pattern: source.to_string(),
+            reason: e.to_string(),
+        })?;
+        for entry in entries {
+            let p = entry.map_err(|e| {
+                let path = e.path().display().to_string();
+                EngineError::io(path, e.into())
+            })?;
+            if is_hidden_below(&p, &base) {
+                continue;
+            }
+            if p.is_dir() {
+                walk_dir(&p, 0, &mut paths)?;
+            } else if p.is_file() {
+                paths.push(p);
+            }
+        }
+    } else {
+        let p = Path::new(source);
+        let meta = fs::metadata(p).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                EngineError::NotFound {
+                    path: source.to_string(),
+                }
+            } else {
+                EngineError::io(source, e)
+            }
+        })?;
+        if meta.is_dir() {
+            walk_dir(p, 0, &mut paths)?;
+        } else {
+            paths.push(p.to_path_buf());
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(EngineError::NoMatch {
+            pattern: source.to_string(),
+        });
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        let Some(path) = p.to_str() else {
+            return Err(EngineError::Invalid {
+                path: p.display().to_string(),
+                reason: "path is not valid UTF-8".into(),
+            });
+        };
+        let size = fs::metadata(&p)
+            .map_err(|e| EngineError::io(path, e))?
+            .len();
+        files.push(SourceFile {
+            path: path.to_string(),
+            size,
+            hive: parse_hive(&p),
+        });
+    }
+    files.sort_by(|a, b| natural_cmp(&a.path, &b.path));
+    Ok(files)
+}
+
+fn has_glob_meta(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The literal directory prefix of a glob pattern (components before the first with
+/// glob meta characters).
+fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for c in Path::new(pattern).components() {
+        if has_glob_meta(&c.as_os_str().to_string_lossy()) {
+            break;
+        }
+        base.push(c);
+    }
+    base
+}
+
+fn is_hidden_name(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// Whether any component of `p` below `base` is hidden (`.x` or `_x`).
+fn is_hidden_below(p: &Path, base: &Path) -> bool {
+    let rel = p.strip_prefix(base).unwrap_or(p);
+    let mut comps: Vec<&str> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    if comps.is_empty() {
+        if let Some(name) = p.file_name().and_then(|s| s.to_str()) {
+            comps.push(name);
+        }
+    }
+    comps.into_iter().any(is_hidden_name)
+}
+
+fn walk_dir(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(EngineError::Invalid {
+            path: dir.display().to_string(),
+            reason: format!("directories nested deeper than {MAX_DEPTH} levels (symlink loop?)"),
+        });
+    }
+    let rd = fs::read_dir(dir).map_err(|e| EngineError::io(dir.display().to_string(), e))?;
+    let mut entries = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| EngineError::io(dir.display().to_string(), e))?;
+        entries.push(entry.path());
+    }
+    entries.sort();
+    for p in entries {
+        let Some(name) = p.file_name().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if is_hidden_name(name) {
+            continue;
+        }
+        // Follow symlinks; a dangling link is skipped.
+        let Ok(meta) = fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk_dir(&p, depth + 1, out)?;
+        } else if meta.is_file() && name.ends_with(".parquet") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Hive `key=value` segments of the directories in `p`, in path order (a later duplicate
+/// key replaces the earlier value in place). Keys and values are percent-decoded.
+fn parse_hive(p: &Path) -> Vec<(String, String)> {
+    let mut hive: Vec<(String, String)> = Vec::new();
+    let Some(parent) = p.parent() else {
+        return hive;
+    };
+    for c in parent.components() {
+        let Component::Normal(seg) = c else { continue };
+        let Some(seg) = seg.to_str() else { continue };
+        let Some((k, v)) = seg.split_once('=') else {
+            continue;
+        };
+        if k.is_empty() {
+            continue;
+        }
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        if let Some(slot) = hive.iter_mut().find(|(key, _)| *key == k) {
+            slot.1 = v;
+        } else {
+            hive.push((k, v));
+        }
+    }
+    hive
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+/// Natural order: runs of digits compare as numbers, the rest byte by byte; ties are broken
+/// by plain byte order so the order is total and deterministic.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let si = i;
+            while i < x.len() && x[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < y.len() && y[j].is_ascii_digit() {
+                j += 1;
+            }
+            let da = trim_zeros(&x[si..i]);
+            let db = trim_zeros(&y[sj..j]);
+            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if x[i] != y[j] {
+                return x[i].cmp(&y[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| a.cmp(b))
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|&&c| c == b'0').count();
+    &d[n..]
+}
+
+// ---------------------------------------------------------------------------------------
+// Footers and schemas
+// ---------------------------------------------------------------------------------------
+
+/// Open a file and parse its Parquet footer, with errors that tell "not Parquet" from
+/// "truncated" from "corrupt".
+fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
+    let mut f = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let len = f.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    if len == 0 {
+        return Err(EngineError::NotParquet {
+            path: path.into(),
+            reason: "the file is empty".into(),
+        });
+    }
+    let mut head = [0u8; 4];
+    let n = read_up_to(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?;
+    if n < 4 || &head != MAGIC {
+        if n < 4 && MAGIC.starts_with(&head[..n]) {
+            return Err(EngineError::Truncated {
+                path: path.into(),
+                reason: format!("only {len} bytes"),
+            });
+        }
+        return Err(EngineError::NotParquet {
+            path: path.into(),
+            reason: "it does not start with the PAR1 magic bytes".into(),
+        });
+    }
+    if len < 12 {
+        return Err(EngineError::Truncated {
+            path: path.into(),
+            reason: format!("only {len} bytes"),
+        });
+    }
+    let mut tail = [0u8; 8];
+    f.seek(SeekFrom::End(-8))
+        .and_then(|_| f.read_exact(&mut tail))
+        .map_err(|e| EngineError::io(path, e))?;
+    if &tail[4..] == b"PARE" {
+        return Err(EngineError::Invalid {
+            path: path.into(),
+            reason: "encrypted Parquet files are not supported".into(),
+        });
+    }
+    if &tail[4..] != MAGIC {
+        return Err(EngineError::Truncated {
+            path: path.into(),
+            reason: format!("{len} bytes and no PAR1 magic bytes at the end"),
+        });
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer_len + 12 > len {
+        return Err(EngineError::Truncated {
+            path: path.into(),
+            reason: format!("the footer claims {footer_len} bytes but the file has only {len}"),
+        });
+    }
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .map_err(|e| EngineError::parquet(path, e))?;
+    let data_end = len - footer_len - 8;
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
+        for col in rg.columns() {
+            let (start, clen) = col.byte_range();
+            let end = start.saturating_add(clen);
+            if end > data_end {
+                return Err(EngineError::Truncated {
+                    path: path.into(),
+                    reason: format!(
+                        "row group {i} column '{}' ends at byte {end} but the data ends at {data_end}",
+                        col.column_path()
+                    ),
+                });
+            }
+        }
+    }
+    Ok((f, Arc::new(metadata)))
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn dict_utf8() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// The file's own columns as Stratus reads them (the reader's schema hint) and the
+/// dataset schema (file columns then hive-only columns).
+fn file_schemas(
+    path: &str,
+    metadata: &ParquetMetaData,
+    hive: &[(String, String)],
+) -> Result<(SchemaRef, SchemaRef)> {
+    let raw = parquet_to_arrow_schema(metadata.file_metadata().schema_descr(), None)
+        .map_err(|e| EngineError::parquet(path, e))?;
+    let file_fields: Vec<Field> = raw
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(dict_utf8()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let mut all = file_fields.clone();
+    for (k, v) in hive {
+        if file_fields.iter().any(|f| f.name() == k) || all.iter().any(|f| f.name() == k) {
+            continue;
+        }
+        let dt = if v.parse::<i32>().is_ok() {
+            DataType::Int32
+        } else {
+            dict_utf8()
+        };
+        all.push(Field::new(k.clone(), dt, false));
+    }
+    Ok((
+        Arc::new(Schema::new(file_fields)),
+        Arc::new(Schema::new(all)),
+    ))
+}
+
+/// Read only the footer (metadata) of a file. Errors name the file: not Parquet,
+/// truncated, unreadable.
+pub fn read_footer(file: &SourceFile) -> Result<FileFooter> {
+    let (_f, metadata) = open_parquet(&file.path)?;
+    let (_, schema) = file_schemas(&file.path, &metadata, &file.hive)?;
+    let row_groups = metadata
+        .row_groups()
+        .iter()
+        .map(|rg| RowGroupInfo {
+            rows: u64::try_from(rg.num_rows()).unwrap_or(0),
+            uncompressed_bytes: u64::try_from(rg.total_byte_size()).unwrap_or(0),
+        })
+        .collect();
+    Ok(FileFooter {
+        file: file.clone(),
+        num_rows: u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0),
+        row_groups,
+        schema,
+    })
+}
+
+/// Check all footers agree on the schema (field names, order, types; nullability may
+/// differ, the result is nullable where any file is); return the common schema or an error
+/// naming the first file that disagrees, the reference file (the first one), and the field.
+pub fn check_schemas(footers: &[FileFooter]) -> Result<SchemaRef> {
+    let Some(first) = footers.first() else {
+        return Err(EngineError::Argument(
+            "no files to take a schema from".into(),
+        ));
+    };
+    let reference = &first.schema;
+    let mut nullable: Vec<bool> = reference.fields().iter().map(|f| f.is_nullable()).collect();
+    for footer in &footers[1..] {
+        let here = &footer.schema;
+        let mismatch = |detail: String| EngineError::SchemaMismatch {
+            path: footer.file.path.clone(),
+            reference: first.file.path.clone(),
+            detail,
+        };
+        let n = reference.fields().len().max(here.fields().len());
+        for i in 0..n {
+            match (reference.fields().get(i), here.fields().get(i)) {
+                (Some(a), Some(b)) => {
+                    if a.name() != b.name() {
+                        return Err(mismatch(format!(
+                            "field #{} is '{}' there but '{}' here",
+                            i + 1,
+                            a.name(),
+                            b.name()
+                        )));
+                    }
+                    if a.data_type() != b.data_type() {
+                        return Err(mismatch(format!(
+                            "field '{}' is {} there but {} here",
+                            a.name(),
+                            a.data_type(),
+                            b.data_type()
+                        )));
+                    }
+                    if let Some(slot) = nullable.get_mut(i) {
+                        *slot |= b.is_nullable();
+                    }
+                }
+                (Some(a), None) => {
+                    return Err(mismatch(format!("field '{}' is missing here", a.name())));
+                }
+                (None, Some(b)) => {
+                    return Err(mismatch(format!(
+                        "field '{}' is here but not there",
+                        b.name()
+                    )));
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    let fields: Vec<Field> = reference
+        .fields()
+        .iter()
+        .zip(nullable)
+        .map(|(f, n)| f.as_ref().clone().with_nullable(n))
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Planning
+// ---------------------------------------------------------------------------------------
+
+struct Part {
+    footer: usize,
+    start: usize,
+    end: usize,
+}
+
+fn rg_weight(rg: &RowGroupInfo) -> u64 {
+    rg.uncompressed_bytes.max(1)
+}
+
+fn part_weight(footers: &[FileFooter], p: &Part) -> u64 {
+    footers[p.footer].row_groups[p.start..p.end]
+        .iter()
+        .map(rg_weight)
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Split files into partitions: each file whole if its uncompressed size <= target_bytes,
+/// else contiguous row-group ranges of about target_bytes each. Then, while there are
+/// fewer than `min_partitions` partitions and some partition has more than one row group,
+/// split the largest partition (the first one on ties) in two at the row group that best
+/// balances the bytes. Partitions keep file and row-group order. Deterministic.
+pub fn plan_partitions(
+    footers: &[FileFooter],
+    target_bytes: u64,
+    min_partitions: usize,
+) -> Vec<PartitionSpec> {
+    let target = target_bytes.max(1);
+    let mut parts: Vec<Part> = Vec::new();
+    for (fi, f) in footers.iter().enumerate() {
+        let n = f.row_groups.len();
+        let total = f
+            .row_groups
+            .iter()
+            .map(|rg| rg.uncompressed_bytes)
+            .fold(0u64, u64::saturating_add);
+        if total <= target || n <= 1 {
+            parts.push(Part {
+                footer: fi,
+                start: 0,
+                end: n,
+            });
+            continue;
+        }
+        let mut start = 0;
+        let mut acc = 0u64;
+        for (i, rg) in f.row_groups.iter().enumerate() {
+            if i > start && acc.saturating_add(rg.uncompressed_bytes) > target {
+                parts.push(Part {
+                    footer: fi,
+                    start,
+                    end: i,
+                });
+                start = i;
+                acc = 0;
+            }
+            acc = acc.saturating_add(rg.uncompressed_bytes);
+        }
+        parts.push(Part {
+            footer: fi,
+            start,
+            end: n,
+        });
+    }
+
+    while parts.len() < min_partitions {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, p) in parts.iter().enumerate() {
+            if p.end - p.start < 2 {
+                continue;
+            }
+            let w = part_weight(footers, p);
+            if best.is_none_or(|(_, bw)| w > bw) {
+                best = Some((i, w));
+            }
+        }
+        let Some((idx, total)) = best else { break };
+        let p = &parts[idx];
+        let rgs = &footers[p.footer].row_groups;
+        // Split point m in start+1..end minimising |left - right|.
+        let mut left = 0u64;
+        let mut split = p.start + 1;
+        let mut best_diff = u64::MAX;
+        for m in p.start + 1..p.end {
+            left = left.saturating_add(rg_weight(&rgs[m - 1]));
+            let right = total.saturating_sub(left);
+            let diff = left.abs_diff(right);
+            if diff < best_diff {
+                best_diff = diff;
+                split = m;
+            }
+        }
+        let right = Part {
+            footer: p.footer,
+            start: split,
+            end: p.end,
+        };
+        parts[idx].end = split;
+        parts.insert(idx + 1, right);
+    }
+
+    parts
+        .into_iter()
+        .map(|p| {
+            let f = &footers[p.footer];
+            PartitionSpec {
+                path: f.file.path.clone(),
+                row_group_start: u32::try_from(p.start).unwrap_or(u32::MAX),
+                row_group_end: u32::try_from(p.end).unwrap_or(u32::MAX),
+                rows: f.row_groups[p.start..p.end]
+                    .iter()
+                    .map(|rg| rg.rows)
+                    .fold(0u64, u64::saturating_add),
+                hive: f.file.hive.clone(),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------
+
+/// Where an output column comes from.
+enum Source {
+    /// Index among the file's top-level columns.
+    File(usize),
+    /// Index into the hive values.
+    Hive(usize),
+}
+
+/// Read a partition into Arrow record batches (about [`BATCH_ROWS`] rows each): only the
+/// given row groups; optional projection by column name, output in the requested order
+/// (None = all columns of the dataset schema; an unknown name is an error naming it and the
+/// file); hive-only columns added from the path as constant columns. A hive key that is also
+/// a file column keeps the file's column and type, and every value read must equal the path
+/// value (checked from the row-group statistics when they prove it, else on the values).
+/// `limit`: stop after that many rows. The result may be empty (e.g. `limit == Some(0)`).
+pub fn read_partition(
+    spec: &PartitionSpec,
+    columns: Option<&[String]>,
+    limit: Option<usize>,
+) -> Result<Vec<RecordBatch>> {
+    let path = spec.path.as_str();
+    let (file, metadata) = open_parquet(path)?;
+    let n_rg = metadata.num_row_groups();
+    let (start, end) = (spec.row_group_start as usize, spec.row_group_end as usize);
+    if start > end || end > n_rg {
+        return Err(EngineError::Invalid {
+            path: path.into(),
+            reason: format!("row groups {start}..{end} out of range (the file has {n_rg})"),
+        });
+    }
+    let (file_schema, dataset_schema) = file_schemas(path, &metadata, &spec.hive)?;
+    let n_file = file_schema.fields().len();
+
+    // Resolve the projection.
+    let names: Vec<String> = match columns {
+        Some(c) => c.to_vec(),
+        None => dataset_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
+    };
+    let mut sources = Vec::with_capacity(names.len());
+    let mut out_fields = Vec::with_capacity(names.len());
+    for name in &names {
+        let Some(idx) = dataset_schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+        else {
+            return Err(EngineError::UnknownColumn {
+                path: path.into(),
+                column: name.clone(),
+                available: dataset_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        out_fields.push(dataset_schema.field(idx).clone());
+        if idx < n_file {
+            sources.push(Source::File(idx));
+        } else {
+            let Some(h) = spec.hive.iter().position(|(k, _)| k == name) else {
+                return Err(EngineError::Invalid {
+                    path: path.into(),
+                    reason: format!("column '{name}' has no hive value"),
+                });
+            };
+            sources.push(Source::Hive(h));
+        }
+    }
+    let out_schema = Arc::new(Schema::new(out_fields));
+
+    // Hive keys stored in the file too: verify them.
+    let mut verify: Vec<(usize, &str, &str)> = Vec::new(); // (file index, key, value)
+    for (k, v) in &spec.hive {
+        if let Some(i) = file_schema.fields().iter().position(|f| f.name() == k) {
+            if !stats_prove_value(
+                &metadata,
+                start..end,
+                i,
+                file_schema.field(i).data_type(),
+                v,
+            ) {
+                verify.push((i, k.as_str(), v.as_str()));
+            }
+        }
+    }
+
+    let mut read_idx: Vec<usize> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::File(i) => Some(*i),
+            Source::Hive(_) => None,
+        })
+        .chain(verify.iter().map(|v| v.0))
+        .collect();
+    read_idx.sort_unstable();
+    read_idx.dedup();
+
+    let total_rows: u64 = metadata.row_groups()[start..end]
+        .iter()
+        .map(|rg| u64::try_from(rg.num_rows()).unwrap_or(0))
+        .sum();
+    let wanted = limit.map_or(total_rows, |l| total_rows.min(l as u64));
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
+
+    let mut consts: Vec<Option<(usize, ArrayRef)>> = vec![None; spec.hive.len()];
+    let mut assemble = |batch: Option<&RecordBatch>, rows: usize| -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+        for s in &sources {
+            match s {
+                Source::File(i) => {
+                    let pos = read_idx
+                        .binary_search(i)
+                        .map_err(|_| EngineError::Invalid {
+                            path: path.into(),
+                            reason: "internal: projected column not read".into(),
+                        })?;
+                    let Some(b) = batch else {
+                        return Err(EngineError::Invalid {
+                            path: path.into(),
+                            reason: "internal: no batch for file columns".into(),
+                        });
+                    };
+                    cols.push(b.column(pos).clone());
+                }
+                Source::Hive(h) => {
+                    let cached = match &consts[*h] {
+                        Some((n, a)) if *n == rows => a.clone(),
+                        _ => {
+                            let a = constant_array(&spec.hive[*h].1, rows, path)?;
+                            consts[*h] = Some((rows, a.clone()));
+                            a
+                        }
+                    };
+                    cols.push(cached);
+                }
+            }
+        }
+        RecordBatch::try_new_with_options(
+            out_schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| EngineError::arrow(path, e))
+    };
+
+    let mut out = Vec::new();
+    if read_idx.is_empty() {
+        // Only hive columns (or none): no need to touch the column data.
+        let mut left = wanted;
+        while left > 0 {
+            let n = left.min(BATCH_ROWS as u64);
+            out.push(assemble(None, n as usize)?);
+            left -= n;
+        }
+        return Ok(out);
+    }
+
+    let options = ArrowReaderOptions::new().with_schema(file_schema.clone());
+    let arm = ArrowReaderMetadata::try_new(metadata.clone(), options)
+        .map_err(|e| EngineError::parquet(path, e))?;
+    let mask = ProjectionMask::roots(arm.parquet_schema(), read_idx.iter().copied());
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, arm)
+        .with_row_groups((start..end).collect())
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS);
+    if let Some(l) = limit {
+        builder = builder.with_limit(l);
+    }
+    let reader = builder.build().map_err(|e| EngineError::parquet(path, e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| EngineError::arrow(path, e))?;
+        for (i, key, value) in &verify {
+            let pos = read_idx
+                .binary_search(i)
+                .map_err(|_| EngineError::Invalid {
+                    path: path.into(),
+                    reason: "internal: verified column not read".into(),
+                })?;
+            check_hive_values(path, key, value, batch.column(pos))?;
+        }
+        let rows = batch.num_rows();
+        out.push(assemble(Some(&batch), rows)?);
+    }
+    Ok(out)
+}
+
+/// A non-null constant column holding a hive value: Int32 if it parses, else a dictionary.
+fn constant_array(value: &str, rows: usize, path: &str) -> Result<ArrayRef> {
+    if let Ok(v) = value.parse::<i32>() {
+        return Ok(Arc::new(Int32Array::from_value(v, rows)));
+    }
+    let keys = Int32Array::from_value(0, rows);
+    let values = StringArray::from(vec![value]);
+    let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+        .map_err(|e| EngineError::arrow(path, e))?;
+    Ok(Arc::new(dict))
+}
+
+/// Whether the row-group statistics prove that a signed integer column holds only `value`
+/// (min == max == value and no nulls) in the given row groups.
+fn stats_prove_value(
+    metadata: &ParquetMetaData,
+    row_groups: std::ops::Range<usize>,
+    col: usize,
+    dt: &DataType,
+    value: &str,
+) -> bool {
+    if !matches!(
+        dt,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+    ) {
+        return false;
+    }
+    let Ok(expected) = value.trim().parse::<i64>() else {
+        return false;
+    };
+    // The column must be a top-level primitive: find its leaf by name.
+    let descr = metadata.file_metadata().schema_descr();
+    let Some(field) = descr.root_schema().get_fields().get(col) else {
+        return false;
+    };
+    if !field.is_primitive() {
+        return false;
+    }
+    let Some(leaf) = (0..descr.num_columns()).find(|&l| descr.get_column_root_idx(l) == col) else {
+        return false;
+    };
+    metadata.row_groups()[row_groups].iter().all(|rg| {
+        let Some(stats) = rg.columns().get(leaf).and_then(|c| c.statistics()) else {
+            return false;
+        };
+        if stats.null_count_opt() != Some(0) {
+            return false;
+        }
+        match stats {
+            Statistics::Int32(s) => {
+                s.min_opt().map(|&v| i64::from(v)) == Some(expected)
+                    && s.max_opt().map(|&v| i64::from(v)) == Some(expected)
+            }
+            Statistics::Int64(s) => {
+                s.min_opt() == Some(&expected) && s.max_opt() == Some(&expected)
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Check that every value of a file column equals its hive path value. Integer, float and
+/// string columns are checked; other types are not compared.
+fn check_hive_values(path: &str, key: &str, value: &str, array: &ArrayRef) -> Result<()> {
+    let mismatch = |found: String| EngineError::HiveMismatch {
+        path: path.into(),
+        column: key.into(),
+        found,
+        expected: value.into(),
+    };
+    if array.null_count() > 0 {
+        return Err(mismatch("null".into()));
+    }
+    macro_rules! check_int {
+        ($t:ty) => {{
+            let expected = value.trim().parse::<i128>().ok();
+            for v in array.as_primitive::<$t>().values().iter() {
+                if Some(i128::from(*v)) != expected {
+                    return Err(mismatch(v.to_string()));
+                }
+            }
+            Ok(())
+        }};
+    }
+    macro_rules! check_float {
+        ($t:ty) => {{
+            let expected = value.trim().parse::<f64>().ok();
+            for v in array.as_primitive::<$t>().values().iter() {
+                if Some(f64::from(*v)) != expected {
+                    return Err(mismatch(v.to_string()));
+                }
+            }
+            Ok(())
+        }};
+    }
+    match array.data_type() {
+        DataType::Int8 => check_int!(Int8Type),
+        DataType::Int16 => check_int!(Int16Type),
+        DataType::Int32 => check_int!(Int32Type),
+        DataType::Int64 => check_int!(Int64Type),
+        DataType::UInt8 => check_int!(UInt8Type),
+        DataType::UInt16 => check_int!(UInt16Type),
+        DataType::UInt32 => check_int!(UInt32Type),
+        DataType::UInt64 => check_int!(UInt64Type),
+        DataType::Float32 => check_float!(Float32Type),
+        DataType::Float64 => check_float!(Float64Type),
+        DataType::Utf8 => {
+            for v in array.as_string::<i32>().iter().flatten() {
+                if v != value {
+                    return Err(mismatch(format!("'{v}'")));
+                }
+            }
+            Ok(())
+        }
+        DataType::LargeUtf8 => {
+            for v in array.as_string::<i64>().iter().flatten() {
+                if v != value {
+                    return Err(mismatch(format!("'{v}'")));
+                }
+            }
+            Ok(())
+        }
+        DataType::Dictionary(_, inner) if **inner == DataType::Utf8 => {
+            let Some(dict) = array.as_any_dictionary_opt() else {
+                return Ok(());
+            };
+            let values = dict.values().as_string::<i32>();
+            let ok: Vec<bool> = values.iter().map(|v| v == Some(value)).collect();
+            for k in dict.normalized_keys() {
+                if !ok.get(k).copied().unwrap_or(false) {
+                    let found = if values.is_valid(k) {
+                        format!("'{}'", values.value(k))
+                    } else {
+                        "null".into()
+                    };
+                    return Err(mismatch(found));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec![
+            "/d/year=2008/month=10/a.parquet",
+            "/d/year=2008/month=2/a.parquet",
+            "/d/year=2008/month=1/a.parquet",
+            "/d/year=2009/month=1/a.parquet",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            vec![
+                "/d/year=2008/month=1/a.parquet",
+                "/d/year=2008/month=2/a.parquet",
+                "/d/year=2008/month=10/a.parquet",
+                "/d/year=2009/month=1/a.parquet",
+            ]
+        );
+        assert_eq!(natural_cmp("a01", "a1"), Ordering::Less);
+    }
+
+    #[test]
+    fn hive_parsing() {
+        let h = parse_hive(Path::new("/x/year=2008/month=3/k%3Dv=a%2Fb/part.parquet"));
+        assert_eq!(
+            h,
+            vec![
+                ("year".to_string(), "2008".to_string()),
+                ("month".to_string(), "3".to_string()),
+                ("k=v".to_string(), "a/b".to_string()),
+            ]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

@@ -1,0 +1,45 @@
+//! Wire types and transport for Stratus.
+//!
+//! This crate owns everything that crosses a process boundary: the rkyv control
+//! messages ([`messages`]), their length-prefixed framing and validation
+//! ([`framing`]), Arrow IPC table data ([`ipc`]), TLS material ([`tls`]), QUIC
+//! endpoint setup ([`transport`]) and the scheduler file that tells clients and
+//! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
+//! scheduling or compute.
+
+pub mod framing;
+pub mod ipc;
+pub mod messages;
+pub mod scheduler_file;
+pub mod tls;
+pub mod transport;
+pub mod units;
+
+/// Version of the control protocol. Peers with a different version are refused
+/// at the handshake with a message naming both versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Version of the Stratus release these binaries belong to.
+pub const STRATUS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Errors of the protocol layer. Each names the peer or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("peer {peer}: {what}")]
+    Peer { peer: String, what: String },
+    #[error("connection to {peer} failed: {what}")]
+    Connect { peer: String, what: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("invalid address '{address}': {what}")]
+    Address { address: String, what: String },
+    #[error("Arrow IPC: {0}")]
+    Ipc(String),
+    #[error("{path}: {what}")]
+    File { path: String, what: String },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result with a [`ProtocolError`].
+pub type Result<T, E = ProtocolError> = std::result::Result<T, E>;

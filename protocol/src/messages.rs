@@ -1,0 +1,258 @@
+//! Control messages exchanged between clients, the scheduler and workers.
+//!
+//! Every message is an rkyv archive. Receivers validate a frame with bytecheck
+//! and read the archived form in place; only values that the receiver keeps
+//! (plans, partition specs) are deserialized into owned types.
+//!
+//! Streams:
+//! - worker <-> scheduler: one long-lived bidirectional control stream per
+//!   worker, [`Hello`] first, then [`ToWorker`] / [`FromWorker`] frames.
+//! - client -> scheduler: [`Hello`] on a first stream, then one bidirectional
+//!   stream per request: one [`ClientRequest`] frame, answered by
+//!   [`ToClient`] frames ending in a final `Done`/`Error`.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// First frame on a new connection.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Hello {
+    /// The sender's [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// The sender's release version, for error messages.
+    pub stratus_version: String,
+    pub role: PeerRole,
+}
+
+/// Who is connecting.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum PeerRole {
+    Worker(WorkerInfo),
+    Client { name: String },
+}
+
+/// What a worker tells the scheduler about itself when it registers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+    /// Where the worker serves its own HTTP endpoints, if anywhere.
+    pub metrics_address: Option<String>,
+}
+
+/// The scheduler's answer to a [`Hello`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Welcome {
+    Accepted {
+        peer_id: u64,
+        scheduler_version: String,
+    },
+    Rejected {
+        reason: String,
+    },
+}
+
+/// Identifies one persisted partition: the frame it belongs to and its index.
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct PartitionKey {
+    pub frame: u64,
+    pub index: u32,
+}
+
+/// A Parquet file of a source, with its hive partition values.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FileRef {
+    pub path: String,
+    pub size: u64,
+    pub hive: Vec<(String, String)>,
+}
+
+/// A unit of input: a Parquet file or a contiguous range of its row groups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ParquetPartition {
+    pub path: String,
+    pub row_group_start: u32,
+    pub row_group_end: u32,
+    pub rows: u64,
+    pub hive: Vec<(String, String)>,
+}
+
+/// Row count and size of one row group.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RowGroupMeta {
+    pub rows: u64,
+    pub uncompressed_bytes: u64,
+}
+
+/// What a worker learned from one file's footer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FooterMeta {
+    pub file: FileRef,
+    pub num_rows: u64,
+    pub row_groups: Vec<RowGroupMeta>,
+    /// The dataset schema as an Arrow IPC schema message.
+    pub schema_ipc: Vec<u8>,
+}
+
+/// Where a head task reads from.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum HeadInput {
+    Persisted(PartitionKey),
+    Parquet(ParquetPartition),
+}
+
+/// One unit of work for a worker thread.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TaskKind {
+    /// Expand a source path/glob into its files.
+    ListFiles { source: String },
+    /// Read the footers of these files.
+    ReadFooters { files: Vec<FileRef> },
+    /// Read a partition and keep it in RAM under `key`.
+    Load {
+        key: PartitionKey,
+        input: ParquetPartition,
+        columns: Option<Vec<String>>,
+    },
+    /// Return the first `n` rows of a partition as Arrow IPC.
+    Head {
+        input: HeadInput,
+        n: u64,
+        columns: Option<Vec<String>>,
+    },
+}
+
+/// A task handed to a worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskAssignment {
+    pub id: u64,
+    pub kind: TaskKind,
+}
+
+/// Scheduler -> worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ToWorker {
+    /// Start these tasks (batched: one frame for many tasks).
+    Run(Vec<TaskAssignment>),
+    /// Forget these tasks: their results are no longer wanted.
+    Cancel(Vec<u64>),
+    /// Release these persisted partitions.
+    Drop(Vec<PartitionKey>),
+}
+
+/// What a finished task produced.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TaskOutput {
+    Files(Vec<FileRef>),
+    Footers(Vec<FooterMeta>),
+    Loaded {
+        key: PartitionKey,
+        rows: u64,
+        bytes: u64,
+    },
+    /// Arrow IPC stream of the rows.
+    Table {
+        rows: u64,
+        ipc: Vec<u8>,
+    },
+}
+
+/// The outcome of one task.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TaskReport {
+    Finished { id: u64, output: TaskOutput },
+    Failed { id: u64, error: String },
+}
+
+/// Worker -> scheduler.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum FromWorker {
+    Heartbeat {
+        memory_used: u64,
+        running: u32,
+    },
+    /// Task outcomes, batched.
+    Reports(Vec<TaskReport>),
+}
+
+/// A client's request; one per stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ClientRequest {
+    /// Cluster summary.
+    Info,
+    /// Row count of a persisted frame or a Parquet source.
+    Len {
+        source: String,
+    },
+    /// First rows.
+    Head {
+        source: String,
+        n: u64,
+        columns: Option<Vec<String>>,
+    },
+    /// Read a source into the workers' RAM under a name.
+    Persist {
+        source: String,
+        name: String,
+        replace: bool,
+        columns: Option<Vec<String>>,
+    },
+    Unpersist {
+        name: String,
+    },
+    /// Persisted frames.
+    List,
+}
+
+/// Cluster summary for `stratus info`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClusterInfo {
+    pub address: String,
+    pub dashboard: String,
+    pub workers: u32,
+    pub threads: u32,
+    pub memory_limit: u64,
+    pub memory_used: u64,
+}
+
+/// A persisted frame as `stratus list` shows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FrameSummary {
+    pub name: String,
+    pub source: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub partitions: u32,
+    /// Partitions currently held by a worker (the rest are being rebuilt).
+    pub partitions_held: u32,
+}
+
+/// Scheduler -> client, on a request's stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ToClient {
+    Progress {
+        stage: String,
+        done: u64,
+        total: u64,
+    },
+    Info(ClusterInfo),
+    Count(u64),
+    /// Arrow IPC stream.
+    Table(Vec<u8>),
+    Frames(Vec<FrameSummary>),
+    Persisted(FrameSummary),
+    Done,
+    Error(String),
+}
+
+impl ToClient {
+    /// Whether this message ends the request.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, ToClient::Progress { .. })
+    }
+}

@@ -1,0 +1,61 @@
+//! Byte sizes as people write them (`8GiB`, `512MB`, `auto`) and print them.
+
+/// Parse `123`, `8GiB`, `1.5GB`, `512MiB`, `64kB`. Units are case-insensitive;
+/// `KiB`/`MiB`/`GiB`/`TiB` are powers of 1024, `kB`/`MB`/`GB`/`TB` of 1000.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size '{text}': expected e.g. 8GiB, 512MB or 1000000"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024f64.powi(2),
+        "gib" => 1024f64.powi(3),
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("invalid size '{text}': unknown unit '{other}'")),
+    };
+    Ok((value * scale).round() as u64)
+}
+
+/// Print bytes as Dask does (`1.71 TB`, `7.45 GiB` style with decimal units).
+pub fn format_bytes(bytes: u64) -> String {
+    let units = [("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
+    for (name, scale) in units {
+        if bytes as f64 >= scale * 0.9 {
+            return format!("{:.2} {name}", bytes as f64 / scale);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Memory the kernel says is available (`MemAvailable` in /proc/meminfo).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert!(parse_bytes("8 parsecs").is_err());
+        assert_eq!(format_bytes(1_710_000_000_000), "1.71 TB");
+        assert_eq!(format_bytes(12), "12 B");
+    }
+}

@@ -1,0 +1,161 @@
+//! `stratus-scheduler`: start the scheduler (QUIC on `--port`, HTTP on
+//! `--dashboard-address`), optionally writing a scheduler file once ready.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use tracing::info;
+
+use stratus_protocol::scheduler_file::SchedulerFile;
+use stratus_scheduler::metrics::Metrics;
+use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor};
+use stratus_scheduler::settings::{split_host_port, Cli, Settings};
+use stratus_scheduler::state::{Config, SchedulerState};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = run(cli) {
+        eprintln!("stratus-scheduler: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The host others should use to reach us when listening on a wildcard.
+fn contact_host(bind_host: &str) -> String {
+    match bind_host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => {
+            // Resolve our own host name; fall back to loopback.
+            let name = host_name();
+            std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 0))
+                .ok()
+                .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback()))
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|| "127.0.0.1".into())
+        }
+        _ => bind_host.to_string(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli).context("reading settings")?;
+    let bind: SocketAddr = format!("{}:{}", settings.host, settings.port)
+        .parse()
+        .map_err(|e| {
+            anyhow!(
+                "invalid --host/--port '{}:{}': {e}",
+                settings.host,
+                settings.port
+            )
+        })?;
+    let (dash_host, dash_port) =
+        split_host_port(&settings.dashboard_address, &settings.host).map_err(|e| anyhow!(e))?;
+    let dash_bind: SocketAddr = format!("{dash_host}:{dash_port}").parse().map_err(|e| {
+        anyhow!(
+            "invalid --dashboard-address '{}': {e}",
+            settings.dashboard_address
+        )
+    })?;
+    let contact = contact_host(&settings.host);
+    let head_node = host_name();
+    let pair = stratus_protocol::tls::self_signed(&[contact.clone(), head_node.clone()])?;
+
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    let system = actix_rt::System::with_tokio_rt(runtime);
+    system.block_on(async move {
+        let endpoint = stratus_protocol::transport::server_endpoint(bind, &pair)?;
+        let port = endpoint.local_addr()?.port();
+        let listener = tokio::net::TcpListener::bind(dash_bind)
+            .await
+            .with_context(|| format!("cannot bind dashboard address {dash_bind}"))?;
+        let dash_port = listener.local_addr()?.port();
+        let address = match &settings.contact_address {
+            Some(a) => a.clone(),
+            None => format!("quic://{contact}:{port}"),
+        };
+        let dash_host_public = if dash_bind.ip().is_unspecified() {
+            contact.clone()
+        } else {
+            dash_bind.ip().to_string()
+        };
+        let dashboard = format!("http://{dash_host_public}:{dash_port}/");
+        let metrics = Arc::new(Metrics::new());
+        let state = SchedulerState::new(Config {
+            heartbeat_timeout: Duration::from_secs_f64(settings.heartbeat_timeout.max(0.5)),
+            address: address.clone(),
+            dashboard: dashboard.clone(),
+            ..Config::default()
+        });
+        let identity = Identity {
+            address: address.clone(),
+            dashboard: dashboard.clone(),
+            head_node: head_node.clone(),
+        };
+        let actor = SchedulerActor::new(state, metrics.clone(), identity).start();
+        tokio::spawn(accept_loop(endpoint, actor.clone()));
+        let app = stratus_scheduler::http::router(actor, metrics);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("dashboard server stopped: {e}");
+            }
+        });
+        info!("scheduler at {address}");
+        info!("dashboard at {dashboard}");
+        if let Some(path) = &settings.scheduler_file {
+            SchedulerFile {
+                address: address.clone(),
+                dashboard: dashboard.clone(),
+                tls_ca: pair.cert_pem.clone(),
+                head_node,
+                version: stratus_protocol::STRATUS_VERSION.to_string(),
+                pid: std::process::id(),
+            }
+            .write(path)?;
+            info!("scheduler file written to {}", path.display());
+        }
+        wait_for_shutdown().await;
+        info!("scheduler stopping");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,127 @@
+//! Scheduler settings: defaults, then a TOML file (`--config`), then
+//! `STRATUS_SCHEDULER__<KEY>` environment variables, then command-line flags.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Command line of `stratus-scheduler` (Dask's shapes).
+#[derive(Parser, Debug, Default)]
+#[command(name = "stratus-scheduler", version, about = "Stratus scheduler")]
+pub struct Cli {
+    /// Interface to listen on.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// QUIC port (0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// HTTP address of the dashboard, /metrics and /api: `:8787`, `HOST:PORT`.
+    #[arg(long)]
+    pub dashboard_address: Option<String>,
+    /// Write the address, dashboard URL and TLS certificate here once ready.
+    #[arg(long)]
+    pub scheduler_file: Option<PathBuf>,
+    /// Seconds of silence after which a worker is removed.
+    #[arg(long)]
+    pub heartbeat_timeout: Option<f64>,
+    /// Address workers and clients should use (default: derived from --host).
+    #[arg(long)]
+    pub contact_address: Option<String>,
+    /// TOML settings file.
+    #[arg(long, env = "STRATUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub dashboard_address: String,
+    pub scheduler_file: Option<PathBuf>,
+    pub heartbeat_timeout: f64,
+    pub contact_address: Option<String>,
+}
+
+impl Settings {
+    /// Merge defaults, file, environment and flags.
+    pub fn load(cli: &Cli) -> Result<Settings, config::ConfigError> {
+        let mut builder = config::Config::builder()
+            .set_default("host", "0.0.0.0")?
+            .set_default("port", 8786)?
+            .set_default("dashboard_address", ":8787")?
+            .set_default("heartbeat_timeout", 5.0)?;
+        if let Some(path) = &cli.config {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("STRATUS_SCHEDULER")
+                .prefix_separator("__")
+                .try_parsing(true),
+        );
+        if let Some(v) = &cli.host {
+            builder = builder.set_override("host", v.as_str())?;
+        }
+        if let Some(v) = cli.port {
+            builder = builder.set_override("port", v)?;
+        }
+        if let Some(v) = &cli.dashboard_address {
+            builder = builder.set_override("dashboard_address", v.as_str())?;
+        }
+        if let Some(v) = &cli.scheduler_file {
+            builder = builder.set_override("scheduler_file", v.display().to_string())?;
+        }
+        if let Some(v) = cli.heartbeat_timeout {
+            builder = builder.set_override("heartbeat_timeout", v)?;
+        }
+        if let Some(v) = &cli.contact_address {
+            builder = builder.set_override("contact_address", v.as_str())?;
+        }
+        builder.build()?.try_deserialize()
+    }
+}
+
+/// Split a Dask-style address (`:8787`, `HOST:PORT`, `PORT`) with a default host.
+pub fn split_host_port(address: &str, default_host: &str) -> Result<(String, u16), String> {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => ("", address),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid address '{address}': port is not a number"))?;
+    let host = if host.is_empty() { default_host } else { host };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_address_shapes() {
+        assert_eq!(
+            split_host_port(":8787", "0.0.0.0").unwrap(),
+            ("0.0.0.0".into(), 8787)
+        );
+        assert_eq!(
+            split_host_port("127.0.0.1:0", "x").unwrap(),
+            ("127.0.0.1".into(), 0)
+        );
+        assert!(split_host_port("a:b", "x").is_err());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli {
+            port: Some(9000),
+            ..Default::default()
+        };
+        let s = Settings::load(&cli).unwrap();
+        assert_eq!(s.port, 9000);
+        assert_eq!(s.dashboard_address, ":8787");
+    }
+}

@@ -1,0 +1,1083 @@
+//! The scheduler's decision logic as a sans-IO state machine.
+//!
+//! [`SchedulerState::handle`] takes one [`Event`] (a worker joined, a task
+//! finished, a client asked for something, time passed) and returns the
+//! [`Command`]s to carry out (send tasks to a worker, answer a request, drop a
+//! worker). It owns the cluster (workers, their threads and memory), the
+//! persisted frames with their lineage, the jobs of client requests and the
+//! task queue. It does no I/O and reads no clock: the caller passes `now`.
+//! The actor in [`crate::server`] feeds it and executes its commands.
+//!
+//! A job on a Parquet source runs in phases: list the files (one task), read
+//! their footers (tasks spread over the workers), then plan partitions and
+//! run one task per partition. Persisted partitions remember the Parquet
+//! partition they came from, so a partition lost with its worker is rebuilt by
+//! loading it again on another worker.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use stratus_protocol::messages::{
+    ClientRequest, ClusterInfo, FileRef, FooterMeta, FrameSummary, HeadInput, ParquetPartition,
+    PartitionKey, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient, ToWorker, WorkerInfo,
+};
+
+use crate::planning;
+
+/// Identifies a worker connection.
+pub type WorkerId = u64;
+/// Identifies one client request (one stream).
+pub type RequestId = u64;
+/// Identifies a task.
+pub type TaskId = u64;
+type JobId = u64;
+type FrameId = u64;
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A worker silent for longer than this is removed.
+    pub heartbeat_timeout: Duration,
+    /// A task whose worker was lost this many times fails its job.
+    pub max_task_attempts: u32,
+    /// Public address (`quic://HOST:PORT`), for `info`.
+    pub address: String,
+    /// Dashboard URL, for `info`.
+    pub dashboard: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_timeout: Duration::from_secs(5),
+            max_task_attempts: 3,
+            address: String::new(),
+            dashboard: String::new(),
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    WorkerJoined {
+        worker: WorkerId,
+        info: WorkerInfo,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        memory_used: u64,
+    },
+    TaskReports {
+        worker: WorkerId,
+        reports: Vec<TaskReport>,
+    },
+    WorkerLeft {
+        worker: WorkerId,
+        reason: String,
+    },
+    Request {
+        request: RequestId,
+        body: ClientRequest,
+    },
+    /// The client went away or cancelled; no answer is wanted.
+    RequestCancelled {
+        request: RequestId,
+    },
+    /// Time passed (checks heartbeats).
+    Tick,
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    ToWorker {
+        worker: WorkerId,
+        message: ToWorker,
+    },
+    Reply {
+        request: RequestId,
+        message: ToClient,
+    },
+    DisconnectWorker {
+        worker: WorkerId,
+        reason: String,
+    },
+}
+
+/// A registered worker as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub id: WorkerId,
+    pub info: WorkerInfo,
+    pub last_seen: Instant,
+    pub memory_used: u64,
+    pub running: HashSet<TaskId>,
+    pub partitions: HashSet<PartitionKey>,
+    pub persisted_bytes: u64,
+}
+
+impl Worker {
+    fn free_slots(&self) -> usize {
+        (self.info.nthreads as usize).saturating_sub(self.running.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    job: Option<JobId>,
+    kind: TaskKind,
+    worker: Option<WorkerId>,
+    attempts: u32,
+}
+
+impl Task {
+    /// The persisted partition this task must run next to, if any.
+    fn pinned_to(&self) -> Option<PartitionKey> {
+        match &self.kind {
+            TaskKind::Head {
+                input: HeadInput::Persisted(key),
+                ..
+            } => Some(*key),
+            _ => None,
+        }
+    }
+}
+
+/// One persisted partition and where it came from.
+#[derive(Debug, Clone)]
+pub struct PersistedPartition {
+    pub source: ParquetPartition,
+    pub rows: u64,
+    pub bytes: u64,
+    pub holder: Option<WorkerId>,
+    /// Load task in flight for it (first load or rebuild).
+    pub loading: Option<TaskId>,
+}
+
+/// A persisted (or being persisted) frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: FrameId,
+    pub name: String,
+    pub source: String,
+    pub columns: Option<Vec<String>>,
+    pub partitions: Vec<PersistedPartition>,
+    /// False while its persist job runs.
+    pub complete: bool,
+}
+
+impl Frame {
+    fn summary(&self) -> FrameSummary {
+        FrameSummary {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            rows: self.partitions.iter().map(|p| p.rows).sum(),
+            bytes: self.partitions.iter().map(|p| p.bytes).sum(),
+            partitions: self.partitions.len() as u32,
+            partitions_held: self
+                .partitions
+                .iter()
+                .filter(|p| p.holder.is_some())
+                .count() as u32,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Goal {
+    Len,
+    Persist {
+        name: String,
+        replace: bool,
+        columns: Option<Vec<String>>,
+    },
+    Head {
+        n: u64,
+        columns: Option<Vec<String>>,
+    },
+}
+
+#[derive(Debug)]
+enum Phase {
+    Listing,
+    Footers {
+        footers: Vec<FooterMeta>,
+    },
+    Loading {
+        frame: FrameId,
+    },
+    /// Reading heads partition by partition until enough rows.
+    Heading {
+        inputs: VecDeque<HeadInput>,
+        tables: Vec<Vec<u8>>,
+        rows: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Job {
+    request: RequestId,
+    source: String,
+    goal: Goal,
+    phase: Phase,
+    tasks: HashSet<TaskId>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub tasks_finished: u64,
+    pub tasks_failed: u64,
+    pub tasks_retried: u64,
+    pub workers_lost: u64,
+    pub partitions_rebuilt: u64,
+}
+
+/// The scheduler's whole state.
+#[derive(Debug)]
+pub struct SchedulerState {
+    config: Config,
+    workers: BTreeMap<WorkerId, Worker>,
+    frames: BTreeMap<FrameId, Frame>,
+    tasks: HashMap<TaskId, Task>,
+    queue: VecDeque<TaskId>,
+    jobs: HashMap<JobId, Job>,
+    job_of_request: HashMap<RequestId, JobId>,
+    next_id: u64,
+    counters: Counters,
+}
+
+impl SchedulerState {
+    pub fn new(config: Config) -> Self {
+        SchedulerState {
+            config,
+            workers: BTreeMap::new(),
+            frames: BTreeMap::new(),
+            tasks: HashMap::new(),
+            queue: VecDeque::new(),
+            jobs: HashMap::new(),
+            job_of_request: HashMap::new(),
+            next_id: 1,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Registered workers.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    /// Persisted frames (complete ones).
+    pub fn frames(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.values().filter(|f| f.complete)
+    }
+
+    /// Tasks waiting for a worker, and tasks running.
+    pub fn task_counts(&self) -> (usize, usize) {
+        let running = self.tasks.values().filter(|t| t.worker.is_some()).count();
+        (self.tasks.len() - running, running)
+    }
+
+    /// Jobs in progress.
+    pub fn jobs_in_progress(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Cluster summary as `stratus info` prints it.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            address: self.config.address.clone(),
+            dashboard: self.config.dashboard.clone(),
+            workers: self.workers.len() as u32,
+            threads: self.workers.values().map(|w| w.info.nthreads).sum(),
+            memory_limit: self.workers.values().map(|w| w.info.memory_limit).sum(),
+            memory_used: self.workers.values().map(|w| w.memory_used).sum(),
+        }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Feed one event; get the commands to carry out.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::WorkerJoined { worker, info } => {
+                self.workers.insert(
+                    worker,
+                    Worker {
+                        id: worker,
+                        info,
+                        last_seen: now,
+                        memory_used: 0,
+                        running: HashSet::new(),
+                        partitions: HashSet::new(),
+                        persisted_bytes: 0,
+                    },
+                );
+            }
+            Event::Heartbeat {
+                worker,
+                memory_used,
+            } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.last_seen = now;
+                    w.memory_used = memory_used;
+                }
+            }
+            Event::TaskReports { worker, reports } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.last_seen = now;
+                }
+                for report in reports {
+                    self.on_report(worker, report, &mut out);
+                }
+            }
+            Event::WorkerLeft { worker, reason } => self.remove_worker(worker, &reason, &mut out),
+            Event::Request { request, body } => self.on_request(request, body, &mut out),
+            Event::RequestCancelled { request } => {
+                if let Some(job) = self.job_of_request.get(&request).copied() {
+                    self.abort_job(job, None, &mut out);
+                }
+            }
+            Event::Tick => {
+                let timeout = self.config.heartbeat_timeout;
+                let silent: Vec<WorkerId> = self
+                    .workers
+                    .values()
+                    .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
+                    .map(|w| w.id)
+                    .collect();
+                for worker in silent {
+                    let reason = format!(
+                        "worker {} silent for more than {:?}",
+                        self.worker_label(worker),
+                        timeout
+                    );
+                    out.push(Command::DisconnectWorker {
+                        worker,
+                        reason: reason.clone(),
+                    });
+                    self.remove_worker(worker, &reason, &mut out);
+                }
+            }
+        }
+        self.dispatch(&mut out);
+        out
+    }
+
+    fn worker_label(&self, worker: WorkerId) -> String {
+        match self.workers.get(&worker) {
+            Some(w) => format!("'{}' ({})", w.info.name, w.info.host),
+            None => format!("#{worker}"),
+        }
+    }
+
+    // ----- client requests -------------------------------------------------
+
+    fn on_request(&mut self, request: RequestId, body: ClientRequest, out: &mut Vec<Command>) {
+        let reply = |message| Command::Reply { request, message };
+        match body {
+            ClientRequest::Info => out.push(reply(ToClient::Info(self.cluster_info()))),
+            ClientRequest::List => out.push(reply(ToClient::Frames(
+                self.frames().map(Frame::summary).collect(),
+            ))),
+            ClientRequest::Unpersist { name } => match self.frame_by_name(&name) {
+                Some(id) => {
+                    self.drop_frame(id, out);
+                    out.push(reply(ToClient::Done));
+                }
+                None => out.push(reply(ToClient::Error(format!(
+                    "no persisted frame named '{name}'"
+                )))),
+            },
+            ClientRequest::Len { source } => {
+                if let Some(id) = self.frame_by_name(&source) {
+                    let rows = self.frames[&id].partitions.iter().map(|p| p.rows).sum();
+                    out.push(reply(ToClient::Count(rows)));
+                } else {
+                    self.start_job(request, source, Goal::Len, out);
+                }
+            }
+            ClientRequest::Head { source, n, columns } => {
+                if let Some(id) = self.frame_by_name(&source) {
+                    let frame = &self.frames[&id];
+                    let inputs = (0..frame.partitions.len() as u32)
+                        .map(|index| HeadInput::Persisted(PartitionKey { frame: id, index }))
+                        .collect();
+                    let job = self.new_job(request, source, Goal::Head { n, columns });
+                    self.jobs.get_mut(&job).expect("job just made").phase = Phase::Heading {
+                        inputs,
+                        tables: Vec::new(),
+                        rows: 0,
+                    };
+                    self.next_head(job, out);
+                } else {
+                    self.start_job(request, source, Goal::Head { n, columns }, out);
+                }
+            }
+            ClientRequest::Persist {
+                source,
+                name,
+                replace,
+                columns,
+            } => {
+                if name.is_empty() {
+                    out.push(reply(ToClient::Error("a frame needs a name".into())));
+                    return;
+                }
+                if self.frame_by_name(&name).is_some() && !replace {
+                    out.push(reply(ToClient::Error(format!(
+                        "a frame named '{name}' is already persisted (use --replace to replace it)"
+                    ))));
+                    return;
+                }
+                let busy = self.jobs.values().any(
+                    |j| matches!(&j.goal, Goal::Persist { name: other, .. } if *other == name),
+                );
+                if busy {
+                    out.push(reply(ToClient::Error(format!(
+                        "a persist of '{name}' is already running"
+                    ))));
+                    return;
+                }
+                if self.frame_by_name(&source).is_some() {
+                    out.push(reply(ToClient::Error(format!(
+                        "'{source}' is a persisted frame; persisting a frame again needs a transform (not supported yet)"
+                    ))));
+                    return;
+                }
+                self.start_job(
+                    request,
+                    source,
+                    Goal::Persist {
+                        name,
+                        replace,
+                        columns,
+                    },
+                    out,
+                );
+            }
+        }
+    }
+
+    fn frame_by_name(&self, name: &str) -> Option<FrameId> {
+        self.frames
+            .values()
+            .find(|f| f.complete && f.name == name)
+            .map(|f| f.id)
+    }
+
+    fn new_job(&mut self, request: RequestId, source: String, goal: Goal) -> JobId {
+        let id = self.fresh_id();
+        self.jobs.insert(
+            id,
+            Job {
+                request,
+                source,
+                goal,
+                phase: Phase::Listing,
+                tasks: HashSet::new(),
+            },
+        );
+        self.job_of_request.insert(request, id);
+        id
+    }
+
+    /// Start a job on a Parquet source: list its files first.
+    fn start_job(
+        &mut self,
+        request: RequestId,
+        source: String,
+        goal: Goal,
+        out: &mut Vec<Command>,
+    ) {
+        let job = self.new_job(request, source.clone(), goal);
+        self.add_task(Some(job), TaskKind::ListFiles { source });
+        let _ = out;
+    }
+
+    fn add_task(&mut self, job: Option<JobId>, kind: TaskKind) -> TaskId {
+        let id = self.fresh_id();
+        self.tasks.insert(
+            id,
+            Task {
+                job,
+                kind,
+                worker: None,
+                attempts: 0,
+            },
+        );
+        self.queue.push_back(id);
+        if let Some(job) = job.and_then(|j| self.jobs.get_mut(&j)) {
+            job.tasks.insert(id);
+        }
+        id
+    }
+
+    fn reply(&self, job: JobId, message: ToClient, out: &mut Vec<Command>) {
+        if let Some(j) = self.jobs.get(&job) {
+            out.push(Command::Reply {
+                request: j.request,
+                message,
+            });
+        }
+    }
+
+    fn finish_job(&mut self, job: JobId, message: ToClient, out: &mut Vec<Command>) {
+        self.reply(job, message, out);
+        if let Some(j) = self.jobs.remove(&job) {
+            self.job_of_request.remove(&j.request);
+        }
+    }
+
+    /// End a job early: cancel its tasks, undo a half-done persist, and answer
+    /// with `error` (or not at all when the client is gone).
+    fn abort_job(&mut self, job: JobId, error: Option<String>, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.remove(&job) else {
+            return;
+        };
+        self.job_of_request.remove(&j.request);
+        let mut cancels: BTreeMap<WorkerId, Vec<TaskId>> = BTreeMap::new();
+        for task in &j.tasks {
+            if let Some(t) = self.tasks.remove(task) {
+                if let Some(w) = t.worker {
+                    cancels.entry(w).or_default().push(*task);
+                    if let Some(worker) = self.workers.get_mut(&w) {
+                        worker.running.remove(task);
+                    }
+                }
+            }
+        }
+        self.queue.retain(|t| self.tasks.contains_key(t));
+        for (worker, ids) in cancels {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Cancel(ids),
+            });
+        }
+        if let Phase::Loading { frame } = j.phase {
+            self.drop_frame(frame, out);
+        }
+        if let Some(error) = error {
+            out.push(Command::Reply {
+                request: j.request,
+                message: ToClient::Error(error),
+            });
+        }
+    }
+
+    /// Forget a frame and tell its holders to free its partitions.
+    fn drop_frame(&mut self, frame: FrameId, out: &mut Vec<Command>) {
+        let Some(f) = self.frames.remove(&frame) else {
+            return;
+        };
+        let mut drops: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
+        for (index, p) in f.partitions.iter().enumerate() {
+            let key = PartitionKey {
+                frame,
+                index: index as u32,
+            };
+            if let Some(w) = p.holder {
+                drops.entry(w).or_default().push(key);
+                if let Some(worker) = self.workers.get_mut(&w) {
+                    worker.partitions.remove(&key);
+                    worker.persisted_bytes = worker.persisted_bytes.saturating_sub(p.bytes);
+                }
+            }
+            if let Some(task) = p.loading {
+                if let Some(t) = self.tasks.remove(&task) {
+                    if let Some(w) = t.worker {
+                        if let Some(worker) = self.workers.get_mut(&w) {
+                            worker.running.remove(&task);
+                        }
+                        out.push(Command::ToWorker {
+                            worker: w,
+                            message: ToWorker::Cancel(vec![task]),
+                        });
+                    }
+                }
+            }
+        }
+        self.queue.retain(|t| self.tasks.contains_key(t));
+        for (worker, keys) in drops {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Drop(keys),
+            });
+        }
+    }
+
+    // ----- task outcomes ---------------------------------------------------
+
+    fn on_report(&mut self, worker: WorkerId, report: TaskReport, out: &mut Vec<Command>) {
+        let (id, result) = match report {
+            TaskReport::Finished { id, output } => (id, Ok(output)),
+            TaskReport::Failed { id, error } => (id, Err(error)),
+        };
+        // A report for a task we no longer track (cancelled, or reassigned after
+        // the worker was presumed lost) is ignored; a partition it loaded is freed
+        // unless it is the copy we count on.
+        let current = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.worker == Some(worker));
+        if !current {
+            if let Ok(TaskOutput::Loaded { key, .. }) = result {
+                let counted = self
+                    .frames
+                    .get(&key.frame)
+                    .and_then(|f| f.partitions.get(key.index as usize))
+                    .is_some_and(|p| p.holder == Some(worker));
+                if !counted {
+                    out.push(Command::ToWorker {
+                        worker,
+                        message: ToWorker::Drop(vec![key]),
+                    });
+                }
+            }
+            return;
+        }
+        let task = self.tasks.remove(&id).expect("task present");
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.running.remove(&id);
+        }
+        if let Some(job) = task.job.and_then(|j| self.jobs.get_mut(&j)) {
+            job.tasks.remove(&id);
+        }
+        match result {
+            Ok(output) => {
+                self.counters.tasks_finished += 1;
+                self.on_task_output(worker, id, task, output, out);
+            }
+            Err(error) => {
+                self.counters.tasks_failed += 1;
+                match task.job {
+                    Some(job) => self.abort_job(job, Some(error), out),
+                    None => self.on_rebuild_failed(&task, error),
+                }
+            }
+        }
+    }
+
+    fn on_rebuild_failed(&mut self, task: &Task, _error: String) {
+        if let TaskKind::Load { key, .. } = &task.kind {
+            if let Some(p) = self
+                .frames
+                .get_mut(&key.frame)
+                .and_then(|f| f.partitions.get_mut(key.index as usize))
+            {
+                p.loading = None;
+            }
+        }
+    }
+
+    fn on_task_output(
+        &mut self,
+        worker: WorkerId,
+        id: TaskId,
+        task: Task,
+        output: TaskOutput,
+        out: &mut Vec<Command>,
+    ) {
+        match output {
+            TaskOutput::Loaded { key, rows, bytes } => {
+                self.on_loaded(worker, id, key, rows, bytes, out);
+                if let Some(job) = task.job {
+                    self.check_persist_done(job, out);
+                }
+            }
+            TaskOutput::Files(files) => {
+                if let Some(job) = task.job {
+                    self.on_files(job, files, out);
+                }
+            }
+            TaskOutput::Footers(footers) => {
+                if let Some(job) = task.job {
+                    self.on_footers(job, footers, out);
+                }
+            }
+            TaskOutput::Table { rows, ipc } => {
+                if let Some(job) = task.job {
+                    self.on_head_table(job, rows, ipc, out);
+                }
+            }
+        }
+    }
+
+    fn on_loaded(
+        &mut self,
+        worker: WorkerId,
+        id: TaskId,
+        key: PartitionKey,
+        rows: u64,
+        bytes: u64,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(p) = self
+            .frames
+            .get_mut(&key.frame)
+            .and_then(|f| f.partitions.get_mut(key.index as usize))
+        else {
+            // The frame is gone: free the partition on the worker.
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Drop(vec![key]),
+            });
+            return;
+        };
+        if p.loading == Some(id) {
+            p.loading = None;
+        }
+        p.holder = Some(worker);
+        p.rows = rows;
+        p.bytes = bytes;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.partitions.insert(key);
+            w.persisted_bytes += bytes;
+        }
+    }
+
+    fn on_files(&mut self, job: JobId, files: Vec<FileRef>, out: &mut Vec<Command>) {
+        if files.is_empty() {
+            let source = self.jobs[&job].source.clone();
+            self.abort_job(job, Some(format!("no Parquet files match '{source}'")), out);
+            return;
+        }
+        let threads: usize = self
+            .workers
+            .values()
+            .map(|w| w.info.nthreads as usize)
+            .sum::<usize>()
+            .max(1);
+        let chunks = files.len().min(threads);
+        let per_chunk = files.len().div_ceil(chunks);
+        let mut files = files;
+        let mut groups = Vec::new();
+        while !files.is_empty() {
+            let rest = files.split_off(per_chunk.min(files.len()));
+            groups.push(std::mem::replace(&mut files, rest));
+        }
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.phase = Phase::Footers {
+                footers: Vec::new(),
+            };
+        }
+        for files in groups {
+            self.add_task(Some(job), TaskKind::ReadFooters { files });
+        }
+    }
+
+    fn on_footers(&mut self, job: JobId, mut footers: Vec<FooterMeta>, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Phase::Footers { footers: all } = &mut j.phase else {
+            return;
+        };
+        all.append(&mut footers);
+        if !j.tasks.is_empty() {
+            return;
+        }
+        let mut all = std::mem::take(all);
+        all.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+        let threads: usize = self
+            .workers
+            .values()
+            .map(|w| w.info.nthreads as usize)
+            .sum::<usize>()
+            .max(1);
+        let (_, partitions) = match planning::plan(&all, threads) {
+            Ok(plan) => plan,
+            Err(error) => return self.abort_job(job, Some(error), out),
+        };
+        let persist = match &self.jobs[&job].goal {
+            Goal::Len => {
+                let rows = all.iter().map(|f| f.num_rows).sum();
+                return self.finish_job(job, ToClient::Count(rows), out);
+            }
+            Goal::Head { .. } => None,
+            Goal::Persist { name, columns, .. } => Some((name.clone(), columns.clone())),
+        };
+        let Some((name, columns)) = persist else {
+            self.jobs.get_mut(&job).expect("job present").phase = Phase::Heading {
+                inputs: partitions.into_iter().map(HeadInput::Parquet).collect(),
+                tables: Vec::new(),
+                rows: 0,
+            };
+            return self.next_head(job, out);
+        };
+        let frame = self.fresh_id();
+        let j = self.jobs.get_mut(&job).expect("job present");
+        j.phase = Phase::Loading { frame };
+        let source = j.source.clone();
+        let mut parts = Vec::with_capacity(partitions.len());
+        for (index, input) in partitions.into_iter().enumerate() {
+            let key = PartitionKey {
+                frame,
+                index: index as u32,
+            };
+            let task = self.add_task(
+                Some(job),
+                TaskKind::Load {
+                    key,
+                    input: input.clone(),
+                    columns: columns.clone(),
+                },
+            );
+            parts.push(PersistedPartition {
+                rows: input.rows,
+                source: input,
+                bytes: 0,
+                holder: None,
+                loading: Some(task),
+            });
+        }
+        self.frames.insert(
+            frame,
+            Frame {
+                id: frame,
+                name,
+                source,
+                columns,
+                partitions: parts,
+                complete: false,
+            },
+        );
+    }
+
+    fn check_persist_done(&mut self, job: JobId, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        let Phase::Loading { frame } = j.phase else {
+            return;
+        };
+        let Some(f) = self.frames.get(&frame) else {
+            return;
+        };
+        let total = f.partitions.len() as u64;
+        let held = f.partitions.iter().filter(|p| p.holder.is_some()).count() as u64;
+        if held < total {
+            self.reply(
+                job,
+                ToClient::Progress {
+                    stage: "persist".into(),
+                    done: held,
+                    total,
+                },
+                out,
+            );
+            return;
+        }
+        let Goal::Persist { name, replace, .. } = &j.goal else {
+            return;
+        };
+        if *replace {
+            let name = name.clone();
+            if let Some(old) = self.frame_by_name(&name) {
+                self.drop_frame(old, out);
+            }
+        }
+        let f = self.frames.get_mut(&frame).expect("frame present");
+        f.complete = true;
+        let summary = f.summary();
+        self.finish_job(job, ToClient::Persisted(summary), out);
+    }
+
+    fn next_head(&mut self, job: JobId, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Goal::Head { n, columns } = &j.goal else {
+            return;
+        };
+        let (n, columns) = (*n, columns.clone());
+        let Phase::Heading {
+            inputs,
+            tables,
+            rows,
+        } = &mut j.phase
+        else {
+            return;
+        };
+        if *rows >= n || inputs.is_empty() {
+            let tables = std::mem::take(tables);
+            // Each table is a complete IPC stream; the client concatenates.
+            let mut message = Vec::new();
+            for t in tables {
+                message.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                message.extend_from_slice(&t);
+            }
+            self.finish_job(job, ToClient::Table(message), out);
+            return;
+        }
+        let input = inputs.pop_front().expect("not empty");
+        let remaining = n - *rows;
+        self.add_task(
+            Some(job),
+            TaskKind::Head {
+                input,
+                n: remaining,
+                columns,
+            },
+        );
+    }
+
+    fn on_head_table(&mut self, job: JobId, rows: u64, ipc: Vec<u8>, out: &mut Vec<Command>) {
+        if let Some(Job {
+            phase: Phase::Heading {
+                tables, rows: got, ..
+            },
+            ..
+        }) = self.jobs.get_mut(&job)
+        {
+            if rows > 0 || tables.is_empty() {
+                tables.push(ipc);
+            }
+            *got += rows;
+        }
+        self.next_head(job, out);
+    }
+
+    // ----- workers leaving -------------------------------------------------
+
+    fn remove_worker(&mut self, worker: WorkerId, reason: &str, out: &mut Vec<Command>) {
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.counters.workers_lost += 1;
+        // Running tasks go back to the queue (front: they were started first).
+        let mut running: Vec<TaskId> = w.running.into_iter().collect();
+        running.sort_unstable();
+        for id in running.into_iter().rev() {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.worker = None;
+            task.attempts += 1;
+            if task.attempts >= self.config.max_task_attempts {
+                let job = task.job;
+                let error = format!(
+                    "a task was lost with {} workers in a row (last: worker '{}', {reason})",
+                    task.attempts, w.info.name
+                );
+                self.tasks.remove(&id);
+                if let Some(job) = job {
+                    self.abort_job(job, Some(error), out);
+                }
+            } else {
+                self.counters.tasks_retried += 1;
+                self.queue.push_front(id);
+            }
+        }
+        // Persisted partitions it held are rebuilt from their lineage.
+        let mut lost: Vec<PartitionKey> = w.partitions.into_iter().collect();
+        lost.sort_unstable();
+        for key in lost {
+            let Some(frame) = self.frames.get_mut(&key.frame) else {
+                continue;
+            };
+            let columns = frame.columns.clone();
+            let p = &mut frame.partitions[key.index as usize];
+            p.holder = None;
+            if p.loading.is_some() {
+                continue;
+            }
+            let input = p.source.clone();
+            let job = self
+                .jobs
+                .iter()
+                .find(|(_, j)| matches!(j.phase, Phase::Loading { frame } if frame == key.frame))
+                .map(|(id, _)| *id);
+            let task = self.add_task(
+                job,
+                TaskKind::Load {
+                    key,
+                    input,
+                    columns,
+                },
+            );
+            self.counters.partitions_rebuilt += 1;
+            if let Some(p) = self
+                .frames
+                .get_mut(&key.frame)
+                .and_then(|f| f.partitions.get_mut(key.index as usize))
+            {
+                p.loading = Some(task);
+            }
+        }
+    }
+
+    // ----- placement ------------------------------------------------------
+
+    /// Hand queued tasks to workers with free threads: one message per worker.
+    fn dispatch(&mut self, out: &mut Vec<Command>) {
+        if self.queue.is_empty() || self.workers.is_empty() {
+            return;
+        }
+        let mut batches: BTreeMap<WorkerId, Vec<TaskAssignment>> = BTreeMap::new();
+        let mut waiting = VecDeque::new();
+        while let Some(id) = self.queue.pop_front() {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            let chosen = match task.pinned_to() {
+                Some(key) => self
+                    .frames
+                    .get(&key.frame)
+                    .and_then(|f| f.partitions.get(key.index as usize))
+                    .and_then(|p| p.holder)
+                    .filter(|w| self.workers.get(w).is_some_and(|w| w.free_slots() > 0)),
+                None => {
+                    let loads = matches!(task.kind, TaskKind::Load { .. });
+                    self.workers
+                        .values()
+                        .filter(|w| w.free_slots() > 0)
+                        .min_by_key(|w| {
+                            if loads {
+                                // Balance persisted data: fewest partitions held or
+                                // loading per thread.
+                                let load = w.partitions.len() + w.running.len();
+                                (load * 1000 / w.info.nthreads.max(1) as usize, w.id)
+                            } else {
+                                (usize::MAX - w.free_slots(), w.id)
+                            }
+                        })
+                        .map(|w| w.id)
+                }
+            };
+            match chosen {
+                Some(worker) => {
+                    let task = self.tasks.get_mut(&id).expect("task present");
+                    task.worker = Some(worker);
+                    self.workers
+                        .get_mut(&worker)
+                        .expect("worker present")
+                        .running
+                        .insert(id);
+                    batches.entry(worker).or_default().push(TaskAssignment {
+                        id,
+                        kind: task.kind.clone(),
+                    });
+                }
+                None => waiting.push_back(id),
+            }
+        }
+        self.queue = waiting;
+        for (worker, tasks) in batches {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Run(tasks),
+            });
+        }
+    }
+}

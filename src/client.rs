@@ -1,0 +1,267 @@
+//! The Rust client: one QUIC connection to the scheduler, one stream per
+//! request. Requests answer with zero or more progress frames and one final
+//! frame; dropping a request's future (or closing the client) cancels it on
+//! the scheduler.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+
+use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
+use stratus_protocol::messages::{
+    ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary, Hello, PeerRole,
+    ToClient,
+};
+use stratus_protocol::scheduler_file::Target;
+use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
+
+/// What can go wrong for a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered with an error (bad input, lost data, ...).
+    #[error("{0}")]
+    Server(String),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("no worker registered with {address} within {waited:?}: start workers (stratus-worker {address} --scheduler-file ...) or check their logs")]
+    NoWorkers { address: String, waited: Duration },
+    #[error("unexpected answer from the scheduler: {0}")]
+    Unexpected(String),
+}
+
+/// Result with a [`ClientError`].
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Progress of a long request: stage, done, total.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+/// A connection to a Stratus scheduler.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    address: String,
+}
+
+impl Client {
+    /// Connect to the cluster described by `target` and say hello.
+    pub async fn connect(target: &Target) -> Result<Client> {
+        let endpoint = stratus_protocol::transport::client_endpoint(&target.ca_pem)?;
+        let conn = stratus_protocol::transport::connect(&endpoint, &target.address).await?;
+        let peer = format!("scheduler {}", target.address);
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
+            peer: peer.clone(),
+            what: format!("cannot open a stream: {e}"),
+        })?;
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            stratus_version: STRATUS_VERSION.to_string(),
+            role: PeerRole::Client {
+                name: format!("stratus-client-{}", std::process::id()),
+            },
+        };
+        send_message(&mut send, &hello, &peer).await?;
+        let frame = read_frame(&mut recv, &peer)
+            .await?
+            .ok_or_else(|| ProtocolError::Peer {
+                peer: peer.clone(),
+                what: "closed the connection during the handshake".into(),
+            })?;
+        if let ArchivedWelcome::Rejected { reason } = access::<ArchivedWelcome>(&frame, &peer)? {
+            return Err(ProtocolError::Peer {
+                peer,
+                what: format!("refused this client: {reason}"),
+            }
+            .into());
+        }
+        Ok(Client {
+            endpoint,
+            conn,
+            address: target.address.clone(),
+        })
+    }
+
+    /// The scheduler's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Send a request; return its final frame (validated), reporting progress.
+    async fn call(&self, request: &ClientRequest, progress: Progress<'_>) -> Result<Frame> {
+        let peer = format!("scheduler {}", self.address);
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ProtocolError::Peer {
+            peer: peer.clone(),
+            what: format!("cannot open a request stream: {e}"),
+        })?;
+        send_message(&mut send, request, &peer).await?;
+        let _ = send.finish();
+        loop {
+            let frame = read_frame(&mut recv, &peer)
+                .await?
+                .ok_or_else(|| ProtocolError::Peer {
+                    peer: peer.clone(),
+                    what: "ended the request without an answer".into(),
+                })?;
+            match access::<ArchivedToClient>(&frame, &peer)? {
+                ArchivedToClient::Progress { stage, done, total } => {
+                    progress(stage.as_str(), done.to_native(), total.to_native())
+                }
+                ArchivedToClient::Error(message) => {
+                    return Err(ClientError::Server(message.to_string()))
+                }
+                _ => return Ok(frame),
+            }
+        }
+    }
+
+    async fn call_owned(
+        &self,
+        request: &ClientRequest,
+        progress: Progress<'_>,
+    ) -> Result<ToClient> {
+        let frame = self.call(request, progress).await?;
+        let peer = format!("scheduler {}", self.address);
+        let archived = access::<ArchivedToClient>(&frame, &peer)?;
+        Ok(to_owned(archived, &peer)?)
+    }
+
+    /// Cluster summary.
+    pub async fn info(&self) -> Result<ClusterInfo> {
+        match self
+            .call_owned(&ClientRequest::Info, &mut |_, _, _| {})
+            .await?
+        {
+            ToClient::Info(info) => Ok(info),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Wait until at least `n` workers are registered (Dask's `wait_for_workers`).
+    pub async fn wait_for_workers(&self, n: u32, timeout: Duration) -> Result<ClusterInfo> {
+        let start = Instant::now();
+        loop {
+            let info = self.info().await?;
+            if info.workers >= n {
+                return Ok(info);
+            }
+            if start.elapsed() >= timeout {
+                return Err(ClientError::NoWorkers {
+                    address: self.address.clone(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Row count of a persisted frame or a Parquet source.
+    pub async fn len(&self, source: &str) -> Result<u64> {
+        let request = ClientRequest::Len {
+            source: source.to_string(),
+        };
+        match self.call_owned(&request, &mut |_, _, _| {}).await? {
+            ToClient::Count(n) => Ok(n),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Read a source into the workers' RAM under `name`.
+    pub async fn persist(
+        &self,
+        source: &str,
+        name: &str,
+        replace: bool,
+        columns: Option<Vec<String>>,
+        progress: Progress<'_>,
+    ) -> Result<FrameSummary> {
+        let request = ClientRequest::Persist {
+            source: source.to_string(),
+            name: name.to_string(),
+            replace,
+            columns,
+        };
+        match self.call_owned(&request, progress).await? {
+            ToClient::Persisted(summary) => Ok(summary),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// First `n` rows.
+    pub async fn head(
+        &self,
+        source: &str,
+        n: u64,
+        columns: Option<Vec<String>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let request = ClientRequest::Head {
+            source: source.to_string(),
+            n,
+            columns,
+        };
+        let frame = self.call(&request, &mut |_, _, _| {}).await?;
+        let peer = format!("scheduler {}", self.address);
+        let ArchivedToClient::Table(bytes) = access::<ArchivedToClient>(&frame, &peer)? else {
+            return Err(ClientError::Unexpected("expected a table".into()));
+        };
+        decode_tables(bytes.as_slice())
+    }
+
+    /// Release a persisted frame.
+    pub async fn unpersist(&self, name: &str) -> Result<()> {
+        let request = ClientRequest::Unpersist {
+            name: name.to_string(),
+        };
+        self.call(&request, &mut |_, _, _| {}).await.map(|_| ())
+    }
+
+    /// Persisted frames.
+    pub async fn list(&self) -> Result<Vec<FrameSummary>> {
+        match self
+            .call_owned(&ClientRequest::List, &mut |_, _, _| {})
+            .await?
+        {
+            ToClient::Frames(frames) => Ok(frames),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Close the connection (cancelling anything in flight) and wait briefly
+    /// for the close to reach the scheduler.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"client closed");
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Decode the head answer: length-prefixed Arrow IPC streams, one per
+/// partition read. The bytes sit at an arbitrary offset inside the frame, so
+/// they are copied once into an aligned buffer; decoding is then zero-copy.
+fn decode_tables(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let aligned = Buffer::from(bytes);
+    let mut batches = Vec::new();
+    let mut offset = 0usize;
+    while offset + 8 <= aligned.len() {
+        let len = u64::from_le_bytes(
+            aligned.as_slice()[offset..offset + 8]
+                .try_into()
+                .expect("8 bytes"),
+        ) as usize;
+        offset += 8;
+        if offset + len > aligned.len() {
+            return Err(ClientError::Unexpected("truncated table".into()));
+        }
+        if len > 0 {
+            // Keep each stream 8-byte aligned for the zero-copy decoder.
+            let part = if offset % 8 == 0 {
+                aligned.slice_with_length(offset, len)
+            } else {
+                Buffer::from(&aligned.as_slice()[offset..offset + len])
+            };
+            let (_, mut b) = stratus_protocol::ipc::decode_batches(part)?;
+            batches.append(&mut b);
+        }
+        offset += len;
+    }
+    Ok(batches)
+}

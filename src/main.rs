@@ -1,0 +1,449 @@
+//! `stratus`: the command line. Results go to stdout and nothing else; logs,
+//! progress and timings go to stderr.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use stratus::local::{LocalCluster, LocalOptions};
+use stratus::{Client, Locator};
+use stratus_protocol::units::{format_bytes, parse_bytes};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stratus",
+    version,
+    about = "Stratus: a distributed dataframe runtime"
+)]
+struct Cli {
+    /// Scheduler file written by the scheduler or `stratus local`.
+    #[arg(long, global = true, env = "STRATUS_SCHEDULER_FILE")]
+    scheduler_file: Option<PathBuf>,
+    /// Scheduler address `quic://HOST:PORT` (needs --tls-ca).
+    #[arg(long, global = true, env = "STRATUS_SCHEDULER")]
+    scheduler: Option<String>,
+    /// PEM certificate of the scheduler.
+    #[arg(long, global = true, env = "STRATUS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Seconds to wait for a first worker before giving up.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    wait_for_workers: f64,
+    /// More output on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One-line cluster summary.
+    Info,
+    /// Row count of a persisted frame or a Parquet path/glob.
+    Len { source: String },
+    /// First rows of a persisted frame or a Parquet path/glob.
+    Head {
+        source: String,
+        #[arg(short, default_value_t = 5)]
+        n: u64,
+        /// Comma-separated columns.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+    },
+    /// Read a source into the workers' RAM under a name.
+    Persist {
+        source: String,
+        #[arg(long = "as")]
+        name: String,
+        /// Replace a frame of that name.
+        #[arg(long)]
+        replace: bool,
+        /// Comma-separated columns to keep.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+    },
+    /// Release a persisted frame.
+    Unpersist { name: String },
+    /// Persisted frames.
+    List,
+    /// Start a scheduler and workers on this machine until Ctrl-C.
+    Local {
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        #[arg(long, default_value_t = 1)]
+        threads_per_worker: u32,
+        /// Per worker (default: available memory / workers).
+        #[arg(long)]
+        memory_limit: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long)]
+        dashboard_address: Option<String>,
+    },
+    /// Generate sample data.
+    Datagen {
+        #[command(subcommand)]
+        kind: DatagenKind,
+    },
+    /// The main job: a local cluster, sample data, the workflow, with timings.
+    Demo {
+        /// Rows of sample data to generate if --data has none.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        /// Dataset directory (generated there if empty).
+        #[arg(long, default_value = "stratus-sample-data")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        #[arg(long, default_value_t = 1)]
+        threads_per_worker: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DatagenKind {
+    /// Synthetic ISD-like weather data, hive-partitioned by year and month.
+    Isd {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread: children of `stratus local` are spawned from the main thread,
+    // so their parent-death signal is tied to this process's life.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("stratus: error: {e:#}");
+                    1
+                }
+            },
+            _ = shutdown_signal() => {
+                eprintln!("stratus: interrupted");
+                130
+            }
+        }
+    });
+    // Dropping the runtime drops any client: its connection closes, and the
+    // scheduler cancels what it was doing for us.
+    drop(runtime);
+    std::process::exit(code);
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn locator(cli: &Cli) -> Locator {
+    Locator {
+        scheduler_file: cli.scheduler_file.clone(),
+        scheduler: cli.scheduler.clone(),
+        tls_ca: cli.tls_ca.clone(),
+    }
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let target = locator(cli).resolve()?;
+    let client = Client::connect(&target).await?;
+    client
+        .wait_for_workers(1, Duration::from_secs_f64(cli.wait_for_workers.max(0.0)))
+        .await?;
+    Ok(client)
+}
+
+fn elapsed(start: Instant) -> String {
+    format!("{:.3} s", start.elapsed().as_secs_f64())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Cmd::Info => {
+            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            let info = client.info().await?;
+            println!(
+                "<Client: {} workers={} threads={} memory={}>",
+                info.address,
+                info.workers,
+                info.threads,
+                format_bytes(info.memory_limit)
+            );
+            client.close().await;
+        }
+        Cmd::Len { source } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let n = client.len(source).await?;
+            println!("{n}");
+            if cli.verbose > 0 {
+                eprintln!("len: {}", elapsed(start));
+            }
+            client.close().await;
+        }
+        Cmd::Head { source, n, columns } => {
+            let client = connect(&cli).await?;
+            let batches = client.head(source, *n, columns.clone()).await?;
+            println!("{}", arrow_cast::pretty::pretty_format_batches(&batches)?);
+            client.close().await;
+        }
+        Cmd::Persist {
+            source,
+            name,
+            replace,
+            columns,
+        } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let verbose = cli.verbose > 0;
+            let summary = client
+                .persist(
+                    source,
+                    name,
+                    *replace,
+                    columns.clone(),
+                    &mut |stage, done, total| {
+                        if verbose {
+                            eprintln!("{stage}: {done}/{total}");
+                        }
+                    },
+                )
+                .await?;
+            println!(
+                "{}: {} rows, {} partitions, {}",
+                summary.name,
+                summary.rows,
+                summary.partitions,
+                format_bytes(summary.bytes)
+            );
+            if verbose {
+                eprintln!("persist: {}", elapsed(start));
+            }
+            client.close().await;
+        }
+        Cmd::Unpersist { name } => {
+            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            client.unpersist(name).await?;
+            client.close().await;
+        }
+        Cmd::List => {
+            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            let frames = client.list().await?;
+            print_frames(&frames);
+            client.close().await;
+        }
+        Cmd::Local {
+            workers,
+            threads_per_worker,
+            memory_limit,
+            port,
+            dashboard_address,
+        } => {
+            let options = LocalOptions {
+                workers: *workers,
+                threads_per_worker: *threads_per_worker,
+                memory_limit: memory_limit
+                    .as_deref()
+                    .map(parse_bytes)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                port: *port,
+                dashboard_address: dashboard_address.clone(),
+                scheduler_file: cli.scheduler_file.clone(),
+                inherit_logs: true,
+            };
+            let cluster = LocalCluster::start(&options).await?;
+            println!("scheduler {}", cluster.target.address);
+            println!("dashboard {}", cluster.dashboard);
+            if let Some(path) = &cluster.scheduler_file {
+                println!("scheduler-file {}", path.display());
+            }
+            shutdown_signal().await;
+            eprintln!("stratus local: stopping");
+            drop(cluster);
+        }
+        Cmd::Datagen {
+            kind: DatagenKind::Isd { rows, out, seed },
+        } => {
+            let start = Instant::now();
+            let summary =
+                stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+                    rows: *rows,
+                    out: out.clone(),
+                    seed: *seed,
+                })?;
+            eprintln!(
+                "wrote {} rows in {} files ({}) to {} in {}",
+                summary.rows,
+                summary.files,
+                format_bytes(summary.bytes),
+                out.display(),
+                elapsed(start)
+            );
+        }
+        Cmd::Demo {
+            rows,
+            data,
+            workers,
+            threads_per_worker,
+        } => demo(*rows, data, *workers, *threads_per_worker).await?,
+    }
+    Ok(())
+}
+
+fn print_frames(frames: &[stratus_protocol::messages::FrameSummary]) {
+    println!(
+        "{:<20} {:>14} {:>12} {:>10}  source",
+        "name", "rows", "bytes", "partitions"
+    );
+    for f in frames {
+        println!(
+            "{:<20} {:>14} {:>12} {:>10}  {}",
+            f.name,
+            f.rows,
+            format_bytes(f.bytes),
+            f.partitions,
+            f.source
+        );
+    }
+}
+
+fn has_parquet(dir: &std::path::Path) -> bool {
+    stratus_engine::scan::list_files(&dir.display().to_string()).is_ok_and(|f| !f.is_empty())
+}
+
+/// The README's main job, on the embedded default.
+async fn demo(
+    rows: u64,
+    data: &std::path::Path,
+    workers: u32,
+    threads_per_worker: u32,
+) -> anyhow::Result<()> {
+    println!("== Stratus demo: the ISD workflow on a local cluster");
+    if !has_parquet(data) {
+        let start = Instant::now();
+        let summary =
+            stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+                rows,
+                out: data.to_path_buf(),
+                seed: 42,
+            })?;
+        println!(
+            "generated sample ISD data: {} rows, {} files, {} in {}  [{}]",
+            summary.rows,
+            summary.files,
+            format_bytes(summary.bytes),
+            data.display(),
+            elapsed(start)
+        );
+    } else {
+        println!("using the dataset in {}", data.display());
+    }
+    let source = data
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data.display()))?
+        .display()
+        .to_string();
+
+    let start = Instant::now();
+    let cluster = LocalCluster::start(&LocalOptions {
+        workers,
+        threads_per_worker,
+        ..LocalOptions::default()
+    })
+    .await?;
+    println!(
+        "local cluster: scheduler {}, {} workers x {} threads  [{}]",
+        cluster.target.address,
+        workers,
+        threads_per_worker,
+        elapsed(start)
+    );
+    println!("dashboard: {}", cluster.dashboard);
+
+    let client = Client::connect(&cluster.target).await?;
+    let info = client.info().await?;
+    println!(
+        "<Client: {} workers={} threads={} memory={}>",
+        info.address,
+        info.workers,
+        info.threads,
+        format_bytes(info.memory_limit)
+    );
+
+    let df = client.read_parquet(&source);
+    let start = Instant::now();
+    let n = df.len().await?;
+    println!(
+        "1. len(df) from Parquet footers: {n} rows  [{}]",
+        elapsed(start)
+    );
+
+    let start = Instant::now();
+    let (isd, summary) = df.persist_with("isd", true).await?;
+    println!(
+        "2. persist as 'isd': {} rows in {} partitions, {} of Arrow buffers in the workers' RAM  [{}]",
+        summary.rows,
+        summary.partitions,
+        format_bytes(summary.bytes),
+        elapsed(start)
+    );
+
+    let start = Instant::now();
+    let n2 = isd.len().await?;
+    println!(
+        "   len(isd) once persisted: {n2} rows  [{}]",
+        elapsed(start)
+    );
+    if n2 != n {
+        bail!("persisted row count {n2} differs from the source's {n}");
+    }
+
+    let start = Instant::now();
+    let head = isd
+        .clone()
+        .select(&["usaf", "wban", "datetime", "temperature", "year", "month"])
+        .head(5)
+        .await?;
+    println!("   head(5)  [{}]", elapsed(start));
+    println!("{}", arrow_cast::pretty::pretty_format_batches(&head)?);
+    println!("   (describe, group-by, sort and Parquet writes arrive with the analysis steps)");
+    println!(
+        "dashboard: {} (cluster JSON at {}api/cluster)",
+        cluster.dashboard, cluster.dashboard
+    );
+    client.close().await;
+    drop(cluster);
+    Ok(())
+}

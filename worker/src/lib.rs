@@ -1,0 +1,12 @@
+//! `stratus-worker`: runs tasks on compute threads and holds persisted
+//! partitions in RAM.
+//!
+//! - [`tasks`]: what each task kind computes (pure functions over the engine);
+//! - [`store`]: the persisted partitions and the memory they hold, refusing
+//!   to go over the memory limit;
+//! - [`node`]: the actix actor owning the store and the running tasks, and the
+//!   QUIC edge to the scheduler.
+
+pub mod node;
+pub mod store;
+pub mod tasks;

@@ -1,0 +1,141 @@
+//! `stratus-worker quic://HOST:PORT --nthreads N --memory-limit 8GiB --name NAME`:
+//! register with a scheduler and run its tasks until it goes away.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+use stratus_protocol::scheduler_file::Locator;
+use stratus_protocol::units::{available_memory, parse_bytes};
+use stratus_worker::node::{run, WorkerConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Command line of `stratus-worker` (Dask's shapes).
+#[derive(Parser, Debug)]
+#[command(name = "stratus-worker", version, about = "Stratus worker")]
+struct Cli {
+    /// Scheduler address, `quic://HOST:PORT`.
+    #[arg(env = "STRATUS_SCHEDULER")]
+    scheduler: Option<String>,
+    /// Scheduler file written by the scheduler (address and certificate).
+    #[arg(long, env = "STRATUS_SCHEDULER_FILE")]
+    scheduler_file: Option<PathBuf>,
+    /// PEM certificate to trust when the scheduler is given by address.
+    #[arg(long, env = "STRATUS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    nthreads: Option<u32>,
+    /// Memory for persisted data: `8GiB`, `auto` (available memory), `0` (no limit).
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// Worker name (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// TOML settings file.
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// More logging (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Settings: defaults, then the TOML file's `[worker]`-less keys, then
+/// `STRATUS_WORKER__<KEY>` environment variables, then flags.
+#[derive(Debug, Deserialize)]
+struct Settings {
+    nthreads: Option<u32>,
+    memory_limit: String,
+    name: Option<String>,
+}
+
+fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
+    let mut builder = config::Config::builder().set_default("memory_limit", "auto")?;
+    if let Some(path) = &cli.config {
+        builder = builder.add_source(config::File::from(path.as_path()).required(true));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("STRATUS_WORKER")
+            .prefix_separator("__")
+            .try_parsing(true),
+    );
+    if let Some(v) = cli.nthreads {
+        builder = builder.set_override("nthreads", v)?;
+    }
+    if let Some(v) = &cli.memory_limit {
+        builder = builder.set_override("memory_limit", v.as_str())?;
+    }
+    if let Some(v) = &cli.name {
+        builder = builder.set_override("name", v.as_str())?;
+    }
+    builder.build()?.try_deserialize()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = start(cli) {
+        eprintln!("stratus-worker: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
+    let s = settings(&cli).context("reading settings")?;
+    let target = Locator {
+        scheduler_file: cli.scheduler_file.clone(),
+        scheduler: cli.scheduler.clone(),
+        tls_ca: cli.tls_ca.clone(),
+    }
+    .resolve()?;
+    let nthreads = s
+        .nthreads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let memory_limit = match s.memory_limit.as_str() {
+        "auto" => available_memory()
+            .ok_or_else(|| anyhow!("cannot read available memory; pass --memory-limit"))?,
+        text => parse_bytes(text).map_err(|e| anyhow!("--memory-limit: {e}"))?,
+    };
+    let name = s.name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = WorkerConfig {
+        name,
+        nthreads,
+        memory_limit,
+        address: target.address,
+        ca_pem: target.ca_pem,
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    actix_rt::System::with_tokio_rt(runtime).block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = run(config) => result.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}

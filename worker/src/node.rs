@@ -1,0 +1,352 @@
+//! The worker's actor and its QUIC edge to the scheduler.
+//!
+//! [`WorkerActor`] owns the [`Store`] and the set of running tasks. Task
+//! bodies run on blocking compute threads (at most `nthreads` at a time), so
+//! the QUIC I/O on the tokio runtime never waits for compute. Results come
+//! back to the actor, which keeps loaded partitions (or refuses them over the
+//! memory limit) and queues reports; a writer task drains the queue and sends
+//! whatever has accumulated as one frame.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arrow_array::RecordBatch;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info};
+
+use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
+use stratus_protocol::messages::{
+    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, PartitionKey, PeerRole,
+    TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
+};
+use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
+
+use crate::store::Store;
+use crate::tasks;
+
+/// Heartbeat interval.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Run(Vec<TaskAssignment>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Cancel(Vec<u64>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DropPartitions(Vec<PartitionKey>);
+
+enum Computed {
+    Output(TaskOutput),
+    Loaded {
+        key: PartitionKey,
+        batches: Vec<RecordBatch>,
+    },
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Done {
+    id: u64,
+    result: Result<Computed, String>,
+}
+
+/// Owns the persisted partitions and the running tasks of this worker.
+pub struct WorkerActor {
+    name: String,
+    store: Store,
+    running: HashSet<u64>,
+    cancelled: HashSet<u64>,
+    outbox: mpsc::UnboundedSender<FromWorker>,
+    compute: Arc<Semaphore>,
+}
+
+impl WorkerActor {
+    fn report(&self, report: TaskReport) {
+        let _ = self.outbox.send(FromWorker::Reports(vec![report]));
+    }
+}
+
+impl Actor for WorkerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HEARTBEAT, |actor, _| {
+            let _ = actor.outbox.send(FromWorker::Heartbeat {
+                memory_used: actor.store.used(),
+                running: actor.running.len() as u32,
+            });
+        });
+    }
+}
+
+fn spawn_compute<F>(compute: Arc<Semaphore>, me: Addr<WorkerActor>, id: u64, body: F)
+where
+    F: FnOnce() -> Result<Computed, String> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let Ok(_permit) = compute.acquire_owned().await else {
+            return;
+        };
+        let result = match tokio::task::spawn_blocking(body).await {
+            Ok(result) => result,
+            Err(e) => Err(format!("task panicked: {e}")),
+        };
+        me.do_send(Done { id, result });
+    });
+}
+
+impl Handler<Run> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Run, ctx: &mut Context<Self>) {
+        for task in msg.0 {
+            let id = task.id;
+            self.running.insert(id);
+            let me = ctx.address();
+            let compute = self.compute.clone();
+            match task.kind {
+                TaskKind::ListFiles { source } => spawn_compute(compute, me, id, move || {
+                    tasks::list_files(&source).map(Computed::Output)
+                }),
+                TaskKind::ReadFooters { files } => spawn_compute(compute, me, id, move || {
+                    tasks::read_footers(&files).map(Computed::Output)
+                }),
+                TaskKind::Load {
+                    key,
+                    input,
+                    columns,
+                } => spawn_compute(compute, me, id, move || {
+                    tasks::load(&input, columns.as_deref())
+                        .map(|batches| Computed::Loaded { key, batches })
+                }),
+                TaskKind::Head {
+                    input: HeadInput::Parquet(input),
+                    n,
+                    columns,
+                } => spawn_compute(compute, me, id, move || {
+                    tasks::head_parquet(&input, n, columns.as_deref()).map(Computed::Output)
+                }),
+                TaskKind::Head {
+                    input: HeadInput::Persisted(key),
+                    n,
+                    columns,
+                } => match self.store.get(&key) {
+                    Some(p) => {
+                        let batches = p.batches.clone();
+                        spawn_compute(compute, me, id, move || {
+                            tasks::head_of(&batches, n, columns.as_deref()).map(Computed::Output)
+                        })
+                    }
+                    None => {
+                        self.running.remove(&id);
+                        self.report(TaskReport::Failed {
+                            id,
+                            error: format!(
+                                "worker '{}' does not hold partition {}/{}",
+                                self.name, key.frame, key.index
+                            ),
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Handler<Done> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Done, _: &mut Context<Self>) {
+        let id = msg.id;
+        self.running.remove(&id);
+        if self.cancelled.remove(&id) {
+            debug!("dropping the result of cancelled task {id}");
+            return;
+        }
+        let report = match msg.result {
+            Ok(Computed::Output(output)) => TaskReport::Finished { id, output },
+            Ok(Computed::Loaded { key, batches }) => {
+                match self.store.insert(&self.name, key, batches) {
+                    Ok((rows, bytes)) => TaskReport::Finished {
+                        id,
+                        output: TaskOutput::Loaded { key, rows, bytes },
+                    },
+                    Err(error) => TaskReport::Failed { id, error },
+                }
+            }
+            Err(error) => TaskReport::Failed { id, error },
+        };
+        self.report(report);
+    }
+}
+
+impl Handler<Cancel> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) {
+        for id in msg.0 {
+            if self.running.contains(&id) {
+                self.cancelled.insert(id);
+            }
+        }
+    }
+}
+
+impl Handler<DropPartitions> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, msg: DropPartitions, _: &mut Context<Self>) {
+        for key in msg.0 {
+            self.store.remove(&key);
+        }
+    }
+}
+
+/// Settings of a worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+    pub address: String,
+    pub ca_pem: String,
+}
+
+/// Connect, register, and serve the scheduler until it goes away.
+/// Returns an error naming the scheduler when the connection ends.
+pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
+    let endpoint = stratus_protocol::transport::client_endpoint(&config.ca_pem)?;
+    let conn = stratus_protocol::transport::connect(&endpoint, &config.address).await?;
+    let peer = format!("scheduler {}", config.address);
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
+        peer: peer.clone(),
+        what: format!("cannot open control stream: {e}"),
+    })?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        stratus_version: STRATUS_VERSION.to_string(),
+        role: PeerRole::Worker(WorkerInfo {
+            name: config.name.clone(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            nthreads: config.nthreads,
+            memory_limit: config.memory_limit,
+            metrics_address: None,
+        }),
+    };
+    send_message(&mut send, &hello, &peer).await?;
+    let frame = read_frame(&mut recv, &peer)
+        .await?
+        .ok_or_else(|| ProtocolError::Peer {
+            peer: peer.clone(),
+            what: "closed the connection during the handshake".into(),
+        })?;
+    match access::<ArchivedWelcome>(&frame, &peer)? {
+        ArchivedWelcome::Accepted { peer_id, .. } => {
+            info!(
+                "worker '{}' registered with {} as #{}",
+                config.name,
+                config.address,
+                peer_id.to_native()
+            );
+        }
+        ArchivedWelcome::Rejected { reason } => {
+            return Err(ProtocolError::Peer {
+                peer,
+                what: format!("refused this worker: {reason}"),
+            })
+        }
+    }
+
+    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
+    let actor = WorkerActor {
+        name: config.name.clone(),
+        store: Store::new(config.memory_limit),
+        running: HashSet::new(),
+        cancelled: HashSet::new(),
+        outbox,
+        compute: Arc::new(Semaphore::new(config.nthreads.max(1) as usize)),
+    }
+    .start();
+
+    // Writer: send heartbeats as they come, and batch reports that queued up.
+    let writer_peer = peer.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(first) = outbox_rx.recv().await {
+            let mut reports = Vec::new();
+            let mut pending = vec![first];
+            while let Ok(more) = outbox_rx.try_recv() {
+                pending.push(more);
+            }
+            for message in pending {
+                match message {
+                    FromWorker::Reports(mut r) => reports.append(&mut r),
+                    heartbeat => {
+                        if send_message(&mut send, &heartbeat, &writer_peer)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            if !reports.is_empty()
+                && send_message(&mut send, &FromWorker::Reports(reports), &writer_peer)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+
+    let result = loop {
+        let frame = match read_frame(&mut recv, &peer).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                break Err(ProtocolError::Peer {
+                    peer: peer.clone(),
+                    what: "closed the control stream".into(),
+                })
+            }
+            Err(e) => break Err(e),
+        };
+        match access::<ArchivedToWorker>(&frame, &peer) {
+            Ok(ArchivedToWorker::Run(tasks)) => {
+                let owned: Result<Vec<TaskAssignment>, _> =
+                    tasks.iter().map(|t| to_owned(t, &peer)).collect();
+                match owned {
+                    Ok(tasks) => actor.do_send(Run(tasks)),
+                    Err(e) => {
+                        conn.close(2u32.into(), b"invalid frame");
+                        break Err(e);
+                    }
+                }
+            }
+            Ok(ArchivedToWorker::Cancel(ids)) => {
+                actor.do_send(Cancel(ids.iter().map(|i| i.to_native()).collect()));
+            }
+            Ok(ArchivedToWorker::Drop(keys)) => {
+                actor.do_send(DropPartitions(
+                    keys.iter()
+                        .map(|k| PartitionKey {
+                            frame: k.frame.to_native(),
+                            index: k.index.to_native(),
+                        })
+                        .collect(),
+                ));
+            }
+            Err(e) => {
+                conn.close(2u32.into(), b"invalid frame");
+                break Err(e);
+            }
+        }
+    };
+    writer.abort();
+    result
+}
