@@ -36,6 +36,21 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 /// Progress of a long request: stage, done, total.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
+/// Every live client connection of this process, so that a signal handler can
+/// close them (telling the scheduler to cancel their requests) before exit.
+static OPEN: std::sync::Mutex<Vec<(quinn::Endpoint, quinn::Connection)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Close every client connection of this process and wait briefly for the
+/// closes to be sent: the scheduler then cancels their requests at once.
+pub async fn close_all() {
+    let open = std::mem::take(&mut *OPEN.lock().unwrap_or_else(|e| e.into_inner()));
+    for (endpoint, conn) in open {
+        conn.close(0u32.into(), b"cancelled by the client");
+        let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    }
+}
+
 /// A connection to a Stratus scheduler.
 #[derive(Debug)]
 pub struct Client {
@@ -75,6 +90,9 @@ impl Client {
             }
             .into());
         }
+        OPEN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((endpoint.clone(), conn.clone()));
         Ok(Client {
             endpoint,
             conn,
@@ -158,7 +176,7 @@ impl Client {
     /// Row count of a persisted frame or a Parquet source.
     pub async fn len(&self, source: &str) -> Result<u64> {
         let request = ClientRequest::Len {
-            source: source.to_string(),
+            source: normalize_source(source),
         };
         match self.call_owned(&request, &mut |_, _, _| {}).await? {
             ToClient::Count(n) => Ok(n),
@@ -176,7 +194,7 @@ impl Client {
         progress: Progress<'_>,
     ) -> Result<FrameSummary> {
         let request = ClientRequest::Persist {
-            source: source.to_string(),
+            source: normalize_source(source),
             name: name.to_string(),
             replace,
             columns,
@@ -195,7 +213,7 @@ impl Client {
         columns: Option<Vec<String>>,
     ) -> Result<Vec<RecordBatch>> {
         let request = ClientRequest::Head {
-            source: source.to_string(),
+            source: normalize_source(source),
             n,
             columns,
         };
@@ -229,9 +247,28 @@ impl Client {
     /// Close the connection (cancelling anything in flight) and wait briefly
     /// for the close to reach the scheduler.
     pub async fn close(self) {
+        OPEN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, c)| c.stable_id() != self.conn.stable_id());
         self.conn.close(0u32.into(), b"client closed");
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Make a relative local path absolute, so workers (whose working directory
+/// differs) read the same files. Names of persisted frames (no `/`, not an
+/// existing path) and URLs pass through unchanged.
+pub fn normalize_source(source: &str) -> String {
+    let path = std::path::Path::new(source);
+    if source.contains("://") || path.is_absolute() {
+        return source.to_string();
+    }
+    if source.contains('/') || path.exists() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path).display().to_string();
+        }
+    }
+    source.to_string()
 }
 
 /// Decode the head answer: length-prefixed Arrow IPC streams, one per

@@ -147,6 +147,7 @@ fn main() {
                 }
             },
             _ = shutdown_signal() => {
+                stratus::client::close_all().await;
                 eprintln!("stratus: interrupted");
                 130
             }

@@ -285,15 +285,18 @@ async fn serve_connection(
                 peer: remote.clone(),
                 what: format!("no handshake stream: {e}"),
             })?;
-    let frame = read_frame(&mut recv, &peer).await?.ok_or_else(|| {
-        stratus_protocol::ProtocolError::Peer {
+    let hello = match read_frame(&mut recv, &peer).await {
+        Ok(Some(frame)) => {
+            access::<ArchivedHello>(&frame, &peer).and_then(|h| to_owned::<_, Hello>(h, &peer))
+        }
+        Ok(None) => Err(stratus_protocol::ProtocolError::Peer {
             peer: remote.clone(),
             what: "closed before its handshake".into(),
-        }
-    })?;
-    let hello = access::<ArchivedHello>(&frame, &peer);
-    let hello: Hello = match hello {
-        Ok(h) => to_owned(h, &peer)?,
+        }),
+        Err(e) => Err(e),
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
         Err(e) => {
             conn.close(2u32.into(), b"invalid handshake frame");
             return Err(e);

@@ -430,8 +430,14 @@ impl SchedulerState {
                 replace,
                 columns,
             } => {
-                if name.is_empty() {
-                    out.push(reply(ToClient::Error("a frame needs a name".into())));
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !valid {
+                    out.push(reply(ToClient::Error(format!(
+                        "invalid frame name '{name}': use letters, digits, '_', '-' and '.'"
+                    ))));
                     return;
                 }
                 if self.frame_by_name(&name).is_some() && !replace {

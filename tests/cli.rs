@@ -1,0 +1,335 @@
+//! The `stratus` command line against a real local cluster: `stratus local`
+//! as a process, real QUIC on loopback, the pyarrow-written fixture.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Local {
+    child: Child,
+    file: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_local(workers: u32, extra: &[&str]) -> Local {
+    let dir = TempDir::new("cli");
+    let file = dir.path().join("scheduler.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .args([
+            "local",
+            "--workers",
+            &workers.to_string(),
+            "--threads-per-worker",
+            "1",
+        ])
+        .args(["--dashboard-address", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--scheduler-file")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stratus local");
+    let mut local = Local {
+        child,
+        file,
+        _dir: dir,
+    };
+    eventually(Duration::from_secs(60), "the scheduler file", || {
+        if let Ok(Some(status)) = local.child.try_wait() {
+            panic!("stratus local exited early: {status}");
+        }
+        local.file.exists().then_some(())
+    });
+    local
+}
+
+/// Rows in the Parquet files under `dir`, counted from their footers here.
+fn rows_in(dir: &str) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            total += rows_in(&path.display().to_string());
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            total += parquet::file::reader::FileReader::metadata(&reader)
+                .file_metadata()
+                .num_rows() as u64;
+        }
+    }
+    total
+}
+
+fn cluster_json(file: &std::path::Path) -> serde_json::Value {
+    let sf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let url = format!("{}api/cluster", sf["dashboard"].as_str().unwrap());
+    serde_json::from_str(&http_get(&url)).unwrap()
+}
+
+#[test]
+fn len_persist_head_list_unpersist_on_the_pyarrow_fixture() {
+    let local = start_local(2, &[]);
+    let f = local.file.as_path();
+
+    // The scheduler file is written only once every worker has registered.
+    let info = ok(f, &["info"]);
+    assert!(
+        info.starts_with("<Client: quic://127.0.0.1:")
+            && info.contains(" workers=2 threads=2 memory="),
+        "{info}"
+    );
+
+    // stdout carries the result alone.
+    assert_eq!(ok(f, &["len", &fixture()]), format!("{FIXTURE_ROWS}\n"));
+    let glob = format!("{}/year=*/month=*/*.parquet", fixture());
+    assert_eq!(ok(f, &["len", &glob]), format!("{FIXTURE_ROWS}\n"));
+    let one_year = format!("{}/year=2019", fixture());
+    let year_rows = rows_in(&one_year);
+    assert_eq!(ok(f, &["len", &one_year]), format!("{year_rows}\n"));
+
+    let out = ok(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(out.starts_with("isd: 60000 rows, 144 partitions"), "{out}");
+    assert_eq!(ok(f, &["len", "isd"]), format!("{FIXTURE_ROWS}\n"));
+
+    let err = fails(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(
+        err.contains("already persisted") && err.contains("--replace"),
+        "{err}"
+    );
+    let out = ok(f, &["persist", &one_year, "--as", "isd", "--replace"]);
+    assert!(out.starts_with(&format!("isd: {year_rows} rows")), "{out}");
+    assert_eq!(ok(f, &["len", "isd"]), format!("{year_rows}\n"));
+
+    let list = ok(f, &["list"]);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("isd "))
+        .expect("isd listed");
+    assert!(
+        line.contains(&format!(" {year_rows} ")) && line.contains("year=2019"),
+        "{list}"
+    );
+
+    // Persisted partitions are spread over both workers.
+    let cluster = cluster_json(f);
+    let held: Vec<u64> = cluster["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["persisted_partitions"].as_u64().unwrap())
+        .collect();
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().all(|&n| n > 0), "unbalanced: {held:?}");
+
+    // head: INT96 timestamps from pyarrow, hive columns from the path.
+    let head = ok(
+        f,
+        &[
+            "head",
+            "isd",
+            "-n",
+            "3",
+            "--columns",
+            "usaf,datetime,year,month",
+        ],
+    );
+    assert_eq!(
+        head.lines().filter(|l| l.contains("| 2019 |")).count(),
+        3,
+        "{head}"
+    );
+    assert!(head.contains("2019-01-"), "{head}");
+    let head_parquet = ok(f, &["head", &fixture(), "-n", "2"]);
+    assert!(
+        head_parquet.contains("temperature") && head_parquet.contains("2008"),
+        "{head_parquet}"
+    );
+
+    ok(f, &["unpersist", "isd"]);
+    assert!(!ok(f, &["list"]).contains("isd "));
+    let err = fails(f, &["unpersist", "isd"]);
+    assert!(err.contains("no persisted frame named 'isd'"), "{err}");
+}
+
+#[test]
+fn local_stops_every_child_on_sigterm() {
+    let mut local = start_local(2, &[]);
+    let sf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&local.file).unwrap()).unwrap();
+    let mut pids: Vec<u32> = cluster_json(&local.file)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .collect();
+    pids.push(sf["pid"].as_u64().unwrap() as u32);
+    assert_eq!(pids.len(), 3);
+    // The children are direct children of `stratus local`.
+    for pid in &pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, local.child.id(), "pid {pid} is not a direct child");
+    }
+    // SAFETY: plain kill(2) on our child.
+    unsafe {
+        libc::kill(local.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = local.child.wait().unwrap();
+    assert!(status.success(), "stratus local exited with {status}");
+    for pid in pids {
+        eventually(Duration::from_secs(10), "children to exit", || {
+            (!alive(pid)).then_some(())
+        });
+    }
+    assert!(!local.file.exists(), "scheduler file left behind");
+}
+
+#[test]
+fn clients_wait_for_workers_then_give_up_clearly() {
+    let dir = TempDir::new("noworkers");
+    let file = dir.path().join("s.json");
+    let scheduler = std::path::Path::new(env!("CARGO_BIN_EXE_stratus"))
+        .parent()
+        .unwrap()
+        .join("stratus-scheduler");
+    let mut child = Command::new(scheduler)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--scheduler-file")
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stratus-scheduler (build with cargo build --workspace --bins)");
+    eventually(Duration::from_secs(30), "scheduler file", || {
+        file.exists().then_some(())
+    });
+    let err = fails(&file, &["--wait-for-workers", "1", "len", &fixture()]);
+    assert!(err.contains("no worker registered"), "{err}");
+    let info = ok(&file, &["info"]);
+    assert!(info.contains("workers=0"), "{info}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn ctrl_c_cancels_a_request_and_two_clients_run_at_once() {
+    let data = TempDir::new("cancel-data");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 1_500_000,
+        out: data.path().to_path_buf(),
+        seed: 7,
+    })
+    .unwrap();
+    let local = start_local(2, &[]);
+    let f = local.file.clone();
+    let src = data.path().display().to_string();
+
+    // Ctrl-C while persisting: the client exits 130 and the scheduler drops
+    // the half-persisted frame.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--scheduler-file")
+        .arg(&f)
+        .args(["-v", "persist", &src, "--as", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("progress before the end").unwrap();
+        if line.starts_with("persist: ") {
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) on our child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    eventually(Duration::from_secs(20), "the job to be cancelled", || {
+        let c = cluster_json(&f);
+        let idle = c["jobs_in_progress"] == 0
+            && c["tasks"]["queued"] == 0
+            && c["tasks"]["running"] == 0
+            && c["frames"].as_array().unwrap().is_empty()
+            && c["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["persisted_partitions"] == 0);
+        idle.then_some(())
+    });
+
+    // Two clients at once.
+    let spawn = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .arg("--scheduler-file")
+            .arg(&f)
+            .args(["persist", &src, "--as", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("a");
+    let b = spawn("b");
+    for (name, child) in [("a", a), ("b", b)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            stdout(&out).starts_with(&format!("{name}: 1500000 rows")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert_eq!(ok(&f, &["len", "a"]), "1500000\n");
+    assert_eq!(ok(&f, &["len", "b"]), "1500000\n");
+}
+
+#[test]
+fn memory_limit_is_refused_clearly_and_nothing_half_persisted_remains() {
+    let local = start_local(2, &["--memory-limit", "2MB"]);
+    let f = local.file.as_path();
+    let err = fails(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(err.contains("memory limit exceeded"), "{err}");
+    assert!(!ok(f, &["list"]).contains("isd "));
+    eventually(Duration::from_secs(10), "partitions to be freed", || {
+        let c = cluster_json(f);
+        c["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["persisted_partitions"] == 0)
+            .then_some(())
+    });
+    // The cluster keeps serving.
+    assert_eq!(ok(f, &["len", &fixture()]), format!("{FIXTURE_ROWS}\n"));
+}

@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests: temp dirs, the fixture, running
+//! the real `stratus` binary, plain HTTP GETs against the dashboard port.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A directory removed at drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "stratus-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The pyarrow-written ISD-like fixture (60,000 rows, 144 files, INT96 datetimes).
+pub fn fixture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/isd-pyarrow")
+        .display()
+        .to_string()
+}
+
+pub const FIXTURE_ROWS: u64 = 60_000;
+
+/// Run `stratus ARGS` against a scheduler file.
+pub fn stratus(scheduler_file: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--scheduler-file")
+        .arg(scheduler_file)
+        .args(args)
+        .env_remove("STRATUS_SCHEDULER")
+        .env_remove("STRATUS_TLS_CA")
+        .output()
+        .expect("run stratus")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run and require success; return stdout.
+pub fn ok(scheduler_file: &Path, args: &[&str]) -> String {
+    let o = stratus(scheduler_file, args);
+    assert!(
+        o.status.success(),
+        "stratus {args:?} failed: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Run and require failure; return stderr.
+pub fn fails(scheduler_file: &Path, args: &[&str]) -> String {
+    let o = stratus(scheduler_file, args);
+    assert!(
+        !o.status.success(),
+        "stratus {args:?} should fail but printed {}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).is_empty(),
+        "a failed command printed to stdout: {}",
+        stdout(&o)
+    );
+    stderr(&o)
+}
+
+/// GET an http://127.0.0.1:PORT/path URL; return the body.
+pub fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect dashboard");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// Poll `check` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// SIGKILL a process.
+pub fn kill9(pid: u32) {
+    // SAFETY: plain kill(2).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}

@@ -1,0 +1,87 @@
+//! A worker killed with SIGKILL: the job still finishes on the others with the
+//! right answer; persisted partitions it held are rebuilt from their lineage.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use stratus::local::{LocalCluster, LocalOptions};
+
+const ROWS: u64 = 1_000_000;
+
+#[tokio::test(flavor = "current_thread")]
+async fn killed_workers_lose_no_data() {
+    let data = TempDir::new("ft-data");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: ROWS,
+        out: data.path().to_path_buf(),
+        seed: 3,
+    })
+    .unwrap();
+    let src = data.path().display().to_string();
+    let cluster = LocalCluster::start(&LocalOptions {
+        workers: 3,
+        threads_per_worker: 1,
+        memory_limit: Some(4 << 30),
+        dashboard_address: Some("127.0.0.1:0".into()),
+        ..LocalOptions::default()
+    })
+    .await
+    .unwrap();
+    let pids = cluster.worker_pids();
+    let client = stratus::Client::connect(&cluster.target).await.unwrap();
+    assert_eq!(client.len(&src).await.unwrap(), ROWS);
+
+    // Kill a worker in the middle of a persist.
+    let mut killed = false;
+    let summary = client
+        .persist(&src, "isd", false, None, &mut |_, done, total| {
+            if !killed && done >= total / 4 {
+                kill9(pids[0]);
+                killed = true;
+            }
+        })
+        .await
+        .expect("persist survives a lost worker");
+    assert!(
+        killed,
+        "the persist finished before a worker could be killed"
+    );
+    assert_eq!(summary.rows, ROWS);
+    assert_eq!(summary.partitions_held, summary.partitions);
+    assert_eq!(client.len("isd").await.unwrap(), ROWS);
+    let info = client.info().await.unwrap();
+    assert_eq!(info.workers, 2, "the killed worker is removed");
+    let before = client.head("isd", 20, None).await.unwrap();
+
+    // Kill another worker after the persist: its partitions are rebuilt on
+    // the survivor, and the frame answers as before.
+    kill9(pids[1]);
+    let frames = eventually_async(Duration::from_secs(60), || async {
+        let info = client.info().await.unwrap();
+        let frames = client.list().await.unwrap();
+        let whole = frames[0].partitions_held == frames[0].partitions;
+        (info.workers == 1 && whole).then_some(frames)
+    })
+    .await;
+    assert_eq!(frames[0].rows, ROWS);
+    assert_eq!(client.len("isd").await.unwrap(), ROWS);
+    let after = client.head("isd", 20, None).await.unwrap();
+    assert_eq!(before, after, "rebuilt partitions hold the same rows");
+    client.close().await;
+}
+
+async fn eventually_async<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
