@@ -290,7 +290,7 @@ fn decode_tables(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
         }
         if len > 0 {
             // Keep each stream 8-byte aligned for the zero-copy decoder.
-            let part = if offset % 8 == 0 {
+            let part = if offset.is_multiple_of(8) {
                 aligned.slice_with_length(offset, len)
             } else {
                 Buffer::from(&aligned.as_slice()[offset..offset + len])

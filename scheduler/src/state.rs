@@ -153,6 +153,8 @@ pub struct PersistedPartition {
     pub holder: Option<WorkerId>,
     /// Load task in flight for it (first load or rebuild).
     pub loading: Option<TaskId>,
+    /// Why it could not be rebuilt after its worker was lost, if it could not.
+    pub lost: Option<String>,
 }
 
 /// A persisted (or being persisted) frame.
@@ -674,7 +676,9 @@ impl SchedulerState {
         }
     }
 
-    fn on_rebuild_failed(&mut self, task: &Task, _error: String) {
+    /// A rebuild (a load with no job) failed: the partition is lost for good;
+    /// requests that need it get `error`.
+    fn on_rebuild_failed(&mut self, task: &Task, error: String) {
         if let TaskKind::Load { key, .. } = &task.kind {
             if let Some(p) = self
                 .frames
@@ -682,6 +686,7 @@ impl SchedulerState {
                 .and_then(|f| f.partitions.get_mut(key.index as usize))
             {
                 p.loading = None;
+                p.lost = Some(error);
             }
         }
     }
@@ -845,6 +850,7 @@ impl SchedulerState {
                 bytes: 0,
                 holder: None,
                 loading: Some(task),
+                lost: None,
             });
         }
         self.frames.insert(
@@ -976,9 +982,10 @@ impl SchedulerState {
                     "a task was lost with {} workers in a row (last: worker '{}', {reason})",
                     task.attempts, w.info.name
                 );
-                self.tasks.remove(&id);
-                if let Some(job) = job {
-                    self.abort_job(job, Some(error), out);
+                let task = self.tasks.remove(&id).expect("task present");
+                match job {
+                    Some(job) => self.abort_job(job, Some(error), out),
+                    None => self.on_rebuild_failed(&task, error),
                 }
             } else {
                 self.counters.tasks_retried += 1;
@@ -995,7 +1002,7 @@ impl SchedulerState {
             let columns = frame.columns.clone();
             let p = &mut frame.partitions[key.index as usize];
             p.holder = None;
-            if p.loading.is_some() {
+            if p.loading.is_some() || p.lost.is_some() {
                 continue;
             }
             let input = p.source.clone();
@@ -1025,6 +1032,22 @@ impl SchedulerState {
 
     // ----- placement ------------------------------------------------------
 
+    /// Why a persisted partition will never be available again, if so.
+    fn unreachable(&self, key: PartitionKey) -> Option<String> {
+        let Some(frame) = self.frames.get(&key.frame) else {
+            return Some(
+                "the frame was unpersisted or replaced while this request ran".to_string(),
+            );
+        };
+        let p = frame.partitions.get(key.index as usize)?;
+        p.lost.as_ref().map(|error| {
+            format!(
+                "partition {} of frame '{}' was lost with its worker and could not be rebuilt: {error}",
+                key.index, frame.name
+            )
+        })
+    }
+
     /// Hand queued tasks to workers with free threads: one message per worker.
     fn dispatch(&mut self, out: &mut Vec<Command>) {
         if self.queue.is_empty() || self.workers.is_empty() {
@@ -1032,10 +1055,17 @@ impl SchedulerState {
         }
         let mut batches: BTreeMap<WorkerId, Vec<TaskAssignment>> = BTreeMap::new();
         let mut waiting = VecDeque::new();
+        let mut doomed: Vec<(JobId, String)> = Vec::new();
         while let Some(id) = self.queue.pop_front() {
             let Some(task) = self.tasks.get(&id) else {
                 continue;
             };
+            if let Some(error) = task.pinned_to().and_then(|key| self.unreachable(key)) {
+                if let Some(job) = task.job {
+                    doomed.push((job, error));
+                }
+                continue;
+            }
             let chosen = match task.pinned_to() {
                 Some(key) => self
                     .frames
@@ -1079,6 +1109,9 @@ impl SchedulerState {
             }
         }
         self.queue = waiting;
+        for (job, error) in doomed {
+            self.abort_job(job, Some(error), out);
+        }
         for (worker, tasks) in batches {
             out.push(Command::ToWorker {
                 worker,
