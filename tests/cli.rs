@@ -134,6 +134,21 @@ fn len_persist_head_list_unpersist_on_the_pyarrow_fixture() {
     assert_eq!(held.len(), 2);
     assert!(held.iter().all(|&n| n > 0), "unbalanced: {held:?}");
 
+    // Prometheus text on the dashboard port.
+    let sf: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+    let metrics = http_get(&format!("{}metrics", sf["dashboard"].as_str().unwrap()));
+    for needle in [
+        "stratus_workers 2",
+        "stratus_threads 2",
+        "stratus_worker_memory_limit_bytes{worker=\"local-0\"}",
+        "stratus_tasks{state=\"queued\"} 0",
+        "stratus_persisted_partitions ",
+        "stratus_client_requests_total{kind=\"persist\",outcome=\"ok\"} 2",
+        "stratus_client_requests_total{kind=\"persist\",outcome=\"error\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+
     // head: INT96 timestamps from pyarrow, hive columns from the path.
     let head = ok(
         f,

@@ -842,14 +842,37 @@ pub fn read_partition(
     let arm = ArrowReaderMetadata::try_new(metadata.clone(), options)
         .map_err(|e| EngineError::parquet(path, e))?;
     let mask = ProjectionMask::roots(arm.parquet_schema(), read_idx.iter().copied());
-    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, arm)
-        .with_row_groups((start..end).collect())
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS);
-    if let Some(l) = limit {
-        builder = builder.with_limit(l);
-    }
-    let reader = builder.build().map_err(|e| EngineError::parquet(path, e))?;
+    // The reader reserves `batch_size` rows of capacity for every batch, so a
+    // row group's short last batch would hold up to a whole batch of unused
+    // memory. Without a limit (persist), read each row group as one batch of
+    // exactly its rows: persisted buffers then have no slack.
+    let readers: Vec<(Vec<usize>, usize)> = match limit {
+        Some(_) => vec![((start..end).collect(), BATCH_ROWS)],
+        None => (start..end)
+            .map(|rg| {
+                let rows = usize::try_from(metadata.row_group(rg).num_rows()).unwrap_or(0);
+                (vec![rg], rows.max(1))
+            })
+            .collect(),
+    };
+    let reader = readers
+        .into_iter()
+        .map(|(row_groups, batch_size)| {
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                file.try_clone().map_err(|e| EngineError::io(path, e))?,
+                arm.clone(),
+            )
+            .with_row_groups(row_groups)
+            .with_projection(mask.clone())
+            .with_batch_size(batch_size);
+            if let Some(l) = limit {
+                builder = builder.with_limit(l);
+            }
+            builder.build().map_err(|e| EngineError::parquet(path, e))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten();
     for batch in reader {
         let batch = batch.map_err(|e| EngineError::arrow(path, e))?;
         for (i, key, value) in &verify {
