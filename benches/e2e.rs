@@ -64,6 +64,7 @@ fn duckdb_baseline(source: &str) -> Option<(f64, f64)> {
 import time, duckdb
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 src = "{source}/year=*/month=*/*.parquet"
 t = time.perf_counter(); con.execute(f"SELECT count(*) FROM read_parquet('{{src}}', hive_partitioning=true)").fetchall(); a = time.perf_counter() - t
 t = time.perf_counter(); con.execute(f"CREATE TABLE isd AS SELECT * FROM read_parquet('{{src}}', hive_partitioning=true)"); b = time.perf_counter() - t
@@ -78,7 +79,11 @@ print(a, b)
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(|x| x.parse::<f64>().ok());
+    let mut it = text
+        .lines()
+        .last()?
+        .split_whitespace()
+        .map(|x| x.parse::<f64>().ok());
     Some((it.next()??, it.next()??))
 }
 
