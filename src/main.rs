@@ -228,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli).await?;
             let start = Instant::now();
             let verbose = cli.verbose > 0;
+            let mut shown = 0;
             let summary = client
                 .persist(
                     source,
@@ -235,8 +236,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     *replace,
                     columns.clone(),
                     &mut |stage, done, total| {
-                        if verbose {
-                            eprintln!("{stage}: {done}/{total}");
+                        // A line per tenth of the work, not per partition.
+                        let tenth = done * 10 / total.max(1);
+                        if verbose && tenth > shown {
+                            shown = tenth;
+                            eprintln!("{stage}: {done}/{total} partitions");
                         }
                     },
                 )

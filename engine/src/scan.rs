@@ -105,6 +105,15 @@ pub fn list_files(source: &str) -> Result<Vec<SourceFile>> {
     if source.trim().is_empty() {
         return Err(EngineError::Argument("empty source path".into()));
     }
+    let source = match source.split_once("://") {
+        None => source,
+        Some(("file", path)) => path,
+        Some((scheme, _)) => {
+            return Err(EngineError::Argument(format!(
+                "'{source}': {scheme}:// sources are not supported yet (local paths, globs and file:// URLs are)"
+            )))
+        }
+    };
     let mut paths: Vec<PathBuf> = Vec::new();
     if has_glob_meta(source) {
         let base = glob_base(source);

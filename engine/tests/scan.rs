@@ -497,3 +497,15 @@ fn reads_the_pyarrow_fixture() {
     let s = pk.values().as_string::<i32>().value(key);
     assert_eq!(s.len(), 12, "usaf-wban: {s}");
 }
+
+#[test]
+fn file_urls_read_and_other_schemes_are_refused_clearly() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/isd-pyarrow");
+    let files = list_files(&format!("file://{fixture}")).unwrap();
+    assert_eq!(files.len(), 144);
+    let err = list_files("s3://bucket/isd/").unwrap_err().to_string();
+    assert!(
+        err.contains("s3://") && err.contains("not supported"),
+        "{err}"
+    );
+}

@@ -129,8 +129,13 @@ impl SchedulerActor {
             .state
             .workers()
             .map(|w| {
+                let address = self
+                    .workers
+                    .get(&w.id)
+                    .map(|link| link.conn.remote_address().to_string());
                 serde_json::json!({
                     "id": w.id,
+                    "address": address,
                     "name": w.info.name,
                     "host": w.info.host,
                     "pid": w.info.pid,
