@@ -176,7 +176,7 @@ fn main() {
 
         let start = Instant::now();
         let summary = client
-            .persist(&source, "isd", true, None, &mut |_, _, _| {})
+            .persist(&source, "isd", true, None, Vec::new(), &mut |_, _, _| {})
             .await
             .expect("persist");
         let persist = secs(start.elapsed());

@@ -11,7 +11,7 @@ use arrow_buffer::Buffer;
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
     ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary, Hello, PeerRole,
-    ToClient,
+    Step, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
@@ -191,6 +191,7 @@ impl Client {
         name: &str,
         replace: bool,
         columns: Option<Vec<String>>,
+        steps: Vec<Step>,
         progress: Progress<'_>,
     ) -> Result<FrameSummary> {
         let request = ClientRequest::Persist {
@@ -198,6 +199,7 @@ impl Client {
             name: name.to_string(),
             replace,
             columns,
+            steps,
         };
         match self.call_owned(&request, progress).await? {
             ToClient::Persisted(summary) => Ok(summary),
@@ -231,6 +233,36 @@ impl Client {
             name: name.to_string(),
         };
         self.call(&request, &mut |_, _, _| {}).await.map(|_| ())
+    }
+
+    async fn table(&self, request: &ClientRequest) -> Result<RecordBatch> {
+        let frame = self.call(request, &mut |_, _, _| {}).await?;
+        let peer = format!("scheduler {}", self.address);
+        let ArchivedToClient::Table(bytes) = access::<ArchivedToClient>(&frame, &peer)? else {
+            return Err(ClientError::Unexpected("expected a table".into()));
+        };
+        decode_tables(bytes.as_slice())?
+            .pop()
+            .ok_or_else(|| ClientError::Unexpected("empty table".into()))
+    }
+
+    /// `describe()` of a persisted frame: count, mean, std, min, 25%, 50%,
+    /// 75%, max of its numeric columns (or `columns`). The first column of the
+    /// result is the statistic's name.
+    pub async fn describe(&self, frame: &str, columns: Option<Vec<String>>) -> Result<RecordBatch> {
+        self.table(&ClientRequest::Describe {
+            source: frame.to_string(),
+            columns,
+        })
+        .await
+    }
+
+    /// Bytes of Arrow buffers a persisted frame holds, per column and in total.
+    pub async fn memory_usage(&self, frame: &str) -> Result<RecordBatch> {
+        self.table(&ClientRequest::MemoryUsage {
+            source: frame.to_string(),
+        })
+        .await
     }
 
     /// Persisted frames.

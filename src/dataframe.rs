@@ -1,17 +1,27 @@
-//! A lazy `DataFrame` handle: it names where its data comes from (a Parquet
-//! path/glob or a persisted frame) and runs nothing until asked for a result.
+//! A lazy `DataFrame` handle: where its data comes from (a Parquet path/glob
+//! or a persisted frame) plus the steps to apply. Nothing runs until a result
+//! is asked for; results that need the data in RAM (`describe`,
+//! `memory_usage`) on a frame with pending steps persist it under a temporary
+//! name first and release it afterwards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
+use stratus_plan::{Expr, Step};
 use stratus_protocol::messages::FrameSummary;
 
 use crate::client::{Client, Result};
 
-/// A lazy frame over a source: a Parquet path/glob, or a persisted frame's name.
+/// A lazy frame.
 #[derive(Clone, Debug)]
 pub struct DataFrame<'c> {
     client: &'c Client,
     source: String,
+    /// Read only these columns from Parquet.
     columns: Option<Vec<String>>,
+    steps: Vec<Step>,
+    /// Whether `source` names a persisted frame (known after persist).
+    persisted: bool,
 }
 
 impl Client {
@@ -22,19 +32,57 @@ impl Client {
             client: self,
             source: path.to_string(),
             columns: None,
+            steps: Vec::new(),
+            persisted: false,
         }
     }
 
     /// A frame already persisted under `name`.
     pub fn frame(&self, name: &str) -> DataFrame<'_> {
-        self.read_parquet(name)
+        DataFrame {
+            persisted: true,
+            ..self.read_parquet(name)
+        }
     }
 }
 
 impl<'c> DataFrame<'c> {
-    /// Keep only these columns.
+    /// Keep only these columns, in this order.
     pub fn select(mut self, columns: &[&str]) -> Self {
-        self.columns = Some(columns.iter().map(|c| c.to_string()).collect());
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        if self.persisted || !self.steps.is_empty() {
+            self.steps.push(Step::Select(columns));
+        } else {
+            self.columns = Some(columns);
+        }
+        self
+    }
+
+    /// Add or replace a column computed from an expression.
+    pub fn with_column(mut self, name: &str, expr: Expr) -> Self {
+        self.steps.push(Step::WithColumn {
+            name: name.to_string(),
+            expr,
+        });
+        self
+    }
+
+    /// Keep rows where `predicate` is true.
+    pub fn filter(mut self, predicate: Expr) -> Self {
+        self.steps.push(Step::Filter(predicate));
+        self
+    }
+
+    /// Remove columns.
+    pub fn drop(mut self, columns: &[&str]) -> Self {
+        self.steps
+            .push(Step::Drop(columns.iter().map(|c| c.to_string()).collect()));
+        self
+    }
+
+    /// Replace nulls and NaN in every numeric column by `value`.
+    pub fn fillna(mut self, value: f64) -> Self {
+        self.steps.push(Step::FillNa(value));
         self
     }
 
@@ -46,13 +94,36 @@ impl<'c> DataFrame<'c> {
     /// Number of rows (`len(df)`): footers only for Parquet, metadata for a
     /// persisted frame.
     pub async fn len(&self) -> Result<u64> {
-        self.client.len(&self.source).await
+        if self.steps.is_empty() {
+            self.client.len(&self.source).await
+        } else {
+            self.with_temporary(|client, name| async move { client.len(&name).await })
+                .await
+        }
     }
 
     /// The first `n` rows.
     pub async fn head(&self, n: u64) -> Result<Vec<RecordBatch>> {
-        self.client
-            .head(&self.source, n, self.columns.clone())
+        if self.steps.is_empty() {
+            self.client
+                .head(&self.source, n, self.columns.clone())
+                .await
+        } else {
+            self.with_temporary(|client, name| async move { client.head(&name, n, None).await })
+                .await
+        }
+    }
+
+    /// `describe()`: count, mean, std, min, 25%, 50%, 75%, max of every numeric
+    /// column, exact.
+    pub async fn describe(&self) -> Result<RecordBatch> {
+        self.on_persisted(|client, name| async move { client.describe(&name, None).await })
+            .await
+    }
+
+    /// Bytes of Arrow buffers held per column (and in total).
+    pub async fn memory_usage(&self) -> Result<RecordBatch> {
+        self.on_persisted(|client, name| async move { client.memory_usage(&name).await })
             .await
     }
 
@@ -75,9 +146,42 @@ impl<'c> DataFrame<'c> {
                 name,
                 replace,
                 self.columns.clone(),
+                self.steps.clone(),
                 &mut |_, _, _| {},
             )
             .await?;
         Ok((self.client.frame(name), summary))
+    }
+
+    async fn on_persisted<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&'c Client, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if self.persisted && self.steps.is_empty() {
+            f(self.client, self.source.clone()).await
+        } else {
+            self.with_temporary(f).await
+        }
+    }
+
+    /// Persist under a temporary name, run `f` on it, release it.
+    async fn with_temporary<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&'c Client, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "_tmp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.persist(&name).await?;
+        let result = f(self.client, name.clone()).await;
+        let released = self.client.unpersist(&name).await;
+        let value = result?;
+        released?;
+        Ok(value)
     }
 }

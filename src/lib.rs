@@ -8,8 +8,11 @@
 
 pub mod client;
 pub mod dataframe;
+pub mod display;
 pub mod local;
+pub mod sql;
 
 pub use client::{Client, ClientError};
 pub use dataframe::DataFrame;
+pub use stratus_plan::{col, lit, CastType, DatePart, Expr, Step, TruncUnit};
 pub use stratus_protocol::scheduler_file::{Locator, Target};

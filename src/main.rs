@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use stratus::local::{LocalCluster, LocalOptions};
 use stratus::{Client, Locator};
+use stratus_plan::Step;
 use stratus_protocol::units::{format_bytes, parse_bytes};
 
 #[global_allocator]
@@ -63,9 +64,40 @@ enum Cmd {
         /// Replace a frame of that name.
         #[arg(long)]
         replace: bool,
-        /// Comma-separated columns to keep.
+        /// Comma-separated columns to read from Parquet.
         #[arg(long, value_delimiter = ',')]
         columns: Option<Vec<String>>,
+        /// Add or replace a column: NAME=SQL_EXPRESSION (repeatable).
+        #[arg(long = "with-column", value_name = "NAME=EXPR")]
+        with_columns: Vec<String>,
+        /// Keep rows where this SQL expression is true.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Replace nulls and NaN in numeric columns by this value.
+        #[arg(long)]
+        fillna: Option<f64>,
+        /// Comma-separated columns to drop.
+        #[arg(long, value_delimiter = ',')]
+        drop: Option<Vec<String>>,
+        /// Comma-separated columns to keep, in this order.
+        #[arg(long, value_delimiter = ',')]
+        select: Option<Vec<String>>,
+    },
+    /// count, mean, std, min, quartiles (exact), max of numeric columns.
+    Describe {
+        name: String,
+        /// Comma-separated columns (default: every numeric column).
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// pandas' to_json(orient="split") instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bytes of Arrow buffers held per column.
+    Memory {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Release a persisted frame.
     Unpersist { name: String },
@@ -224,7 +256,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             replace,
             columns,
+            with_columns,
+            filter,
+            fillna,
+            drop,
+            select,
         } => {
+            // Steps apply in this order: with-column (as given), filter, fillna, drop, select.
+            let mut steps = Vec::new();
+            for text in with_columns {
+                let (name, expr) =
+                    stratus::sql::parse_assignment(text).map_err(anyhow::Error::msg)?;
+                steps.push(Step::WithColumn { name, expr });
+            }
+            if let Some(text) = filter {
+                steps.push(Step::Filter(
+                    stratus::sql::parse_expr(text).map_err(anyhow::Error::msg)?,
+                ));
+            }
+            if let Some(value) = fillna {
+                steps.push(Step::FillNa(*value));
+            }
+            if let Some(cols) = drop {
+                steps.push(Step::Drop(cols.clone()));
+            }
+            if let Some(cols) = select {
+                steps.push(Step::Select(cols.clone()));
+            }
             let client = connect(&cli).await?;
             let start = Instant::now();
             let verbose = cli.verbose > 0;
@@ -235,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     *replace,
                     columns.clone(),
+                    steps,
                     &mut |stage, done, total| {
                         // A line per tenth of the work, not per partition.
                         let tenth = done * 10 / total.max(1);
@@ -255,6 +314,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if verbose {
                 eprintln!("persist: {}", elapsed(start));
             }
+            client.close().await;
+        }
+        Cmd::Describe {
+            name,
+            columns,
+            json,
+        } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let table = client.describe(name, columns.clone()).await?;
+            print_table(&table, *json);
+            if cli.verbose > 0 {
+                eprintln!("describe: {}", elapsed(start));
+            }
+            client.close().await;
+        }
+        Cmd::Memory { name, json } => {
+            let client = connect(&cli).await?;
+            let table = client.memory_usage(name).await?;
+            print_table(&table, *json);
             client.close().await;
         }
         Cmd::Unpersist { name } => {
@@ -325,6 +404,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => demo(*rows, data, *workers, *threads_per_worker).await?,
     }
     Ok(())
+}
+
+/// Print a result table (first column = index) like pandas, or as JSON.
+fn print_table(table: &arrow_array::RecordBatch, json: bool) {
+    if json {
+        println!("{}", stratus::display::split_json(table, 1));
+    } else {
+        print!("{}", stratus::display::pandas_table(table, 1));
+    }
 }
 
 fn print_frames(frames: &[stratus_protocol::messages::FrameSummary]) {

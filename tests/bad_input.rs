@@ -91,7 +91,7 @@ async fn bad_inputs_name_the_file_and_the_cluster_keeps_serving() {
     std::fs::write(&damaged, bytes).unwrap();
     let src = root.join("damaged").display().to_string();
     let err = client
-        .persist(&src, "damaged", false, None, &mut |_, _, _| {})
+        .persist(&src, "damaged", false, None, Vec::new(), &mut |_, _, _| {})
         .await
         .unwrap_err()
         .to_string();
@@ -122,6 +122,7 @@ async fn bad_inputs_name_the_file_and_the_cluster_keeps_serving() {
             "moved",
             false,
             None,
+            Vec::new(),
             &mut |_, _, _| {},
         )
         .await

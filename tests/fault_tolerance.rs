@@ -35,12 +35,19 @@ async fn killed_workers_lose_no_data() {
     // Kill a worker in the middle of a persist.
     let mut killed = false;
     let summary = client
-        .persist(&src, "isd", false, None, &mut |_, done, total| {
-            if !killed && done >= total / 4 {
-                kill9(pids[0]);
-                killed = true;
-            }
-        })
+        .persist(
+            &src,
+            "isd",
+            false,
+            None,
+            Vec::new(),
+            &mut |_, done, total| {
+                if !killed && done >= total / 4 {
+                    kill9(pids[0]);
+                    killed = true;
+                }
+            },
+        )
         .await
         .expect("persist survives a lost worker");
     assert!(

@@ -10,7 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod datagen;
+pub mod describe;
 pub mod error;
+pub mod expr;
+pub mod groupby;
 pub mod memory;
 pub mod scan;
 

@@ -12,6 +12,7 @@
 //!   [`ToClient`] frames ending in a final `Done`/`Error`.
 
 use rkyv::{Archive, Deserialize, Serialize};
+pub use stratus_plan::Step;
 
 /// First frame on a new connection.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -106,6 +107,59 @@ pub enum HeadInput {
     Parquet(ParquetPartition),
 }
 
+/// Where a partition to persist comes from.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum LoadInput {
+    /// Read from Parquet.
+    Parquet(ParquetPartition),
+    /// Derive from a partition this worker already holds.
+    Persisted(PartitionKey),
+}
+
+/// A prefix of order-preserving value keys (see `stratus_engine::describe`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRangeWire {
+    pub prefix: u64,
+    pub prefix_bits: u32,
+}
+
+/// Histogram requests for one column.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ColumnRanges {
+    pub column: String,
+    pub ranges: Vec<KeyRangeWire>,
+    pub bits: u32,
+    pub max_keys: u64,
+}
+
+/// A computation over partitions one worker holds, with a small result.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ReduceOp {
+    /// count, mean, M2, min, max of each column.
+    Moments { columns: Vec<String> },
+    /// Sparse histograms of value keys, for exact quantiles.
+    Histograms { columns: Vec<ColumnRanges> },
+    /// Bytes of Arrow buffers held per column.
+    MemoryUsage,
+}
+
+/// Moments of one column (see `stratus_engine::describe::Moments`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct MomentsWire {
+    pub count: u64,
+    pub mean: f64,
+    pub m2: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Histogram of one key range.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RangeHistogramWire {
+    pub buckets: Vec<(u32, u64)>,
+    pub keys: Option<Vec<u64>>,
+}
+
 /// One unit of work for a worker thread.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum TaskKind {
@@ -116,8 +170,14 @@ pub enum TaskKind {
     /// Read a partition and keep it in RAM under `key`.
     Load {
         key: PartitionKey,
-        input: ParquetPartition,
+        input: LoadInput,
         columns: Option<Vec<String>>,
+        steps: Vec<Step>,
+    },
+    /// Compute over partitions this worker holds.
+    Reduce {
+        partitions: Vec<PartitionKey>,
+        op: ReduceOp,
     },
     /// Return the first `n` rows of a partition as Arrow IPC.
     Head {
@@ -160,6 +220,12 @@ pub enum TaskOutput {
         rows: u64,
         ipc: Vec<u8>,
     },
+    /// One per requested column.
+    Moments(Vec<MomentsWire>),
+    /// Per column, per range.
+    Histograms(Vec<Vec<RangeHistogramWire>>),
+    /// Bytes per column, in schema order.
+    ColumnBytes(Vec<(String, u64)>),
 }
 
 /// The outcome of one task.
@@ -201,6 +267,17 @@ pub enum ClientRequest {
         name: String,
         replace: bool,
         columns: Option<Vec<String>>,
+        /// Derivation steps (with_column, filter, select, drop, fillna).
+        steps: Vec<Step>,
+    },
+    /// count, mean, std, min, quartiles, max of numeric columns (exact).
+    Describe {
+        source: String,
+        columns: Option<Vec<String>>,
+    },
+    /// Bytes of Arrow buffers held per column.
+    MemoryUsage {
+        source: String,
     },
     Unpersist {
         name: String,

@@ -12,6 +12,7 @@
 pub mod http;
 pub mod metrics;
 pub mod planning;
+pub mod reduce;
 pub mod server;
 pub mod settings;
 pub mod state;

@@ -250,6 +250,8 @@ fn request_kind(request: &ClientRequest) -> &'static str {
         ClientRequest::Persist { .. } => "persist",
         ClientRequest::Unpersist { .. } => "unpersist",
         ClientRequest::List => "list",
+        ClientRequest::Describe { .. } => "describe",
+        ClientRequest::MemoryUsage { .. } => "memory_usage",
     }
 }
 

@@ -23,6 +23,9 @@ use stratus_protocol::messages::{
 };
 
 use crate::planning;
+use crate::reduce::{DescribeJob, MemoryJob, ReduceJob};
+use arrow_schema::{Schema, SchemaRef};
+use stratus_protocol::messages::{LoadInput, Step};
 
 /// Identifies a worker connection.
 pub type WorkerId = u64;
@@ -129,6 +132,8 @@ struct Task {
     kind: TaskKind,
     worker: Option<WorkerId>,
     attempts: u32,
+    /// A worker-level task (a reduce over all its partitions) must run there.
+    worker_pin: Option<WorkerId>,
 }
 
 impl Task {
@@ -137,6 +142,10 @@ impl Task {
         match &self.kind {
             TaskKind::Head {
                 input: HeadInput::Persisted(key),
+                ..
+            }
+            | TaskKind::Load {
+                input: LoadInput::Persisted(key),
                 ..
             } => Some(*key),
             _ => None,
@@ -164,6 +173,10 @@ pub struct Frame {
     pub name: String,
     pub source: String,
     pub columns: Option<Vec<String>>,
+    /// Steps applied after reading, from the Parquet source: the lineage.
+    pub steps: Vec<Step>,
+    /// Schema of the persisted batches.
+    pub schema: SchemaRef,
     pub partitions: Vec<PersistedPartition>,
     /// False while its persist job runs.
     pub complete: bool,
@@ -193,11 +206,14 @@ enum Goal {
         name: String,
         replace: bool,
         columns: Option<Vec<String>>,
+        steps: Vec<Step>,
     },
     Head {
         n: u64,
         columns: Option<Vec<String>>,
     },
+    /// A reduction of a persisted frame (describe, memory usage).
+    Reduce,
 }
 
 #[derive(Debug)]
@@ -214,6 +230,13 @@ enum Phase {
         inputs: VecDeque<HeadInput>,
         tables: Vec<Vec<u8>>,
         rows: u64,
+    },
+    /// Rounds of worker-level reduce tasks over a persisted frame; a round
+    /// starts once every partition is held (`running` false until then).
+    Reducing {
+        frame: FrameId,
+        reduce: Box<ReduceJob>,
+        running: bool,
     },
 }
 
@@ -426,11 +449,28 @@ impl SchedulerState {
                     self.start_job(request, source, Goal::Head { n, columns }, out);
                 }
             }
+            ClientRequest::Describe { source, columns } => {
+                self.start_describe(request, source, columns, out)
+            }
+            ClientRequest::MemoryUsage { source } => {
+                let Some(frame) = self.frame_by_name(&source) else {
+                    out.push(reply(ToClient::Error(not_persisted(&source))));
+                    return;
+                };
+                let job = self.new_job(request, source, Goal::Reduce);
+                self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
+                    frame,
+                    reduce: Box::new(ReduceJob::Memory(MemoryJob::default())),
+                    running: false,
+                };
+                self.start_round(job, out);
+            }
             ClientRequest::Persist {
                 source,
                 name,
                 replace,
                 columns,
+                steps,
             } => {
                 let valid = !name.is_empty()
                     && name
@@ -457,10 +497,13 @@ impl SchedulerState {
                     ))));
                     return;
                 }
-                if self.frame_by_name(&source).is_some() {
-                    out.push(reply(ToClient::Error(format!(
-                        "'{source}' is a persisted frame; persisting a frame again needs a transform (not supported yet)"
-                    ))));
+                if let Some(parent) = self.frame_by_name(&source) {
+                    let mut own = Vec::new();
+                    if let Some(columns) = columns {
+                        own.push(Step::Select(columns));
+                    }
+                    own.extend(steps);
+                    self.persist_derived(request, parent, name, replace, own, out);
                     return;
                 }
                 self.start_job(
@@ -470,11 +513,294 @@ impl SchedulerState {
                         name,
                         replace,
                         columns,
+                        steps,
                     },
                     out,
                 );
             }
         }
+    }
+
+    /// Persist a frame derived from a persisted one: each new partition is
+    /// computed next to its parent partition, moving no data.
+    fn persist_derived(
+        &mut self,
+        request: RequestId,
+        parent: FrameId,
+        name: String,
+        replace: bool,
+        own: Vec<Step>,
+        out: &mut Vec<Command>,
+    ) {
+        let p = &self.frames[&parent];
+        let schema = match stratus_plan::steps_schema(&p.schema, &own) {
+            Ok(schema) => schema,
+            Err(e) => {
+                out.push(Command::Reply {
+                    request,
+                    message: ToClient::Error(e.to_string()),
+                });
+                return;
+            }
+        };
+        let mut lineage = p.steps.clone();
+        lineage.extend(own.iter().cloned());
+        let (columns, parents) = (p.columns.clone(), p.partitions.clone());
+        let source = p.name.clone();
+        let job = self.new_job(
+            request,
+            source.clone(),
+            Goal::Persist {
+                name: name.clone(),
+                replace,
+                columns: None,
+                steps: own.clone(),
+            },
+        );
+        let frame = self.fresh_id();
+        let mut partitions = Vec::with_capacity(parents.len());
+        for (index, parent_part) in parents.into_iter().enumerate() {
+            let index = index as u32;
+            let task = self.add_task(
+                Some(job),
+                TaskKind::Load {
+                    key: PartitionKey { frame, index },
+                    input: LoadInput::Persisted(PartitionKey {
+                        frame: parent,
+                        index,
+                    }),
+                    columns: None,
+                    steps: own.clone(),
+                },
+            );
+            partitions.push(PersistedPartition {
+                source: parent_part.source,
+                rows: parent_part.rows,
+                bytes: 0,
+                holder: None,
+                loading: Some(task),
+                lost: None,
+            });
+        }
+        self.jobs.get_mut(&job).expect("job just made").phase = Phase::Loading { frame };
+        self.frames.insert(
+            frame,
+            Frame {
+                id: frame,
+                name,
+                source,
+                columns,
+                steps: lineage,
+                schema,
+                partitions,
+                complete: false,
+            },
+        );
+    }
+
+    fn start_describe(
+        &mut self,
+        request: RequestId,
+        source: String,
+        columns: Option<Vec<String>>,
+        out: &mut Vec<Command>,
+    ) {
+        let reply = |message| Command::Reply { request, message };
+        let Some(frame) = self.frame_by_name(&source) else {
+            out.push(reply(ToClient::Error(not_persisted(&source))));
+            return;
+        };
+        let schema = self.frames[&frame].schema.clone();
+        let columns = match columns {
+            Some(c) => c,
+            None => schema
+                .fields()
+                .iter()
+                .filter(|f| stratus_plan::is_numeric(f.data_type()))
+                .map(|f| f.name().clone())
+                .collect(),
+        };
+        let mut types = Vec::with_capacity(columns.len());
+        for c in &columns {
+            match schema.field_with_name(c) {
+                Ok(f) if stratus_plan::is_numeric(f.data_type()) => {
+                    types.push(f.data_type().clone())
+                }
+                Ok(f) => {
+                    out.push(reply(ToClient::Error(format!(
+                        "describe: column '{c}' is {}, not a number",
+                        f.data_type()
+                    ))));
+                    return;
+                }
+                Err(_) => {
+                    out.push(reply(ToClient::Error(format!(
+                        "describe: no column named '{c}' in '{source}'"
+                    ))));
+                    return;
+                }
+            }
+        }
+        if columns.is_empty() {
+            out.push(reply(ToClient::Error(format!(
+                "describe: '{source}' has no numeric columns"
+            ))));
+            return;
+        }
+        let job = self.new_job(request, source, Goal::Reduce);
+        self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
+            frame,
+            reduce: Box::new(ReduceJob::Describe(DescribeJob::new(columns, types))),
+            running: false,
+        };
+        self.start_round(job, out);
+    }
+
+    /// Start the next round of a reduce job once every partition of its frame
+    /// is held, or answer when it needs no more rounds.
+    fn start_round(&mut self, job: JobId, out: &mut Vec<Command>) {
+        let Some(Job {
+            phase:
+                Phase::Reducing {
+                    frame,
+                    reduce,
+                    running,
+                },
+            ..
+        }) = self.jobs.get(&job)
+        else {
+            return;
+        };
+        if *running {
+            return;
+        }
+        let frame = *frame;
+        let Some(op) = reduce.next_op() else {
+            let result = reduce.result().and_then(|batch| {
+                let ipc = stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch])
+                    .map_err(|e| e.to_string())?;
+                let mut message = (ipc.len() as u64).to_le_bytes().to_vec();
+                message.extend_from_slice(&ipc);
+                Ok(message)
+            });
+            match result {
+                Ok(table) => self.finish_job(job, ToClient::Table(table), out),
+                Err(e) => self.abort_job(job, Some(e), out),
+            }
+            return;
+        };
+        let Some(f) = self.frames.get(&frame) else {
+            return self.abort_job(
+                job,
+                Some("the frame was unpersisted or replaced while this request ran".into()),
+                out,
+            );
+        };
+        for index in 0..f.partitions.len() as u32 {
+            if let Some(error) = self.unreachable(PartitionKey { frame, index }) {
+                return self.abort_job(job, Some(error), out);
+            }
+        }
+        if f.partitions.iter().any(|p| p.holder.is_none()) {
+            return; // resumed when the missing partitions are loaded again
+        }
+        let mut by_worker: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
+        for (index, p) in f.partitions.iter().enumerate() {
+            let holder = p.holder.expect("all held");
+            by_worker.entry(holder).or_default().push(PartitionKey {
+                frame,
+                index: index as u32,
+            });
+        }
+        for (worker, partitions) in by_worker {
+            let task = self.add_task(
+                Some(job),
+                TaskKind::Reduce {
+                    partitions,
+                    op: op.clone(),
+                },
+            );
+            self.tasks
+                .get_mut(&task)
+                .expect("task just made")
+                .worker_pin = Some(worker);
+        }
+        if let Some(Job {
+            phase: Phase::Reducing { running, .. },
+            ..
+        }) = self.jobs.get_mut(&job)
+        {
+            *running = true;
+        }
+    }
+
+    fn on_reduce_output(&mut self, job: JobId, output: TaskOutput, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let round_done = j.tasks.is_empty();
+        let Phase::Reducing {
+            reduce, running, ..
+        } = &mut j.phase
+        else {
+            return;
+        };
+        let mut result = reduce.absorb(output);
+        if result.is_ok() && round_done {
+            result = reduce.end_round();
+            *running = false;
+        }
+        match result {
+            Err(e) => self.abort_job(job, Some(e), out),
+            Ok(()) if round_done => self.start_round(job, out),
+            Ok(()) => {}
+        }
+    }
+
+    /// Reduce jobs waiting for partitions of `frame` may be able to run now.
+    fn resume_reducers(&mut self, frame: FrameId, out: &mut Vec<Command>) {
+        let waiting: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                matches!(j.phase, Phase::Reducing { frame: f, running: false, .. } if f == frame)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job in waiting {
+            self.start_round(job, out);
+        }
+    }
+
+    /// A worker of a running round was lost: drop the round's tasks and
+    /// results, and run it again once the lost partitions are rebuilt.
+    fn restart_round(&mut self, job: JobId, out: &mut Vec<Command>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let tasks: Vec<TaskId> = j.tasks.drain().collect();
+        if let Phase::Reducing {
+            reduce, running, ..
+        } = &mut j.phase
+        {
+            reduce.reset_round();
+            *running = false;
+        }
+        for task in tasks {
+            if let Some(t) = self.tasks.remove(&task) {
+                if let Some(w) = t.worker {
+                    if let Some(worker) = self.workers.get_mut(&w) {
+                        worker.running.remove(&task);
+                        out.push(Command::ToWorker {
+                            worker: w,
+                            message: ToWorker::Cancel(vec![task]),
+                        });
+                    }
+                }
+            }
+        }
+        self.queue.retain(|t| self.tasks.contains_key(t));
+        self.start_round(job, out);
     }
 
     fn frame_by_name(&self, name: &str) -> Option<FrameId> {
@@ -522,6 +848,7 @@ impl SchedulerState {
                 kind,
                 worker: None,
                 attempts: 0,
+                worker_pin: None,
             },
         );
         self.queue.push_back(id);
@@ -721,6 +1048,13 @@ impl SchedulerState {
                     self.on_head_table(job, rows, ipc, out);
                 }
             }
+            output @ (TaskOutput::Moments(_)
+            | TaskOutput::Histograms(_)
+            | TaskOutput::ColumnBytes(_)) => {
+                if let Some(job) = task.job {
+                    self.on_reduce_output(job, output, out);
+                }
+            }
         }
     }
 
@@ -755,6 +1089,7 @@ impl SchedulerState {
             w.partitions.insert(key);
             w.persisted_bytes += bytes;
         }
+        self.resume_reducers(key.frame, out);
     }
 
     fn on_files(&mut self, job: JobId, files: Vec<FileRef>, out: &mut Vec<Command>) {
@@ -806,7 +1141,7 @@ impl SchedulerState {
             .map(|w| w.info.nthreads as usize)
             .sum::<usize>()
             .max(1);
-        let (_, partitions) = match planning::plan(&all, threads) {
+        let (schema, partitions) = match planning::plan(&all, threads) {
             Ok(plan) => plan,
             Err(error) => return self.abort_job(job, Some(error), out),
         };
@@ -816,15 +1151,25 @@ impl SchedulerState {
                 return self.finish_job(job, ToClient::Count(rows), out);
             }
             Goal::Head { .. } => None,
-            Goal::Persist { name, columns, .. } => Some((name.clone(), columns.clone())),
+            Goal::Persist {
+                name,
+                columns,
+                steps,
+                ..
+            } => Some((name.clone(), columns.clone(), steps.clone())),
+            Goal::Reduce => None,
         };
-        let Some((name, columns)) = persist else {
+        let Some((name, columns, steps)) = persist else {
             self.jobs.get_mut(&job).expect("job present").phase = Phase::Heading {
                 inputs: partitions.into_iter().map(HeadInput::Parquet).collect(),
                 tables: Vec::new(),
                 rows: 0,
             };
             return self.next_head(job, out);
+        };
+        let schema = match frame_schema(&schema, columns.as_deref(), &steps) {
+            Ok(schema) => schema,
+            Err(e) => return self.abort_job(job, Some(e), out),
         };
         let frame = self.fresh_id();
         let j = self.jobs.get_mut(&job).expect("job present");
@@ -840,8 +1185,9 @@ impl SchedulerState {
                 Some(job),
                 TaskKind::Load {
                     key,
-                    input: input.clone(),
+                    input: LoadInput::Parquet(input.clone()),
                     columns: columns.clone(),
+                    steps: steps.clone(),
                 },
             );
             parts.push(PersistedPartition {
@@ -860,6 +1206,8 @@ impl SchedulerState {
                 name,
                 source,
                 columns,
+                steps,
+                schema,
                 partitions: parts,
                 complete: false,
             },
@@ -970,10 +1318,16 @@ impl SchedulerState {
         // Running tasks go back to the queue (front: they were started first).
         let mut running: Vec<TaskId> = w.running.into_iter().collect();
         running.sort_unstable();
+        let mut rounds_to_restart = Vec::new();
         for id in running.into_iter().rev() {
             let Some(task) = self.tasks.get_mut(&id) else {
                 continue;
             };
+            if matches!(task.kind, TaskKind::Reduce { .. }) {
+                // Worker-level tasks cannot move: their round runs again.
+                rounds_to_restart.extend(task.job);
+                continue;
+            }
             task.worker = None;
             task.attempts += 1;
             if task.attempts >= self.config.max_task_attempts {
@@ -1000,6 +1354,7 @@ impl SchedulerState {
                 continue;
             };
             let columns = frame.columns.clone();
+            let steps = frame.steps.clone();
             let p = &mut frame.partitions[key.index as usize];
             p.holder = None;
             if p.loading.is_some() || p.lost.is_some() {
@@ -1015,8 +1370,9 @@ impl SchedulerState {
                 job,
                 TaskKind::Load {
                     key,
-                    input,
+                    input: LoadInput::Parquet(input),
                     columns,
+                    steps,
                 },
             );
             self.counters.partitions_rebuilt += 1;
@@ -1027,6 +1383,11 @@ impl SchedulerState {
             {
                 p.loading = Some(task);
             }
+        }
+        rounds_to_restart.sort_unstable();
+        rounds_to_restart.dedup();
+        for job in rounds_to_restart {
+            self.restart_round(job, out);
         }
     }
 
@@ -1066,30 +1427,35 @@ impl SchedulerState {
                 }
                 continue;
             }
-            let chosen = match task.pinned_to() {
-                Some(key) => self
-                    .frames
-                    .get(&key.frame)
-                    .and_then(|f| f.partitions.get(key.index as usize))
-                    .and_then(|p| p.holder)
-                    .filter(|w| self.workers.get(w).is_some_and(|w| w.free_slots() > 0)),
-                None => {
-                    let loads = matches!(task.kind, TaskKind::Load { .. });
-                    self.workers
-                        .values()
-                        .filter(|w| w.free_slots() > 0)
-                        .min_by_key(|w| {
-                            if loads {
-                                // Balance persisted data: fewest partitions held or
-                                // loading per thread.
-                                let load = w.partitions.len() + w.running.len();
-                                (load * 1000 / w.info.nthreads.max(1) as usize, w.id)
-                            } else {
-                                (usize::MAX - w.free_slots(), w.id)
-                            }
-                        })
-                        .map(|w| w.id)
+            let chosen = match (task.worker_pin, task.pinned_to()) {
+                (Some(pin), _) => {
+                    Some(pin).filter(|w| self.workers.get(w).is_some_and(|w| w.free_slots() > 0))
                 }
+                (None, pinned) => match pinned {
+                    Some(key) => self
+                        .frames
+                        .get(&key.frame)
+                        .and_then(|f| f.partitions.get(key.index as usize))
+                        .and_then(|p| p.holder)
+                        .filter(|w| self.workers.get(w).is_some_and(|w| w.free_slots() > 0)),
+                    None => {
+                        let loads = matches!(task.kind, TaskKind::Load { .. });
+                        self.workers
+                            .values()
+                            .filter(|w| w.free_slots() > 0)
+                            .min_by_key(|w| {
+                                if loads {
+                                    // Balance persisted data: fewest partitions held or
+                                    // loading per thread.
+                                    let load = w.partitions.len() + w.running.len();
+                                    (load * 1000 / w.info.nthreads.max(1) as usize, w.id)
+                                } else {
+                                    (usize::MAX - w.free_slots(), w.id)
+                                }
+                            })
+                            .map(|w| w.id)
+                    }
+                },
             };
             match chosen {
                 Some(worker) => {
@@ -1119,4 +1485,32 @@ impl SchedulerState {
             });
         }
     }
+}
+
+fn not_persisted(source: &str) -> String {
+    format!(
+        "no persisted frame named '{source}': this step runs on a frame in the workers' RAM (stratus persist SOURCE --as {source})"
+    )
+}
+
+/// Schema of a frame read with an optional projection and derived by steps.
+fn frame_schema(
+    dataset: &SchemaRef,
+    columns: Option<&[String]>,
+    steps: &[Step],
+) -> Result<SchemaRef, String> {
+    let projected = match columns {
+        Some(cols) => {
+            let mut fields = Vec::with_capacity(cols.len());
+            for c in cols {
+                let f = dataset
+                    .field_with_name(c)
+                    .map_err(|_| format!("no column named '{c}' in the source"))?;
+                fields.push(f.clone());
+            }
+            std::sync::Arc::new(Schema::new(fields))
+        }
+        None => dataset.clone(),
+    };
+    stratus_plan::steps_schema(&projected, steps).map_err(|e| e.to_string())
 }

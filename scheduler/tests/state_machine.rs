@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::{DataType, Field, Schema};
 use stratus_protocol::messages::{
-    ClientRequest, FileRef, FooterMeta, FrameSummary, HeadInput, ParquetPartition, PartitionKey,
-    RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient, ToWorker, WorkerInfo,
+    ClientRequest, FileRef, FooterMeta, FrameSummary, HeadInput, LoadInput, ParquetPartition,
+    PartitionKey, RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient,
+    ToWorker, WorkerInfo,
 };
 use stratus_scheduler::state::{
     Command, Config, Event, RequestId, SchedulerState, TaskId, WorkerId,
@@ -87,6 +88,7 @@ fn persist(name: &str, replace: bool) -> ClientRequest {
         name: name.to_string(),
         replace,
         columns: None,
+        steps: Vec::new(),
     }
 }
 
@@ -116,7 +118,11 @@ fn load_runs(cmds: &[Command]) -> Vec<(WorkerId, TaskId, PartitionKey, ParquetPa
     run_tasks(cmds)
         .into_iter()
         .filter_map(|(w, t)| match t.kind {
-            TaskKind::Load { key, input, .. } => Some((w, t.id, key, input)),
+            TaskKind::Load {
+                key,
+                input: LoadInput::Parquet(input),
+                ..
+            } => Some((w, t.id, key, input)),
             _ => None,
         })
         .collect()
@@ -326,8 +332,13 @@ impl Sim {
 
     /// Report a Load task (running now, or handed out earlier) as loaded.
     fn finish_load(&mut self, worker: WorkerId, id: TaskId) -> Vec<Command> {
-        let Some(TaskKind::Load { key, input, .. }) = self.history.get(&id).cloned() else {
-            panic!("task {id} is not a Load task");
+        let Some(TaskKind::Load {
+            key,
+            input: LoadInput::Parquet(input),
+            ..
+        }) = self.history.get(&id).cloned()
+        else {
+            panic!("task {id} is not a Load task from Parquet");
         };
         self.finish(
             worker,
@@ -749,6 +760,7 @@ fn worker_lost_after_persist_rebuilds_and_head_waits_for_the_new_holder() {
             name: "trips".into(),
             replace: false,
             columns: columns.clone(),
+            steps: Vec::new(),
         },
         &footers,
     );
@@ -774,8 +786,9 @@ fn worker_lost_after_persist_rebuilds_and_head_waits_for_the_new_holder() {
         rebuild.kind,
         TaskKind::Load {
             key: lost_key,
-            input: lost_input,
+            input: LoadInput::Parquet(lost_input),
             columns: columns.clone(),
+            steps: Vec::new(),
         }
     );
     assert!(no_reply_at_all(&cmds));

@@ -18,8 +18,8 @@ use tracing::{debug, info};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{
-    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, PartitionKey, PeerRole,
-    TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
+    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, PartitionKey,
+    PeerRole, TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
 };
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
 
@@ -70,6 +70,28 @@ impl WorkerActor {
     fn report(&self, report: TaskReport) {
         let _ = self.outbox.send(FromWorker::Reports(vec![report]));
     }
+
+    /// The batches of these held partitions, in order (cheap clones).
+    fn held(&self, keys: &[PartitionKey]) -> Result<Vec<RecordBatch>, String> {
+        let mut out = Vec::new();
+        for key in keys {
+            match self.store.get(key) {
+                Some(p) => out.extend(p.batches.iter().cloned()),
+                None => {
+                    return Err(format!(
+                        "worker '{}' does not hold partition {}/{}",
+                        self.name, key.frame, key.index
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn refuse(&mut self, id: u64, error: String) {
+        self.running.remove(&id);
+        self.report(TaskReport::Failed { id, error });
+    }
 }
 
 impl Actor for WorkerActor {
@@ -118,12 +140,31 @@ impl Handler<Run> for WorkerActor {
                 }),
                 TaskKind::Load {
                     key,
-                    input,
+                    input: LoadInput::Parquet(input),
                     columns,
+                    steps,
                 } => spawn_compute(compute, me, id, move || {
-                    tasks::load(&input, columns.as_deref())
+                    tasks::load(&input, columns.as_deref(), &steps)
                         .map(|batches| Computed::Loaded { key, batches })
                 }),
+                TaskKind::Load {
+                    key,
+                    input: LoadInput::Persisted(parent),
+                    steps,
+                    ..
+                } => match self.held(&[parent]) {
+                    Ok(batches) => spawn_compute(compute, me, id, move || {
+                        tasks::derive(batches, &steps)
+                            .map(|batches| Computed::Loaded { key, batches })
+                    }),
+                    Err(error) => self.refuse(id, error),
+                },
+                TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
+                    Ok(batches) => spawn_compute(compute, me, id, move || {
+                        tasks::reduce(&batches, &op).map(Computed::Output)
+                    }),
+                    Err(error) => self.refuse(id, error),
+                },
                 TaskKind::Head {
                     input: HeadInput::Parquet(input),
                     n,

@@ -3,7 +3,10 @@
 
 use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
-use stratus_protocol::messages::{FileRef, FooterMeta, ParquetPartition, RowGroupMeta, TaskOutput};
+use stratus_protocol::messages::{
+    FileRef, FooterMeta, MomentsWire, ParquetPartition, RangeHistogramWire, ReduceOp, RowGroupMeta,
+    Step, TaskOutput,
+};
 
 fn to_spec(p: &ParquetPartition) -> PartitionSpec {
     PartitionSpec {
@@ -59,12 +62,84 @@ pub fn read_footers(files: &[FileRef]) -> Result<TaskOutput, String> {
     Ok(TaskOutput::Footers(out))
 }
 
-/// Read a partition into batches.
+/// Read a partition into batches and apply the frame's steps.
 pub fn load(
     input: &ParquetPartition,
     columns: Option<&[String]>,
+    steps: &[Step],
 ) -> Result<Vec<RecordBatch>, String> {
-    scan::read_partition(&to_spec(input), columns, None).map_err(|e| e.to_string())
+    let batches =
+        scan::read_partition(&to_spec(input), columns, None).map_err(|e| e.to_string())?;
+    stratus_engine::expr::apply_steps(batches, steps)
+        .map_err(|e| format!("partition of {}: {e}", input.path))
+}
+
+/// Derive a partition from a held one.
+pub fn derive(batches: Vec<RecordBatch>, steps: &[Step]) -> Result<Vec<RecordBatch>, String> {
+    stratus_engine::expr::apply_steps(batches, steps).map_err(|e| e.to_string())
+}
+
+/// A worker-level reduction over the batches of the partitions it holds.
+pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, String> {
+    use stratus_engine::describe;
+    match op {
+        ReduceOp::Moments { columns } => {
+            let mut out = Vec::with_capacity(columns.len());
+            for c in columns {
+                let m = describe::column_moments(batches, c).map_err(|e| e.to_string())?;
+                out.push(MomentsWire {
+                    count: m.count,
+                    mean: m.mean,
+                    m2: m.m2,
+                    min: m.min,
+                    max: m.max,
+                });
+            }
+            Ok(TaskOutput::Moments(out))
+        }
+        ReduceOp::Histograms { columns } => {
+            let mut out = Vec::with_capacity(columns.len());
+            for c in columns {
+                let ranges: Vec<describe::KeyRange> = c
+                    .ranges
+                    .iter()
+                    .map(|r| describe::KeyRange {
+                        prefix: r.prefix,
+                        prefix_bits: r.prefix_bits,
+                    })
+                    .collect();
+                let hists =
+                    describe::histograms(batches, &c.column, &ranges, c.bits, c.max_keys as usize)
+                        .map_err(|e| e.to_string())?;
+                out.push(
+                    hists
+                        .into_iter()
+                        .map(|h| RangeHistogramWire {
+                            buckets: h.buckets,
+                            keys: h.keys,
+                        })
+                        .collect(),
+                );
+            }
+            Ok(TaskOutput::Histograms(out))
+        }
+        ReduceOp::MemoryUsage => {
+            let Some(first) = batches.first() else {
+                return Ok(TaskOutput::ColumnBytes(Vec::new()));
+            };
+            let schema = first.schema();
+            let mut out = Vec::with_capacity(schema.fields().len());
+            for (i, field) in schema.fields().iter().enumerate() {
+                let columns: Vec<RecordBatch> = batches
+                    .iter()
+                    .filter_map(|b| b.project(&[i]).ok())
+                    .collect();
+                let bytes = stratus_engine::memory::batches_memory_bytes(&columns) as u64;
+                out.push((field.name().clone(), bytes));
+            }
+            Ok(TaskOutput::ColumnBytes(out))
+        }
+    }
 }
 
 /// The first `n` rows of batches, as an Arrow IPC stream.

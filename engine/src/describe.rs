@@ -1,0 +1,1228 @@
+//! `describe` kernels: count, mean, std, min, exact quantiles and max of numeric columns
+//! spread over many partitions, without ever shipping a column.
+//!
+//! This module owns the per-partition kernels that workers run and the sans-IO driver the
+//! scheduler runs; it knows nothing about the network.
+//!
+//! Algorithm:
+//! - **Moments** ([`column_moments`]): each batch is summarised with a corrected two-pass
+//!   (sum → mean, then Σ(x−mean) and Σ(x−mean)² which refine the mean and give M2);
+//!   batches and partitions are combined with Chan et al.'s pairwise formula
+//!   ([`Moments::merge`]), so a column like sea-level pressure (mean 1014.6, std 9.4) keeps
+//!   its digits. Nulls and NaN are skipped (pandas' rule); everything is computed in `f64`.
+//! - **Exact quantiles** ([`QuantileSearch`]): every value maps to an order-preserving 64-bit
+//!   key ([`float_key`], [`signed_key`], unsigned as is). The value at a 0-based rank is found
+//!   by a radix search over the keys: a round asks every partition for a histogram of the
+//!   next 16 key bits inside the current prefix ([`histograms`], one pass over the column for
+//!   all ranges), the scheduler sums them ([`merge_histograms`]) and the cumulative counts
+//!   name the bucket holding the rank, which extends the prefix. When a range holds at most
+//!   `max_keys` values in a partition, the partition sends the sorted keys themselves and the
+//!   rank is read off directly. At most 4 rounds (64 / 16): 1–2 when values are spread,
+//!   up to 4 when a rank falls on a value repeated more than `max_keys` times in some
+//!   partition (e.g. temperatures to one decimal over billions of rows); -0.0 keys as +0.0. With
+//!   [`QuantileSearch::from_moments`] the common prefix of min and max is skipped (a column of
+//!   years resolves in one round).
+//! - **Interpolation** is pandas' default (`numpy.percentile`, method `linear`): for `q`,
+//!   position `p = q·(n−1)`, `a = v[floor p]`, `b = v[floor p + 1]`, `t = p − floor p`, and the
+//!   value is `a + (b−a)·t` when `t < 0.5`, else `b − (b−a)·(1−t)` (numpy's two-sided lerp,
+//!   which is what makes results bit-identical to pandas); `t = 0` gives `a` exactly. For
+//!   integer columns `b−a` is taken exactly before converting to `f64`.
+//!
+//! Empty input: with no values, `count` is 0, and mean, std, min, max and every quantile are
+//! NaN (see [`Moments::mean_or_nan`] and friends); std is NaN (`None` from [`Moments::std`])
+//! for fewer than 2 values, as in pandas.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
+use arrow_schema::{DataType, Schema};
+
+use crate::error::EngineError;
+use crate::Result;
+
+/// The percentiles pandas' `describe()` reports by default.
+pub const DEFAULT_PERCENTILES: [f64; 3] = [0.25, 0.5, 0.75];
+
+/// Key bits histogrammed per round by [`QuantileSearch`].
+pub const ROUND_BITS: u32 = 16;
+
+/// Default threshold below which a partition sends a range's sorted keys instead of only
+/// its histogram.
+pub const MAX_KEYS: usize = 4096;
+
+const SIGN: u64 = 1 << 63;
+
+// ---------------------------------------------------------------------------------------
+// Moments
+// ---------------------------------------------------------------------------------------
+
+/// Mergeable moments of one column over some rows (nulls and NaN skipped).
+///
+/// `m2` is the sum of squared deviations from `mean`. With `count == 0` the other fields
+/// are meaningless (zero by default); use the `*_or_nan` accessors to report them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Moments {
+    /// Number of non-null, non-NaN values.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Moments {
+    /// Moments of a sequence of values (NaN skipped), by the corrected two-pass method.
+    pub fn from_values(values: &[f64]) -> Moments {
+        let mut acc = PassOne::default();
+        for &x in values {
+            acc.push(x);
+        }
+        let mut two = acc.second_pass();
+        for &x in values {
+            two.push(x);
+        }
+        two.finish()
+    }
+
+    /// Combine with another partition's moments (Chan et al.). Empty (count 0) is the
+    /// identity; min/max of an empty Moments are ignored.
+    pub fn merge(&mut self, other: &Moments) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        let na = self.count as f64;
+        let nb = other.count as f64;
+        let n = na + nb;
+        let delta = other.mean - self.mean;
+        self.mean += delta * (nb / n);
+        self.m2 += other.m2 + delta * delta * (na * (nb / n));
+        self.count = self.count.saturating_add(other.count);
+        if other.min < self.min {
+            self.min = other.min;
+        }
+        if other.max > self.max {
+            self.max = other.max;
+        }
+    }
+
+    /// Sample variance (ddof = 1); None when count < 2.
+    pub fn variance(&self) -> Option<f64> {
+        (self.count >= 2).then(|| self.m2 / (self.count - 1) as f64)
+    }
+
+    /// Sample standard deviation (ddof = 1); None when count < 2.
+    pub fn std(&self) -> Option<f64> {
+        self.variance().map(f64::sqrt)
+    }
+
+    /// The mean, or NaN when count is 0.
+    pub fn mean_or_nan(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.mean
+        }
+    }
+
+    /// The sample standard deviation, or NaN when count < 2 (as pandas).
+    pub fn std_or_nan(&self) -> f64 {
+        self.std().unwrap_or(f64::NAN)
+    }
+
+    /// The minimum, or NaN when count is 0.
+    pub fn min_or_nan(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.min
+        }
+    }
+
+    /// The maximum, or NaN when count is 0.
+    pub fn max_or_nan(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.max
+        }
+    }
+}
+
+/// First pass of the two-pass moments: count, sum, min, max.
+#[derive(Default)]
+struct PassOne {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl PassOne {
+    #[inline]
+    fn push(&mut self, x: f64) {
+        if x.is_nan() {
+            return;
+        }
+        if self.count == 0 {
+            self.min = x;
+            self.max = x;
+        } else {
+            if x < self.min {
+                self.min = x;
+            }
+            if x > self.max {
+                self.max = x;
+            }
+        }
+        self.count += 1;
+        self.sum += x;
+    }
+
+    fn second_pass(&self) -> PassTwo {
+        let mean = if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        };
+        PassTwo {
+            first: PassOne {
+                count: self.count,
+                sum: self.sum,
+                min: self.min,
+                max: self.max,
+            },
+            mean,
+            sd: 0.0,
+            sdd: 0.0,
+        }
+    }
+}
+
+/// Second pass: deviations from the first-pass mean.
+struct PassTwo {
+    first: PassOne,
+    mean: f64,
+    sd: f64,
+    sdd: f64,
+}
+
+impl PassTwo {
+    #[inline]
+    fn push(&mut self, x: f64) {
+        if x.is_nan() {
+            return;
+        }
+        let d = x - self.mean;
+        self.sd += d;
+        self.sdd += d * d;
+    }
+
+    fn finish(self) -> Moments {
+        let n = self.first.count;
+        if n == 0 {
+            return Moments::default();
+        }
+        let nf = n as f64;
+        let mut m2 = self.sdd - self.sd * (self.sd / nf);
+        if m2 < 0.0 {
+            m2 = 0.0;
+        }
+        let mut mean = self.mean + self.sd / nf;
+        if !mean.is_finite() {
+            // Infinite values: the refinement is meaningless; keep the plain sum / n.
+            mean = self.mean;
+        }
+        Moments {
+            count: n,
+            mean,
+            m2,
+            min: self.first.min,
+            max: self.first.max,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Types, keys and column access
+// ---------------------------------------------------------------------------------------
+
+/// Whether describe covers this type (integers and floats).
+pub fn is_describable(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+    )
+}
+
+/// The describable columns of a schema, in schema order (what `describe()` covers when no
+/// column is named).
+pub fn describable_columns(schema: &Schema) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| is_describable(f.data_type()))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// Order-preserving key of a float: flip all bits of negatives, the sign bit of the others.
+/// -0.0 keys as +0.0 (they compare equal, so quantiles report 0.0 for either, and a column
+/// whose min and max are both zero needs no search). `f32` values are keyed as their exact
+/// `f64`. Never called with NaN (skipped before).
+#[inline]
+pub fn float_key(x: f64) -> u64 {
+    let b = if x == 0.0 { 0 } else { x.to_bits() };
+    if b & SIGN != 0 {
+        !b
+    } else {
+        b | SIGN
+    }
+}
+
+/// Inverse of [`float_key`].
+#[inline]
+pub fn float_from_key(k: u64) -> f64 {
+    if k & SIGN != 0 {
+        f64::from_bits(k & !SIGN)
+    } else {
+        f64::from_bits(!k)
+    }
+}
+
+/// Order-preserving key of a signed integer: its two's complement with the sign bit flipped.
+#[inline]
+pub fn signed_key(x: i64) -> u64 {
+    (x as u64) ^ SIGN
+}
+
+/// Inverse of [`signed_key`].
+#[inline]
+pub fn signed_from_key(k: u64) -> i64 {
+    (k ^ SIGN) as i64
+}
+
+/// How a column's keys decode back to values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Float,
+    Signed,
+    Unsigned,
+}
+
+impl KeyKind {
+    fn of(dt: &DataType) -> Option<KeyKind> {
+        match dt {
+            DataType::Float32 | DataType::Float64 => Some(KeyKind::Float),
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                Some(KeyKind::Signed)
+            }
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                Some(KeyKind::Unsigned)
+            }
+            _ => None,
+        }
+    }
+
+    fn to_f64(self, k: u64) -> f64 {
+        match self {
+            KeyKind::Float => float_from_key(k),
+            KeyKind::Signed => signed_from_key(k) as f64,
+            KeyKind::Unsigned => k as f64,
+        }
+    }
+
+    /// numpy's linear interpolation between the values of keys `a` and `b` (a <= b) at `t`.
+    fn lerp(self, a: u64, b: u64, t: f64) -> f64 {
+        let (fa, fb, diff) = match self {
+            KeyKind::Float => {
+                let (fa, fb) = (float_from_key(a), float_from_key(b));
+                (fa, fb, fb - fa)
+            }
+            KeyKind::Signed => {
+                let (ia, ib) = (signed_from_key(a), signed_from_key(b));
+                (ia as f64, ib as f64, (ib as i128 - ia as i128) as f64)
+            }
+            KeyKind::Unsigned => (a as f64, b as f64, (b as i128 - a as i128) as f64),
+        };
+        lerp(fa, fb, diff, t)
+    }
+}
+
+/// numpy's `_lerp`: `a + d·t` below one half, `b − d·(1−t)` from one half on.
+#[inline]
+fn lerp(a: f64, b: f64, diff: f64, t: f64) -> f64 {
+    if t == 0.0 {
+        a
+    } else if t >= 0.5 {
+        b - diff * (1.0 - t)
+    } else {
+        a + diff * t
+    }
+}
+
+/// A native value of a describable column.
+trait Num: Copy {
+    fn to_f64(self) -> f64;
+    fn is_nan(self) -> bool;
+    /// The order-preserving key; only called on non-NaN values.
+    fn key(self) -> u64;
+}
+
+macro_rules! num_signed {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline]
+            fn to_f64(self) -> f64 { self as f64 }
+            #[inline]
+            fn is_nan(self) -> bool { false }
+            #[inline]
+            fn key(self) -> u64 { signed_key(self as i64) }
+        }
+    )*};
+}
+macro_rules! num_unsigned {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline]
+            fn to_f64(self) -> f64 { self as f64 }
+            #[inline]
+            fn is_nan(self) -> bool { false }
+            #[inline]
+            fn key(self) -> u64 { self as u64 }
+        }
+    )*};
+}
+num_signed!(i8, i16, i32, i64);
+num_unsigned!(u8, u16, u32, u64);
+
+impl Num for f32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    #[inline]
+    fn key(self) -> u64 {
+        float_key(self as f64)
+    }
+}
+
+impl Num for f64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    #[inline]
+    fn key(self) -> u64 {
+        float_key(self)
+    }
+}
+
+/// Calls `f` on every non-null, non-NaN value of a primitive array.
+#[inline]
+fn for_each_value<T, F>(arr: &PrimitiveArray<T>, mut f: F)
+where
+    T: ArrowPrimitiveType,
+    T::Native: Num,
+    F: FnMut(T::Native),
+{
+    let values = arr.values();
+    let nulls = arr.nulls().filter(|n| n.null_count() > 0);
+    match nulls {
+        None => {
+            for &v in values.iter() {
+                if !v.is_nan() {
+                    f(v)
+                }
+            }
+        }
+        Some(n) => {
+            for i in n.valid_indices() {
+                if let Some(&v) = values.get(i) {
+                    if !v.is_nan() {
+                        f(v)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Something run over one primitive array of any describable type.
+trait Visitor {
+    fn visit<T>(&mut self, arr: &PrimitiveArray<T>)
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Num;
+}
+
+/// Dispatches on the array's type; false when it is not describable.
+fn visit_array(arr: &dyn Array, v: &mut impl Visitor) -> bool {
+    macro_rules! go {
+        ($t:ty) => {
+            match arr.as_primitive_opt::<$t>() {
+                Some(a) => {
+                    v.visit(a);
+                    true
+                }
+                None => false,
+            }
+        };
+    }
+    match arr.data_type() {
+        DataType::Int8 => go!(Int8Type),
+        DataType::Int16 => go!(Int16Type),
+        DataType::Int32 => go!(Int32Type),
+        DataType::Int64 => go!(Int64Type),
+        DataType::UInt8 => go!(UInt8Type),
+        DataType::UInt16 => go!(UInt16Type),
+        DataType::UInt32 => go!(UInt32Type),
+        DataType::UInt64 => go!(UInt64Type),
+        DataType::Float32 => go!(Float32Type),
+        DataType::Float64 => go!(Float64Type),
+        _ => false,
+    }
+}
+
+/// The column of a batch, checked to exist and be describable.
+fn column_of<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a dyn Array> {
+    let schema = batch.schema_ref();
+    let Some((i, field)) = schema.column_with_name(column) else {
+        let available: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        return Err(EngineError::Argument(format!(
+            "describe: no column named '{column}' (columns: {})",
+            available.join(", ")
+        )));
+    };
+    let arr = batch.columns().get(i).ok_or_else(|| {
+        EngineError::Argument(format!("describe: column '{column}' missing from a batch"))
+    })?;
+    if !is_describable(arr.data_type()) {
+        return Err(not_numeric(column, field.data_type()));
+    }
+    Ok(arr.as_ref())
+}
+
+fn not_numeric(column: &str, dt: &DataType) -> EngineError {
+    EngineError::Argument(format!(
+        "describe: column '{column}' has type {dt}, not an integer or float type"
+    ))
+}
+
+/// Moments of a column over batches (a partition). Error if the column is missing or not
+/// numeric. No batches at all give empty moments (count 0).
+pub fn column_moments(batches: &[RecordBatch], column: &str) -> Result<Moments> {
+    struct V(Moments);
+    impl Visitor for V {
+        fn visit<T>(&mut self, arr: &PrimitiveArray<T>)
+        where
+            T: ArrowPrimitiveType,
+            T::Native: Num,
+        {
+            let mut one = PassOne::default();
+            for_each_value(arr, |v| one.push(v.to_f64()));
+            if one.count == 0 {
+                return;
+            }
+            let mut two = one.second_pass();
+            for_each_value(arr, |v| two.push(v.to_f64()));
+            self.0.merge(&two.finish());
+        }
+    }
+    let mut v = V(Moments::default());
+    for batch in batches {
+        let arr = column_of(batch, column)?;
+        if !visit_array(arr, &mut v) {
+            return Err(not_numeric(column, arr.data_type()));
+        }
+    }
+    Ok(v.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Histograms
+// ---------------------------------------------------------------------------------------
+
+/// A request to narrow the search: among values whose key's top `prefix_bits` bits equal
+/// `prefix` (prefix_bits = 0: all values), count them by their next `bits` bits
+/// (1 <= bits <= 16, prefix_bits + bits <= 64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRange {
+    /// The top `prefix_bits` bits of the keys in the range (right-aligned).
+    pub prefix: u64,
+    /// How many leading key bits the range fixes.
+    pub prefix_bits: u32,
+}
+
+impl KeyRange {
+    /// Whether `key` lies in the range.
+    #[inline]
+    pub fn contains(&self, key: u64) -> bool {
+        key.checked_shr(64u32.saturating_sub(self.prefix_bits))
+            .unwrap_or(0)
+            == self.prefix
+    }
+}
+
+/// Sparse histogram of one KeyRange over a partition: (bucket, count) pairs with count > 0,
+/// sorted by bucket; plus, when the range holds at most `max_keys` values in this
+/// partition, the sorted keys themselves.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RangeHistogram {
+    /// `(bucket, count)` for non-empty buckets, sorted by bucket.
+    pub buckets: Vec<(u32, u64)>,
+    /// The range's keys, sorted, when there were at most `max_keys` of them.
+    pub keys: Option<Vec<u64>>,
+}
+
+impl RangeHistogram {
+    /// Number of values in the range.
+    pub fn total(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |acc, &(_, c)| acc.saturating_add(c))
+    }
+}
+
+/// Per-range accumulator of [`histograms`].
+struct RangeAcc {
+    prefix: u64,
+    shift: u32,
+    prefix_bits: u32,
+    counts: Vec<u64>,
+    n: u64,
+    keys: Option<Vec<u64>>,
+}
+
+/// Checks `bits` and a range against it.
+fn check_range(r: &KeyRange, bits: u32) -> Result<()> {
+    if !(1..=ROUND_BITS).contains(&bits) {
+        return Err(EngineError::Argument(format!(
+            "describe: histogram width of {bits} bits (must be 1..={ROUND_BITS})"
+        )));
+    }
+    if r.prefix_bits >= 64 || r.prefix_bits + bits > 64 {
+        return Err(EngineError::Argument(format!(
+            "describe: key range of {} prefix bits cannot take {bits} more bits",
+            r.prefix_bits
+        )));
+    }
+    if r.prefix_bits < 64 && r.prefix.checked_shr(r.prefix_bits).unwrap_or(0) != 0 {
+        return Err(EngineError::Argument(format!(
+            "describe: key range prefix {:#x} does not fit in {} bits",
+            r.prefix, r.prefix_bits
+        )));
+    }
+    Ok(())
+}
+
+/// Histograms of `ranges` over a column of batches (a partition): one pass over the column
+/// for all ranges at once; result `i` is for `ranges[i]`. Cost O(rows × ranges); each range
+/// takes `2^bits` counters while it runs.
+pub fn histograms(
+    batches: &[RecordBatch],
+    column: &str,
+    ranges: &[KeyRange],
+    bits: u32,
+    max_keys: usize,
+) -> Result<Vec<RangeHistogram>> {
+    for r in ranges {
+        check_range(r, bits)?;
+    }
+    let mut accs: Vec<RangeAcc> = ranges
+        .iter()
+        .map(|r| RangeAcc {
+            prefix: r.prefix,
+            shift: 64 - r.prefix_bits,
+            prefix_bits: r.prefix_bits,
+            counts: Vec::new(),
+            n: 0,
+            keys: Some(Vec::new()),
+        })
+        .collect();
+
+    struct V<'a> {
+        accs: &'a mut [RangeAcc],
+        bits: u32,
+        max_keys: usize,
+    }
+    impl Visitor for V<'_> {
+        fn visit<T>(&mut self, arr: &PrimitiveArray<T>)
+        where
+            T: ArrowPrimitiveType,
+            T::Native: Num,
+        {
+            let down = 64 - self.bits;
+            let size = 1usize << self.bits;
+            let max_keys = self.max_keys;
+            for_each_value(arr, |v| {
+                let key = v.key();
+                for acc in self.accs.iter_mut() {
+                    if key.checked_shr(acc.shift).unwrap_or(0) != acc.prefix {
+                        continue;
+                    }
+                    let bucket = (key << acc.prefix_bits) >> down;
+                    if acc.counts.is_empty() {
+                        acc.counts = vec![0; size];
+                    }
+                    if let Some(c) = acc.counts.get_mut(bucket as usize) {
+                        *c += 1;
+                    }
+                    acc.n += 1;
+                    if let Some(keys) = &mut acc.keys {
+                        if keys.len() < max_keys {
+                            keys.push(key);
+                        } else {
+                            acc.keys = None;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    let mut v = V {
+        accs: &mut accs,
+        bits,
+        max_keys,
+    };
+    for batch in batches {
+        let arr = column_of(batch, column)?;
+        if !visit_array(arr, &mut v) {
+            return Err(not_numeric(column, arr.data_type()));
+        }
+    }
+    Ok(accs
+        .into_iter()
+        .map(|acc| {
+            let buckets = acc
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (b as u32, c))
+                .collect();
+            let keys = acc.keys.map(|mut k| {
+                k.sort_unstable();
+                k
+            });
+            RangeHistogram { buckets, keys }
+        })
+        .collect())
+}
+
+/// Merge histograms of the same range from several partitions (sum counts; keys merged only
+/// if every part sent keys, else None). A part with no buckets (an empty range, or a
+/// `RangeHistogram::default()` standing for "no partitions here") holds no values and
+/// never drops the keys. Merging nothing gives an empty histogram with `Some(vec![])` keys.
+pub fn merge_histograms(parts: &[RangeHistogram]) -> RangeHistogram {
+    let mut buckets: Vec<(u32, u64)> = parts
+        .iter()
+        .flat_map(|p| p.buckets.iter().copied())
+        .filter(|&(_, c)| c > 0)
+        .collect();
+    buckets.sort_unstable_by_key(|&(b, _)| b);
+    let mut merged: Vec<(u32, u64)> = Vec::with_capacity(buckets.len());
+    for (b, c) in buckets {
+        match merged.last_mut() {
+            Some((lb, lc)) if *lb == b => *lc = lc.saturating_add(c),
+            _ => merged.push((b, c)),
+        }
+    }
+    let mut keys = Some(Vec::new());
+    for p in parts
+        .iter()
+        .filter(|p| p.buckets.iter().any(|&(_, c)| c > 0))
+    {
+        match (&mut keys, &p.keys) {
+            (Some(all), Some(k)) => all.extend_from_slice(k),
+            _ => {
+                keys = None;
+                break;
+            }
+        }
+    }
+    if let Some(k) = &mut keys {
+        k.sort_unstable();
+    }
+    RangeHistogram {
+        buckets: merged,
+        keys,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The search
+// ---------------------------------------------------------------------------------------
+
+/// One rank being searched for.
+#[derive(Debug, Clone)]
+struct Track {
+    /// Key prefix (top `QuantileSearch::level` bits) of the range holding the rank.
+    prefix: u64,
+    /// The rank counted from the start of that range.
+    within: u64,
+    /// How many values the range holds (checked against the histograms).
+    expect: u64,
+    /// The key at the rank once resolved.
+    key: Option<u64>,
+}
+
+/// What one quantile needs: ranks `lo` and `hi` (index into `tracks`) and the weight `t`.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    lo: usize,
+    hi: usize,
+    t: f64,
+}
+
+/// Sans-IO driver of the exact-quantile search for ONE column: the caller (the scheduler)
+/// asks it for the next round of KeyRanges, has every worker compute [`histograms`] over
+/// its partitions, merges them with [`merge_histograms`], and feeds them back, until
+/// [`result`](QuantileSearch::result) gives the exact quantiles.
+#[derive(Debug, Clone)]
+pub struct QuantileSearch {
+    kind: KeyKind,
+    count: u64,
+    plans: Vec<Plan>,
+    /// One per distinct rank, sorted by rank (hence by prefix).
+    tracks: Vec<Track>,
+    /// Prefix bits shared by every unresolved track.
+    level: u32,
+    rounds: usize,
+    max_keys: usize,
+    /// How many quantiles were asked for (the length of the result).
+    requested: usize,
+}
+
+impl QuantileSearch {
+    /// `count` = total non-null non-NaN values (from merged Moments), `quantiles` e.g.
+    /// [0.25, 0.5, 0.75] (each within [0, 1]), `data_type` of the column (to decode keys back
+    /// to values: float vs signed vs unsigned).
+    pub fn new(count: u64, quantiles: &[f64], data_type: &DataType) -> Result<QuantileSearch> {
+        let kind = KeyKind::of(data_type).ok_or_else(|| {
+            EngineError::Argument(format!(
+                "describe: quantiles of type {data_type}, not an integer or float type"
+            ))
+        })?;
+        for &q in quantiles {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(EngineError::Argument(format!(
+                    "describe: quantile {q} is not within [0, 1]"
+                )));
+            }
+        }
+        let mut s = QuantileSearch {
+            kind,
+            count,
+            plans: Vec::new(),
+            tracks: Vec::new(),
+            level: 0,
+            rounds: 0,
+            max_keys: MAX_KEYS,
+            requested: quantiles.len(),
+        };
+        if count == 0 {
+            return Ok(s);
+        }
+        let last = count - 1;
+        let mut needed: Vec<(u64, u64, f64)> = Vec::with_capacity(quantiles.len());
+        let mut ranks: Vec<u64> = Vec::with_capacity(2 * quantiles.len());
+        for &q in quantiles {
+            // pandas hands numpy q * 100, which numpy divides by 100 again.
+            let q = (q * 100.0) / 100.0;
+            let pos = last as f64 * q;
+            let floor = pos.floor();
+            let t = pos - floor;
+            let lo = (floor as u64).min(last);
+            let hi = if t > 0.0 { (lo + 1).min(last) } else { lo };
+            ranks.push(lo);
+            ranks.push(hi);
+            needed.push((lo, hi, t));
+        }
+        ranks.sort_unstable();
+        ranks.dedup();
+        let index = |r: u64| ranks.binary_search(&r).unwrap_or(0);
+        s.plans = needed
+            .iter()
+            .map(|&(lo, hi, t)| Plan {
+                lo: index(lo),
+                hi: index(hi),
+                t,
+            })
+            .collect();
+        s.tracks = ranks
+            .iter()
+            .map(|&r| Track {
+                prefix: 0,
+                within: r,
+                expect: count,
+                key: None,
+            })
+            .collect();
+        Ok(s)
+    }
+
+    /// Like [`new`](Self::new), with `count`, `min` and `max` taken from the column's merged
+    /// moments: the key bits that min and max share are skipped (a column of years or of
+    /// constants needs one round or none). Falls back to [`new`](Self::new)'s full search
+    /// when min/max cannot be keyed exactly (integers beyond 2^53, NaN).
+    pub fn from_moments(
+        moments: &Moments,
+        quantiles: &[f64],
+        data_type: &DataType,
+    ) -> Result<QuantileSearch> {
+        let mut s = QuantileSearch::new(moments.count, quantiles, data_type)?;
+        if moments.count == 0 {
+            return Ok(s);
+        }
+        if let Some((lo, hi)) = bounds_keys(s.kind, moments.min, moments.max) {
+            let common = (lo ^ hi).leading_zeros();
+            if common == 64 {
+                for t in &mut s.tracks {
+                    t.key = Some(lo);
+                }
+            } else if common > 0 {
+                s.level = common;
+                for t in &mut s.tracks {
+                    t.prefix = lo >> (64 - common);
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Ranges to histogram next (deduplicated, sorted; empty when done).
+    pub fn next_round(&self) -> Vec<KeyRange> {
+        let mut out: Vec<KeyRange> = Vec::new();
+        for t in self.tracks.iter().filter(|t| t.key.is_none()) {
+            let r = KeyRange {
+                prefix: t.prefix,
+                prefix_bits: self.level,
+            };
+            if out.last() != Some(&r) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// The width `bits` to use with next_round's ranges (16, less on the last round).
+    pub fn round_bits(&self) -> u32 {
+        ROUND_BITS.min(64u32.saturating_sub(self.level)).max(1)
+    }
+
+    /// The `max_keys` threshold below which workers send keys instead.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Change the `max_keys` threshold (0: never send keys).
+    pub fn set_max_keys(&mut self, max_keys: usize) {
+        self.max_keys = max_keys;
+    }
+
+    /// Rounds fed so far.
+    pub fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    /// Whether every rank is resolved ([`result`](Self::result) is `Some`).
+    pub fn is_done(&self) -> bool {
+        self.tracks.iter().all(|t| t.key.is_some())
+    }
+
+    /// Feed the merged histogram for each range of the last next_round(), same order.
+    /// Errors (leaving the search unchanged) when the histograms do not match the ranges or
+    /// do not add up to the counts expected (e.g. a partition was left out).
+    pub fn feed(&mut self, merged: &[RangeHistogram]) -> Result<()> {
+        let ranges = self.next_round();
+        if merged.len() != ranges.len() {
+            return Err(EngineError::Argument(format!(
+                "describe: fed {} histograms for {} key ranges",
+                merged.len(),
+                ranges.len()
+            )));
+        }
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let bits = self.round_bits();
+        let mut tracks = self.tracks.clone();
+        for t in tracks.iter_mut().filter(|t| t.key.is_none()) {
+            let i = ranges
+                .binary_search_by_key(&t.prefix, |r| r.prefix)
+                .map_err(|_| EngineError::Argument("describe: lost key range".into()))?;
+            let range = &ranges[i];
+            let h = &merged[i];
+            let total = h.total();
+            if total != t.expect {
+                return Err(EngineError::Argument(format!(
+                    "describe: histogram of key range {:#x}/{} holds {total} values, expected {} \
+                     (were all partitions included?)",
+                    range.prefix, range.prefix_bits, t.expect
+                )));
+            }
+            if let Some(keys) = &h.keys {
+                if keys.len() as u64 != total
+                    || keys.windows(2).any(|w| w[0] > w[1])
+                    || keys.iter().any(|&k| !range.contains(k))
+                {
+                    return Err(EngineError::Argument(format!(
+                        "describe: keys of key range {:#x}/{} are inconsistent with its histogram",
+                        range.prefix, range.prefix_bits
+                    )));
+                }
+                t.key = keys.get(t.within as usize).copied();
+                if t.key.is_none() {
+                    return Err(EngineError::Argument("describe: rank out of range".into()));
+                }
+                continue;
+            }
+            let mut cum = 0u64;
+            let mut found = None;
+            for &(b, c) in &h.buckets {
+                if u64::from(b) >> bits != 0 {
+                    return Err(EngineError::Argument(format!(
+                        "describe: bucket {b} out of range for {bits} bits"
+                    )));
+                }
+                if t.within < cum.saturating_add(c) {
+                    found = Some((b, c));
+                    break;
+                }
+                cum = cum.saturating_add(c);
+            }
+            let Some((b, c)) = found else {
+                return Err(EngineError::Argument("describe: rank out of range".into()));
+            };
+            t.prefix = (t.prefix << bits) | u64::from(b);
+            t.within -= cum;
+            t.expect = c;
+            if self.level + bits == 64 {
+                t.key = Some(t.prefix);
+            }
+        }
+        self.tracks = tracks;
+        self.level += bits;
+        self.rounds += 1;
+        Ok(())
+    }
+
+    /// Some(values) once every rank is resolved: one f64 per requested quantile, linear
+    /// interpolation as pandas; None before. For count == 0: all NaN immediately (next_round
+    /// empty).
+    pub fn result(&self) -> Option<Vec<f64>> {
+        if self.count == 0 {
+            return Some(vec![f64::NAN; self.requested]);
+        }
+        let key = |i: usize| self.tracks.get(i).and_then(|t| t.key);
+        self.plans
+            .iter()
+            .map(|p| {
+                let a = key(p.lo)?;
+                if p.t == 0.0 {
+                    return Some(self.kind.to_f64(a));
+                }
+                let b = key(p.hi)?;
+                Some(self.kind.lerp(a, b, p.t))
+            })
+            .collect()
+    }
+}
+
+/// Keys of a column's min and max, when they are exact.
+fn bounds_keys(kind: KeyKind, min: f64, max: f64) -> Option<(u64, u64)> {
+    if min.is_nan() || max.is_nan() || min > max {
+        return None;
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let int_ok = |x: f64| x.fract() == 0.0 && x.abs() < EXACT;
+    let (lo, hi) = match kind {
+        KeyKind::Float => {
+            // -0.0 and +0.0 share a key, so either zero is an exact bound.
+            (float_key(min), float_key(max))
+        }
+        KeyKind::Signed => {
+            if !int_ok(min) || !int_ok(max) {
+                return None;
+            }
+            (signed_key(min as i64), signed_key(max as i64))
+        }
+        KeyKind::Unsigned => {
+            if !int_ok(min) || !int_ok(max) || min < 0.0 {
+                return None;
+            }
+            (min as u64, max as u64)
+        }
+    };
+    (lo <= hi).then_some((lo, hi))
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process driver
+// ---------------------------------------------------------------------------------------
+
+/// The `describe` row of one column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDescription {
+    /// Non-null, non-NaN values.
+    pub count: u64,
+    /// Mean (NaN when count is 0).
+    pub mean: f64,
+    /// Sample standard deviation, ddof = 1 (NaN when count < 2).
+    pub std: f64,
+    /// Minimum (NaN when count is 0).
+    pub min: f64,
+    /// One value per requested quantile (NaN when count is 0).
+    pub quantiles: Vec<f64>,
+    /// Maximum (NaN when count is 0).
+    pub max: f64,
+    /// Histogram rounds the quantile search took.
+    pub rounds: usize,
+}
+
+/// The whole distributed describe of one column run in-process over `partitions`: moments per
+/// partition merged, then the quantile search with one [`histograms`] call per partition per
+/// round. This is exactly what the scheduler does across workers (and a reference for it).
+pub fn describe_partitions(
+    partitions: &[Vec<RecordBatch>],
+    column: &str,
+    quantiles: &[f64],
+) -> Result<ColumnDescription> {
+    let mut moments = Moments::default();
+    let mut data_type: Option<DataType> = None;
+    for p in partitions {
+        moments.merge(&column_moments(p, column)?);
+        if data_type.is_none() {
+            if let Some(b) = p.first() {
+                data_type = Some(column_of(b, column)?.data_type().clone());
+            }
+        }
+    }
+    // No batch anywhere: nothing to describe, and no type to check.
+    let dt = data_type.unwrap_or(DataType::Float64);
+    let mut search = QuantileSearch::from_moments(&moments, quantiles, &dt)?;
+    // Each round narrows every rank by at least one bit, so 64 rounds is a hard bound.
+    for _ in 0..=64 {
+        let ranges = search.next_round();
+        if ranges.is_empty() {
+            break;
+        }
+        let bits = search.round_bits();
+        let mut per_range: Vec<Vec<RangeHistogram>> = vec![Vec::new(); ranges.len()];
+        for p in partitions {
+            for (i, h) in histograms(p, column, &ranges, bits, search.max_keys())?
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(v) = per_range.get_mut(i) {
+                    v.push(h);
+                }
+            }
+        }
+        let merged: Vec<RangeHistogram> = per_range.iter().map(|v| merge_histograms(v)).collect();
+        search.feed(&merged)?;
+    }
+    let quantiles = search.result().ok_or_else(|| {
+        EngineError::Argument(format!(
+            "describe: quantile search of '{column}' did not finish"
+        ))
+    })?;
+    Ok(ColumnDescription {
+        count: moments.count,
+        mean: moments.mean_or_nan(),
+        std: moments.std_or_nan(),
+        min: moments.min_or_nan(),
+        quantiles,
+        max: moments.max_or_nan(),
+        rounds: search.rounds(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_keys_preserve_order() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.0,
+            -f64::MIN_POSITIVE,
+            0.0,
+            5e-324,
+            1.0,
+            1e300,
+            f64::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(float_key(w[0]) < float_key(w[1]), "{} {}", w[0], w[1]);
+        }
+        for &x in &xs {
+            assert_eq!(float_from_key(float_key(x)).to_bits(), x.to_bits());
+        }
+        assert_eq!(float_key(-0.0), float_key(0.0));
+        let is = [i64::MIN, -1, 0, 1, i64::MAX];
+        for w in is.windows(2) {
+            assert!(signed_key(w[0]) < signed_key(w[1]));
+        }
+        for &x in &is {
+            assert_eq!(signed_from_key(signed_key(x)), x);
+        }
+    }
+
+    #[test]
+    fn describe_lerp_is_numpys() {
+        assert_eq!(lerp(1.0, 3.0, 2.0, 0.0), 1.0);
+        assert_eq!(lerp(1.0, 3.0, 2.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0, 3.0, 2.0, 0.75), 2.5);
+        // b - a taken exactly: 2^64 - 1, rounded once to 2^64.
+        assert_eq!(
+            KeyKind::Signed.lerp(signed_key(i64::MIN), signed_key(i64::MAX), 0.5),
+            0.0
+        );
+    }
+
+    #[test]
+    fn describe_key_range_contains() {
+        let all = KeyRange {
+            prefix: 0,
+            prefix_bits: 0,
+        };
+        assert!(all.contains(0) && all.contains(u64::MAX));
+        let r = KeyRange {
+            prefix: 0xABCD,
+            prefix_bits: 16,
+        };
+        assert!(r.contains(0xABCD_0000_0000_0000));
+        assert!(!r.contains(0xABCE_0000_0000_0000));
+    }
+}

@@ -1,0 +1,1 @@
+//! Group-by aggregation (being written).

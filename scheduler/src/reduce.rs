@@ -1,0 +1,307 @@
+//! Jobs that reduce a persisted frame to a small answer in rounds: `describe`
+//! and `memory_usage`.
+//!
+//! Each round sends one [`ReduceOp`] to every worker holding partitions of the
+//! frame (one task per worker, over all its partitions), merges the small
+//! results as they come back, and at the end of the round decides the next op
+//! or the answer. `describe` runs a moments round (count, mean, M2, min, max,
+//! merged with Chan's formula), then exact-quantile rounds: each column's
+//! [`QuantileSearch`] asks for sparse histograms of value-key prefixes,
+//! narrowing until the values at the needed ranks are known exactly
+//! (typically one or two rounds; see ARCHITECTURE.md). No column data moves.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::DataType;
+use stratus_engine::describe::{
+    merge_histograms, KeyRange, Moments, QuantileSearch, RangeHistogram,
+};
+use stratus_protocol::messages::{ColumnRanges, KeyRangeWire, ReduceOp, TaskOutput};
+
+/// The quartiles `describe` reports.
+pub const QUARTILES: [f64; 3] = [0.25, 0.5, 0.75];
+
+/// A reduction in progress.
+#[derive(Debug)]
+pub enum ReduceJob {
+    Describe(DescribeJob),
+    Memory(MemoryJob),
+}
+
+impl ReduceJob {
+    /// The op every holder runs this round, or None when the answer is ready.
+    pub fn next_op(&self) -> Option<ReduceOp> {
+        match self {
+            ReduceJob::Describe(d) => d.next_op(),
+            ReduceJob::Memory(m) => (!m.done).then_some(ReduceOp::MemoryUsage),
+        }
+    }
+
+    /// Take one worker's output of the current round.
+    pub fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        match self {
+            ReduceJob::Describe(d) => d.absorb(output),
+            ReduceJob::Memory(m) => m.absorb(output),
+        }
+    }
+
+    /// Forget a round's partial results (a worker was lost; the round reruns).
+    pub fn reset_round(&mut self) {
+        match self {
+            ReduceJob::Describe(d) => d.reset_round(),
+            ReduceJob::Memory(m) => m.bytes.clear(),
+        }
+    }
+
+    /// Every worker of the round answered.
+    pub fn end_round(&mut self) -> Result<(), String> {
+        match self {
+            ReduceJob::Describe(d) => d.end_round(),
+            ReduceJob::Memory(m) => {
+                m.done = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// The answer, once `next_op` is None.
+    pub fn result(&self) -> Result<RecordBatch, String> {
+        match self {
+            ReduceJob::Describe(d) => d.result(),
+            ReduceJob::Memory(m) => m.result(),
+        }
+    }
+}
+
+/// `memory_usage()`: bytes per column summed over workers.
+#[derive(Debug, Default)]
+pub struct MemoryJob {
+    bytes: Vec<(String, u64)>,
+    done: bool,
+}
+
+impl MemoryJob {
+    fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        let TaskOutput::ColumnBytes(cols) = output else {
+            return Err(format!("memory usage: unexpected task output {output:?}"));
+        };
+        if self.bytes.is_empty() {
+            self.bytes = cols;
+        } else {
+            for (acc, (name, b)) in self.bytes.iter_mut().zip(cols) {
+                if acc.0 == name {
+                    acc.1 += b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn result(&self) -> Result<RecordBatch, String> {
+        let mut names: Vec<&str> = self.bytes.iter().map(|(n, _)| n.as_str()).collect();
+        let mut values: Vec<u64> = self.bytes.iter().map(|(_, b)| *b).collect();
+        names.push("total");
+        values.push(values.iter().sum());
+        RecordBatch::try_from_iter([
+            ("column", Arc::new(StringArray::from(names)) as ArrayRef),
+            ("bytes", Arc::new(UInt64Array::from(values)) as ArrayRef),
+        ])
+        .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug)]
+enum DescribeRound {
+    Moments,
+    /// Per column: the ranges asked this round (empty if the column is done),
+    /// and per range the histograms received so far.
+    Quantiles {
+        ranges: Vec<Vec<KeyRange>>,
+        parts: Vec<Vec<Vec<RangeHistogram>>>,
+    },
+    Done,
+}
+
+/// `describe()` of some columns.
+#[derive(Debug)]
+pub struct DescribeJob {
+    columns: Vec<String>,
+    types: Vec<DataType>,
+    moments: Vec<Moments>,
+    round_moments: Vec<Moments>,
+    searches: Vec<QuantileSearch>,
+    round: DescribeRound,
+}
+
+impl DescribeJob {
+    /// Describe these (numeric) columns.
+    pub fn new(columns: Vec<String>, types: Vec<DataType>) -> DescribeJob {
+        let n = columns.len();
+        DescribeJob {
+            columns,
+            types,
+            moments: vec![Moments::default(); n],
+            round_moments: vec![Moments::default(); n],
+            searches: Vec::new(),
+            round: DescribeRound::Moments,
+        }
+    }
+
+    fn next_op(&self) -> Option<ReduceOp> {
+        match &self.round {
+            DescribeRound::Moments => Some(ReduceOp::Moments {
+                columns: self.columns.clone(),
+            }),
+            DescribeRound::Quantiles { ranges, .. } => Some(ReduceOp::Histograms {
+                columns: self
+                    .columns
+                    .iter()
+                    .zip(ranges)
+                    .zip(&self.searches)
+                    .filter(|((_, r), _)| !r.is_empty())
+                    .map(|((c, r), s)| ColumnRanges {
+                        column: c.clone(),
+                        ranges: r
+                            .iter()
+                            .map(|k| KeyRangeWire {
+                                prefix: k.prefix,
+                                prefix_bits: k.prefix_bits,
+                            })
+                            .collect(),
+                        bits: s.round_bits(),
+                        max_keys: s.max_keys() as u64,
+                    })
+                    .collect(),
+            }),
+            DescribeRound::Done => None,
+        }
+    }
+
+    fn reset_round(&mut self) {
+        match &mut self.round {
+            DescribeRound::Moments => {
+                self.round_moments = vec![Moments::default(); self.columns.len()];
+            }
+            DescribeRound::Quantiles { parts, .. } => {
+                for col in parts.iter_mut() {
+                    for range in col.iter_mut() {
+                        range.clear();
+                    }
+                }
+            }
+            DescribeRound::Done => {}
+        }
+    }
+
+    fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        match (&mut self.round, output) {
+            (DescribeRound::Moments, TaskOutput::Moments(m)) => {
+                if m.len() != self.columns.len() {
+                    return Err("describe: a worker sent moments for the wrong columns".into());
+                }
+                for (acc, w) in self.round_moments.iter_mut().zip(m) {
+                    acc.merge(&Moments {
+                        count: w.count,
+                        mean: w.mean,
+                        m2: w.m2,
+                        min: w.min,
+                        max: w.max,
+                    });
+                }
+                Ok(())
+            }
+            (DescribeRound::Quantiles { ranges, parts }, TaskOutput::Histograms(h)) => {
+                // The worker answered for the columns still searching, in order.
+                let mut answers = h.into_iter();
+                for (c, col_ranges) in ranges.iter().enumerate() {
+                    if col_ranges.is_empty() {
+                        continue;
+                    }
+                    let per_range = answers
+                        .next()
+                        .ok_or("describe: a worker sent too few histograms")?;
+                    if per_range.len() != col_ranges.len() {
+                        return Err(
+                            "describe: a worker sent histograms for the wrong ranges".into()
+                        );
+                    }
+                    for (r, hist) in per_range.into_iter().enumerate() {
+                        parts[c][r].push(RangeHistogram {
+                            buckets: hist.buckets,
+                            keys: hist.keys,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            (_, other) => Err(format!("describe: unexpected task output {other:?}")),
+        }
+    }
+
+    fn end_round(&mut self) -> Result<(), String> {
+        match &mut self.round {
+            DescribeRound::Moments => {
+                self.moments = std::mem::take(&mut self.round_moments);
+                self.searches = self
+                    .moments
+                    .iter()
+                    .zip(&self.types)
+                    .map(|(m, t)| QuantileSearch::from_moments(m, &QUARTILES, t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+            }
+            DescribeRound::Quantiles { parts, .. } => {
+                let parts = std::mem::take(parts);
+                for (search, col) in self.searches.iter_mut().zip(parts) {
+                    if col.is_empty() {
+                        continue;
+                    }
+                    let merged: Vec<RangeHistogram> =
+                        col.iter().map(|p| merge_histograms(p)).collect();
+                    search.feed(&merged).map_err(|e| e.to_string())?;
+                }
+            }
+            DescribeRound::Done => return Ok(()),
+        }
+        let ranges: Vec<Vec<KeyRange>> = self.searches.iter().map(|s| s.next_round()).collect();
+        self.round = if ranges.iter().all(|r| r.is_empty()) {
+            DescribeRound::Done
+        } else {
+            let parts = ranges.iter().map(|r| vec![Vec::new(); r.len()]).collect();
+            DescribeRound::Quantiles { ranges, parts }
+        };
+        Ok(())
+    }
+
+    fn result(&self) -> Result<RecordBatch, String> {
+        let stats = ["count", "mean", "std", "min", "25%", "50%", "75%", "max"];
+        let mut columns: Vec<(String, ArrayRef)> = vec![(
+            String::new(),
+            Arc::new(StringArray::from(stats.to_vec())) as ArrayRef,
+        )];
+        for (i, name) in self.columns.iter().enumerate() {
+            let m = &self.moments[i];
+            let q = self.searches[i]
+                .result()
+                .ok_or_else(|| format!("describe: quantiles of '{name}' unresolved"))?;
+            let empty = m.count == 0;
+            let nan_if_empty = |v: f64| if empty { f64::NAN } else { v };
+            let values = vec![
+                m.count as f64,
+                nan_if_empty(m.mean),
+                m.std().unwrap_or(f64::NAN),
+                nan_if_empty(m.min),
+                q[0],
+                q[1],
+                q[2],
+                nan_if_empty(m.max),
+            ];
+            columns.push((
+                name.clone(),
+                Arc::new(Float64Array::from(values)) as ArrayRef,
+            ));
+        }
+        RecordBatch::try_from_iter(columns).map_err(|e| e.to_string())
+    }
+}

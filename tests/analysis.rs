@@ -1,0 +1,261 @@
+//! The analysis steps against an independent oracle: DuckDB (Python's
+//! `duckdb`, installed by .ci/run) on the same Parquet files. Counts, min, max
+//! and quantiles must match exactly; mean and std to 1e-9 relative.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::RecordBatch;
+use stratus::local::{LocalCluster, LocalOptions};
+use stratus::{col, lit, Step, TruncUnit};
+
+/// Python prelude: DuckDB for the data, and pandas' (numpy's) linear
+/// interpolation applied to DuckDB's sorted values for the quantiles. DuckDB's
+/// own `quantile_cont` computes `lo + (hi - lo) * t`, which can differ from
+/// numpy's two-sided formula in the last bit; pandas is the reference.
+const PRELUDE: &str = r#"
+import duckdb, json, math
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+def pandas_quantile(v, q):
+    n = len(v)
+    if n == 0:
+        return None
+    p = q * (n - 1)
+    lo = math.floor(p)
+    hi = min(lo + 1, n - 1)
+    t = p - lo
+    a, b = float(v[lo]), float(v[hi])
+    d = b - a
+    return a + d * t if t < 0.5 else b - d * (1 - t)
+def clean(x):
+    return None if (isinstance(x, float) and x != x) else x
+"#;
+
+/// Run a DuckDB query from Python; rows as JSON arrays.
+fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    python(&format!(
+        "rows = con.execute({sql:?}).fetchall()\nprint(json.dumps([[clean(v) for v in r] for r in rows], default=str))"
+    ))
+}
+
+fn python(body: &str) -> Vec<Vec<serde_json::Value>> {
+    let script = format!("{PRELUDE}\n{body}");
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (with duckdb: pip install duckdb) runs");
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stat(table: &RecordBatch, column: &str, row: usize) -> f64 {
+    table
+        .column_by_name(column)
+        .unwrap_or_else(|| panic!("no column {column} in describe"))
+        .as_primitive::<Float64Type>()
+        .value(row)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || ((a - b) / b).abs() < 1e-9
+}
+
+/// Compare our describe of `frame` with DuckDB over `parquet_glob` for the
+/// numeric columns of `columns`; `transform` is the SQL of each column.
+fn check_describe(table: &RecordBatch, parquet_glob: &str, columns: &[(&str, String)]) {
+    for (name, sql) in columns {
+        let v = format!("({sql})");
+        let valid = format!("{v} IS NOT NULL AND NOT isnan({v}::DOUBLE)");
+        let from = format!(
+            "FROM read_parquet('{parquet_glob}', hive_partitioning = true, union_by_name = true) WHERE {valid}"
+        );
+        let body = format!(
+            "m = con.execute({moments:?}).fetchone()\nv = [r[0] for r in con.execute({sorted:?}).fetchall()]\nrow = [m[0], m[1], m[2], m[3]] + [pandas_quantile(v, q) for q in (0.25, 0.5, 0.75)] + [m[4]]\nprint(json.dumps([[clean(x) for x in row]], default=str))",
+            moments = format!("SELECT count(*), avg({v}), stddev_samp({v}), min({v})::DOUBLE, max({v})::DOUBLE {from}"),
+            sorted = format!("SELECT ({v})::DOUBLE AS x {from} ORDER BY x"),
+        );
+        let row = &python(&body)[0];
+        let expect: Vec<f64> = row.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
+        let got: Vec<f64> = (0..8).map(|i| stat(table, name, i)).collect();
+        for (i, stat_name) in ["count", "mean", "std", "min", "25%", "50%", "75%", "max"]
+            .iter()
+            .enumerate()
+        {
+            let exact = !matches!(*stat_name, "mean" | "std");
+            let ok = if exact {
+                got[i] == expect[i] || (got[i].is_nan() && expect[i].is_nan())
+            } else {
+                close(got[i], expect[i])
+            };
+            assert!(
+                ok,
+                "{name} {stat_name}: ours {} vs DuckDB {}",
+                got[i], expect[i]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn describe_transforms_and_memory_match_duckdb() {
+    let data = TempDir::new("analysis");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 150_000,
+        out: data.path().to_path_buf(),
+        seed: 11,
+    })
+    .unwrap();
+    let generated = format!("{}/year=*/month=*/*.parquet", data.path().display());
+    let fixture_glob = format!("{}/year=*/month=*/*.parquet", fixture());
+    let cluster = LocalCluster::start(&LocalOptions {
+        workers: 2,
+        threads_per_worker: 1,
+        memory_limit: Some(2 << 30),
+        dashboard_address: Some("127.0.0.1:0".into()),
+        ..LocalOptions::default()
+    })
+    .await
+    .unwrap();
+    let pids = cluster.worker_pids();
+    let client = stratus::Client::connect(&cluster.target).await.unwrap();
+
+    let measurements = [
+        "latitude",
+        "longitude",
+        "elevation",
+        "windAngle",
+        "windSpeed",
+        "temperature",
+        "seaLvlPressure",
+        "presentWeatherIndicator",
+        "pastWeatherIndicator",
+        "precipTime",
+        "precipDepth",
+        "snowDepth",
+        "year",
+        "day",
+    ];
+    let plain: Vec<(&str, String)> = measurements.iter().map(|c| (*c, c.to_string())).collect();
+
+    // Both datasets, every numeric column, exact quantiles.
+    for (source, glob, name) in [
+        (data.path().display().to_string(), generated.clone(), "gen"),
+        (fixture(), fixture_glob.clone(), "fixture"),
+    ] {
+        let df = client
+            .read_parquet(&source)
+            .with_column("date", col("datetime").floor(TruncUnit::Day));
+        let (isd, _) = df.persist(name).await.unwrap();
+        let table = isd.describe().await.unwrap();
+        check_describe(&table, &glob, &plain);
+    }
+
+    // A derived frame (Celsius to Fahrenheit, fillna, a filter) from the
+    // persisted one: computed next to its parent partitions.
+    let prepared = client
+        .frame("gen")
+        .filter(col("year").gt_eq(lit(2012)))
+        .with_column(
+            "temperature",
+            col("temperature") * lit(9) / lit(5) + lit(32),
+        )
+        .fillna(0.0)
+        .select(&["date", "temperature", "windSpeed", "snowDepth", "year"]);
+    let (prep, summary) = prepared.persist("prep").await.unwrap();
+    let expected_rows = duckdb(&format!(
+        "SELECT count(*) FROM read_parquet('{generated}') WHERE year >= 2012"
+    ))[0][0]
+        .as_u64()
+        .unwrap();
+    assert_eq!(summary.rows, expected_rows);
+    let table = prep.describe().await.unwrap();
+    let filled = |c: &str| {
+        format!("CASE WHEN year >= 2012 THEN coalesce(CASE WHEN isnan({c}) THEN NULL ELSE {c} END, 0) END")
+    };
+    check_describe(
+        &table,
+        &generated,
+        &[
+            ("temperature", filled("temperature * 9 / 5 + 32")),
+            ("windSpeed", filled("windSpeed")),
+            ("snowDepth", filled("snowDepth")),
+        ],
+    );
+    assert_eq!(
+        stat(&table, "snowDepth", 0),
+        expected_rows as f64,
+        "fillna filled every row"
+    );
+
+    // memory_usage: per column, and the total equals what persist reported.
+    let memory = prep.memory_usage().await.unwrap();
+    let names = memory.column(0).as_string::<i32>();
+    let bytes = memory
+        .column(1)
+        .as_primitive::<arrow_array::types::UInt64Type>();
+    let last = memory.num_rows() - 1;
+    assert_eq!(names.value(last), "total");
+    assert_eq!(bytes.value(last), summary.bytes);
+    assert_eq!(
+        (0..last).map(|i| names.value(i)).collect::<Vec<_>>(),
+        vec!["date", "temperature", "windSpeed", "snowDepth", "year"]
+    );
+
+    // A type error is clear and runs no task.
+    let err = client
+        .persist(
+            "gen",
+            "bad",
+            false,
+            None,
+            vec![Step::WithColumn {
+                name: "x".into(),
+                expr: col("temperature").floor(TruncUnit::Day),
+            }],
+            &mut |_, _, _| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("date_trunc") && err.contains("temperature is Float64"),
+        "{err}"
+    );
+
+    // Lineage through steps: kill a worker; the derived frame's lost
+    // partitions are rebuilt from Parquet with every step, same answer.
+    kill9(pids[0]);
+    let again = loop {
+        let info = client.info().await.unwrap();
+        let frames = client.list().await.unwrap();
+        if info.workers == 1 && frames.iter().all(|f| f.partitions_held == f.partitions) {
+            break client.describe("prep", None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Same answer; mean and std may differ in the last bits because the
+    // partials merge in another order now.
+    assert_eq!(again.schema(), table.schema());
+    for column in ["temperature", "windSpeed", "snowDepth", "year"] {
+        for row in 0..8 {
+            let (a, b) = (stat(&again, column, row), stat(&table, column, row));
+            let ok = if row == 1 || row == 2 {
+                close(a, b)
+            } else {
+                a == b
+            };
+            assert!(ok, "{column} row {row} after rebuild: {a} vs {b}");
+        }
+    }
+    client.close().await;
+}
