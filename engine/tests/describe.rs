@@ -686,7 +686,7 @@ fn empty_partitions_and_no_batches() {
 #[test]
 fn missing_and_non_numeric_columns_are_errors() {
     let b = batch_of(&[Some(1.0f64)]);
-    let e = column_moments(&[b.clone()], "temperature")
+    let e = column_moments(std::slice::from_ref(&b), "temperature")
         .unwrap_err()
         .to_string();
     assert!(e.contains("'temperature'") && e.contains("x"), "{e}");
@@ -706,7 +706,7 @@ fn missing_and_non_numeric_columns_are_errors() {
     )]));
     let s =
         RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["A", "B"]))]).unwrap();
-    let e = column_moments(&[s.clone()], "stationName")
+    let e = column_moments(std::slice::from_ref(&s), "stationName")
         .unwrap_err()
         .to_string();
     assert!(e.contains("'stationName'") && e.contains("Utf8"), "{e}");
@@ -744,13 +744,13 @@ fn bad_histogram_requests_are_errors() {
         prefix: 0,
         prefix_bits: 0,
     };
-    assert!(histograms(&[b.clone()], COL, &[all], 0, 8).is_err());
-    assert!(histograms(&[b.clone()], COL, &[all], 17, 8).is_err());
+    assert!(histograms(std::slice::from_ref(&b), COL, &[all], 0, 8).is_err());
+    assert!(histograms(std::slice::from_ref(&b), COL, &[all], 17, 8).is_err());
     let deep = KeyRange {
         prefix: 0,
         prefix_bits: 60,
     };
-    assert!(histograms(&[b.clone()], COL, &[deep], 8, 8).is_err());
+    assert!(histograms(std::slice::from_ref(&b), COL, &[deep], 8, 8).is_err());
     let wide = KeyRange {
         prefix: 1 << 20,
         prefix_bits: 16,
