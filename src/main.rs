@@ -169,6 +169,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // For `stratus local` a signal is the normal way to stop (exit 0); for
+    // any other command it interrupts a request (exit 130).
+    let signal_ends_normally = matches!(cli.command, Cmd::Local { .. });
     let code = runtime.block_on(async {
         tokio::select! {
             result = run(cli) => match result {
@@ -180,8 +183,12 @@ fn main() {
             },
             _ = shutdown_signal() => {
                 stratus::client::close_all().await;
-                eprintln!("stratus: interrupted");
-                130
+                if signal_ends_normally {
+                    0
+                } else {
+                    eprintln!("stratus: interrupted");
+                    130
+                }
             }
         }
     });
