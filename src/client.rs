@@ -10,8 +10,8 @@ use arrow_buffer::Buffer;
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
-    ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary, Hello, PeerRole,
-    Step, ToClient,
+    AggFuncWire, ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary,
+    Hello, PeerRole, Step, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
@@ -261,6 +261,26 @@ impl Client {
     pub async fn memory_usage(&self, frame: &str) -> Result<RecordBatch> {
         self.table(&ClientRequest::MemoryUsage {
             source: frame.to_string(),
+        })
+        .await
+    }
+
+    /// Group a persisted frame by `keys` and aggregate: `aggs` as (column,
+    /// function) pairs, plus `all_numeric`'s function over every numeric
+    /// non-key column (every column for Count), as pandas'
+    /// `groupby(keys).mean()`. Keys first, sorted by key.
+    pub async fn groupby(
+        &self,
+        frame: &str,
+        keys: Vec<String>,
+        aggs: Vec<(String, AggFuncWire)>,
+        all_numeric: Option<AggFuncWire>,
+    ) -> Result<RecordBatch> {
+        self.table(&ClientRequest::GroupBy {
+            source: frame.to_string(),
+            keys,
+            aggs,
+            all_numeric,
         })
         .await
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use stratus_plan::{Expr, Step};
-use stratus_protocol::messages::FrameSummary;
+use stratus_protocol::messages::{AggFuncWire, FrameSummary};
 
 use crate::client::{Client, Result};
 
@@ -127,6 +127,14 @@ impl<'c> DataFrame<'c> {
             .await
     }
 
+    /// Group by key columns: `df.groupby(&["date"]).mean()`.
+    pub fn groupby(&self, keys: &[&str]) -> GroupedFrame<'_, 'c> {
+        GroupedFrame {
+            frame: self,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
     /// Load into the workers' RAM under `name`; later requests (from any
     /// client) can use the name. Fails if the name is taken.
     pub async fn persist(&self, name: &str) -> Result<(DataFrame<'c>, FrameSummary)> {
@@ -183,5 +191,51 @@ impl<'c> DataFrame<'c> {
         let value = result?;
         released?;
         Ok(value)
+    }
+}
+
+/// A frame grouped by keys, waiting for its aggregation.
+#[derive(Debug)]
+pub struct GroupedFrame<'f, 'c> {
+    frame: &'f DataFrame<'c>,
+    keys: Vec<String>,
+}
+
+impl GroupedFrame<'_, '_> {
+    async fn run(
+        &self,
+        aggs: Vec<(String, AggFuncWire)>,
+        all: Option<AggFuncWire>,
+    ) -> Result<RecordBatch> {
+        let keys = self.keys.clone();
+        self.frame
+            .on_persisted(
+                |client, name| async move { client.groupby(&name, keys, aggs, all).await },
+            )
+            .await
+    }
+
+    /// Mean of every numeric column per group.
+    pub async fn mean(&self) -> Result<RecordBatch> {
+        self.run(Vec::new(), Some(AggFuncWire::Mean)).await
+    }
+
+    /// Non-null count of every column per group.
+    pub async fn count(&self) -> Result<RecordBatch> {
+        self.run(Vec::new(), Some(AggFuncWire::Count)).await
+    }
+
+    /// Sum of every numeric column per group.
+    pub async fn sum(&self) -> Result<RecordBatch> {
+        self.run(Vec::new(), Some(AggFuncWire::Sum)).await
+    }
+
+    /// Chosen aggregations: `(column, function)`.
+    pub async fn agg(&self, aggs: &[(&str, AggFuncWire)]) -> Result<RecordBatch> {
+        self.run(
+            aggs.iter().map(|(c, f)| (c.to_string(), *f)).collect(),
+            None,
+        )
+        .await
     }
 }

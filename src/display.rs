@@ -97,12 +97,20 @@ fn column_strings(array: &dyn Array) -> Vec<String> {
                 .map(|v| v.map(f64::from))
                 .collect::<Vec<_>>(),
         ),
-        _ => {
+        dt => {
             let options = FormatOptions::default().with_null("NaN");
-            match ArrayFormatter::try_new(array, &options) {
+            let mut values: Vec<String> = match ArrayFormatter::try_new(array, &options) {
                 Ok(f) => (0..array.len()).map(|i| f.value(i).to_string()).collect(),
                 Err(_) => vec![String::new(); array.len()],
+            };
+            // Timestamps that are all midnight are dates: print YYYY-MM-DD.
+            let midnight = |s: &String| s.ends_with("T00:00:00") || s == "NaN";
+            if matches!(dt, DataType::Timestamp(_, None)) && values.iter().all(midnight) {
+                for v in values.iter_mut() {
+                    v.truncate(v.len().min(10));
+                }
             }
+            values
         }
     }
 }

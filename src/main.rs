@@ -93,6 +93,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Group a persisted frame by keys and aggregate, pandas-style.
+    Groupby {
+        name: String,
+        /// Comma-separated key columns.
+        #[arg(long, value_delimiter = ',', required = true)]
+        by: Vec<String>,
+        /// mean, sum, count, min, max, std or var of every numeric column (count:
+        /// every column), or of --columns; or COLUMN:FUNC pairs, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "mean")]
+        agg: Vec<String>,
+        /// Comma-separated columns to aggregate with a single --agg function.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bytes of Arrow buffers held per column.
     Memory {
         name: String,
@@ -151,6 +167,12 @@ enum DatagenKind {
 }
 
 fn main() {
+    // Like other Unix tools, end quietly when stdout's reader goes away
+    // (`stratus groupby ... | head`).
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -337,6 +359,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             client.close().await;
         }
+        Cmd::Groupby {
+            name,
+            by,
+            agg,
+            columns,
+            json,
+        } => {
+            let (aggs, all) = parse_aggs(agg, columns.as_deref())?;
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let table = client.groupby(name, by.clone(), aggs, all).await?;
+            if *json {
+                println!("{}", stratus::display::split_json(&table, by.len()));
+            } else {
+                print!("{}", stratus::display::pandas_table(&table, by.len()));
+            }
+            if cli.verbose > 0 {
+                eprintln!("groupby: {} groups in {}", table.num_rows(), elapsed(start));
+            }
+            client.close().await;
+        }
         Cmd::Memory { name, json } => {
             let client = connect(&cli).await?;
             let table = client.memory_usage(name).await?;
@@ -411,6 +454,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => demo(*rows, data, *workers, *threads_per_worker).await?,
     }
     Ok(())
+}
+
+fn agg_func(name: &str) -> anyhow::Result<stratus::Agg> {
+    use stratus::Agg;
+    Ok(match name.trim().to_lowercase().as_str() {
+        "mean" => Agg::Mean,
+        "sum" => Agg::Sum,
+        "count" => Agg::Count,
+        "min" => Agg::Min,
+        "max" => Agg::Max,
+        "std" => Agg::Std,
+        "var" => Agg::Var,
+        other => bail!("unknown aggregation '{other}' (mean, sum, count, min, max, std, var)"),
+    })
+}
+
+/// `--agg mean` (all numeric, or --columns) or `--agg temperature:mean,windSpeed:max`.
+fn parse_aggs(
+    agg: &[String],
+    columns: Option<&[String]>,
+) -> anyhow::Result<(Vec<(String, stratus::Agg)>, Option<stratus::Agg>)> {
+    if agg.len() == 1 && !agg[0].contains(':') {
+        let f = agg_func(&agg[0])?;
+        return Ok(match columns {
+            Some(cols) => (cols.iter().map(|c| (c.clone(), f)).collect(), None),
+            None => (Vec::new(), Some(f)),
+        });
+    }
+    let mut out = Vec::new();
+    for a in agg {
+        let (column, f) = a
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--agg '{a}': expected COLUMN:FUNC"))?;
+        out.push((column.to_string(), agg_func(f)?));
+    }
+    Ok((out, None))
 }
 
 /// Print a result table (first column = index) like pandas, or as JSON.

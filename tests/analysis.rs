@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
 use stratus::local::{LocalCluster, LocalOptions};
 use stratus::{col, lit, Step, TruncUnit};
 
@@ -159,6 +159,90 @@ async fn describe_transforms_and_memory_match_duckdb() {
         let table = isd.describe().await.unwrap();
         check_describe(&table, &glob, &plain);
     }
+
+    // Daily means (group-by on the day, partials merged worker to worker).
+    let daily = client
+        .frame("gen")
+        .groupby(&["date"])
+        .agg(&[
+            ("temperature", stratus::Agg::Mean),
+            ("seaLvlPressure", stratus::Agg::Mean),
+            ("windSpeed", stratus::Agg::Std),
+        ])
+        .await
+        .unwrap();
+    let valid = |c: &str| format!("{c} IS NOT NULL AND NOT isnan({c})");
+    let expect = duckdb(&format!(
+        "SELECT avg(temperature) FILTER (WHERE {}), avg(seaLvlPressure) FILTER (WHERE {}), \
+         stddev_samp(windSpeed) FILTER (WHERE {}) FROM read_parquet('{generated}') \
+         GROUP BY date_trunc('day', datetime) ORDER BY date_trunc('day', datetime)",
+        valid("temperature"),
+        valid("seaLvlPressure"),
+        valid("windSpeed")
+    ));
+    assert_eq!(daily.num_rows(), expect.len(), "number of days");
+    for (c, name) in ["temperature", "seaLvlPressure", "windSpeed"]
+        .iter()
+        .enumerate()
+    {
+        let ours = daily
+            .column_by_name(name)
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for (row, e) in expect.iter().enumerate() {
+            let e = e[c].as_f64().unwrap_or(f64::NAN);
+            let o = if ours.is_null(row) {
+                f64::NAN
+            } else {
+                ours.value(row)
+            };
+            assert!(close(o, e), "day {row} {name}: ours {o} vs DuckDB {e}");
+        }
+    }
+
+    // Counts per (year, month): exact.
+    let counts = client
+        .frame("gen")
+        .groupby(&["year", "month"])
+        .count()
+        .await
+        .unwrap();
+    let expect = duckdb(&format!(
+        "SELECT year, month, count(windAngle), count(*) FROM read_parquet('{generated}', hive_partitioning = true) \
+         GROUP BY year, month ORDER BY year, month"
+    ));
+    assert_eq!(counts.num_rows(), expect.len());
+    let wind = counts
+        .column_by_name("windAngle")
+        .unwrap()
+        .as_primitive::<arrow_array::types::Int64Type>();
+    let usaf = counts
+        .column_by_name("usaf")
+        .unwrap()
+        .as_primitive::<arrow_array::types::Int64Type>();
+    for (row, e) in expect.iter().enumerate() {
+        assert_eq!(
+            wind.value(row) as u64,
+            e[2].as_u64().unwrap(),
+            "windAngle count, group {row}"
+        );
+        assert_eq!(
+            usaf.value(row) as u64,
+            e[3].as_u64().unwrap(),
+            "row count, group {row}"
+        );
+    }
+    let err = client
+        .groupby(
+            "gen",
+            vec!["nope".into()],
+            Vec::new(),
+            Some(stratus::Agg::Mean),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
 
     // A derived frame (Celsius to Fahrenheit, fillna, a filter) from the
     // persisted one: computed next to its parent partitions.

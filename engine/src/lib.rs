@@ -16,5 +16,6 @@ pub mod expr;
 pub mod groupby;
 pub mod memory;
 pub mod scan;
+pub mod write;
 
 pub use error::{EngineError, Result};

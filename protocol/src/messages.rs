@@ -41,6 +41,53 @@ pub struct WorkerInfo {
     pub memory_limit: u64,
     /// Where the worker serves its own HTTP endpoints, if anywhere.
     pub metrics_address: Option<String>,
+    /// QUIC address (`HOST:PORT`) where peers send it data.
+    pub peer_address: String,
+    /// PEM certificate its peer endpoint presents.
+    pub peer_cert: String,
+}
+
+/// How to reach another worker for data (from its [`WorkerInfo`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerRef {
+    pub worker: u64,
+    pub address: String,
+    pub cert: String,
+}
+
+/// A place on a worker where peers deliver data for a job.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct MailboxKey {
+    pub job: u64,
+    /// Distinguishes stages and attempts of the job.
+    pub tag: u32,
+}
+
+/// First frame of a worker-to-worker stream; Arrow IPC follows to the end.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerPush {
+    pub mailbox: MailboxKey,
+    pub from_worker: u64,
+}
+
+/// Aggregate functions of a group-by.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFuncWire {
+    Count,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Std,
+    Var,
+}
+
+/// A group-by: keys, and (column, function) aggregations.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupBySpec {
+    pub keys: Vec<String>,
+    pub aggs: Vec<(String, AggFuncWire)>,
 }
 
 /// The scheduler's answer to a [`Hello`].
@@ -179,6 +226,20 @@ pub enum TaskKind {
         partitions: Vec<PartitionKey>,
         op: ReduceOp,
     },
+    /// Partial group-by of the partitions this worker holds, delivered to a
+    /// mailbox on `deliver_to` (possibly itself).
+    GroupByPartial {
+        partitions: Vec<PartitionKey>,
+        spec: GroupBySpec,
+        mailbox: MailboxKey,
+        deliver_to: PeerRef,
+    },
+    /// Merge the `expect` partials in a mailbox here and finalize.
+    GroupByFinal {
+        spec: GroupBySpec,
+        mailbox: MailboxKey,
+        expect: u32,
+    },
     /// Return the first `n` rows of a partition as Arrow IPC.
     Head {
         input: HeadInput,
@@ -203,6 +264,8 @@ pub enum ToWorker {
     Cancel(Vec<u64>),
     /// Release these persisted partitions.
     Drop(Vec<PartitionKey>),
+    /// Release every mailbox of this job.
+    Forget { job: u64 },
 }
 
 /// What a finished task produced.
@@ -226,6 +289,11 @@ pub enum TaskOutput {
     Histograms(Vec<Vec<RangeHistogramWire>>),
     /// Bytes per column, in schema order.
     ColumnBytes(Vec<(String, u64)>),
+    /// Data delivered to a peer's mailbox (and acknowledged).
+    Delivered {
+        rows: u64,
+        bytes: u64,
+    },
 }
 
 /// The outcome of one task.
@@ -278,6 +346,14 @@ pub enum ClientRequest {
     /// Bytes of Arrow buffers held per column.
     MemoryUsage {
         source: String,
+    },
+    /// Group by keys and aggregate; `all_numeric` adds that function of every
+    /// numeric non-key column (pandas' `groupby(keys).mean()`).
+    GroupBy {
+        source: String,
+        keys: Vec<String>,
+        aggs: Vec<(String, AggFuncWire)>,
+        all_numeric: Option<AggFuncWire>,
     },
     Unpersist {
         name: String,

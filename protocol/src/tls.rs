@@ -13,6 +13,9 @@ use std::sync::Arc;
 /// Server name every scheduler certificate carries and every client verifies.
 pub const SERVER_NAME: &str = "stratus-scheduler";
 
+/// Server name of a worker's peer endpoint (worker-to-worker data).
+pub const WORKER_SERVER_NAME: &str = "stratus-worker";
+
 /// ALPN protocol id of Stratus over QUIC.
 pub const ALPN: &[u8] = b"stratus/1";
 
@@ -26,8 +29,14 @@ pub struct CertifiedKeyPem {
 /// Make a self-signed certificate for the scheduler, valid for [`SERVER_NAME`],
 /// `localhost`, 127.0.0.1 and the given extra host names or IPs.
 pub fn self_signed(extra_names: &[String]) -> Result<CertifiedKeyPem> {
+    self_signed_as(SERVER_NAME, extra_names)
+}
+
+/// A self-signed certificate for `server_name` (plus localhost, 127.0.0.1 and
+/// `extra_names`).
+pub fn self_signed_as(server_name: &str, extra_names: &[String]) -> Result<CertifiedKeyPem> {
     let mut names = vec![
-        SERVER_NAME.to_string(),
+        server_name.to_string(),
         "localhost".to_string(),
         "127.0.0.1".to_string(),
     ];

@@ -59,11 +59,17 @@ pub fn server_endpoint(bind: SocketAddr, pair: &tls::CertifiedKeyPem) -> Result<
     .map_err(ProtocolError::Io)
 }
 
-/// A QUIC client endpoint (ephemeral port) that trusts `ca_pem`.
-pub fn client_endpoint(ca_pem: &str) -> Result<quinn::Endpoint> {
+/// Client settings that trust exactly the certificates in `ca_pem`.
+pub fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig> {
     let crypto = tls::client_crypto(ca_pem)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A QUIC client endpoint (ephemeral port) that trusts `ca_pem`.
+pub fn client_endpoint(ca_pem: &str) -> Result<quinn::Endpoint> {
+    let config = client_config(ca_pem)?;
     let socket = udp_socket("0.0.0.0:0".parse().expect("valid wildcard address"))?;
     let mut endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),

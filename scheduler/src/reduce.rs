@@ -14,10 +14,14 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::DataType;
+use std::collections::BTreeMap;
 use stratus_engine::describe::{
     merge_histograms, KeyRange, Moments, QuantileSearch, RangeHistogram,
 };
-use stratus_protocol::messages::{ColumnRanges, KeyRangeWire, ReduceOp, TaskOutput};
+use stratus_protocol::messages::{
+    ColumnRanges, GroupBySpec, KeyRangeWire, MailboxKey, PartitionKey, PeerRef, ReduceOp, TaskKind,
+    TaskOutput,
+};
 
 /// The quartiles `describe` reports.
 pub const QUARTILES: [f64; 3] = [0.25, 0.5, 0.75];
@@ -27,14 +31,46 @@ pub const QUARTILES: [f64; 3] = [0.25, 0.5, 0.75];
 pub enum ReduceJob {
     Describe(DescribeJob),
     Memory(MemoryJob),
+    GroupBy(GroupByJob),
 }
 
+/// Partitions of the frame by the worker holding them.
+pub type Holders = BTreeMap<u64, Vec<PartitionKey>>;
+
 impl ReduceJob {
-    /// The op every holder runs this round, or None when the answer is ready.
-    pub fn next_op(&self) -> Option<ReduceOp> {
-        match self {
+    /// The tasks of the next round, by worker, or None when the answer is
+    /// ready. `peer` tells how to reach a worker for data.
+    pub fn round_tasks(
+        &mut self,
+        job: u64,
+        holders: &Holders,
+        peer: &dyn Fn(u64) -> Option<PeerRef>,
+    ) -> Option<Vec<(u64, TaskKind)>> {
+        let op = match self {
             ReduceJob::Describe(d) => d.next_op(),
             ReduceJob::Memory(m) => (!m.done).then_some(ReduceOp::MemoryUsage),
+            ReduceJob::GroupBy(g) => return g.round_tasks(job, holders, peer),
+        }?;
+        Some(
+            holders
+                .iter()
+                .map(|(w, partitions)| {
+                    let kind = TaskKind::Reduce {
+                        partitions: partitions.clone(),
+                        op: op.clone(),
+                    };
+                    (*w, kind)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether the answer is ready (no more rounds).
+    pub fn done(&self) -> bool {
+        match self {
+            ReduceJob::Describe(d) => d.next_op().is_none(),
+            ReduceJob::Memory(m) => m.done,
+            ReduceJob::GroupBy(g) => g.stage == GroupByStage::Done,
         }
     }
 
@@ -43,6 +79,7 @@ impl ReduceJob {
         match self {
             ReduceJob::Describe(d) => d.absorb(output),
             ReduceJob::Memory(m) => m.absorb(output),
+            ReduceJob::GroupBy(g) => g.absorb(output),
         }
     }
 
@@ -51,6 +88,7 @@ impl ReduceJob {
         match self {
             ReduceJob::Describe(d) => d.reset_round(),
             ReduceJob::Memory(m) => m.bytes.clear(),
+            ReduceJob::GroupBy(g) => g.reset(),
         }
     }
 
@@ -62,15 +100,136 @@ impl ReduceJob {
                 m.done = true;
                 Ok(())
             }
+            ReduceJob::GroupBy(g) => {
+                g.stage = match g.stage {
+                    GroupByStage::Partials => GroupByStage::Final,
+                    _ => GroupByStage::Done,
+                };
+                Ok(())
+            }
         }
     }
 
-    /// The answer, once `next_op` is None.
-    pub fn result(&self) -> Result<RecordBatch, String> {
-        match self {
-            ReduceJob::Describe(d) => d.result(),
-            ReduceJob::Memory(m) => m.result(),
+    /// The answer as an Arrow IPC stream, once `done`.
+    pub fn result(&self) -> Result<Vec<u8>, String> {
+        let batch = match self {
+            ReduceJob::Describe(d) => d.result()?,
+            ReduceJob::Memory(m) => m.result()?,
+            ReduceJob::GroupBy(g) => {
+                return g
+                    .table
+                    .clone()
+                    .ok_or_else(|| "group-by: no result".to_string())
+            }
+        };
+        stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch]).map_err(|e| e.to_string())
+    }
+
+    /// Whether this job leaves data in worker mailboxes to forget at its end.
+    pub fn uses_mailboxes(&self) -> bool {
+        matches!(self, ReduceJob::GroupBy(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupByStage {
+    Partials,
+    Final,
+    Done,
+}
+
+/// A group-by: each holder computes the partial aggregate of its partitions
+/// and delivers it, worker to worker, to one worker (the root: the holder
+/// with the most partitions), which merges and finalizes. A lost worker
+/// restarts both stages under a new mailbox tag.
+#[derive(Debug)]
+pub struct GroupByJob {
+    spec: GroupBySpec,
+    stage: GroupByStage,
+    attempt: u32,
+    root: u64,
+    expect: u32,
+    table: Option<Vec<u8>>,
+}
+
+impl GroupByJob {
+    /// A group-by of a frame.
+    pub fn new(spec: GroupBySpec) -> GroupByJob {
+        GroupByJob {
+            spec,
+            stage: GroupByStage::Partials,
+            attempt: 0,
+            root: 0,
+            expect: 0,
+            table: None,
         }
+    }
+
+    fn mailbox(&self, job: u64) -> MailboxKey {
+        MailboxKey {
+            job,
+            tag: self.attempt,
+        }
+    }
+
+    fn round_tasks(
+        &mut self,
+        job: u64,
+        holders: &Holders,
+        peer: &dyn Fn(u64) -> Option<PeerRef>,
+    ) -> Option<Vec<(u64, TaskKind)>> {
+        match self.stage {
+            GroupByStage::Partials => {
+                let root = holders
+                    .iter()
+                    .max_by_key(|(w, parts)| (parts.len(), std::cmp::Reverse(**w)))
+                    .map(|(w, _)| *w)?;
+                let deliver_to = peer(root)?;
+                self.root = root;
+                self.expect = holders.len() as u32;
+                let mailbox = self.mailbox(job);
+                Some(
+                    holders
+                        .iter()
+                        .map(|(w, partitions)| {
+                            let kind = TaskKind::GroupByPartial {
+                                partitions: partitions.clone(),
+                                spec: self.spec.clone(),
+                                mailbox,
+                                deliver_to: deliver_to.clone(),
+                            };
+                            (*w, kind)
+                        })
+                        .collect(),
+                )
+            }
+            GroupByStage::Final => Some(vec![(
+                self.root,
+                TaskKind::GroupByFinal {
+                    spec: self.spec.clone(),
+                    mailbox: self.mailbox(job),
+                    expect: self.expect,
+                },
+            )]),
+            GroupByStage::Done => None,
+        }
+    }
+
+    fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        match (self.stage, output) {
+            (GroupByStage::Partials, TaskOutput::Delivered { .. }) => Ok(()),
+            (GroupByStage::Final, TaskOutput::Table { ipc, .. }) => {
+                self.table = Some(ipc);
+                Ok(())
+            }
+            (_, other) => Err(format!("group-by: unexpected task output {other:?}")),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt += 1;
+        self.stage = GroupByStage::Partials;
+        self.table = None;
     }
 }
 

@@ -252,6 +252,7 @@ fn request_kind(request: &ClientRequest) -> &'static str {
         ClientRequest::List => "list",
         ClientRequest::Describe { .. } => "describe",
         ClientRequest::MemoryUsage { .. } => "memory_usage",
+        ClientRequest::GroupBy { .. } => "groupby",
     }
 }
 

@@ -23,9 +23,9 @@ use stratus_protocol::messages::{
 };
 
 use crate::planning;
-use crate::reduce::{DescribeJob, MemoryJob, ReduceJob};
+use crate::reduce::{DescribeJob, GroupByJob, MemoryJob, ReduceJob};
 use arrow_schema::{Schema, SchemaRef};
-use stratus_protocol::messages::{LoadInput, Step};
+use stratus_protocol::messages::{AggFuncWire, GroupBySpec, LoadInput, PeerRef, Step};
 
 /// Identifies a worker connection.
 pub type WorkerId = u64;
@@ -465,6 +465,12 @@ impl SchedulerState {
                 };
                 self.start_round(job, out);
             }
+            ClientRequest::GroupBy {
+                source,
+                keys,
+                aggs,
+                all_numeric,
+            } => self.start_groupby(request, source, keys, aggs, all_numeric, out),
             ClientRequest::Persist {
                 source,
                 name,
@@ -598,6 +604,56 @@ impl SchedulerState {
         );
     }
 
+    fn start_groupby(
+        &mut self,
+        request: RequestId,
+        source: String,
+        keys: Vec<String>,
+        mut aggs: Vec<(String, AggFuncWire)>,
+        all_numeric: Option<AggFuncWire>,
+        out: &mut Vec<Command>,
+    ) {
+        let reply = |message| Command::Reply { request, message };
+        let Some(frame) = self.frame_by_name(&source) else {
+            out.push(reply(ToClient::Error(not_persisted(&source))));
+            return;
+        };
+        let schema = self.frames[&frame].schema.clone();
+        if let Some(func) = all_numeric {
+            for f in schema.fields() {
+                // pandas: count() covers every column, the others numeric ones.
+                let eligible =
+                    func == AggFuncWire::Count || stratus_plan::is_numeric(f.data_type());
+                if eligible && !keys.contains(f.name()) {
+                    aggs.push((f.name().clone(), func));
+                }
+            }
+        }
+        let spec = GroupBySpec { keys, aggs };
+        // Check the spec against the schema now: errors before any task runs.
+        let engine_spec = stratus_engine::groupby::GroupBy {
+            keys: spec.keys.clone(),
+            aggs: spec
+                .aggs
+                .iter()
+                .map(|(c, f)| stratus_engine::groupby::AggSpec::new(c.clone(), agg_func(*f)))
+                .collect(),
+        };
+        if let Err(e) = engine_spec.partial_schema(&schema) {
+            out.push(reply(ToClient::Error(format!(
+                "group-by on '{source}': {e}"
+            ))));
+            return;
+        }
+        let job = self.new_job(request, source, Goal::Reduce);
+        self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
+            frame,
+            reduce: Box::new(ReduceJob::GroupBy(GroupByJob::new(spec))),
+            running: false,
+        };
+        self.start_round(job, out);
+    }
+
     fn start_describe(
         &mut self,
         request: RequestId,
@@ -675,20 +731,21 @@ impl SchedulerState {
             return;
         }
         let frame = *frame;
-        let Some(op) = reduce.next_op() else {
-            let result = reduce.result().and_then(|batch| {
-                let ipc = stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch])
-                    .map_err(|e| e.to_string())?;
+        if reduce.done() {
+            let result = reduce.result().map(|ipc| {
                 let mut message = (ipc.len() as u64).to_le_bytes().to_vec();
                 message.extend_from_slice(&ipc);
-                Ok(message)
+                message
             });
             match result {
-                Ok(table) => self.finish_job(job, ToClient::Table(table), out),
+                Ok(table) => {
+                    self.forget_mailboxes(job, out);
+                    self.finish_job(job, ToClient::Table(table), out)
+                }
                 Err(e) => self.abort_job(job, Some(e), out),
             }
             return;
-        };
+        }
         let Some(f) = self.frames.get(&frame) else {
             return self.abort_job(
                 job,
@@ -704,33 +761,63 @@ impl SchedulerState {
         if f.partitions.iter().any(|p| p.holder.is_none()) {
             return; // resumed when the missing partitions are loaded again
         }
-        let mut by_worker: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
+        let mut holders: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
         for (index, p) in f.partitions.iter().enumerate() {
             let holder = p.holder.expect("all held");
-            by_worker.entry(holder).or_default().push(PartitionKey {
+            holders.entry(holder).or_default().push(PartitionKey {
                 frame,
                 index: index as u32,
             });
         }
-        for (worker, partitions) in by_worker {
-            let task = self.add_task(
-                Some(job),
-                TaskKind::Reduce {
-                    partitions,
-                    op: op.clone(),
-                },
-            );
+        let peers: BTreeMap<WorkerId, PeerRef> = self
+            .workers
+            .values()
+            .map(|w| {
+                (
+                    w.id,
+                    PeerRef {
+                        worker: w.id,
+                        address: w.info.peer_address.clone(),
+                        cert: w.info.peer_cert.clone(),
+                    },
+                )
+            })
+            .collect();
+        let Some(Job {
+            phase: Phase::Reducing {
+                reduce, running, ..
+            },
+            ..
+        }) = self.jobs.get_mut(&job)
+        else {
+            return;
+        };
+        let Some(tasks) = reduce.round_tasks(job, &holders, &|w| peers.get(&w).cloned()) else {
+            return self.abort_job(job, Some("no worker to run this on".into()), out);
+        };
+        *running = true;
+        for (worker, kind) in tasks {
+            let task = self.add_task(Some(job), kind);
             self.tasks
                 .get_mut(&task)
                 .expect("task just made")
                 .worker_pin = Some(worker);
         }
-        if let Some(Job {
-            phase: Phase::Reducing { running, .. },
-            ..
-        }) = self.jobs.get_mut(&job)
-        {
-            *running = true;
+    }
+
+    /// Tell every worker to drop what peers delivered for this job.
+    fn forget_mailboxes(&self, job: JobId, out: &mut Vec<Command>) {
+        let uses = matches!(
+            self.jobs.get(&job),
+            Some(Job { phase: Phase::Reducing { reduce, .. }, .. }) if reduce.uses_mailboxes()
+        );
+        if uses {
+            for worker in self.workers.keys() {
+                out.push(Command::ToWorker {
+                    worker: *worker,
+                    message: ToWorker::Forget { job },
+                });
+            }
         }
     }
 
@@ -877,6 +964,7 @@ impl SchedulerState {
     /// End a job early: cancel its tasks, undo a half-done persist, and answer
     /// with `error` (or not at all when the client is gone).
     fn abort_job(&mut self, job: JobId, error: Option<String>, out: &mut Vec<Command>) {
+        self.forget_mailboxes(job, out);
         let Some(j) = self.jobs.remove(&job) else {
             return;
         };
@@ -1045,12 +1133,24 @@ impl SchedulerState {
             }
             TaskOutput::Table { rows, ipc } => {
                 if let Some(job) = task.job {
-                    self.on_head_table(job, rows, ipc, out);
+                    let reducing = matches!(
+                        self.jobs.get(&job),
+                        Some(Job {
+                            phase: Phase::Reducing { .. },
+                            ..
+                        })
+                    );
+                    if reducing {
+                        self.on_reduce_output(job, TaskOutput::Table { rows, ipc }, out);
+                    } else {
+                        self.on_head_table(job, rows, ipc, out);
+                    }
                 }
             }
             output @ (TaskOutput::Moments(_)
             | TaskOutput::Histograms(_)
-            | TaskOutput::ColumnBytes(_)) => {
+            | TaskOutput::ColumnBytes(_)
+            | TaskOutput::Delivered { .. }) => {
                 if let Some(job) = task.job {
                     self.on_reduce_output(job, output, out);
                 }
@@ -1513,4 +1613,17 @@ fn frame_schema(
         None => dataset.clone(),
     };
     stratus_plan::steps_schema(&projected, steps).map_err(|e| e.to_string())
+}
+
+fn agg_func(f: AggFuncWire) -> stratus_engine::groupby::AggFunc {
+    use stratus_engine::groupby::AggFunc;
+    match f {
+        AggFuncWire::Count => AggFunc::Count,
+        AggFuncWire::Sum => AggFunc::Sum,
+        AggFuncWire::Mean => AggFunc::Mean,
+        AggFuncWire::Min => AggFunc::Min,
+        AggFuncWire::Max => AggFunc::Max,
+        AggFuncWire::Std => AggFunc::Std,
+        AggFuncWire::Var => AggFunc::Var,
+    }
 }

@@ -79,6 +79,8 @@ fn worker_info(name: &str, nthreads: u32) -> WorkerInfo {
         nthreads,
         memory_limit: 1 << 30,
         metrics_address: None,
+        peer_address: "127.0.0.1:1".into(),
+        peer_cert: String::new(),
     }
 }
 
@@ -270,7 +272,7 @@ impl Sim {
                             }
                         }
                     }
-                    ToWorker::Drop(_) => {}
+                    ToWorker::Drop(_) | ToWorker::Forget { .. } => {}
                 },
                 Command::DisconnectWorker { worker, .. } => {
                     self.running.remove(worker);

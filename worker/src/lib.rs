@@ -5,8 +5,10 @@
 //! - [`store`]: the persisted partitions and the memory they hold, refusing
 //!   to go over the memory limit;
 //! - [`node`]: the actix actor owning the store and the running tasks, and the
-//!   QUIC edge to the scheduler.
+//!   QUIC edge to the scheduler;
+//! - [`peer`]: worker-to-worker data (deliveries into mailboxes).
 
 pub mod node;
+pub mod peer;
 pub mod store;
 pub mod tasks;

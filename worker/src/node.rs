@@ -7,7 +7,7 @@
 //! memory limit) and queues reports; a writer task drains the queue and sends
 //! whatever has accumulated as one frame.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,12 @@ use tracing::{debug, info};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{
-    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, PartitionKey,
-    PeerRole, TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
+    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, MailboxKey,
+    PartitionKey, PeerPush, PeerRole, TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
 };
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
 
+use crate::peer::{Deliver, PeerService};
 use crate::store::Store;
 use crate::tasks;
 
@@ -59,11 +60,46 @@ struct Done {
 /// Owns the persisted partitions and the running tasks of this worker.
 pub struct WorkerActor {
     name: String,
+    /// Our id at the scheduler (peers see it as the sender of deliveries).
+    id: u64,
     store: Store,
+    /// Data peers delivered for jobs: one entry per delivery.
+    mailboxes: HashMap<MailboxKey, Vec<Vec<RecordBatch>>>,
     running: HashSet<u64>,
     cancelled: HashSet<u64>,
     outbox: mpsc::UnboundedSender<FromWorker>,
     compute: Arc<Semaphore>,
+    peers: Arc<PeerService>,
+}
+
+/// Data delivered by a peer (or by ourselves) to a mailbox.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+struct Delivery {
+    mailbox: MailboxKey,
+    batches: Vec<RecordBatch>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Forget(u64);
+
+impl Handler<Delivery> for WorkerActor {
+    type Result = Result<(), String>;
+    fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) -> Self::Result {
+        self.mailboxes
+            .entry(msg.mailbox)
+            .or_default()
+            .push(msg.batches);
+        Ok(())
+    }
+}
+
+impl Handler<Forget> for WorkerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        self.mailboxes.retain(|k, _| k.job != msg.0);
+    }
 }
 
 impl WorkerActor {
@@ -159,6 +195,72 @@ impl Handler<Run> for WorkerActor {
                     }),
                     Err(error) => self.refuse(id, error),
                 },
+                TaskKind::GroupByPartial {
+                    partitions,
+                    spec,
+                    mailbox,
+                    deliver_to,
+                } => match self.held(&partitions) {
+                    Ok(batches) => {
+                        let peers = self.peers.clone();
+                        let push = PeerPush {
+                            mailbox,
+                            from_worker: self.id,
+                        };
+                        let local = deliver_to.worker == self.id;
+                        tokio::spawn(async move {
+                            let result = async {
+                                let _permit =
+                                    compute.acquire_owned().await.map_err(|e| e.to_string())?;
+                                let partial = tokio::task::spawn_blocking(move || {
+                                    tasks::groupby_partial(&batches, &spec)
+                                })
+                                .await
+                                .map_err(|e| format!("task panicked: {e}"))??;
+                                let rows = partial.num_rows() as u64;
+                                let bytes = if local {
+                                    me.send(Delivery {
+                                        mailbox,
+                                        batches: vec![partial],
+                                    })
+                                    .await
+                                    .map_err(|e| e.to_string())??;
+                                    0
+                                } else {
+                                    peers
+                                        .send(&deliver_to, push, &partial.schema(), &[partial])
+                                        .await?
+                                };
+                                Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
+                            }
+                            .await;
+                            me.do_send(Done { id, result });
+                        });
+                    }
+                    Err(error) => self.refuse(id, error),
+                },
+                TaskKind::GroupByFinal {
+                    spec,
+                    mailbox,
+                    expect,
+                } => {
+                    let parts = self.mailboxes.remove(&mailbox).unwrap_or_default();
+                    if parts.len() != expect as usize {
+                        self.refuse(
+                            id,
+                            format!(
+                                "worker '{}': expected {expect} partial group-bys, received {}",
+                                self.name,
+                                parts.len()
+                            ),
+                        );
+                    } else {
+                        let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+                        spawn_compute(compute, me, id, move || {
+                            tasks::groupby_final(&batches, &spec).map(Computed::Output)
+                        })
+                    }
+                }
                 TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
                     Ok(batches) => spawn_compute(compute, me, id, move || {
                         tasks::reduce(&batches, &op).map(Computed::Output)
@@ -260,6 +362,12 @@ pub struct WorkerConfig {
 pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     let endpoint = stratus_protocol::transport::client_endpoint(&config.ca_pem)?;
     let conn = stratus_protocol::transport::connect(&endpoint, &config.address).await?;
+    // Peers reach us on the address we reach the scheduler from.
+    let local_ip = conn
+        .local_ip()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let peers = PeerService::bind(local_ip)?;
     let peer = format!("scheduler {}", config.address);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
         peer: peer.clone(),
@@ -277,6 +385,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             nthreads: config.nthreads,
             memory_limit: config.memory_limit,
             metrics_address: None,
+            peer_address: peers.address.clone(),
+            peer_cert: peers.cert_pem.clone(),
         }),
     };
     send_message(&mut send, &hello, &peer).await?;
@@ -286,7 +396,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             peer: peer.clone(),
             what: "closed the connection during the handshake".into(),
         })?;
-    match access::<ArchivedWelcome>(&frame, &peer)? {
+    let my_id = match access::<ArchivedWelcome>(&frame, &peer)? {
         ArchivedWelcome::Accepted { peer_id, .. } => {
             info!(
                 "worker '{}' registered with {} as #{}",
@@ -294,6 +404,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                 config.address,
                 peer_id.to_native()
             );
+            peer_id.to_native()
         }
         ArchivedWelcome::Rejected { reason } => {
             return Err(ProtocolError::Peer {
@@ -301,18 +412,32 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                 what: format!("refused this worker: {reason}"),
             })
         }
-    }
+    };
 
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
     let actor = WorkerActor {
         name: config.name.clone(),
+        id: my_id,
         store: Store::new(config.memory_limit),
+        mailboxes: HashMap::new(),
         running: HashSet::new(),
         cancelled: HashSet::new(),
         outbox,
         compute: Arc::new(Semaphore::new(config.nthreads.max(1) as usize)),
+        peers: peers.clone(),
     }
     .start();
+    let mailbox_owner = actor.clone();
+    let deliver: Deliver = Arc::new(move |mailbox, _from, batches| {
+        let owner = mailbox_owner.clone();
+        Box::pin(async move {
+            owner
+                .send(Delivery { mailbox, batches })
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    });
+    tokio::spawn(peers.clone().serve(deliver));
 
     // Writer: send heartbeats as they come, and batch reports that queued up.
     let writer_peer = peer.clone();
@@ -372,6 +497,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             Ok(ArchivedToWorker::Cancel(ids)) => {
                 actor.do_send(Cancel(ids.iter().map(|i| i.to_native()).collect()));
             }
+            Ok(ArchivedToWorker::Forget { job }) => actor.do_send(Forget(job.to_native())),
             Ok(ArchivedToWorker::Drop(keys)) => {
                 actor.do_send(DropPartitions(
                     keys.iter()

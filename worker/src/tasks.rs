@@ -4,8 +4,8 @@
 use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
 use stratus_protocol::messages::{
-    FileRef, FooterMeta, MomentsWire, ParquetPartition, RangeHistogramWire, ReduceOp, RowGroupMeta,
-    Step, TaskOutput,
+    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition,
+    RangeHistogramWire, ReduceOp, RowGroupMeta, Step, TaskOutput,
 };
 
 fn to_spec(p: &ParquetPartition) -> PartitionSpec {
@@ -77,6 +77,47 @@ pub fn load(
 /// Derive a partition from a held one.
 pub fn derive(batches: Vec<RecordBatch>, steps: &[Step]) -> Result<Vec<RecordBatch>, String> {
     stratus_engine::expr::apply_steps(batches, steps).map_err(|e| e.to_string())
+}
+
+fn groupby_spec(spec: &GroupBySpec) -> stratus_engine::groupby::GroupBy {
+    use stratus_engine::groupby::{AggFunc, AggSpec, GroupBy};
+    GroupBy {
+        keys: spec.keys.clone(),
+        aggs: spec
+            .aggs
+            .iter()
+            .map(|(column, f)| {
+                AggSpec::new(
+                    column.clone(),
+                    match f {
+                        AggFuncWire::Count => AggFunc::Count,
+                        AggFuncWire::Sum => AggFunc::Sum,
+                        AggFuncWire::Mean => AggFunc::Mean,
+                        AggFuncWire::Min => AggFunc::Min,
+                        AggFuncWire::Max => AggFunc::Max,
+                        AggFuncWire::Std => AggFunc::Std,
+                        AggFuncWire::Var => AggFunc::Var,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The partial group-by of all the batches a worker holds for a frame.
+pub fn groupby_partial(batches: &[RecordBatch], spec: &GroupBySpec) -> Result<RecordBatch, String> {
+    stratus_engine::groupby::partial(batches, &groupby_spec(spec)).map_err(|e| e.to_string())
+}
+
+/// Merge delivered partials and finalize: the group-by's answer.
+pub fn groupby_final(partials: &[RecordBatch], spec: &GroupBySpec) -> Result<TaskOutput, String> {
+    let spec = groupby_spec(spec);
+    let merged = stratus_engine::groupby::merge(partials, &spec).map_err(|e| e.to_string())?;
+    let result = stratus_engine::groupby::finalize(&merged, &spec).map_err(|e| e.to_string())?;
+    let rows = result.num_rows() as u64;
+    let ipc = stratus_protocol::ipc::encode_batches(&result.schema(), &[result])
+        .map_err(|e| e.to_string())?;
+    Ok(TaskOutput::Table { rows, ipc })
 }
 
 /// A worker-level reduction over the batches of the partitions it holds.

@@ -1,0 +1,736 @@
+//! Parquet dataset writer: many tasks write their partitions of one dataset straight into
+//! the destination directory, hive-partitioned (`dest/year=2008/month=1/part-00017.snappy.parquet`,
+//! the partition columns in the path only, never inside the files), and the job then
+//! commits the whole dataset at once.
+//!
+//! This module owns the destination check, the per-task writer ([`write_partition`]), the
+//! job commit ([`commit`]) and the job abort ([`abort`]).
+//!
+//! # Commit protocol
+//!
+//! 1. Before any task runs, [`check_destination`] refuses a destination that is a file, or a
+//!    non-empty directory unless [`WriteOptions::overwrite`] is set.
+//! 2. Each task writes its files under `dest/_temporary/<job_id>/<hive dirs>/`: first to a
+//!    hidden per-attempt name, then renamed to `part-<task_tag>.snappy.parquet`, so a rerun of
+//!    a task replaces the staged file atomically. Readers skip `_`-prefixed names
+//!    ([`crate::scan::list_files`]), so nothing staged is visible.
+//! 3. Once every task succeeded, [`commit`] checks the staged files, removes the old dataset
+//!    when overwriting (its `_SUCCESS` first; `_temporary` is kept), renames every staged file
+//!    to its final path, removes `_temporary/<job_id>` (and `_temporary` when empty), and
+//!    writes the `_SUCCESS` marker last.
+//! 4. A failed job calls [`abort`], which removes `_temporary/<job_id>` and the destination
+//!    itself when this job created it and it is empty again: no half dataset is left behind.
+//!
+//! A partition value that is null or an empty string is an error naming the column (it is
+//! not written as Hive's `__HIVE_DEFAULT_PARTITION__`, which would read back as a string
+//! and break the column's type). Partition columns must be integers or strings (plain or
+//! dictionary-encoded); values are rendered as decimal integers or the string itself, with
+//! the characters Hive escapes (`/`, `=`, `%`, `:`, `#`, `?`, quotes, control characters,
+//! ...) percent-encoded, which [`crate::scan::list_files`], pyarrow and DuckDB decode.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_cast::cast;
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, SchemaRef};
+use arrow_select::take::take_record_batch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{EngineError, Result};
+
+/// Rows per row group in the files written.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Name of the directory holding staged (not yet committed) files, inside the destination.
+pub const TEMPORARY_DIR: &str = "_temporary";
+
+/// Name of the marker written last by [`commit`].
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// Marker left in `_temporary/<job_id>` when this job created the destination directory,
+/// so that [`abort`] removes it again.
+const CREATED_DEST_MARKER: &str = ".created-destination";
+
+/// Options of one dataset write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// The dataset directory.
+    pub dest: PathBuf,
+    /// Columns whose values make the hive directories, outermost first; empty for none.
+    pub partition_by: Vec<String>,
+    /// Identifier of the job, unique per write (letters, digits, `-`, `_`, `.`).
+    pub job_id: String,
+    /// Replace an existing dataset at `dest` instead of refusing to write.
+    pub overwrite: bool,
+}
+
+/// One file written by a task, not yet visible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedFile {
+    /// Where the file is now: under `dest/_temporary/<job_id>/`.
+    pub temp_path: String,
+    /// Where [`commit`] moves it: the same path relative to `dest`.
+    pub final_path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+fn dest_str(opts: &WriteOptions) -> Result<&str> {
+    let dest = opts.dest.to_str().ok_or_else(|| EngineError::Invalid {
+        path: opts.dest.display().to_string(),
+        reason: "destination path is not valid UTF-8".into(),
+    })?;
+    if dest.trim().is_empty() {
+        return Err(EngineError::Argument("empty destination path".into()));
+    }
+    Ok(dest)
+}
+
+/// A job id or task tag: used as a path segment, so only safe characters.
+fn check_token(what: &str, value: &str, dest: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && !value.starts_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Argument(format!(
+            "writing {dest}: invalid {what} '{value}' (1 to 128 letters, digits, '-', '_' or '.', not starting with '.')"
+        )))
+    }
+}
+
+fn check_options(opts: &WriteOptions) -> Result<&str> {
+    let dest = dest_str(opts)?;
+    check_token("job id", &opts.job_id, dest)?;
+    let mut seen = HashSet::new();
+    for name in &opts.partition_by {
+        if name.is_empty() {
+            return Err(EngineError::Argument(format!(
+                "writing {dest}: empty partition column name"
+            )));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(EngineError::Argument(format!(
+                "writing {dest}: partition column '{name}' is given twice"
+            )));
+        }
+    }
+    Ok(dest)
+}
+
+// ---------------------------------------------------------------------------------------
+// Destination check
+// ---------------------------------------------------------------------------------------
+
+/// Check before any task runs: `dest` must not exist as a non-empty directory unless
+/// `overwrite` is set (the error names `dest` and says to pass `--overwrite`), and must not
+/// be a file at all (not even with `overwrite`: a file is never replaced by a dataset).
+/// Also validates the options (job id, partition column names).
+pub fn check_destination(opts: &WriteOptions) -> Result<()> {
+    let dest = check_options(opts)?;
+    let meta = match fs::metadata(&opts.dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EngineError::io(dest, e)),
+    };
+    if !meta.is_dir() {
+        return Err(EngineError::Argument(format!(
+            "destination '{dest}' exists and is a file, not a dataset directory; remove it or choose another destination"
+        )));
+    }
+    let names = dir_names(&opts.dest, dest)?;
+    if names.is_empty() || opts.overwrite {
+        return Ok(());
+    }
+    if names.iter().all(|n| n == TEMPORARY_DIR) {
+        return Err(EngineError::Argument(format!(
+            "destination '{dest}' holds an unfinished write ({TEMPORARY_DIR}/): another job may be writing there, or a failed one left it; remove '{}' or pass --overwrite",
+            opts.dest.join(TEMPORARY_DIR).display()
+        )));
+    }
+    let what = if names.iter().any(|n| n == SUCCESS_MARKER) {
+        "already holds a dataset"
+    } else {
+        "already exists and is not empty"
+    };
+    Err(EngineError::Argument(format!(
+        "destination '{dest}' {what}; pass --overwrite to replace it"
+    )))
+}
+
+/// Names of the entries of a directory (non-UTF-8 names lossily converted).
+fn dir_names(dir: &Path, shown: &str) -> Result<Vec<String>> {
+    let rd = fs::read_dir(dir).map_err(|e| EngineError::io(shown, e))?;
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| EngineError::io(shown, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+// ---------------------------------------------------------------------------------------
+// Hive path segments
+// ---------------------------------------------------------------------------------------
+
+/// Whether Hive percent-encodes this character in a path segment.
+fn needs_escape(c: char) -> bool {
+    c < ' '
+        || c == '\x7f'
+        || matches!(
+            c,
+            '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^'
+        )
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    let mut buf = [0u8; 4];
+    for b in c.encode_utf8(&mut buf).bytes() {
+        out.push_str(&format!("%{b:02X}"));
+    }
+}
+
+/// Percent-encode a hive key or value. A key's leading `_` or `.` is encoded too, so the
+/// directory is not taken for a hidden one by readers.
+fn escape_hive(s: &str, is_key: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        if needs_escape(c) || (is_key && i == 0 && (c == '_' || c == '.')) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether a partition column of this type can be rendered into a path.
+fn partition_type_ok(dt: &DataType) -> bool {
+    match dt {
+        DataType::Dictionary(_, value) => {
+            !matches!(**value, DataType::Dictionary(_, _)) && partition_type_ok(value)
+        }
+        _ => {
+            dt.is_integer()
+                || matches!(
+                    dt,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------
+
+/// Create the destination (remembering whether this job created it) and the job's
+/// staging directory; return the latter.
+fn ensure_job_dir(opts: &WriteOptions, dest: &str) -> Result<PathBuf> {
+    let create = || fs::create_dir(&opts.dest);
+    let created = match create() {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = opts.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .map_err(|e| EngineError::io(parent.display().to_string(), e))?;
+            }
+            match create() {
+                Ok(()) => true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(EngineError::io(dest, e)),
+            }
+        }
+        Err(e) => return Err(EngineError::io(dest, e)),
+    };
+    let job_dir = opts.dest.join(TEMPORARY_DIR).join(&opts.job_id);
+    fs::create_dir_all(&job_dir).map_err(|e| EngineError::io(job_dir.display().to_string(), e))?;
+    if created {
+        let marker = job_dir.join(CREATED_DEST_MARKER);
+        File::create(&marker).map_err(|e| EngineError::io(marker.display().to_string(), e))?;
+    }
+    Ok(job_dir)
+}
+
+/// A name unique to this attempt of a task (process, time, counter).
+fn attempt_suffix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// Write one file of a task under `job_dir/rel_dir`, via a hidden per-attempt name then a
+/// rename, and describe it.
+fn write_file(
+    opts: &WriteOptions,
+    job_dir: &Path,
+    rel_dir: &str,
+    task_tag: &str,
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<StagedFile> {
+    let dir = if rel_dir.is_empty() {
+        job_dir.to_path_buf()
+    } else {
+        job_dir.join(rel_dir)
+    };
+    fs::create_dir_all(&dir).map_err(|e| EngineError::io(dir.display().to_string(), e))?;
+    let name = format!("part-{task_tag}.snappy.parquet");
+    let temp = dir.join(&name);
+    let attempt = dir.join(format!(".{name}.{}.inprogress", attempt_suffix()));
+    let attempt_str = attempt.display().to_string();
+
+    let result = (|| -> Result<(u64, u64)> {
+        let file = File::create(&attempt).map_err(|e| EngineError::io(&attempt_str, e))?;
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()))
+            .map_err(|e| EngineError::parquet(&attempt_str, e))?;
+        let mut rows = 0u64;
+        for batch in batches {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            writer
+                .write(&batch)
+                .map_err(|e| EngineError::parquet(&attempt_str, e))?;
+        }
+        let file = writer
+            .into_inner()
+            .map_err(|e| EngineError::parquet(&attempt_str, e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| EngineError::io(&attempt_str, e))?
+            .len();
+        Ok((rows, bytes))
+    })();
+    let (rows, bytes) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&attempt);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&attempt, &temp) {
+        let _ = fs::remove_file(&attempt);
+        return Err(EngineError::io(temp.display().to_string(), e));
+    }
+    let final_dir = if rel_dir.is_empty() {
+        opts.dest.clone()
+    } else {
+        opts.dest.join(rel_dir)
+    };
+    Ok(StagedFile {
+        temp_path: temp.display().to_string(),
+        final_path: final_dir.join(&name).display().to_string(),
+        rows,
+        bytes,
+    })
+}
+
+/// Rows of one output directory: (batch index, row indices in that batch).
+struct Group {
+    dir: String,
+    pieces: Vec<(usize, Vec<u32>)>,
+}
+
+/// Write one partition's batches (called on a worker; `task_tag` unique per partition, e.g.
+/// `"00017"`): split rows by the values of the `partition_by` columns, write each group to
+/// `dest/_temporary/<job_id>/<hive dirs>/part-<task_tag>.snappy.parquet` without the partition
+/// columns (Snappy, row groups of [`ROW_GROUP_ROWS`] rows), and return the staged files
+/// (`final_path` is the same path outside `_temporary/<job_id>`), sorted by path.
+///
+/// Partition columns must be integer or string columns (dictionary-encoded allowed); their
+/// values render as hive segments (`year=2008`, strings percent-encoded). Errors, naming the
+/// destination and the column: a missing partition column, one of another type, a null or
+/// empty-string value (no `__HIVE_DEFAULT_PARTITION__`), every column being a partition
+/// column, batches whose schemas differ. No rows at all write no file. Running the same task
+/// again replaces its staged files atomically.
+pub fn write_partition(
+    batches: &[RecordBatch],
+    opts: &WriteOptions,
+    task_tag: &str,
+) -> Result<Vec<StagedFile>> {
+    let dest = check_options(opts)?;
+    check_token("task tag", task_tag, dest)?;
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    for b in &batches[1..] {
+        let same = b.schema().fields().len() == schema.fields().len()
+            && b.schema()
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type());
+        if !same {
+            return Err(EngineError::Argument(format!(
+                "writing {dest} (task {task_tag}): the batches do not share one schema"
+            )));
+        }
+    }
+    let columns = || {
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut part_idx = Vec::with_capacity(opts.partition_by.len());
+    for name in &opts.partition_by {
+        let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
+            return Err(EngineError::Argument(format!(
+                "writing {dest}: no partition column named '{name}' (columns: {})",
+                columns()
+            )));
+        };
+        let dt = schema.field(i).data_type();
+        if !partition_type_ok(dt) {
+            return Err(EngineError::Argument(format!(
+                "writing {dest}: partition column '{name}' is {dt}; only integer and string columns can partition a dataset"
+            )));
+        }
+        part_idx.push(i);
+    }
+    let data_idx: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !part_idx.contains(i))
+        .collect();
+    if data_idx.is_empty() {
+        return Err(EngineError::Argument(format!(
+            "writing {dest}: every column ({}) is a partition column; nothing is left to write in the files",
+            columns()
+        )));
+    }
+    let data_schema: SchemaRef = Arc::new(
+        schema
+            .project(&data_idx)
+            .map_err(|e| EngineError::arrow(dest, e))?,
+    );
+    // The data columns of every batch, under the one data schema.
+    let projected = batches
+        .iter()
+        .map(|b| {
+            let cols = data_idx.iter().map(|&i| b.column(i).clone()).collect();
+            RecordBatch::try_new(data_schema.clone(), cols).map_err(|e| EngineError::arrow(dest, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if projected.iter().all(|b| b.num_rows() == 0) {
+        return Ok(Vec::new());
+    }
+
+    let groups = if part_idx.is_empty() {
+        vec![Group {
+            dir: String::new(),
+            pieces: Vec::new(),
+        }]
+    } else {
+        group_rows(batches, opts, dest, &part_idx)?
+    };
+    let job_dir = ensure_job_dir(opts, dest)?;
+    let mut staged = Vec::with_capacity(groups.len());
+    for g in groups {
+        let file = if part_idx.is_empty() {
+            let iter = projected
+                .iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| Ok(b.clone()));
+            write_file(opts, &job_dir, "", task_tag, &data_schema, iter)?
+        } else {
+            let iter = g.pieces.iter().map(|(bi, rows)| {
+                let batch = &projected[*bi];
+                if rows.len() == batch.num_rows() {
+                    Ok(batch.clone())
+                } else {
+                    let idx = UInt32Array::from(rows.clone());
+                    take_record_batch(batch, &idx).map_err(|e| EngineError::arrow(dest, e))
+                }
+            });
+            write_file(opts, &job_dir, &g.dir, task_tag, &data_schema, iter)?
+        };
+        staged.push(file);
+    }
+    Ok(staged)
+}
+
+/// Group the rows of every batch by their hive directory, sorted by directory.
+fn group_rows(
+    batches: &[RecordBatch],
+    opts: &WriteOptions,
+    dest: &str,
+    part_idx: &[usize],
+) -> Result<Vec<Group>> {
+    let fields = part_idx
+        .iter()
+        .map(|_| SortField::new(DataType::Utf8))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(|e| EngineError::arrow(dest, e))?;
+    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (bi, batch) in batches.iter().enumerate() {
+        let n = batch.num_rows();
+        if n == 0 {
+            continue;
+        }
+        let mut rendered: Vec<ArrayRef> = Vec::with_capacity(part_idx.len());
+        for (k, &i) in part_idx.iter().enumerate() {
+            let a = cast(batch.column(i).as_ref(), &DataType::Utf8)
+                .map_err(|e| EngineError::arrow(dest, e))?;
+            if a.null_count() > 0 {
+                return Err(EngineError::Argument(format!(
+                    "writing {dest}: partition column '{}' holds {} null value(s); a null cannot name a hive directory",
+                    opts.partition_by[k],
+                    a.null_count()
+                )));
+            }
+            rendered.push(a);
+        }
+        let rows = converter
+            .convert_columns(&rendered)
+            .map_err(|e| EngineError::arrow(dest, e))?;
+        for r in 0..n {
+            let key = rows.row(r);
+            let g = match index.get(key.as_ref()) {
+                Some(&g) => g,
+                None => {
+                    let mut dir = String::new();
+                    for (k, a) in rendered.iter().enumerate() {
+                        let name = &opts.partition_by[k];
+                        let value = a.as_string::<i32>().value(r);
+                        if value.is_empty() {
+                            return Err(EngineError::Argument(format!(
+                                "writing {dest}: partition column '{name}' holds an empty string; it cannot name a hive directory"
+                            )));
+                        }
+                        if !dir.is_empty() {
+                            dir.push('/');
+                        }
+                        dir.push_str(&escape_hive(name, true));
+                        dir.push('=');
+                        dir.push_str(&escape_hive(value, false));
+                    }
+                    groups.push(Group {
+                        dir,
+                        pieces: Vec::new(),
+                    });
+                    index.insert(key.as_ref().into(), groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            let pieces = &mut groups[g].pieces;
+            match pieces.last_mut() {
+                Some((b, idx)) if *b == bi => idx.push(r as u32),
+                _ => pieces.push((bi, vec![r as u32])),
+            }
+        }
+    }
+    groups.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(groups)
+}
+
+// ---------------------------------------------------------------------------------------
+// Commit and abort
+// ---------------------------------------------------------------------------------------
+
+fn has_parent_dir(p: &Path) -> bool {
+    p.components().any(|c| matches!(c, Component::ParentDir))
+}
+
+/// Remove a directory if it is empty; any failure (not empty, gone) is ignored.
+fn remove_if_empty(dir: &Path) {
+    let _ = fs::remove_dir(dir);
+}
+
+/// Commit (called once, after every task succeeded): check that every staged file exists
+/// under `dest/_temporary/<job_id>` and maps to its path outside it; if `overwrite`, remove
+/// the old dataset's files (its `_SUCCESS` first, never `_temporary`), else refuse when the
+/// destination gained a dataset meanwhile; rename every staged file into place (creating
+/// directories; on a failed rename the files already moved are moved back); remove
+/// `_temporary/<job_id>` (and `_temporary` if empty); then write `_SUCCESS` last. Returns the
+/// total rows and the number of files.
+pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)> {
+    let dest = check_options(opts)?;
+    let tmp_root = opts.dest.join(TEMPORARY_DIR);
+    let job_dir = tmp_root.join(&opts.job_id);
+
+    // Check the staged files before touching anything.
+    let mut finals = HashSet::new();
+    for s in staged {
+        let temp = Path::new(&s.temp_path);
+        let fin = Path::new(&s.final_path);
+        let bad = |reason: &str| EngineError::Invalid {
+            path: s.temp_path.clone(),
+            reason: format!("cannot commit this staged file into {dest}: {reason}"),
+        };
+        let Ok(rel) = temp.strip_prefix(&job_dir) else {
+            return Err(bad(&format!("it is not under {}", job_dir.display())));
+        };
+        if has_parent_dir(temp) || has_parent_dir(fin) || rel.as_os_str().is_empty() {
+            return Err(bad("bad path"));
+        }
+        if fin != opts.dest.join(rel) {
+            return Err(bad(&format!(
+                "its final path {} is not {}",
+                s.final_path,
+                opts.dest.join(rel).display()
+            )));
+        }
+        if !finals.insert(fin) {
+            return Err(bad("two staged files share this final path"));
+        }
+        match fs::metadata(temp) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(bad("it is not a file")),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(bad("it does not exist (was the task's output lost?)"))
+            }
+            Err(e) => return Err(EngineError::io(&s.temp_path, e)),
+        }
+    }
+
+    fs::create_dir_all(&opts.dest).map_err(|e| EngineError::io(dest, e))?;
+    let existing: Vec<String> = dir_names(&opts.dest, dest)?
+        .into_iter()
+        .filter(|n| n != TEMPORARY_DIR)
+        .collect();
+    if opts.overwrite {
+        // `_SUCCESS` first: the old dataset stops looking complete before it goes.
+        let mut ordered = existing;
+        ordered.sort_by_key(|n| n != SUCCESS_MARKER);
+        for name in ordered {
+            let p = opts.dest.join(&name);
+            let meta = fs::symlink_metadata(&p)
+                .map_err(|e| EngineError::io(p.display().to_string(), e))?;
+            let r = if meta.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::io(p.display().to_string(), e)),
+            }
+        }
+    } else if !existing.is_empty() {
+        return Err(EngineError::Argument(format!(
+            "destination '{dest}' already exists and is not empty (another job committed there?); pass --overwrite to replace it"
+        )));
+    }
+
+    let mut moved: Vec<&StagedFile> = Vec::with_capacity(staged.len());
+    for s in staged {
+        let fin = Path::new(&s.final_path);
+        let r = match fin.parent() {
+            Some(parent) => fs::create_dir_all(parent),
+            None => Ok(()),
+        }
+        .and_then(|()| fs::rename(&s.temp_path, fin));
+        if let Err(e) = r {
+            for m in moved.iter().rev() {
+                let _ = fs::rename(&m.final_path, &m.temp_path);
+            }
+            return Err(EngineError::io(&s.final_path, e));
+        }
+        moved.push(s);
+    }
+
+    match fs::remove_dir_all(&job_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(EngineError::io(job_dir.display().to_string(), e)),
+    }
+    remove_if_empty(&tmp_root);
+
+    let marker = opts.dest.join(SUCCESS_MARKER);
+    File::create(&marker).map_err(|e| EngineError::io(marker.display().to_string(), e))?;
+
+    let rows = staged
+        .iter()
+        .map(|s| s.rows)
+        .fold(0u64, u64::saturating_add);
+    Ok((rows, staged.len()))
+}
+
+/// Abort: remove `_temporary/<job_id>` (and `_temporary` when it is then empty), and the
+/// destination too when this job created it and it is empty again. Aborting a job that wrote
+/// nothing is not an error.
+pub fn abort(opts: &WriteOptions) -> Result<()> {
+    let dest = check_options(opts)?;
+    let tmp_root = opts.dest.join(TEMPORARY_DIR);
+    let job_dir = tmp_root.join(&opts.job_id);
+    let created = job_dir.join(CREATED_DEST_MARKER).is_file();
+    match fs::remove_dir_all(&job_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(EngineError::io(job_dir.display().to_string(), e)),
+    }
+    remove_if_empty(&tmp_root);
+    if created {
+        match fs::remove_dir(&opts.dest) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => {}
+            Err(e) => return Err(EngineError::io(dest, e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hive_escaping() {
+        assert_eq!(escape_hive("a/b=c%d", false), "a%2Fb%3Dc%25d");
+        assert_eq!(escape_hive("plain é", false), "plain é");
+        assert_eq!(escape_hive("_key", true), "%5Fkey");
+        assert_eq!(escape_hive("_value", false), "_value");
+        assert_eq!(escape_hive("a\nb", false), "a%0Ab");
+    }
+
+    #[test]
+    fn partition_types() {
+        assert!(partition_type_ok(&DataType::Int32));
+        assert!(partition_type_ok(&DataType::UInt64));
+        assert!(partition_type_ok(&DataType::Utf8));
+        assert!(partition_type_ok(&DataType::Dictionary(
+            Box::new(DataType::Int32),
+            Box::new(DataType::Utf8)
+        )));
+        assert!(!partition_type_ok(&DataType::Float64));
+    }
+}

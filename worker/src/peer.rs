@@ -1,0 +1,201 @@
+//! Worker-to-worker data over QUIC.
+//!
+//! Each worker runs one QUIC endpoint that is both a server (peers deliver
+//! data to it) and a client (it delivers to peers). Its self-signed
+//! certificate travels to the scheduler in `WorkerInfo` and from there to the
+//! peers that need it, which trust exactly that certificate.
+//!
+//! A delivery is one bidirectional stream: a [`PeerPush`] frame naming the
+//! mailbox, then an Arrow IPC stream to the end; the receiver hands the
+//! batches to its actor and answers one byte, so when the sender's task
+//! reports, the data is already in the receiver's mailbox.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_schema::SchemaRef;
+use tracing::{debug, warn};
+
+use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
+use stratus_protocol::messages::{ArchivedPeerPush, MailboxKey, PeerPush, PeerRef};
+use stratus_protocol::{tls, transport, ProtocolError};
+
+/// Largest delivery accepted (one partition's share of a shuffle).
+const MAX_DELIVERY_BYTES: usize = 8 << 30;
+
+/// A worker's peer endpoint.
+pub struct PeerService {
+    endpoint: quinn::Endpoint,
+    /// Where peers reach us (`HOST:PORT`).
+    pub address: String,
+    /// The certificate we present (PEM).
+    pub cert_pem: String,
+    connections: Mutex<HashMap<String, quinn::Connection>>,
+}
+
+/// Something to do with delivered data (the worker's actor).
+pub type Deliver = Arc<
+    dyn Fn(MailboxKey, u64, Vec<RecordBatch>) -> futures_like::BoxFuture<Result<(), String>>
+        + Send
+        + Sync,
+>;
+
+/// A minimal boxed future alias (avoids a dependency on `futures`).
+pub mod futures_like {
+    /// A boxed, sendable future.
+    pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+}
+
+impl PeerService {
+    /// Bind on `ip` (any free port) with a fresh self-signed certificate.
+    pub fn bind(ip: std::net::IpAddr) -> Result<Arc<PeerService>, ProtocolError> {
+        let pair = tls::self_signed_as(tls::WORKER_SERVER_NAME, &[ip.to_string()])?;
+        let endpoint = transport::server_endpoint(SocketAddr::new(ip, 0), &pair)?;
+        let port = endpoint.local_addr()?.port();
+        Ok(Arc::new(PeerService {
+            endpoint,
+            address: format!("{ip}:{port}"),
+            cert_pem: pair.cert_pem,
+            connections: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Accept deliveries forever, handing each to `deliver`.
+    pub async fn serve(self: Arc<Self>, deliver: Deliver) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let deliver = deliver.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else {
+                    return;
+                };
+                let peer = format!("peer {}", conn.remote_address());
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let deliver = deliver.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = receive(send, recv, deliver, &peer).await {
+                            warn!("{e}");
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    async fn connection(&self, to: &PeerRef) -> Result<quinn::Connection, String> {
+        if let Some(conn) = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to.address)
+        {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let config = transport::client_config(&to.cert).map_err(|e| e.to_string())?;
+        let addr: SocketAddr = to.address.parse().map_err(|e| {
+            format!(
+                "worker {} has a bad peer address {}: {e}",
+                to.worker, to.address
+            )
+        })?;
+        let conn = self
+            .endpoint
+            .connect_with(config, addr, tls::WORKER_SERVER_NAME)
+            .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?
+            .await
+            .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?;
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to.address.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Deliver batches to a mailbox on another worker; returns once the peer
+    /// has stored them. Returns the bytes sent.
+    pub async fn send(
+        &self,
+        to: &PeerRef,
+        push: PeerPush,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<u64, String> {
+        let peer = format!("worker {} ({})", to.worker, to.address);
+        let conn = self.connection(to).await?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("{peer}: cannot open a stream: {e}"))?;
+        send_message(&mut send, &push, &peer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ipc =
+            stratus_protocol::ipc::encode_batches(schema, batches).map_err(|e| e.to_string())?;
+        let bytes = ipc.len() as u64;
+        send.write_all(&ipc)
+            .await
+            .map_err(|e| format!("{peer}: send failed: {e}"))?;
+        send.finish().map_err(|e| format!("{peer}: {e}"))?;
+        let mut ack = [0u8; 1];
+        recv.read_exact(&mut ack)
+            .await
+            .map_err(|e| format!("{peer} did not acknowledge the delivery: {e}"))?;
+        if ack[0] != 1 {
+            let mut reason = Vec::new();
+            let _ = recv.read_to_end(4096).await.map(|r| reason = r);
+            return Err(format!(
+                "{peer} refused the delivery: {}",
+                String::from_utf8_lossy(&reason)
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+async fn receive(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    deliver: Deliver,
+    peer: &str,
+) -> Result<(), ProtocolError> {
+    let Some(frame) = read_frame(&mut recv, peer).await? else {
+        return Ok(());
+    };
+    let push: PeerPush = to_owned(access::<ArchivedPeerPush>(&frame, peer)?, peer)?;
+    let data = recv
+        .read_to_end(MAX_DELIVERY_BYTES)
+        .await
+        .map_err(|e| ProtocolError::Peer {
+            peer: peer.to_string(),
+            what: format!("delivery cut short: {e}"),
+        })?;
+    // Arrow's decoder needs 8-byte aligned buffers: copy only if the
+    // allocation is not (it is with mimalloc).
+    let buffer = if (data.as_ptr() as usize).is_multiple_of(8) {
+        Buffer::from_vec(data)
+    } else {
+        Buffer::from(data.as_slice())
+    };
+    let outcome = match stratus_protocol::ipc::decode_batches(buffer) {
+        Ok((_, batches)) => deliver(push.mailbox, push.from_worker, batches).await,
+        Err(e) => Err(format!("bad Arrow IPC from {peer}: {e}")),
+    };
+    match outcome {
+        Ok(()) => {
+            let _ = send.write_all(&[1]).await;
+        }
+        Err(e) => {
+            debug!("refusing a delivery from {peer}: {e}");
+            let _ = send.write_all(&[0]).await;
+            let _ = send.write_all(e.as_bytes()).await;
+        }
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+    Ok(())
+}
