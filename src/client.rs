@@ -285,6 +285,36 @@ impl Client {
         .await
     }
 
+    /// Write a persisted frame as a hive-partitioned Parquet dataset at
+    /// `dest` (`dest/year=2008/month=1/part-*.parquet` for `["year", "month"]`):
+    /// each worker writes its own partitions, the dataset appears atomically
+    /// with `_SUCCESS` last. Refuses an existing dataset unless `overwrite`.
+    /// Returns (rows, files).
+    pub async fn write_parquet(
+        &self,
+        frame: &str,
+        dest: &str,
+        partition_by: Vec<String>,
+        overwrite: bool,
+    ) -> Result<(u64, u64)> {
+        let table = self
+            .table(&ClientRequest::Write {
+                source: frame.to_string(),
+                dest: normalize_source(dest),
+                partition_by,
+                overwrite,
+            })
+            .await?;
+        let number = |name: &str| {
+            table
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+                .map(|a| a.value(0))
+                .ok_or_else(|| ClientError::Unexpected(format!("write answer lacks '{name}'")))
+        };
+        Ok((number("rows")?, number("files")?))
+    }
+
     /// Persisted frames.
     pub async fn list(&self) -> Result<Vec<FrameSummary>> {
         match self

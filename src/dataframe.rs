@@ -127,6 +127,22 @@ impl<'c> DataFrame<'c> {
             .await
     }
 
+    /// Write as a hive-partitioned Parquet dataset (`to_parquet`); see
+    /// [`Client::write_parquet`]. Returns (rows, files).
+    pub async fn to_parquet(
+        &self,
+        dest: &str,
+        partition_by: &[&str],
+        overwrite: bool,
+    ) -> Result<(u64, u64)> {
+        let dest = dest.to_string();
+        let by: Vec<String> = partition_by.iter().map(|c| c.to_string()).collect();
+        self.on_persisted(|client, name| async move {
+            client.write_parquet(&name, &dest, by, overwrite).await
+        })
+        .await
+    }
+
     /// Group by key columns: `df.groupby(&["date"]).mean()`.
     pub fn groupby(&self, keys: &[&str]) -> GroupedFrame<'_, 'c> {
         GroupedFrame {

@@ -109,6 +109,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a persisted frame as a hive-partitioned Parquet dataset.
+    Write {
+        name: String,
+        dest: String,
+        /// Comma-separated columns that become `key=value` directories.
+        #[arg(long, value_delimiter = ',')]
+        partition_by: Vec<String>,
+        /// Replace an existing dataset at DEST.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Bytes of Arrow buffers held per column.
     Memory {
         name: String,
@@ -377,6 +388,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if cli.verbose > 0 {
                 eprintln!("groupby: {} groups in {}", table.num_rows(), elapsed(start));
+            }
+            client.close().await;
+        }
+        Cmd::Write {
+            name,
+            dest,
+            partition_by,
+            overwrite,
+        } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let (rows, files) = client
+                .write_parquet(name, dest, partition_by.clone(), *overwrite)
+                .await?;
+            println!("{dest}: {rows} rows in {files} files");
+            if cli.verbose > 0 {
+                eprintln!("write: {}", elapsed(start));
             }
             client.close().await;
         }

@@ -281,6 +281,41 @@ async fn describe_transforms_and_memory_match_duckdb() {
         "fillna filled every row"
     );
 
+    // Write the prepared frame as a dataset partitioned by year; DuckDB reads
+    // it back with the same rows; an existing dataset is refused.
+    let out_dir = TempDir::new("written");
+    let dest = out_dir.path().join("prepared");
+    let dest_str = dest.display().to_string();
+    let (rows, files) = prep.to_parquet(&dest_str, &["year"], false).await.unwrap();
+    assert_eq!(rows, expected_rows);
+    assert!(files >= 8, "one file per partition and year: {files}");
+    assert!(dest.join("_SUCCESS").exists());
+    assert!(!dest.join("_temporary").exists());
+    let back = duckdb(&format!(
+        "SELECT count(*), sum(temperature), count(DISTINCT year), min(year) FROM read_parquet('{dest_str}/**/*.parquet', hive_partitioning = true)"
+    ));
+    let ours = duckdb(&format!(
+        "SELECT count(*), sum(coalesce(CASE WHEN isnan(temperature) THEN NULL ELSE temperature END * 9 / 5 + 32, 0)), count(DISTINCT year), min(year) FROM read_parquet('{generated}', hive_partitioning = true) WHERE year >= 2012"
+    ));
+    assert_eq!(back[0][0], ours[0][0]);
+    assert!(close(
+        back[0][1].as_f64().unwrap(),
+        ours[0][1].as_f64().unwrap()
+    ));
+    assert_eq!(back[0][2], ours[0][2]);
+    assert_eq!(back[0][3], ours[0][3]);
+    let err = prep
+        .to_parquet(&dest_str, &["year"], false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--overwrite") || err.contains("exists"),
+        "{err}"
+    );
+    let (rows, _) = prep.to_parquet(&dest_str, &["year"], true).await.unwrap();
+    assert_eq!(rows, expected_rows);
+
     // memory_usage: per column, and the total equals what persist reported.
     let memory = prep.memory_usage().await.unwrap();
     let names = memory.column(0).as_string::<i32>();

@@ -83,6 +83,24 @@ pub enum AggFuncWire {
     Var,
 }
 
+/// A dataset write (see `stratus_engine::write`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WriteSpec {
+    pub dest: String,
+    pub partition_by: Vec<String>,
+    pub job_id: String,
+    pub overwrite: bool,
+}
+
+/// A file a write task staged under the destination's `_temporary`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StagedFileWire {
+    pub temp_path: String,
+    pub final_path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
 /// A group-by: keys, and (column, function) aggregations.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct GroupBySpec {
@@ -240,6 +258,20 @@ pub enum TaskKind {
         mailbox: MailboxKey,
         expect: u32,
     },
+    /// Check a write's destination (refuse an existing dataset).
+    PrepareWrite { spec: WriteSpec },
+    /// Stage these held partitions' files.
+    WriteParts {
+        partitions: Vec<PartitionKey>,
+        spec: WriteSpec,
+    },
+    /// Move staged files into place, `_SUCCESS` last.
+    CommitWrite {
+        spec: WriteSpec,
+        staged: Vec<StagedFileWire>,
+    },
+    /// Remove a failed write's staged files.
+    AbortWrite { spec: WriteSpec },
     /// Return the first `n` rows of a partition as Arrow IPC.
     Head {
         input: HeadInput,
@@ -294,6 +326,15 @@ pub enum TaskOutput {
         rows: u64,
         bytes: u64,
     },
+    /// Files staged by a write.
+    Staged(Vec<StagedFileWire>),
+    /// A write committed: rows and files.
+    Committed {
+        rows: u64,
+        files: u64,
+    },
+    /// Done, nothing to report.
+    Ok,
 }
 
 /// The outcome of one task.
@@ -346,6 +387,13 @@ pub enum ClientRequest {
     /// Bytes of Arrow buffers held per column.
     MemoryUsage {
         source: String,
+    },
+    /// Write a persisted frame as a hive-partitioned Parquet dataset.
+    Write {
+        source: String,
+        dest: String,
+        partition_by: Vec<String>,
+        overwrite: bool,
     },
     /// Group by keys and aggregate; `all_numeric` adds that function of every
     /// numeric non-key column (pandas' `groupby(keys).mean()`).

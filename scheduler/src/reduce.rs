@@ -19,8 +19,8 @@ use stratus_engine::describe::{
     merge_histograms, KeyRange, Moments, QuantileSearch, RangeHistogram,
 };
 use stratus_protocol::messages::{
-    ColumnRanges, GroupBySpec, KeyRangeWire, MailboxKey, PartitionKey, PeerRef, ReduceOp, TaskKind,
-    TaskOutput,
+    ColumnRanges, GroupBySpec, KeyRangeWire, MailboxKey, PartitionKey, PeerRef, ReduceOp,
+    StagedFileWire, TaskKind, TaskOutput, WriteSpec,
 };
 
 /// The quartiles `describe` reports.
@@ -32,6 +32,7 @@ pub enum ReduceJob {
     Describe(DescribeJob),
     Memory(MemoryJob),
     GroupBy(GroupByJob),
+    Write(WriteJob),
 }
 
 /// Partitions of the frame by the worker holding them.
@@ -50,6 +51,7 @@ impl ReduceJob {
             ReduceJob::Describe(d) => d.next_op(),
             ReduceJob::Memory(m) => (!m.done).then_some(ReduceOp::MemoryUsage),
             ReduceJob::GroupBy(g) => return g.round_tasks(job, holders, peer),
+            ReduceJob::Write(w) => return w.round_tasks(holders),
         }?;
         Some(
             holders
@@ -71,6 +73,7 @@ impl ReduceJob {
             ReduceJob::Describe(d) => d.next_op().is_none(),
             ReduceJob::Memory(m) => m.done,
             ReduceJob::GroupBy(g) => g.stage == GroupByStage::Done,
+            ReduceJob::Write(w) => w.stage == WriteStage::Done,
         }
     }
 
@@ -80,6 +83,7 @@ impl ReduceJob {
             ReduceJob::Describe(d) => d.absorb(output),
             ReduceJob::Memory(m) => m.absorb(output),
             ReduceJob::GroupBy(g) => g.absorb(output),
+            ReduceJob::Write(w) => w.absorb(output),
         }
     }
 
@@ -89,6 +93,8 @@ impl ReduceJob {
             ReduceJob::Describe(d) => d.reset_round(),
             ReduceJob::Memory(m) => m.bytes.clear(),
             ReduceJob::GroupBy(g) => g.reset(),
+            // Staged files are rewritten under the same names on a rerun.
+            ReduceJob::Write(w) => w.staged.clear(),
         }
     }
 
@@ -107,6 +113,14 @@ impl ReduceJob {
                 };
                 Ok(())
             }
+            ReduceJob::Write(w) => {
+                w.stage = match w.stage {
+                    WriteStage::Prepare => WriteStage::Write,
+                    WriteStage::Write => WriteStage::Commit,
+                    _ => WriteStage::Done,
+                };
+                Ok(())
+            }
         }
     }
 
@@ -121,6 +135,7 @@ impl ReduceJob {
                     .clone()
                     .ok_or_else(|| "group-by: no result".to_string())
             }
+            ReduceJob::Write(w) => w.result()?,
         };
         stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch]).map_err(|e| e.to_string())
     }
@@ -128,6 +143,109 @@ impl ReduceJob {
     /// Whether this job leaves data in worker mailboxes to forget at its end.
     pub fn uses_mailboxes(&self) -> bool {
         matches!(self, ReduceJob::GroupBy(_))
+    }
+
+    /// A task that undoes what a failed job left behind (staged files).
+    pub fn cleanup(&self) -> Option<TaskKind> {
+        match self {
+            ReduceJob::Write(w) if w.stage != WriteStage::Prepare => Some(TaskKind::AbortWrite {
+                spec: w.spec.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteStage {
+    Prepare,
+    Write,
+    Commit,
+    Done,
+}
+
+/// `to_parquet(dest, partition_by)`: one worker checks the destination, every
+/// holder stages the files of its partitions under `dest/_temporary/<job>`,
+/// then one worker commits (renames into place, `_SUCCESS` last). A failed
+/// job's staged files are removed; nothing half-written looks complete.
+#[derive(Debug)]
+pub struct WriteJob {
+    spec: WriteSpec,
+    stage: WriteStage,
+    staged: Vec<StagedFileWire>,
+    committed: (u64, u64),
+}
+
+impl WriteJob {
+    /// A write of a frame.
+    pub fn new(spec: WriteSpec) -> WriteJob {
+        WriteJob {
+            spec,
+            stage: WriteStage::Prepare,
+            staged: Vec::new(),
+            committed: (0, 0),
+        }
+    }
+
+    fn round_tasks(&mut self, holders: &Holders) -> Option<Vec<(u64, TaskKind)>> {
+        let first = *holders.keys().next()?;
+        let spec = self.spec.clone();
+        match self.stage {
+            WriteStage::Prepare => Some(vec![(first, TaskKind::PrepareWrite { spec })]),
+            WriteStage::Write => Some(
+                holders
+                    .iter()
+                    .map(|(w, partitions)| {
+                        let kind = TaskKind::WriteParts {
+                            partitions: partitions.clone(),
+                            spec: spec.clone(),
+                        };
+                        (*w, kind)
+                    })
+                    .collect(),
+            ),
+            WriteStage::Commit => Some(vec![(
+                first,
+                TaskKind::CommitWrite {
+                    spec,
+                    staged: self.staged.clone(),
+                },
+            )]),
+            WriteStage::Done => None,
+        }
+    }
+
+    fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        match (self.stage, output) {
+            (WriteStage::Prepare, TaskOutput::Ok) => Ok(()),
+            (WriteStage::Write, TaskOutput::Staged(mut files)) => {
+                self.staged.append(&mut files);
+                Ok(())
+            }
+            (WriteStage::Commit, TaskOutput::Committed { rows, files }) => {
+                self.committed = (rows, files);
+                Ok(())
+            }
+            (_, other) => Err(format!("write: unexpected task output {other:?}")),
+        }
+    }
+
+    fn result(&self) -> Result<RecordBatch, String> {
+        RecordBatch::try_from_iter([
+            (
+                "dest",
+                Arc::new(StringArray::from(vec![self.spec.dest.as_str()])) as ArrayRef,
+            ),
+            (
+                "rows",
+                Arc::new(UInt64Array::from(vec![self.committed.0])) as ArrayRef,
+            ),
+            (
+                "files",
+                Arc::new(UInt64Array::from(vec![self.committed.1])) as ArrayRef,
+            ),
+        ])
+        .map_err(|e| e.to_string())
     }
 }
 

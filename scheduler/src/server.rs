@@ -253,6 +253,7 @@ fn request_kind(request: &ClientRequest) -> &'static str {
         ClientRequest::Describe { .. } => "describe",
         ClientRequest::MemoryUsage { .. } => "memory_usage",
         ClientRequest::GroupBy { .. } => "groupby",
+        ClientRequest::Write { .. } => "write",
     }
 }
 

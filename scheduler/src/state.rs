@@ -23,9 +23,9 @@ use stratus_protocol::messages::{
 };
 
 use crate::planning;
-use crate::reduce::{DescribeJob, GroupByJob, MemoryJob, ReduceJob};
+use crate::reduce::{DescribeJob, GroupByJob, MemoryJob, ReduceJob, WriteJob};
 use arrow_schema::{Schema, SchemaRef};
-use stratus_protocol::messages::{AggFuncWire, GroupBySpec, LoadInput, PeerRef, Step};
+use stratus_protocol::messages::{AggFuncWire, GroupBySpec, LoadInput, PeerRef, Step, WriteSpec};
 
 /// Identifies a worker connection.
 pub type WorkerId = u64;
@@ -471,6 +471,40 @@ impl SchedulerState {
                 aggs,
                 all_numeric,
             } => self.start_groupby(request, source, keys, aggs, all_numeric, out),
+            ClientRequest::Write {
+                source,
+                dest,
+                partition_by,
+                overwrite,
+            } => {
+                let Some(frame) = self.frame_by_name(&source) else {
+                    out.push(reply(ToClient::Error(not_persisted(&source))));
+                    return;
+                };
+                let schema = &self.frames[&frame].schema;
+                if let Some(missing) = partition_by
+                    .iter()
+                    .find(|c| schema.field_with_name(c).is_err())
+                {
+                    out.push(reply(ToClient::Error(format!(
+                        "write: '{source}' has no column '{missing}' to partition by"
+                    ))));
+                    return;
+                }
+                let job = self.new_job(request, source, Goal::Reduce);
+                let spec = WriteSpec {
+                    dest,
+                    partition_by,
+                    job_id: format!("job-{job}"),
+                    overwrite,
+                };
+                self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
+                    frame,
+                    reduce: Box::new(ReduceJob::Write(WriteJob::new(spec))),
+                    running: false,
+                };
+                self.start_round(job, out);
+            }
             ClientRequest::Persist {
                 source,
                 name,
@@ -965,6 +999,16 @@ impl SchedulerState {
     /// with `error` (or not at all when the client is gone).
     fn abort_job(&mut self, job: JobId, error: Option<String>, out: &mut Vec<Command>) {
         self.forget_mailboxes(job, out);
+        if let Some(Job {
+            phase: Phase::Reducing { reduce, .. },
+            ..
+        }) = self.jobs.get(&job)
+        {
+            // Undo what the job left behind (staged files), with no job of its own.
+            if let Some(kind) = reduce.cleanup() {
+                self.add_task(None, kind);
+            }
+        }
         let Some(j) = self.jobs.remove(&job) else {
             return;
         };
@@ -1150,7 +1194,10 @@ impl SchedulerState {
             output @ (TaskOutput::Moments(_)
             | TaskOutput::Histograms(_)
             | TaskOutput::ColumnBytes(_)
-            | TaskOutput::Delivered { .. }) => {
+            | TaskOutput::Delivered { .. }
+            | TaskOutput::Staged(_)
+            | TaskOutput::Committed { .. }
+            | TaskOutput::Ok) => {
                 if let Some(job) = task.job {
                     self.on_reduce_output(job, output, out);
                 }

@@ -261,6 +261,29 @@ impl Handler<Run> for WorkerActor {
                         })
                     }
                 }
+                TaskKind::PrepareWrite { spec } => spawn_compute(compute, me, id, move || {
+                    tasks::prepare_write(&spec).map(Computed::Output)
+                }),
+                TaskKind::WriteParts { partitions, spec } => {
+                    let parts: Result<Vec<_>, String> = partitions
+                        .iter()
+                        .map(|key| Ok((*key, self.held(std::slice::from_ref(key))?)))
+                        .collect();
+                    match parts {
+                        Ok(parts) => spawn_compute(compute, me, id, move || {
+                            tasks::write_parts(&parts, &spec).map(Computed::Output)
+                        }),
+                        Err(error) => self.refuse(id, error),
+                    }
+                }
+                TaskKind::CommitWrite { spec, staged } => {
+                    spawn_compute(compute, me, id, move || {
+                        tasks::commit_write(&spec, &staged).map(Computed::Output)
+                    })
+                }
+                TaskKind::AbortWrite { spec } => spawn_compute(compute, me, id, move || {
+                    tasks::abort_write(&spec).map(Computed::Output)
+                }),
                 TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
                     Ok(batches) => spawn_compute(compute, me, id, move || {
                         tasks::reduce(&batches, &op).map(Computed::Output)

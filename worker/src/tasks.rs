@@ -4,8 +4,8 @@
 use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
 use stratus_protocol::messages::{
-    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition,
-    RangeHistogramWire, ReduceOp, RowGroupMeta, Step, TaskOutput,
+    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition, PartitionKey,
+    RangeHistogramWire, ReduceOp, RowGroupMeta, StagedFileWire, Step, TaskOutput, WriteSpec,
 };
 
 fn to_spec(p: &ParquetPartition) -> PartitionSpec {
@@ -118,6 +118,70 @@ pub fn groupby_final(partials: &[RecordBatch], spec: &GroupBySpec) -> Result<Tas
     let ipc = stratus_protocol::ipc::encode_batches(&result.schema(), &[result])
         .map_err(|e| e.to_string())?;
     Ok(TaskOutput::Table { rows, ipc })
+}
+
+fn write_options(spec: &WriteSpec) -> stratus_engine::write::WriteOptions {
+    stratus_engine::write::WriteOptions {
+        dest: spec.dest.clone().into(),
+        partition_by: spec.partition_by.clone(),
+        job_id: spec.job_id.clone(),
+        overwrite: spec.overwrite,
+    }
+}
+
+/// Refuse an existing destination (unless overwriting).
+pub fn prepare_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
+    stratus_engine::write::check_destination(&write_options(spec)).map_err(|e| e.to_string())?;
+    Ok(TaskOutput::Ok)
+}
+
+/// Stage the files of these partitions (one file per partition and hive
+/// directory, named after the partition's index so a rerun replaces it).
+pub fn write_parts(
+    parts: &[(PartitionKey, Vec<RecordBatch>)],
+    spec: &WriteSpec,
+) -> Result<TaskOutput, String> {
+    let opts = write_options(spec);
+    let mut staged = Vec::new();
+    for (key, batches) in parts {
+        let tag = format!("{:05}", key.index);
+        for f in stratus_engine::write::write_partition(batches, &opts, &tag)
+            .map_err(|e| e.to_string())?
+        {
+            staged.push(StagedFileWire {
+                temp_path: f.temp_path,
+                final_path: f.final_path,
+                rows: f.rows,
+                bytes: f.bytes,
+            });
+        }
+    }
+    Ok(TaskOutput::Staged(staged))
+}
+
+/// Move staged files into place, `_SUCCESS` last.
+pub fn commit_write(spec: &WriteSpec, staged: &[StagedFileWire]) -> Result<TaskOutput, String> {
+    let files: Vec<stratus_engine::write::StagedFile> = staged
+        .iter()
+        .map(|f| stratus_engine::write::StagedFile {
+            temp_path: f.temp_path.clone(),
+            final_path: f.final_path.clone(),
+            rows: f.rows,
+            bytes: f.bytes,
+        })
+        .collect();
+    let (rows, count) =
+        stratus_engine::write::commit(&write_options(spec), &files).map_err(|e| e.to_string())?;
+    Ok(TaskOutput::Committed {
+        rows,
+        files: count as u64,
+    })
+}
+
+/// Remove a failed write's staged files.
+pub fn abort_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
+    stratus_engine::write::abort(&write_options(spec)).map_err(|e| e.to_string())?;
+    Ok(TaskOutput::Ok)
 }
 
 /// A worker-level reduction over the batches of the partitions it holds.
