@@ -498,11 +498,12 @@ fn agg_func(name: &str) -> anyhow::Result<stratus::Agg> {
     })
 }
 
+/// Aggregations of a group-by: (column, function) pairs, and a function for
+/// every numeric column.
+type Aggregations = (Vec<(String, stratus::Agg)>, Option<stratus::Agg>);
+
 /// `--agg mean` (all numeric, or --columns) or `--agg temperature:mean,windSpeed:max`.
-fn parse_aggs(
-    agg: &[String],
-    columns: Option<&[String]>,
-) -> anyhow::Result<(Vec<(String, stratus::Agg)>, Option<stratus::Agg>)> {
+fn parse_aggs(agg: &[String], columns: Option<&[String]>) -> anyhow::Result<Aggregations> {
     if agg.len() == 1 && !agg[0].contains(':') {
         let f = agg_func(&agg[0])?;
         return Ok(match columns {
