@@ -315,6 +315,21 @@ impl Client {
         Ok((number("rows")?, number("files")?))
     }
 
+    /// Sort a persisted frame by a column (`set_index`): in place, or into a
+    /// new frame named `into`. Partitions that already range the key are
+    /// sorted where they are; otherwise rows move worker to worker.
+    pub async fn sort(&self, frame: &str, by: &str, into: Option<&str>) -> Result<FrameSummary> {
+        let request = ClientRequest::Sort {
+            source: frame.to_string(),
+            by: by.to_string(),
+            into: into.map(str::to_string),
+        };
+        match self.call_owned(&request, &mut |_, _, _| {}).await? {
+            ToClient::Persisted(summary) => Ok(summary),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Persisted frames.
     pub async fn list(&self) -> Result<Vec<FrameSummary>> {
         match self

@@ -143,6 +143,16 @@ impl<'c> DataFrame<'c> {
         .await
     }
 
+    /// `set_index(key)` / `sort_values(key)`: a persisted frame `into`, sorted
+    /// by `key` across partitions (partition i holds keys before partition i+1).
+    pub async fn sort_by(&self, key: &str, into: &str) -> Result<(DataFrame<'c>, FrameSummary)> {
+        let (key, into) = (key.to_string(), into.to_string());
+        let summary = self
+            .on_persisted(|client, name| async move { client.sort(&name, &key, Some(&into)).await })
+            .await?;
+        Ok((self.client.frame(&summary.name), summary))
+    }
+
     /// Group by key columns: `df.groupby(&["date"]).mean()`.
     pub fn groupby(&self, keys: &[&str]) -> GroupedFrame<'_, 'c> {
         GroupedFrame {

@@ -109,6 +109,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Sort a persisted frame by a column (set_index), in place or --as NEW.
+    Sort {
+        name: String,
+        #[arg(long)]
+        by: String,
+        /// Keep the original and name the sorted frame.
+        #[arg(long = "as")]
+        into: Option<String>,
+    },
     /// Write a persisted frame as a hive-partitioned Parquet dataset.
     Write {
         name: String,
@@ -391,6 +400,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             client.close().await;
         }
+        Cmd::Sort { name, by, into } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let summary = client.sort(name, by, into.as_deref()).await?;
+            println!(
+                "{}: {} rows, {} partitions, {}, sorted by {by}",
+                summary.name,
+                summary.rows,
+                summary.partitions,
+                format_bytes(summary.bytes)
+            );
+            if cli.verbose > 0 {
+                eprintln!("sort: {}", elapsed(start));
+            }
+            client.close().await;
+        }
         Cmd::Write {
             name,
             dest,
@@ -619,15 +644,21 @@ async fn demo(
     );
 
     let start = Instant::now();
-    let (isd, summary) = df.persist_with("isd", true).await?;
+    let (isd, summary) = df
+        .clone()
+        .with_column(
+            "date",
+            stratus::col("datetime").floor(stratus::TruncUnit::Day),
+        )
+        .persist_with("isd", true)
+        .await?;
     println!(
-        "2. persist as 'isd': {} rows in {} partitions, {} of Arrow buffers in the workers' RAM  [{}]",
+        "2. add date = datetime floored to the day, persist as 'isd': {} rows in {} partitions, {} of Arrow buffers in the workers' RAM  [{}]",
         summary.rows,
         summary.partitions,
         format_bytes(summary.bytes),
         elapsed(start)
     );
-
     let start = Instant::now();
     let n2 = isd.len().await?;
     println!(
@@ -639,14 +670,80 @@ async fn demo(
     }
 
     let start = Instant::now();
-    let head = isd
+    let described = isd.describe().await?;
+    println!("3. describe() (exact quartiles)  [{}]", elapsed(start));
+    print!("{}", stratus::display::pandas_table(&described, 1));
+
+    let start = Instant::now();
+    let daily = isd.groupby(&["date"]).mean().await?;
+    println!(
+        "4. groupby(date).mean(): {} days x {} columns  [{}]",
+        daily.num_rows(),
+        daily.num_columns() - 1,
+        elapsed(start)
+    );
+    let preview = daily
+        .project(&[0, 6, 7, 9])?
+        .slice(0, daily.num_rows().min(5));
+    print!("{}", stratus::display::pandas_table(&preview, 1));
+
+    let start = Instant::now();
+    let memory = isd.memory_usage().await?;
+    let total = memory.num_rows() - 1;
+    let bytes = memory
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow_array::UInt64Array>()
+        .map_or(0, |b| b.value(total));
+    println!(
+        "5. memory_usage(): {} in Arrow buffers  [{}]",
+        format_bytes(bytes),
+        elapsed(start)
+    );
+    let start = Instant::now();
+    let counts = isd.groupby(&["year", "month"]).count().await?;
+    println!(
+        "   groupby([year, month]).count(): {} groups  [{}]",
+        counts.num_rows(),
+        elapsed(start)
+    );
+
+    let start = Instant::now();
+    let prepared = isd
         .clone()
-        .select(&["usaf", "wban", "datetime", "temperature", "year", "month"])
-        .head(5)
+        .with_column(
+            "temperature",
+            stratus::col("temperature") * stratus::lit(9) / stratus::lit(5) + stratus::lit(32),
+        )
+        .fillna(0.0)
+        .select(&[
+            "date",
+            "latitude",
+            "longitude",
+            "elevation",
+            "windAngle",
+            "windSpeed",
+            "temperature",
+            "seaLvlPressure",
+            "precipDepth",
+            "year",
+            "month",
+        ]);
+    let (prepared, _) = prepared.persist_with("prepared", true).await?;
+    let out = data.with_file_name(format!(
+        "{}-prepared",
+        data.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("stratus-sample-data")
+    ));
+    let (rows, files) = prepared
+        .to_parquet(&out.display().to_string(), &["year", "month"], true)
         .await?;
-    println!("   head(5)  [{}]", elapsed(start));
-    println!("{}", arrow_cast::pretty::pretty_format_batches(&head)?);
-    println!("   (describe, group-by, sort and Parquet writes arrive with the analysis steps)");
+    println!(
+        "6. temperature to Fahrenheit, fillna(0), numeric columns, written to {}: {rows} rows in {files} files  [{}]",
+        out.display(),
+        elapsed(start)
+    );
     println!(
         "dashboard: {} (cluster JSON at {}api/cluster)",
         cluster.dashboard, cluster.dashboard

@@ -316,6 +316,48 @@ async fn describe_transforms_and_memory_match_duckdb() {
     let (rows, _) = prep.to_parquet(&dest_str, &["year"], true).await.unwrap();
     assert_eq!(rows, expected_rows);
 
+    // Sorting: by the day (partitions already range it: sorted where they
+    // are) and by temperature (a shuffle, worker to worker). Every row is
+    // kept and the whole frame reads back in key order.
+    for (key, into) in [("date", "prep_by_date"), ("temperature", "prep_by_temp")] {
+        let (sorted, summary) = prep.sort_by(key, into).await.unwrap();
+        assert_eq!(summary.rows, expected_rows, "{key}");
+        let batches = sorted
+            .clone()
+            .select(&[key, "windSpeed"])
+            .head(expected_rows + 10)
+            .await
+            .unwrap();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows as u64, expected_rows, "{key}: every row read back");
+        let keys: Vec<f64> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Float64).unwrap();
+                c.as_primitive::<Float64Type>().values().to_vec()
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{key}: not in order");
+        let wind: f64 = batches
+            .iter()
+            .map(|b| {
+                b.column(1)
+                    .as_primitive::<Float64Type>()
+                    .values()
+                    .iter()
+                    .sum::<f64>()
+            })
+            .sum();
+        let before = stat(&table, "windSpeed", 1) * expected_rows as f64;
+        assert!((wind - before).abs() / before < 1e-9, "{key}: rows changed");
+    }
+    let err = client
+        .sort("prep", "nope", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+
     // memory_usage: per column, and the total equals what persist reported.
     let memory = prep.memory_usage().await.unwrap();
     let names = memory.column(0).as_string::<i32>();
@@ -354,14 +396,31 @@ async fn describe_transforms_and_memory_match_duckdb() {
     // Lineage through steps: kill a worker; the derived frame's lost
     // partitions are rebuilt from Parquet with every step, same answer.
     kill9(pids[0]);
+    let started = std::time::Instant::now();
     let again = loop {
         let info = client.info().await.unwrap();
         let frames = client.list().await.unwrap();
-        if info.workers == 1 && frames.iter().all(|f| f.partitions_held == f.partitions) {
+        let prep = frames
+            .iter()
+            .find(|f| f.name == "prep")
+            .expect("prep listed");
+        if info.workers == 1 && prep.partitions_held == prep.partitions {
             break client.describe("prep", None).await.unwrap();
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "prep not rebuilt: {frames:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // A shuffled frame's lost ranges have no single source: asking for them is
+    // a clear error, not a hang.
+    let err = client
+        .describe("prep_by_temp", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sort the frame again"), "{err}");
     // Same answer; mean and std may differ in the last bits because the
     // partials merge in another order now.
     assert_eq!(again.schema(), table.schema());

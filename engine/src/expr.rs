@@ -492,12 +492,35 @@ pub fn apply_step(batch: &RecordBatch, step: &Step) -> Result<RecordBatch> {
             arrow_select::filter::filter_record_batch(batch, mask).map_err(arrow_err(expr))
         }
         Step::FillNa(value) => fill_na(batch, *value),
+        Step::SortWithin(key) => {
+            let mut sorted = crate::sort::sort_batches(std::slice::from_ref(batch), key)?;
+            match sorted.len() {
+                1 => Ok(sorted.pop().expect("one batch")),
+                _ => Ok(batch.slice(0, 0)),
+            }
+        }
     }
 }
 
-/// Apply steps to every batch of a partition (batches keep their boundaries;
-/// empty results after a filter are dropped).
+/// Apply steps to a partition. Row-wise steps run batch by batch (batches
+/// keep their boundaries; empty results after a filter are dropped); a
+/// `SortWithin` sorts the whole partition.
 pub fn apply_steps(batches: Vec<RecordBatch>, steps: &[Step]) -> Result<Vec<RecordBatch>> {
+    let mut batches = batches;
+    let mut pending: Vec<&Step> = Vec::new();
+    for step in steps {
+        if let Step::SortWithin(key) = step {
+            batches = apply_row_steps(batches, &pending)?;
+            pending.clear();
+            batches = crate::sort::sort_batches(&batches, key)?;
+        } else {
+            pending.push(step);
+        }
+    }
+    apply_row_steps(batches, &pending)
+}
+
+fn apply_row_steps(batches: Vec<RecordBatch>, steps: &[&Step]) -> Result<Vec<RecordBatch>> {
     if steps.is_empty() {
         return Ok(batches);
     }

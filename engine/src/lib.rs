@@ -16,6 +16,7 @@ pub mod expr;
 pub mod groupby;
 pub mod memory;
 pub mod scan;
+pub mod sort;
 pub mod write;
 
 pub use error::{EngineError, Result};

@@ -324,6 +324,9 @@ pub enum Step {
     Filter(Expr),
     /// Replace nulls (and NaN) in every numeric column by this value.
     FillNa(f64),
+    /// Sort each partition by this column (the sort's fast path, when the
+    /// partitions already range the key).
+    SortWithin(String),
 }
 
 /// A plan error: names the expression or column at fault.
@@ -537,6 +540,7 @@ pub fn steps_schema(schema: &Schema, steps: &[Step]) -> Result<SchemaRef, PlanEr
                 }
             }
             Step::FillNa(_) => {}
+            Step::SortWithin(key) => missing(key)?,
         }
     }
     Ok(Arc::new(Schema::new(fields)))

@@ -206,6 +206,19 @@ pub enum ReduceOp {
     Histograms { columns: Vec<ColumnRanges> },
     /// Bytes of Arrow buffers held per column.
     MemoryUsage,
+    /// Per partition: the sort key's min and max and its null/NaN count; and
+    /// a sample of the key over all partitions.
+    SortSample { key: String, sample: u32 },
+}
+
+/// Bounds of a sort key in one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PartitionBoundsWire {
+    pub index: u32,
+    /// Arrow IPC of a batch with columns `min` and `max` (one row), or None
+    /// when the partition has no valid key.
+    pub bounds_ipc: Option<Vec<u8>>,
+    pub invalid: u64,
 }
 
 /// Moments of one column (see `stratus_engine::describe::Moments`).
@@ -272,6 +285,26 @@ pub enum TaskKind {
     },
     /// Remove a failed write's staged files.
     AbortWrite { spec: WriteSpec },
+    /// Split these held partitions by key ranges and deliver range `r` to
+    /// `owners[r]`, mailbox `(job, tag_base + r)`.
+    ShuffleSend {
+        partitions: Vec<PartitionKey>,
+        key: String,
+        /// Arrow IPC of a one-column batch `boundary`.
+        boundaries_ipc: Vec<u8>,
+        owners: Vec<PeerRef>,
+        job: u64,
+        tag_base: u32,
+    },
+    /// Sort what peers delivered for these ranges and keep range `r` as
+    /// partition `(frame, r)`.
+    ShuffleCollect {
+        ranges: Vec<u32>,
+        key: String,
+        job: u64,
+        tag_base: u32,
+        frame: u64,
+    },
     /// Return the first `n` rows of a partition as Arrow IPC.
     Head {
         input: HeadInput,
@@ -335,6 +368,13 @@ pub enum TaskOutput {
     },
     /// Done, nothing to report.
     Ok,
+    /// Sort-key bounds per partition, and a sample (Arrow IPC, one column).
+    SortSample {
+        partitions: Vec<PartitionBoundsWire>,
+        sample_ipc: Vec<u8>,
+    },
+    /// Partitions kept: (index, rows, bytes).
+    LoadedMany(Vec<(u32, u64, u64)>),
 }
 
 /// The outcome of one task.
@@ -387,6 +427,13 @@ pub enum ClientRequest {
     /// Bytes of Arrow buffers held per column.
     MemoryUsage {
         source: String,
+    },
+    /// Sort a persisted frame by a column (set_index); `into` names the
+    /// result (None: replace the frame).
+    Sort {
+        source: String,
+        by: String,
+        into: Option<String>,
     },
     /// Write a persisted frame as a hive-partitioned Parquet dataset.
     Write {

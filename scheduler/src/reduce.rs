@@ -33,6 +33,7 @@ pub enum ReduceJob {
     Memory(MemoryJob),
     GroupBy(GroupByJob),
     Write(WriteJob),
+    Sort(SortJob),
 }
 
 /// Partitions of the frame by the worker holding them.
@@ -52,6 +53,7 @@ impl ReduceJob {
             ReduceJob::Memory(m) => (!m.done).then_some(ReduceOp::MemoryUsage),
             ReduceJob::GroupBy(g) => return g.round_tasks(job, holders, peer),
             ReduceJob::Write(w) => return w.round_tasks(holders),
+            ReduceJob::Sort(s) => return s.round_tasks(job, holders, peer),
         }?;
         Some(
             holders
@@ -74,6 +76,7 @@ impl ReduceJob {
             ReduceJob::Memory(m) => m.done,
             ReduceJob::GroupBy(g) => g.stage == GroupByStage::Done,
             ReduceJob::Write(w) => w.stage == WriteStage::Done,
+            ReduceJob::Sort(s) => s.done(),
         }
     }
 
@@ -84,6 +87,7 @@ impl ReduceJob {
             ReduceJob::Memory(m) => m.absorb(output),
             ReduceJob::GroupBy(g) => g.absorb(output),
             ReduceJob::Write(w) => w.absorb(output),
+            ReduceJob::Sort(s) => s.absorb(output),
         }
     }
 
@@ -95,6 +99,7 @@ impl ReduceJob {
             ReduceJob::GroupBy(g) => g.reset(),
             // Staged files are rewritten under the same names on a rerun.
             ReduceJob::Write(w) => w.staged.clear(),
+            ReduceJob::Sort(s) => s.reset(),
         }
     }
 
@@ -113,6 +118,7 @@ impl ReduceJob {
                 };
                 Ok(())
             }
+            ReduceJob::Sort(s) => s.end_round(),
             ReduceJob::Write(w) => {
                 w.stage = match w.stage {
                     WriteStage::Prepare => WriteStage::Write,
@@ -136,13 +142,14 @@ impl ReduceJob {
                     .ok_or_else(|| "group-by: no result".to_string())
             }
             ReduceJob::Write(w) => w.result()?,
+            ReduceJob::Sort(_) => return Err("a sort answers with a frame".into()),
         };
         stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch]).map_err(|e| e.to_string())
     }
 
     /// Whether this job leaves data in worker mailboxes to forget at its end.
     pub fn uses_mailboxes(&self) -> bool {
-        matches!(self, ReduceJob::GroupBy(_))
+        matches!(self, ReduceJob::GroupBy(_) | ReduceJob::Sort(_))
     }
 
     /// A task that undoes what a failed job left behind (staged files).
@@ -581,4 +588,264 @@ impl DescribeJob {
         }
         RecordBatch::try_from_iter(columns).map_err(|e| e.to_string())
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SortStage {
+    Sample,
+    /// The partitions already range the key: sort each in place, in this order.
+    Ranged(Vec<usize>),
+    Send,
+    Collect,
+    Done,
+}
+
+/// `sort_by(key)` / `set_index(key)`: sample the key and each partition's
+/// bounds; if the partitions already range the key (ISD's months for a day
+/// key), the answer is a derived frame sorting each partition where it is,
+/// in range order, moving no data; otherwise range boundaries are chosen from
+/// the samples, every holder sends each range's rows to the range's owner
+/// worker to worker, and owners sort and keep their ranges.
+#[derive(Debug)]
+pub struct SortJob {
+    /// Sort key.
+    pub key: String,
+    /// Name of the result (None: replace the frame).
+    pub into: Option<String>,
+    /// Id of the frame a shuffle creates.
+    pub new_frame: u64,
+    partitions: usize,
+    stage: SortStage,
+    attempt: u32,
+    bounds: Vec<Option<(ArrayRef, ArrayRef)>>,
+    invalid: Vec<usize>,
+    samples: Vec<ArrayRef>,
+    boundaries_ipc: Vec<u8>,
+    /// Range -> owner worker.
+    owners: Vec<u64>,
+    /// (range, rows, bytes) kept by owners.
+    collected: Vec<(u32, u64, u64)>,
+    /// Bytes moved between workers.
+    pub moved_bytes: u64,
+}
+
+/// What a finished sort produced.
+#[derive(Debug)]
+pub enum SortOutcome {
+    /// Sort each partition in place, in this order.
+    Ranged(Vec<usize>),
+    /// Ranges held by owners: (range, worker, rows, bytes).
+    Shuffled(Vec<(u32, u64, u64, u64)>),
+}
+
+impl SortJob {
+    /// A sort of a frame of `partitions` partitions.
+    pub fn new(key: String, into: Option<String>, new_frame: u64, partitions: usize) -> SortJob {
+        SortJob {
+            key,
+            into,
+            new_frame,
+            partitions,
+            stage: SortStage::Sample,
+            attempt: 0,
+            bounds: vec![None; partitions],
+            invalid: vec![0; partitions],
+            samples: Vec::new(),
+            boundaries_ipc: Vec::new(),
+            owners: Vec::new(),
+            collected: Vec::new(),
+            moved_bytes: 0,
+        }
+    }
+
+    fn tag_base(&self) -> u32 {
+        self.attempt << 16
+    }
+
+    fn round_tasks(
+        &mut self,
+        job: u64,
+        holders: &Holders,
+        peer: &dyn Fn(u64) -> Option<PeerRef>,
+    ) -> Option<Vec<(u64, TaskKind)>> {
+        match &self.stage {
+            SortStage::Sample => Some(
+                holders
+                    .iter()
+                    .map(|(w, partitions)| {
+                        let kind = TaskKind::Reduce {
+                            partitions: partitions.clone(),
+                            op: ReduceOp::SortSample {
+                                key: self.key.clone(),
+                                sample: 4096,
+                            },
+                        };
+                        (*w, kind)
+                    })
+                    .collect(),
+            ),
+            SortStage::Send => {
+                let workers: Vec<u64> = holders.keys().copied().collect();
+                let ranges = self.ranges();
+                self.owners = (0..ranges).map(|r| workers[r % workers.len()]).collect();
+                let owners: Option<Vec<PeerRef>> = self.owners.iter().map(|w| peer(*w)).collect();
+                let owners = owners?;
+                Some(
+                    holders
+                        .iter()
+                        .map(|(w, partitions)| {
+                            let kind = TaskKind::ShuffleSend {
+                                partitions: partitions.clone(),
+                                key: self.key.clone(),
+                                boundaries_ipc: self.boundaries_ipc.clone(),
+                                owners: owners.clone(),
+                                job,
+                                tag_base: self.tag_base(),
+                            };
+                            (*w, kind)
+                        })
+                        .collect(),
+                )
+            }
+            SortStage::Collect => {
+                let mut by_owner: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+                for (r, w) in self.owners.iter().enumerate() {
+                    by_owner.entry(*w).or_default().push(r as u32);
+                }
+                Some(
+                    by_owner
+                        .into_iter()
+                        .map(|(w, ranges)| {
+                            let kind = TaskKind::ShuffleCollect {
+                                ranges,
+                                key: self.key.clone(),
+                                job,
+                                tag_base: self.tag_base(),
+                                frame: self.new_frame,
+                            };
+                            (w, kind)
+                        })
+                        .collect(),
+                )
+            }
+            SortStage::Ranged(_) | SortStage::Done => None,
+        }
+    }
+
+    fn ranges(&self) -> usize {
+        // One range per boundary gap; boundaries were chosen for `partitions`.
+        decode_column(&self.boundaries_ipc).map_or(1, |b| b.len() + 1)
+    }
+
+    fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
+        match (&self.stage, output) {
+            (
+                SortStage::Sample,
+                TaskOutput::SortSample {
+                    partitions,
+                    sample_ipc,
+                },
+            ) => {
+                for p in partitions {
+                    let i = p.index as usize;
+                    if i >= self.partitions {
+                        return Err(format!("sort: bounds for unknown partition {i}"));
+                    }
+                    self.invalid[i] = p.invalid as usize;
+                    self.bounds[i] = match p.bounds_ipc {
+                        Some(ipc) => {
+                            let (_, batches) = stratus_protocol::ipc::decode_batches(
+                                arrow_buffer::Buffer::from(ipc.as_slice()),
+                            )
+                            .map_err(|e| e.to_string())?;
+                            let b = batches.first().ok_or("sort: empty bounds")?;
+                            Some((b.column(0).clone(), b.column(1).clone()))
+                        }
+                        None => None,
+                    };
+                }
+                if let Some(sample) = decode_column(&sample_ipc) {
+                    self.samples.push(sample);
+                }
+                Ok(())
+            }
+            (SortStage::Send, TaskOutput::Delivered { bytes, .. }) => {
+                self.moved_bytes += bytes;
+                Ok(())
+            }
+            (SortStage::Collect, TaskOutput::LoadedMany(parts)) => {
+                self.collected.extend(parts);
+                Ok(())
+            }
+            (_, other) => Err(format!("sort: unexpected task output {other:?}")),
+        }
+    }
+
+    fn end_round(&mut self) -> Result<(), String> {
+        self.stage = match &self.stage {
+            SortStage::Sample => {
+                let order =
+                    stratus_engine::sort::ranged_order_nulls_last(&self.bounds, &self.invalid)
+                        .map_err(|e| e.to_string())?;
+                match order {
+                    Some(order) => SortStage::Ranged(order),
+                    None => {
+                        let boundaries = stratus_engine::sort::choose_boundaries(
+                            &self.samples,
+                            self.partitions.max(1),
+                        )
+                        .map_err(|e| e.to_string())?;
+                        let batch = RecordBatch::try_from_iter([("boundary", boundaries)])
+                            .map_err(|e| e.to_string())?;
+                        self.boundaries_ipc =
+                            stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch])
+                                .map_err(|e| e.to_string())?;
+                        SortStage::Send
+                    }
+                }
+            }
+            SortStage::Send => SortStage::Collect,
+            _ => SortStage::Done,
+        };
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.attempt += 1;
+        self.collected.clear();
+        self.moved_bytes = 0;
+        if matches!(self.stage, SortStage::Collect) {
+            self.stage = SortStage::Send;
+        }
+        if matches!(self.stage, SortStage::Sample) {
+            self.samples.clear();
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.stage, SortStage::Ranged(_) | SortStage::Done)
+    }
+
+    /// What the sort produced, once done.
+    pub fn outcome(&self) -> Option<SortOutcome> {
+        match &self.stage {
+            SortStage::Ranged(order) => Some(SortOutcome::Ranged(order.clone())),
+            SortStage::Done => Some(SortOutcome::Shuffled(
+                self.collected
+                    .iter()
+                    .map(|(r, rows, bytes)| (*r, self.owners[*r as usize], *rows, *bytes))
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn decode_column(ipc: &[u8]) -> Option<ArrayRef> {
+    if ipc.is_empty() {
+        return None;
+    }
+    let (_, batches) =
+        stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(ipc)).ok()?;
+    batches.first().map(|b| b.column(0).clone())
 }

@@ -254,6 +254,7 @@ fn request_kind(request: &ClientRequest) -> &'static str {
         ClientRequest::MemoryUsage { .. } => "memory_usage",
         ClientRequest::GroupBy { .. } => "groupby",
         ClientRequest::Write { .. } => "write",
+        ClientRequest::Sort { .. } => "sort",
     }
 }
 

@@ -23,7 +23,9 @@ use stratus_protocol::messages::{
 };
 
 use crate::planning;
-use crate::reduce::{DescribeJob, GroupByJob, MemoryJob, ReduceJob, WriteJob};
+use crate::reduce::{
+    DescribeJob, GroupByJob, MemoryJob, ReduceJob, SortJob, SortOutcome, WriteJob,
+};
 use arrow_schema::{Schema, SchemaRef};
 use stratus_protocol::messages::{AggFuncWire, GroupBySpec, LoadInput, PeerRef, Step, WriteSpec};
 
@@ -156,7 +158,9 @@ impl Task {
 /// One persisted partition and where it came from.
 #[derive(Debug, Clone)]
 pub struct PersistedPartition {
-    pub source: ParquetPartition,
+    /// The Parquet input it is rebuilt from (with the frame's steps); None
+    /// for a range of a shuffled (sorted) frame, which has no single source.
+    pub source: Option<ParquetPartition>,
     pub rows: u64,
     pub bytes: u64,
     pub holder: Option<WorkerId>,
@@ -471,6 +475,37 @@ impl SchedulerState {
                 aggs,
                 all_numeric,
             } => self.start_groupby(request, source, keys, aggs, all_numeric, out),
+            ClientRequest::Sort { source, by, into } => {
+                let Some(frame) = self.frame_by_name(&source) else {
+                    out.push(reply(ToClient::Error(not_persisted(&source))));
+                    return;
+                };
+                if self.frames[&frame].schema.field_with_name(&by).is_err() {
+                    out.push(reply(ToClient::Error(format!(
+                        "sort: '{source}' has no column '{by}'"
+                    ))));
+                    return;
+                }
+                if let Some(name) = &into {
+                    if self.frame_by_name(name).is_some() {
+                        out.push(reply(ToClient::Error(format!(
+                            "a frame named '{name}' is already persisted (unpersist it first)"
+                        ))));
+                        return;
+                    }
+                }
+                let partitions = self.frames[&frame].partitions.len();
+                let new_frame = self.fresh_id();
+                let job = self.new_job(request, source, Goal::Reduce);
+                self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
+                    frame,
+                    reduce: Box::new(ReduceJob::Sort(SortJob::new(
+                        by, into, new_frame, partitions,
+                    ))),
+                    running: false,
+                };
+                self.start_round(job, out);
+            }
             ClientRequest::Write {
                 source,
                 dest,
@@ -543,7 +578,13 @@ impl SchedulerState {
                         own.push(Step::Select(columns));
                     }
                     own.extend(steps);
-                    self.persist_derived(request, parent, name, replace, own, out);
+                    let derived = Derived {
+                        name,
+                        replace,
+                        steps: own,
+                        order: None,
+                    };
+                    self.persist_derived(request, parent, derived, out);
                     return;
                 }
                 self.start_job(
@@ -567,11 +608,15 @@ impl SchedulerState {
         &mut self,
         request: RequestId,
         parent: FrameId,
-        name: String,
-        replace: bool,
-        own: Vec<Step>,
+        derived: Derived,
         out: &mut Vec<Command>,
     ) {
+        let Derived {
+            name,
+            replace,
+            steps: own,
+            order,
+        } = derived;
         let p = &self.frames[&parent];
         let schema = match stratus_plan::steps_schema(&p.schema, &own) {
             Ok(schema) => schema,
@@ -598,8 +643,10 @@ impl SchedulerState {
             },
         );
         let frame = self.fresh_id();
+        let order = order.unwrap_or_else(|| (0..parents.len()).collect());
         let mut partitions = Vec::with_capacity(parents.len());
-        for (index, parent_part) in parents.into_iter().enumerate() {
+        for (index, parent_index) in order.into_iter().enumerate() {
+            let parent_part = parents[parent_index].clone();
             let index = index as u32;
             let task = self.add_task(
                 Some(job),
@@ -607,7 +654,7 @@ impl SchedulerState {
                     key: PartitionKey { frame, index },
                     input: LoadInput::Persisted(PartitionKey {
                         frame: parent,
-                        index,
+                        index: parent_index as u32,
                     }),
                     columns: None,
                     steps: own.clone(),
@@ -766,6 +813,9 @@ impl SchedulerState {
         }
         let frame = *frame;
         if reduce.done() {
+            if matches!(**reduce, ReduceJob::Sort(_)) {
+                return self.finish_sort(job, out);
+            }
             let result = reduce.result().map(|ipc| {
                 let mut message = (ipc.len() as u64).to_le_bytes().to_vec();
                 message.extend_from_slice(&ipc);
@@ -836,6 +886,91 @@ impl SchedulerState {
                 .get_mut(&task)
                 .expect("task just made")
                 .worker_pin = Some(worker);
+        }
+    }
+
+    /// A sort decided or shuffled: turn it into the sorted frame.
+    fn finish_sort(&mut self, job: JobId, out: &mut Vec<Command>) {
+        self.forget_mailboxes(job, out);
+        let Some(j) = self.jobs.remove(&job) else {
+            return;
+        };
+        self.job_of_request.remove(&j.request);
+        let Phase::Reducing { frame, reduce, .. } = j.phase else {
+            return;
+        };
+        let ReduceJob::Sort(sort) = *reduce else {
+            return;
+        };
+        let Some(parent) = self.frames.get(&frame) else {
+            out.push(Command::Reply {
+                request: j.request,
+                message: ToClient::Error(
+                    "the frame was unpersisted or replaced while it was being sorted".into(),
+                ),
+            });
+            return;
+        };
+        let name = sort.into.clone().unwrap_or_else(|| parent.name.clone());
+        let replace = sort.into.is_none();
+        match sort.outcome() {
+            Some(SortOutcome::Ranged(order)) => {
+                // Already ranged: sort each partition where it is, in range order.
+                let derived = Derived {
+                    name,
+                    replace,
+                    steps: vec![Step::SortWithin(sort.key.clone())],
+                    order: Some(order),
+                };
+                self.persist_derived(j.request, frame, derived, out);
+            }
+            Some(SortOutcome::Shuffled(mut ranges)) => {
+                ranges.sort_unstable();
+                let parent = &self.frames[&frame];
+                let partitions = ranges
+                    .iter()
+                    .map(|(_, worker, rows, bytes)| PersistedPartition {
+                        source: None,
+                        rows: *rows,
+                        bytes: *bytes,
+                        holder: Some(*worker),
+                        loading: None,
+                        lost: None,
+                    })
+                    .collect();
+                let new = Frame {
+                    id: sort.new_frame,
+                    name: name.clone(),
+                    source: parent.name.clone(),
+                    columns: parent.columns.clone(),
+                    steps: parent.steps.clone(),
+                    schema: parent.schema.clone(),
+                    partitions,
+                    complete: true,
+                };
+                for (r, worker, _, bytes) in &ranges {
+                    if let Some(w) = self.workers.get_mut(worker) {
+                        w.partitions.insert(PartitionKey {
+                            frame: sort.new_frame,
+                            index: *r,
+                        });
+                        w.persisted_bytes += bytes;
+                    }
+                }
+                if replace {
+                    self.drop_frame(frame, out);
+                }
+                let summary = new.summary();
+                self.frames.insert(sort.new_frame, new);
+                out.push(Command::Reply {
+                    request: j.request,
+                    message: ToClient::Persisted(summary),
+                });
+            }
+            None => out.push(Command::Reply {
+                request: j.request,
+                message: ToClient::Error("sort ended without a result".into()),
+            }),
         }
     }
 
@@ -1197,6 +1332,8 @@ impl SchedulerState {
             | TaskOutput::Delivered { .. }
             | TaskOutput::Staged(_)
             | TaskOutput::Committed { .. }
+            | TaskOutput::SortSample { .. }
+            | TaskOutput::LoadedMany(_)
             | TaskOutput::Ok) => {
                 if let Some(job) = task.job {
                     self.on_reduce_output(job, output, out);
@@ -1339,7 +1476,7 @@ impl SchedulerState {
             );
             parts.push(PersistedPartition {
                 rows: input.rows,
-                source: input,
+                source: Some(input),
                 bytes: 0,
                 holder: None,
                 loading: Some(task),
@@ -1507,7 +1644,13 @@ impl SchedulerState {
             if p.loading.is_some() || p.lost.is_some() {
                 continue;
             }
-            let input = p.source.clone();
+            let Some(input) = p.source.clone() else {
+                p.lost = Some(format!(
+                    "partition {} of '{}' (a sorted range) was lost with its worker; sort the frame again",
+                    key.index, frame.name
+                ));
+                continue;
+            };
             let job = self
                 .jobs
                 .iter()
@@ -1632,6 +1775,16 @@ impl SchedulerState {
             });
         }
     }
+}
+
+/// A frame to derive from a persisted one.
+struct Derived {
+    name: String,
+    replace: bool,
+    /// Steps applied to each parent partition.
+    steps: Vec<Step>,
+    /// Parent partitions in the new frame's order (default: same order).
+    order: Option<Vec<usize>>,
 }
 
 fn not_persisted(source: &str) -> String {

@@ -19,7 +19,8 @@ use tracing::{debug, info};
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{
     ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, MailboxKey,
-    PartitionKey, PeerPush, PeerRole, TaskAssignment, TaskKind, TaskOutput, TaskReport, WorkerInfo,
+    PartitionKey, PeerPush, PeerRole, ReduceOp, TaskAssignment, TaskKind, TaskOutput, TaskReport,
+    WorkerInfo,
 };
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
 
@@ -48,6 +49,8 @@ enum Computed {
         key: PartitionKey,
         batches: Vec<RecordBatch>,
     },
+    /// Several partitions to keep (a shuffle's ranges).
+    LoadedMany(Vec<(PartitionKey, Vec<RecordBatch>)>),
 }
 
 #[derive(Message)]
@@ -122,6 +125,16 @@ impl WorkerActor {
             }
         }
         Ok(out)
+    }
+
+    /// Each held partition's batches, by key.
+    fn held_each(
+        &self,
+        keys: &[PartitionKey],
+    ) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, String> {
+        keys.iter()
+            .map(|key| Ok((*key, self.held(std::slice::from_ref(key))?)))
+            .collect()
     }
 
     fn refuse(&mut self, id: u64, error: String) {
@@ -264,18 +277,12 @@ impl Handler<Run> for WorkerActor {
                 TaskKind::PrepareWrite { spec } => spawn_compute(compute, me, id, move || {
                     tasks::prepare_write(&spec).map(Computed::Output)
                 }),
-                TaskKind::WriteParts { partitions, spec } => {
-                    let parts: Result<Vec<_>, String> = partitions
-                        .iter()
-                        .map(|key| Ok((*key, self.held(std::slice::from_ref(key))?)))
-                        .collect();
-                    match parts {
-                        Ok(parts) => spawn_compute(compute, me, id, move || {
-                            tasks::write_parts(&parts, &spec).map(Computed::Output)
-                        }),
-                        Err(error) => self.refuse(id, error),
-                    }
-                }
+                TaskKind::WriteParts { partitions, spec } => match self.held_each(&partitions) {
+                    Ok(parts) => spawn_compute(compute, me, id, move || {
+                        tasks::write_parts(&parts, &spec).map(Computed::Output)
+                    }),
+                    Err(error) => self.refuse(id, error),
+                },
                 TaskKind::CommitWrite { spec, staged } => {
                     spawn_compute(compute, me, id, move || {
                         tasks::commit_write(&spec, &staged).map(Computed::Output)
@@ -284,6 +291,103 @@ impl Handler<Run> for WorkerActor {
                 TaskKind::AbortWrite { spec } => spawn_compute(compute, me, id, move || {
                     tasks::abort_write(&spec).map(Computed::Output)
                 }),
+                TaskKind::Reduce {
+                    partitions,
+                    op: ReduceOp::SortSample { key, sample },
+                } => match self.held_each(&partitions) {
+                    Ok(parts) => spawn_compute(compute, me, id, move || {
+                        tasks::sort_sample(&parts, &key, sample as usize).map(Computed::Output)
+                    }),
+                    Err(error) => self.refuse(id, error),
+                },
+                TaskKind::ShuffleSend {
+                    partitions,
+                    key,
+                    boundaries_ipc,
+                    owners,
+                    job,
+                    tag_base,
+                } => match self.held(&partitions) {
+                    Ok(batches) => {
+                        let peers = self.peers.clone();
+                        let my_id = self.id;
+                        tokio::spawn(async move {
+                            let result = async {
+                                let _permit =
+                                    compute.acquire_owned().await.map_err(|e| e.to_string())?;
+                                let ranges = tokio::task::spawn_blocking(move || {
+                                    tasks::split_ranges(&batches, &key, &boundaries_ipc)
+                                })
+                                .await
+                                .map_err(|e| format!("task panicked: {e}"))??;
+                                let (mut rows, mut bytes) = (0u64, 0u64);
+                                for (r, range) in ranges.into_iter().enumerate() {
+                                    let Some(schema) = range.first().map(|b| b.schema()) else {
+                                        continue;
+                                    };
+                                    let owner =
+                                        owners.get(r).ok_or("sort: a range has no owner")?;
+                                    let mailbox = MailboxKey {
+                                        job,
+                                        tag: tag_base + r as u32,
+                                    };
+                                    rows += range.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                                    if owner.worker == my_id {
+                                        me.send(Delivery {
+                                            mailbox,
+                                            batches: range,
+                                        })
+                                        .await
+                                        .map_err(|e| e.to_string())??;
+                                    } else {
+                                        let push = PeerPush {
+                                            mailbox,
+                                            from_worker: my_id,
+                                        };
+                                        bytes += peers.send(owner, push, &schema, &range).await?;
+                                    }
+                                }
+                                Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
+                            }
+                            .await;
+                            me.do_send(Done { id, result });
+                        });
+                    }
+                    Err(error) => self.refuse(id, error),
+                },
+                TaskKind::ShuffleCollect {
+                    ranges,
+                    key,
+                    job,
+                    tag_base,
+                    frame,
+                } => {
+                    let received: Vec<(u32, Vec<RecordBatch>)> = ranges
+                        .iter()
+                        .map(|r| {
+                            let mailbox = MailboxKey {
+                                job,
+                                tag: tag_base + r,
+                            };
+                            let batches = self
+                                .mailboxes
+                                .remove(&mailbox)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .flatten()
+                                .collect();
+                            (*r, batches)
+                        })
+                        .collect();
+                    spawn_compute(compute, me, id, move || {
+                        let mut sorted = Vec::with_capacity(received.len());
+                        for (r, batches) in received {
+                            let batches = tasks::sort_range(&batches, &key)?;
+                            sorted.push((PartitionKey { frame, index: r }, batches));
+                        }
+                        Ok(Computed::LoadedMany(sorted))
+                    })
+                }
                 TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
                     Ok(batches) => spawn_compute(compute, me, id, move || {
                         tasks::reduce(&batches, &op).map(Computed::Output)
@@ -342,6 +446,33 @@ impl Handler<Done> for WorkerActor {
                         output: TaskOutput::Loaded { key, rows, bytes },
                     },
                     Err(error) => TaskReport::Failed { id, error },
+                }
+            }
+            Ok(Computed::LoadedMany(parts)) => {
+                let mut kept: Vec<(PartitionKey, u64, u64)> = Vec::with_capacity(parts.len());
+                let mut failure = None;
+                for (key, batches) in parts {
+                    match self.store.insert(&self.name, key, batches) {
+                        Ok((rows, bytes)) => kept.push((key, rows, bytes)),
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
+                match failure {
+                    Some(error) => {
+                        for (key, _, _) in kept {
+                            self.store.remove(&key);
+                        }
+                        TaskReport::Failed { id, error }
+                    }
+                    None => TaskReport::Finished {
+                        id,
+                        output: TaskOutput::LoadedMany(
+                            kept.into_iter().map(|(k, r, b)| (k.index, r, b)).collect(),
+                        ),
+                    },
                 }
             }
             Err(error) => TaskReport::Failed { id, error },

@@ -4,8 +4,9 @@
 use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
 use stratus_protocol::messages::{
-    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition, PartitionKey,
-    RangeHistogramWire, ReduceOp, RowGroupMeta, StagedFileWire, Step, TaskOutput, WriteSpec,
+    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition,
+    PartitionBoundsWire, PartitionKey, RangeHistogramWire, ReduceOp, RowGroupMeta, StagedFileWire,
+    Step, TaskOutput, WriteSpec,
 };
 
 fn to_spec(p: &ParquetPartition) -> PartitionSpec {
@@ -184,6 +185,84 @@ pub fn abort_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
     Ok(TaskOutput::Ok)
 }
 
+/// Sort-key bounds of each partition and a key sample over all of them.
+pub fn sort_sample(
+    parts: &[(PartitionKey, Vec<RecordBatch>)],
+    key: &str,
+    sample: usize,
+) -> Result<TaskOutput, String> {
+    use stratus_engine::sort;
+    let mut partitions = Vec::with_capacity(parts.len());
+    let mut samples = Vec::with_capacity(parts.len());
+    let per_partition = sample.div_ceil(parts.len().max(1)).max(1);
+    for (k, batches) in parts {
+        let bounds = sort::key_bounds(batches, key).map_err(|e| e.to_string())?;
+        let bounds_ipc = match bounds {
+            Some((min, max)) => {
+                let batch = RecordBatch::try_from_iter([("min", min), ("max", max)])
+                    .map_err(|e| e.to_string())?;
+                Some(
+                    stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch])
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        partitions.push(PartitionBoundsWire {
+            index: k.index,
+            bounds_ipc,
+            invalid: sort::invalid_count(batches, key).map_err(|e| e.to_string())? as u64,
+        });
+        samples.push(sort::sample_keys(batches, key, per_partition).map_err(|e| e.to_string())?);
+    }
+    let merged = samples
+        .iter()
+        .find(|s| s.data_type() != &arrow_schema::DataType::Null)
+        .map(|first| {
+            let typed: Vec<&dyn arrow_array::Array> = samples
+                .iter()
+                .filter(|s| s.data_type() == first.data_type())
+                .map(|s| s.as_ref())
+                .collect();
+            arrow_select::concat::concat(&typed)
+        })
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let sample_ipc = match merged {
+        Some(array) => {
+            let batch =
+                RecordBatch::try_from_iter([("sample", array)]).map_err(|e| e.to_string())?;
+            stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch])
+                .map_err(|e| e.to_string())?
+        }
+        None => Vec::new(),
+    };
+    Ok(TaskOutput::SortSample {
+        partitions,
+        sample_ipc,
+    })
+}
+
+/// Split batches by key ranges: one list of batches per range.
+pub fn split_ranges(
+    batches: &[RecordBatch],
+    key: &str,
+    boundaries_ipc: &[u8],
+) -> Result<Vec<Vec<RecordBatch>>, String> {
+    let (_, b) = stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(boundaries_ipc))
+        .map_err(|e| e.to_string())?;
+    let boundaries = b
+        .first()
+        .map(|b| b.column(0).clone())
+        .ok_or("sort: no boundaries")?;
+    stratus_engine::sort::split_by_ranges(batches, key, &boundaries).map_err(|e| e.to_string())
+}
+
+/// Sort what arrived for one range.
+pub fn sort_range(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>, String> {
+    stratus_engine::sort::sort_batches(batches, key).map_err(|e| e.to_string())
+}
+
 /// A worker-level reduction over the batches of the partitions it holds.
 pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, String> {
     use stratus_engine::describe;
@@ -228,6 +307,7 @@ pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, Stri
             }
             Ok(TaskOutput::Histograms(out))
         }
+        ReduceOp::SortSample { .. } => Err("sort samples need partitions one by one".into()),
         ReduceOp::MemoryUsage => {
             let Some(first) = batches.first() else {
                 return Ok(TaskOutput::ColumnBytes(Vec::new()));
