@@ -58,17 +58,51 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn duckdb_baseline(source: &str) -> Option<(f64, f64)> {
+/// CPU seconds (user + system) used so far by these processes.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let rest = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            let ticks: u64 =
+                rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .sum()
+}
+
+/// DuckDB on the same files: count, load, then on the loaded table exact
+/// describe, daily means, year/month counts, sort by day, Parquet write.
+fn duckdb_baseline(source: &str, dest: &str) -> Option<Vec<f64>> {
     let script = format!(
         r#"
-import time, duckdb
+import time, duckdb, shutil
 con = duckdb.connect()
 con.execute("SET threads TO 2")
 con.execute("SET enable_progress_bar = false")
 src = "{source}/year=*/month=*/*.parquet"
-t = time.perf_counter(); con.execute(f"SELECT count(*) FROM read_parquet('{{src}}', hive_partitioning=true)").fetchall(); a = time.perf_counter() - t
-t = time.perf_counter(); con.execute(f"CREATE TABLE isd AS SELECT * FROM read_parquet('{{src}}', hive_partitioning=true)"); b = time.perf_counter() - t
-print(a, b)
+def t(sql):
+    s = time.perf_counter(); con.execute(sql).fetchall(); return time.perf_counter() - s
+out = []
+out.append(t(f"SELECT count(*) FROM read_parquet('{{src}}', hive_partitioning=true)"))
+out.append(t(f"CREATE TABLE isd AS SELECT *, date_trunc('day', datetime) AS date FROM read_parquet('{{src}}', hive_partitioning=true)"))
+cols = [c for (c, ty) in con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'isd'").fetchall() if ty in ('DOUBLE', 'INTEGER', 'BIGINT')]
+parts = []
+for c in cols:
+    f = f"FILTER (WHERE {{c}} IS NOT NULL AND NOT isnan({{c}}::DOUBLE))"
+    parts += [f"count({{c}}) {{f}}", f"avg({{c}}) {{f}}", f"stddev_samp({{c}}) {{f}}", f"min({{c}}) {{f}}", f"quantile_cont({{c}}, [0.25, 0.5, 0.75]) {{f}}", f"max({{c}}) {{f}}"]
+out.append(t("SELECT " + ", ".join(parts) + " FROM isd"))
+means = ", ".join(f"avg({{c}})" for c in cols)
+out.append(t(f"SELECT date, {{means}} FROM isd GROUP BY date ORDER BY date"))
+out.append(t("SELECT year, month, count(*) FROM isd GROUP BY year, month ORDER BY year, month"))
+out.append(t("CREATE TABLE sorted AS SELECT * FROM isd ORDER BY date"))
+shutil.rmtree("{dest}", ignore_errors=True)
+out.append(t("COPY isd TO '{dest}' (FORMAT parquet, PARTITION_BY (year, month))"))
+print(" ".join(str(x) for x in out))
 "#
     );
     let out = Command::new("python3")
@@ -76,15 +110,18 @@ print(a, b)
         .output()
         .ok()?;
     if !out.status.success() {
+        eprintln!(
+            "DuckDB baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text
-        .lines()
+    text.lines()
         .last()?
         .split_whitespace()
-        .map(|x| x.parse::<f64>().ok());
-    Some((it.next()??, it.next()??))
+        .map(|x| x.parse::<f64>().ok())
+        .collect()
 }
 
 /// Bytes each column costs in RAM once read (all partitions, in this process).
@@ -188,7 +225,53 @@ fn main() {
             client.len("isd").await.expect("len");
         }
         let plen_client = secs(start.elapsed()) / 100.0;
-        let rss: Vec<u64> = cluster.worker_pids().into_iter().map(peak_rss).collect();
+                let rss: Vec<u64> = cluster.worker_pids().into_iter().map(peak_rss).collect();
+
+        // The analysis steps on the persisted frame (with the day column).
+        let pids = cluster.worker_pids();
+        let isd = client
+            .read_parquet(&source)
+            .with_column("date", stratus::col("datetime").floor(stratus::TruncUnit::Day));
+        let (isd, _) = isd.persist_with("isd_d", true).await.expect("persist with date");
+        let mut steps: Vec<(&str, f64, f64)> = Vec::new();
+        let mut timed = |name: &'static str, seconds: f64, cpu: f64| steps.push((name, seconds, cpu));
+        let cpu0 = cpu_seconds(&pids);
+        let start = Instant::now();
+        isd.describe().await.expect("describe");
+        let cpu1 = cpu_seconds(&pids);
+        timed("describe (exact, 16 columns)", secs(start.elapsed()), cpu1 - cpu0);
+        let start = Instant::now();
+        let daily = isd.groupby(&["date"]).mean().await.expect("daily means");
+        let cpu2 = cpu_seconds(&pids);
+        timed("groupby(date).mean()", secs(start.elapsed()), cpu2 - cpu1);
+        let start = Instant::now();
+        isd.groupby(&["year", "month"]).count().await.expect("counts");
+        let cpu3 = cpu_seconds(&pids);
+        timed("groupby([year, month]).count()", secs(start.elapsed()), cpu3 - cpu2);
+        let start = Instant::now();
+        isd.sort_by("date", "isd_by_date").await.expect("sort by date");
+        let cpu4 = cpu_seconds(&pids);
+        timed("sort by date (ranged: no data moved)", secs(start.elapsed()), cpu4 - cpu3);
+        let start = Instant::now();
+        isd.memory_usage().await.expect("memory usage");
+        let cpu5 = cpu_seconds(&pids);
+        timed("memory_usage()", secs(start.elapsed()), cpu5 - cpu4);
+        let dest = dir.join("written");
+        let start = Instant::now();
+        isd.to_parquet(&dest.display().to_string(), &["year", "month"], true)
+            .await
+            .expect("write");
+        let cpu6 = cpu_seconds(&pids);
+        timed("write Parquet (year/month)", secs(start.elapsed()), cpu6 - cpu5);
+        client.unpersist("isd_by_date").await.expect("unpersist");
+        let start = Instant::now();
+        let (_, shuffled) = isd.sort_by("temperature", "isd_by_temp").await.expect("shuffle sort");
+        let shuffle = secs(start.elapsed());
+        let cpu7 = cpu_seconds(&pids);
+        timed("sort by temperature (shuffle)", shuffle, cpu7 - cpu6);
+        // With 2 workers and ranges spread evenly, about half the bytes cross.
+        let moved = shuffled.bytes as f64 / 2.0;
+
 
         let r = rows as f64;
         println!("| step | CLI end to end (s) | client (s) | rows/s (client) |");
@@ -213,22 +296,46 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        println!(
+                println!(
             "total peak RSS of workers: {}",
             format_bytes(rss.iter().sum())
         );
-        client.close().await;
+        println!("\n| analysis step on {rows} persisted rows | seconds | worker CPU-s | rows/s per core |");
+        println!("|---|---|---|---|");
+        for (name, seconds, cpu) in &steps {
+            println!("| {name} | {seconds:.3} | {cpu:.2} | {:.3e} |", r / seconds / 2.0);
+        }
+        println!(
+            "daily means: {} days; shuffle moved ~{} ({:.2} GB/s, {:.2} CPU-s per GiB moved, both ends and the sort)",
+            daily.num_rows(),
+            format_bytes(moved as u64),
+            moved / shuffle / 1e9,
+            (cpu7 - cpu6) / (moved / (1u64 << 30) as f64)
+        );
+                client.close().await;
         drop(cluster);
-        let _ = std::fs::remove_dir_all(&dir);
 
-        match duckdb_baseline(&source) {
-            Some((count, load)) => println!(
-                "DuckDB (2 threads, same files, same run): count {count:.4} s, load into a table {load:.3} s -> Stratus/DuckDB: len {:.2}x, persist {:.2}x",
-                len_client / count,
-                persist / load
-            ),
+
+                match duckdb_baseline(&source, &dir.join("duck-written").display().to_string()) {
+            Some(d) => {
+                println!(
+                    "DuckDB (2 threads, same files, same run): count {:.4} s, load into a table {:.3} s -> Stratus/DuckDB: len {:.2}x, persist {:.2}x",
+                    d[0], d[1], len_client / d[0], persist / d[1]
+                );
+                let names = ["exact describe", "daily means", "year/month counts", "sort by day", "write Parquet"];
+                let ours = [steps[0].1, steps[1].1, steps[2].1, steps[3].1, steps[5].1];
+                for (i, name) in names.iter().enumerate() {
+                    println!(
+                        "  {name}: DuckDB {:.3} s, Stratus {:.3} s -> Stratus/DuckDB {:.2}x",
+                        d[i + 2],
+                        ours[i],
+                        ours[i] / d[i + 2]
+                    );
+                }
+            }
             None => println!("DuckDB baseline skipped (pip install duckdb to run it)"),
         }
+        let _ = std::fs::remove_dir_all(&dir);
     });
 
     println!("\nRAM per column once persisted (Arrow buffers):");

@@ -708,6 +708,15 @@ async fn demo(
         elapsed(start)
     );
 
+        let start = Instant::now();
+    let (_, sorted) = isd.sort_by("date", "isd_by_date").await?;
+    println!(
+        "   set_index(date): {} rows in {} partitions, sorted  [{}]",
+        sorted.rows,
+        sorted.partitions,
+        elapsed(start)
+    );
+
     let start = Instant::now();
     let prepared = isd
         .clone()
