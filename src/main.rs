@@ -708,7 +708,7 @@ async fn demo(
         elapsed(start)
     );
 
-        let start = Instant::now();
+    let start = Instant::now();
     let (_, sorted) = isd.sort_by("date", "isd_by_date").await?;
     println!(
         "   set_index(date): {} rows in {} partitions, sorted  [{}]",
