@@ -28,6 +28,40 @@ pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec
     Ok(out)
 }
 
+/// Encode batches as the buffers of one Arrow IPC stream, without copying
+/// column data: the returned chunks are message headers and the column
+/// buffers themselves, ready for `quinn::SendStream::write_all_chunks`.
+pub fn encode_chunks(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<bytes::Bytes>> {
+    let err = |e: arrow_schema::ArrowError| ProtocolError::Ipc(e.to_string());
+    let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(schema).map_err(err)?;
+    let mut out = Vec::new();
+    let wrap = |b: Buffer| bytes::Bytes::from_owner(BufferBytes(b));
+    for batch in batches {
+        out.extend(encoder.encode(batch).map_err(err)?.into_iter().map(wrap));
+    }
+    out.extend(encoder.finish().map_err(err)?.into_iter().map(wrap));
+    Ok(out)
+}
+
+/// An Arrow buffer as the owner of a `bytes::Bytes` (keeps it alive, no copy).
+struct BufferBytes(Buffer);
+
+impl AsRef<[u8]> for BufferBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// Join received chunks into one 64-byte-aligned buffer: one copy, sized once.
+pub fn assemble(chunks: &[bytes::Bytes]) -> Buffer {
+    let total = chunks.iter().map(|c| c.len()).sum();
+    let mut out = arrow_buffer::MutableBuffer::with_capacity(total);
+    for c in chunks {
+        out.extend_from_slice(c);
+    }
+    out.into()
+}
+
 /// Encode just a schema (an empty IPC stream).
 pub fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>> {
     encode_batches(schema, &[])

@@ -321,12 +321,15 @@ impl Handler<Run> for WorkerActor {
                                 .await
                                 .map_err(|e| format!("task panicked: {e}"))??;
                                 let (mut rows, mut bytes) = (0u64, 0u64);
+                                // Deliveries to peers run concurrently (each waits
+                                // for its acknowledgement); ours go to our actor.
+                                let mut sends = tokio::task::JoinSet::new();
                                 for (r, range) in ranges.into_iter().enumerate() {
                                     let Some(schema) = range.first().map(|b| b.schema()) else {
                                         continue;
                                     };
                                     let owner =
-                                        owners.get(r).ok_or("sort: a range has no owner")?;
+                                        owners.get(r).ok_or("sort: a range has no owner")?.clone();
                                     let mailbox = MailboxKey {
                                         job,
                                         tag: tag_base + r as u32,
@@ -344,8 +347,15 @@ impl Handler<Run> for WorkerActor {
                                             mailbox,
                                             from_worker: my_id,
                                         };
-                                        bytes += peers.send(owner, push, &schema, &range).await?;
+                                        let peers = peers.clone();
+                                        sends.spawn(async move {
+                                            peers.send(&owner, push, &schema, &range).await
+                                        });
                                     }
+                                }
+                                while let Some(sent) = sends.join_next().await {
+                                    bytes +=
+                                        sent.map_err(|e| format!("delivery panicked: {e}"))??;
                                 }
                                 Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
                             }

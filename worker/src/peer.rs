@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
 use tracing::{debug, warn};
 
@@ -134,10 +133,11 @@ impl PeerService {
         send_message(&mut send, &push, &peer)
             .await
             .map_err(|e| e.to_string())?;
-        let ipc =
-            stratus_protocol::ipc::encode_batches(schema, batches).map_err(|e| e.to_string())?;
-        let bytes = ipc.len() as u64;
-        send.write_all(&ipc)
+        // Column buffers go out as they are: no copy into one message.
+        let mut chunks =
+            stratus_protocol::ipc::encode_chunks(schema, batches).map_err(|e| e.to_string())?;
+        let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+        send.write_all_chunks(&mut chunks)
             .await
             .map_err(|e| format!("{peer}: send failed: {e}"))?;
         send.finish().map_err(|e| format!("{peer}: {e}"))?;
@@ -167,20 +167,33 @@ async fn receive(
         return Ok(());
     };
     let push: PeerPush = to_owned(access::<ArchivedPeerPush>(&frame, peer)?, peer)?;
-    let data = recv
-        .read_to_end(MAX_DELIVERY_BYTES)
-        .await
-        .map_err(|e| ProtocolError::Peer {
-            peer: peer.to_string(),
-            what: format!("delivery cut short: {e}"),
-        })?;
-    // Arrow's decoder needs 8-byte aligned buffers: copy only if the
-    // allocation is not (it is with mimalloc).
-    let buffer = if (data.as_ptr() as usize).is_multiple_of(8) {
-        Buffer::from_vec(data)
-    } else {
-        Buffer::from(data.as_slice())
-    };
+    // Collect the stream's chunks, then assemble them once into an aligned
+    // buffer (the one copy on the receiving side); decoding is zero-copy.
+    let mut chunks = Vec::new();
+    let mut total = 0usize;
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                total += chunk.bytes.len();
+                if total > MAX_DELIVERY_BYTES {
+                    return Err(ProtocolError::Peer {
+                        peer: peer.to_string(),
+                        what: format!("delivery larger than {MAX_DELIVERY_BYTES} bytes"),
+                    });
+                }
+                chunks.push(chunk.bytes);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ProtocolError::Peer {
+                    peer: peer.to_string(),
+                    what: format!("delivery cut short: {e}"),
+                })
+            }
+        }
+    }
+    let buffer = stratus_protocol::ipc::assemble(&chunks);
+    drop(chunks);
     let outcome = match stratus_protocol::ipc::decode_batches(buffer) {
         Ok((_, batches)) => deliver(push.mailbox, push.from_worker, batches).await,
         Err(e) => Err(format!("bad Arrow IPC from {peer}: {e}")),
