@@ -335,6 +335,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli).await?;
             let start = Instant::now();
             let verbose = cli.verbose > 0;
+            // SAFETY: isatty only inspects a file descriptor.
+            let terminal = unsafe { libc::isatty(2) } == 1;
             let mut shown = 0;
             let summary = client
                 .persist(
@@ -344,15 +346,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     columns.clone(),
                     steps,
                     &mut |stage, done, total| {
-                        // A line per tenth of the work, not per partition.
-                        let tenth = done * 10 / total.max(1);
-                        if verbose && tenth > shown {
-                            shown = tenth;
+                        if terminal {
+                            // A bar on stderr, redrawn in place.
+                            let width = 30;
+                            let filled = (done * width / total.max(1)) as usize;
+                            eprint!(
+                                "\r{stage} [{}{}] {done}/{total} partitions",
+                                "#".repeat(filled),
+                                ".".repeat(width as usize - filled)
+                            );
+                        } else if verbose && done * 10 / total.max(1) > shown {
+                            // Plain lines, one per tenth of the work.
+                            shown = done * 10 / total.max(1);
                             eprintln!("{stage}: {done}/{total} partitions");
                         }
                     },
                 )
                 .await?;
+            if terminal {
+                eprint!("\r\x1b[2K");
+            }
             println!(
                 "{}: {} rows, {} partitions, {}",
                 summary.name,
