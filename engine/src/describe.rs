@@ -259,19 +259,7 @@ impl PassTwo {
 
 /// Whether describe covers this type (integers and floats).
 pub fn is_describable(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-    )
+    stratus_plan::is_numeric(dt)
 }
 
 /// The describable columns of a schema, in schema order (what `describe()` covers when no

@@ -296,19 +296,7 @@ fn find_field<'a>(schema: &'a Schema, name: &str) -> Result<&'a Field> {
 }
 
 fn is_numeric(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-    )
+    stratus_plan::is_numeric(dt)
 }
 
 /// Type of a key in partials and results.

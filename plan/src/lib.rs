@@ -345,9 +345,23 @@ fn err<T>(message: String) -> Result<T, PlanError> {
     Err(PlanError(message))
 }
 
-/// Whether a type is an integer or float.
+/// Whether a type is an integer or float the kernels compute on (every
+/// integer width, Float32, Float64; not Float16 or decimals). The one
+/// definition of "numeric" for describe, group-by and fillna.
 pub fn is_numeric(dt: &DataType) -> bool {
-    dt.is_integer() || dt.is_floating()
+    matches!(
+        dt,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+    )
 }
 
 fn is_temporal(dt: &DataType) -> bool {
