@@ -39,6 +39,17 @@ pub enum ReduceJob {
 /// Partitions of the frame by the worker holding them.
 pub type Holders = BTreeMap<u64, Vec<PartitionKey>>;
 
+/// One task per holder, over the partitions it holds.
+fn per_holder(
+    holders: &Holders,
+    kind: impl Fn(&Vec<PartitionKey>) -> TaskKind,
+) -> Vec<(u64, TaskKind)> {
+    holders
+        .iter()
+        .map(|(w, partitions)| (*w, kind(partitions)))
+        .collect()
+}
+
 impl ReduceJob {
     /// The tasks of the next round, by worker, or None when the answer is
     /// ready. `peer` tells how to reach a worker for data.
@@ -55,18 +66,10 @@ impl ReduceJob {
             ReduceJob::Write(w) => return w.round_tasks(holders),
             ReduceJob::Sort(s) => return s.round_tasks(job, holders, peer),
         }?;
-        Some(
-            holders
-                .iter()
-                .map(|(w, partitions)| {
-                    let kind = TaskKind::Reduce {
-                        partitions: partitions.clone(),
-                        op: op.clone(),
-                    };
-                    (*w, kind)
-                })
-                .collect(),
-        )
+        Some(per_holder(holders, |partitions| TaskKind::Reduce {
+            partitions: partitions.clone(),
+            op: op.clone(),
+        }))
     }
 
     /// Whether the answer is ready (no more rounds).
@@ -199,18 +202,10 @@ impl WriteJob {
         let spec = self.spec.clone();
         match self.stage {
             WriteStage::Prepare => Some(vec![(first, TaskKind::PrepareWrite { spec })]),
-            WriteStage::Write => Some(
-                holders
-                    .iter()
-                    .map(|(w, partitions)| {
-                        let kind = TaskKind::WriteParts {
-                            partitions: partitions.clone(),
-                            spec: spec.clone(),
-                        };
-                        (*w, kind)
-                    })
-                    .collect(),
-            ),
+            WriteStage::Write => Some(per_holder(holders, |partitions| TaskKind::WriteParts {
+                partitions: partitions.clone(),
+                spec: spec.clone(),
+            })),
             WriteStage::Commit => Some(vec![(
                 first,
                 TaskKind::CommitWrite {
@@ -313,20 +308,12 @@ impl GroupByJob {
                 self.root = root;
                 self.expect = holders.len() as u32;
                 let mailbox = self.mailbox(job);
-                Some(
-                    holders
-                        .iter()
-                        .map(|(w, partitions)| {
-                            let kind = TaskKind::GroupByPartial {
-                                partitions: partitions.clone(),
-                                spec: self.spec.clone(),
-                                mailbox,
-                                deliver_to: deliver_to.clone(),
-                            };
-                            (*w, kind)
-                        })
-                        .collect(),
-                )
+                Some(per_holder(holders, |partitions| TaskKind::GroupByPartial {
+                    partitions: partitions.clone(),
+                    spec: self.spec.clone(),
+                    mailbox,
+                    deliver_to: deliver_to.clone(),
+                }))
             }
             GroupByStage::Final => Some(vec![(
                 self.root,
@@ -669,43 +656,27 @@ impl SortJob {
         peer: &dyn Fn(u64) -> Option<PeerRef>,
     ) -> Option<Vec<(u64, TaskKind)>> {
         match &self.stage {
-            SortStage::Sample => Some(
-                holders
-                    .iter()
-                    .map(|(w, partitions)| {
-                        let kind = TaskKind::Reduce {
-                            partitions: partitions.clone(),
-                            op: ReduceOp::SortSample {
-                                key: self.key.clone(),
-                                sample: 4096,
-                            },
-                        };
-                        (*w, kind)
-                    })
-                    .collect(),
-            ),
+            SortStage::Sample => Some(per_holder(holders, |partitions| TaskKind::Reduce {
+                partitions: partitions.clone(),
+                op: ReduceOp::SortSample {
+                    key: self.key.clone(),
+                    sample: 4096,
+                },
+            })),
             SortStage::Send => {
                 let workers: Vec<u64> = holders.keys().copied().collect();
                 let ranges = self.ranges();
                 self.owners = (0..ranges).map(|r| workers[r % workers.len()]).collect();
                 let owners: Option<Vec<PeerRef>> = self.owners.iter().map(|w| peer(*w)).collect();
                 let owners = owners?;
-                Some(
-                    holders
-                        .iter()
-                        .map(|(w, partitions)| {
-                            let kind = TaskKind::ShuffleSend {
-                                partitions: partitions.clone(),
-                                key: self.key.clone(),
-                                boundaries_ipc: self.boundaries_ipc.clone(),
-                                owners: owners.clone(),
-                                job,
-                                tag_base: self.tag_base(),
-                            };
-                            (*w, kind)
-                        })
-                        .collect(),
-                )
+                Some(per_holder(holders, |partitions| TaskKind::ShuffleSend {
+                    partitions: partitions.clone(),
+                    key: self.key.clone(),
+                    boundaries_ipc: self.boundaries_ipc.clone(),
+                    owners: owners.clone(),
+                    job,
+                    tag_base: self.tag_base(),
+                }))
             }
             SortStage::Collect => {
                 let mut by_owner: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
