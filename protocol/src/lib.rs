@@ -3,13 +3,15 @@
 //! This crate owns everything that crosses a process boundary: the rkyv control
 //! messages ([`messages`]), their length-prefixed framing and validation
 //! ([`framing`]), Arrow IPC table data ([`ipc`]), TLS material ([`tls`]), QUIC
-//! endpoint setup ([`transport`]) and the scheduler file that tells clients and
+//! endpoint setup ([`transport`]), statistics of live QUIC connections for
+//! metrics ([`netstats`]) and the scheduler file that tells clients and
 //! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
 //! scheduling or compute.
 
 pub mod framing;
 pub mod ipc;
 pub mod messages;
+pub mod netstats;
 pub mod scheduler_file;
 pub mod tls;
 pub mod transport;
@@ -17,7 +19,7 @@ pub mod units;
 
 /// Version of the control protocol. Peers with a different version are refused
 /// at the handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version of the Stratus release these binaries belong to.
 pub const STRATUS_VERSION: &str = env!("CARGO_PKG_VERSION");

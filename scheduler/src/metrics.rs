@@ -1,18 +1,40 @@
 //! Prometheus metrics of the scheduler (names per Prometheus conventions:
-//! `stratus_` prefix, base units, `_total` for counters).
+//! `stratus_` prefix, base units, `_total` for counters; the metric contract
+//! is in ARCHITECTURE.md). Other modules register their own families into
+//! [`Metrics::registry`].
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use stratus_protocol::netstats::ConnectionTracker;
+use stratus_protocol::STRATUS_VERSION;
 
 use crate::state::SchedulerState;
+
+/// Buckets of client request durations: 1 ms to 10 minutes.
+const REQUEST_SECONDS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
 
 /// The scheduler's metric families.
 pub struct Metrics {
     registry: Registry,
+    info: IntGaugeVec,
     workers: IntGauge,
     threads: IntGauge,
     worker_memory_limit: IntGaugeVec,
     worker_memory_used: IntGaugeVec,
-    worker_persisted: IntGaugeVec,
+    worker_persisted_partitions: IntGaugeVec,
+    worker_persisted_bytes: IntGaugeVec,
+    worker_running_tasks: IntGaugeVec,
     tasks: IntGaugeVec,
     tasks_done: IntCounterVec,
     persisted_frames: IntGauge,
@@ -20,30 +42,33 @@ pub struct Metrics {
     persisted_bytes: IntGauge,
     jobs: IntGauge,
     requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    connections: ConnectionTracker,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 /// Advance a counter to `total` (the state keeps the running totals).
@@ -58,13 +83,17 @@ fn advance(counter: &IntCounterVec, label: &str, total: u64) {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = counter_vec(
-            &registry,
-            "stratus_client_requests_total",
-            "Client requests by kind and outcome.",
-            &["kind", "outcome"],
-        );
+        let connections = ConnectionTracker::new();
+        registry
+            .register(Box::new(QuicCollector::new(connections.clone())))
+            .expect("metric names are unique");
         Metrics {
+            info: gauge_vec(
+                &registry,
+                "stratus_info",
+                "The cluster: scheduler address, dashboard URL, head node host and version (always 1).",
+                &["version", "address", "dashboard", "head_node"],
+            ),
             workers: gauge(&registry, "stratus_workers", "Registered workers."),
             threads: gauge(
                 &registry,
@@ -73,20 +102,32 @@ impl Metrics {
             ),
             worker_memory_limit: gauge_vec(
                 &registry,
-                "stratus_worker_memory_limit_bytes",
+                "stratus_cluster_worker_memory_limit_bytes",
                 "Memory limit of each worker.",
                 &["worker"],
             ),
             worker_memory_used: gauge_vec(
                 &registry,
-                "stratus_worker_memory_used_bytes",
-                "Memory held by each worker's persisted partitions (last heartbeat).",
+                "stratus_cluster_worker_memory_used_bytes",
+                "Memory held by each worker's persisted partitions (its last heartbeat).",
                 &["worker"],
             ),
-            worker_persisted: gauge_vec(
+            worker_persisted_partitions: gauge_vec(
                 &registry,
-                "stratus_worker_persisted_partitions",
-                "Persisted partitions held by each worker.",
+                "stratus_cluster_worker_persisted_partitions",
+                "Persisted partitions each worker holds.",
+                &["worker"],
+            ),
+            worker_persisted_bytes: gauge_vec(
+                &registry,
+                "stratus_cluster_worker_persisted_bytes",
+                "Bytes of the persisted partitions each worker holds.",
+                &["worker"],
+            ),
+            worker_running_tasks: gauge_vec(
+                &registry,
+                "stratus_cluster_worker_running_tasks",
+                "Tasks placed on each worker and not yet reported.",
                 &["worker"],
             ),
             tasks: gauge_vec(
@@ -117,14 +158,53 @@ impl Metrics {
                 "stratus_jobs_in_progress",
                 "Client jobs running.",
             ),
-            requests,
+            requests: counter_vec(
+                &registry,
+                "stratus_client_requests_total",
+                "Client requests answered, by kind and outcome (ok, error).",
+                &["kind", "outcome"],
+            ),
+            request_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "stratus_request_duration_seconds",
+                        "Time from a client request's arrival to its answer, by kind.",
+                    )
+                    .buckets(REQUEST_SECONDS.to_vec()),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            connections,
             registry,
         }
     }
 
-    /// Count a client request by kind and outcome.
-    pub fn count_request(&self, kind: &str, outcome: &str) {
+    /// The registry, for families registered elsewhere (runs).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The QUIC connections this scheduler serves (workers and clients).
+    pub fn connections(&self) -> &ConnectionTracker {
+        &self.connections
+    }
+
+    /// Describe this scheduler in `stratus_info`.
+    pub fn set_identity(&self, address: &str, dashboard: &str, head_node: &str) {
+        self.info.reset();
+        self.info
+            .with_label_values(&[STRATUS_VERSION, address, dashboard, head_node])
+            .set(1);
+    }
+
+    /// Count an answered client request and observe how long it took.
+    pub fn finish_request(&self, kind: &str, outcome: &str, elapsed: Duration) {
         self.requests.with_label_values(&[kind, outcome]).inc();
+        self.request_seconds
+            .with_label_values(&[kind])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Refresh gauges from the state.
@@ -132,20 +212,28 @@ impl Metrics {
         self.workers.set(state.workers().count() as i64);
         self.threads
             .set(state.workers().map(|w| w.info.nthreads as i64).sum());
-        self.worker_memory_limit.reset();
-        self.worker_memory_used.reset();
-        self.worker_persisted.reset();
+        let per_worker = [
+            &self.worker_memory_limit,
+            &self.worker_memory_used,
+            &self.worker_persisted_partitions,
+            &self.worker_persisted_bytes,
+            &self.worker_running_tasks,
+        ];
+        for family in per_worker {
+            family.reset();
+        }
         for w in state.workers() {
             let label = [w.info.name.as_str()];
-            self.worker_memory_limit
-                .with_label_values(&label)
-                .set(w.info.memory_limit as i64);
-            self.worker_memory_used
-                .with_label_values(&label)
-                .set(w.memory_used as i64);
-            self.worker_persisted
-                .with_label_values(&label)
-                .set(w.partitions.len() as i64);
+            let values = [
+                w.info.memory_limit as i64,
+                w.memory_used as i64,
+                w.partitions.len() as i64,
+                w.persisted_bytes as i64,
+                w.running.len() as i64,
+            ];
+            for (family, value) in per_worker.iter().zip(values) {
+                family.with_label_values(&label).set(value);
+            }
         }
         let (queued, running) = state.task_counts();
         self.tasks.with_label_values(&["queued"]).set(queued as i64);
@@ -183,5 +271,115 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// QUIC statistics, read from the tracked connections at every scrape.
+/// (The worker has the same families; keep the two in step.)
+struct QuicCollector {
+    connections: ConnectionTracker,
+    open: IntGaugeVec,
+    rtt: GaugeVec,
+    lost: IntCounterVec,
+    sent: IntCounterVec,
+    received: IntCounterVec,
+    /// One scrape at a time: each refills the families before reading them.
+    scrape: Mutex<()>,
+}
+
+impl QuicCollector {
+    fn new(connections: ConnectionTracker) -> Self {
+        let opts = Opts::new;
+        QuicCollector {
+            connections,
+            open: IntGaugeVec::new(
+                opts("stratus_quic_connections", "Open QUIC connections by peer kind."),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            rtt: GaugeVec::new(
+                opts(
+                    "stratus_quic_rtt_seconds",
+                    "Smoothed round-trip time of each live QUIC connection.",
+                ),
+                &["peer_kind", "peer"],
+            )
+            .expect("valid metric"),
+            lost: IntCounterVec::new(
+                opts(
+                    "stratus_quic_lost_packets_total",
+                    "Packets lost on each live QUIC connection.",
+                ),
+                &["peer_kind", "peer"],
+            )
+            .expect("valid metric"),
+            sent: IntCounterVec::new(
+                opts(
+                    "stratus_network_sent_bytes_total",
+                    "UDP bytes sent on QUIC connections, by peer kind (closed connections included).",
+                ),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            received: IntCounterVec::new(
+                opts(
+                    "stratus_network_received_bytes_total",
+                    "UDP bytes received on QUIC connections, by peer kind (closed connections included).",
+                ),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+impl Collector for QuicCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            self.open.desc(),
+            self.rtt.desc(),
+            self.lost.desc(),
+            self.sent.desc(),
+            self.received.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.connections.snapshot();
+        // Counters are refilled from quinn's own counts: reset, then add.
+        for family in [&self.lost, &self.sent, &self.received] {
+            family.reset();
+        }
+        self.rtt.reset();
+        for (kind, open) in &snapshot.connections {
+            self.open
+                .with_label_values(&[kind.as_str()])
+                .set(*open as i64);
+        }
+        for p in &snapshot.peers {
+            let labels = [p.peer_kind.as_str(), p.peer.as_str()];
+            self.rtt.with_label_values(&labels).set(p.rtt.as_secs_f64());
+            self.lost.with_label_values(&labels).inc_by(p.lost_packets);
+        }
+        for (kind, traffic) in &snapshot.traffic {
+            let label = [kind.as_str()];
+            self.sent
+                .with_label_values(&label)
+                .inc_by(traffic.sent_bytes);
+            self.received
+                .with_label_values(&label)
+                .inc_by(traffic.received_bytes);
+        }
+        [
+            self.open.collect(),
+            self.rtt.collect(),
+            self.lost.collect(),
+            self.sent.collect(),
+            self.received.collect(),
+        ]
+        .concat()
     }
 }

@@ -6,8 +6,10 @@
 //!   to go over the memory limit;
 //! - [`node`]: the actix actor owning the store and the running tasks, and the
 //!   QUIC edge to the scheduler;
-//! - [`peer`]: worker-to-worker data (deliveries into mailboxes).
+//! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod store;

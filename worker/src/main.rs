@@ -1,7 +1,10 @@
 //! `stratus-worker quic://HOST:PORT --nthreads N --memory-limit 8GiB --name NAME`:
-//! register with a scheduler and run its tasks until it goes away.
+//! register with a scheduler and run its tasks until it goes away, serving
+//! Prometheus metrics on `--metrics-address`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
@@ -9,6 +12,7 @@ use serde::Deserialize;
 
 use stratus_protocol::scheduler_file::Locator;
 use stratus_protocol::units::{available_memory, parse_bytes};
+use stratus_worker::metrics::{self, WorkerMetrics};
 use stratus_worker::node::{run, WorkerConfig};
 
 #[global_allocator]
@@ -36,6 +40,10 @@ struct Cli {
     /// Worker name (default: host-pid).
     #[arg(long)]
     name: Option<String>,
+    /// Where to serve Prometheus metrics (`HOST:PORT`; default
+    /// 127.0.0.1:0, a free port, so workers on one host never collide).
+    #[arg(long)]
+    metrics_address: Option<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -51,10 +59,13 @@ struct Settings {
     nthreads: Option<u32>,
     memory_limit: String,
     name: Option<String>,
+    metrics_address: String,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
-    let mut builder = config::Config::builder().set_default("memory_limit", "auto")?;
+    let mut builder = config::Config::builder()
+        .set_default("memory_limit", "auto")?
+        .set_default("metrics_address", "127.0.0.1:0")?;
     if let Some(path) = &cli.config {
         builder = builder.add_source(config::File::from(path.as_path()).required(true));
     }
@@ -71,6 +82,9 @@ fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
     }
     if let Some(v) = &cli.name {
         builder = builder.set_override("name", v.as_str())?;
+    }
+    if let Some(v) = &cli.metrics_address {
+        builder = builder.set_override("metrics_address", v.as_str())?;
     }
     builder.build()?.try_deserialize()
 }
@@ -116,12 +130,28 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
+    let metrics_bind: SocketAddr = s.metrics_address.parse().map_err(|e| {
+        anyhow!(
+            "--metrics-address '{}': expected HOST:PORT with an IP address: {e}",
+            s.metrics_address
+        )
+    })?;
+    let metrics_listener = metrics::bind(metrics_bind).map_err(|e| anyhow!(e))?;
+    let metrics_bound = metrics_listener.local_addr()?;
+    let metrics = Arc::new(WorkerMetrics::new(
+        &name,
+        &target.address,
+        nthreads,
+        memory_limit,
+    ));
     let config = WorkerConfig {
         name,
         nthreads,
         memory_limit,
         address: target.address,
         ca_pem: target.ca_pem,
+        metrics: metrics.clone(),
+        metrics_bound: Some(metrics_bound),
     };
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +162,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     actix_rt::System::with_tokio_rt(runtime).block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
+        tokio::spawn(metrics::serve(metrics_listener, metrics));
         tokio::select! {
             result = run(config) => result.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),

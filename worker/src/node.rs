@@ -22,8 +22,10 @@ use stratus_protocol::messages::{
     PartitionKey, PeerPush, PeerRole, ReduceOp, TaskAssignment, TaskKind, TaskOutput, TaskReport,
     WorkerInfo,
 };
+use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
 
+use crate::metrics::{TaskOutcome, WorkerMetrics};
 use crate::peer::{Deliver, PeerService};
 use crate::store::Store;
 use crate::tasks;
@@ -73,6 +75,7 @@ pub struct WorkerActor {
     outbox: mpsc::UnboundedSender<FromWorker>,
     compute: Arc<Semaphore>,
     peers: Arc<PeerService>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// Data delivered by a peer (or by ourselves) to a mailbox.
@@ -107,6 +110,8 @@ impl Handler<Forget> for WorkerActor {
 
 impl WorkerActor {
     fn report(&self, report: TaskReport) {
+        self.metrics.task_reported(&report);
+        self.metrics.observe_store(&self.store);
         let _ = self.outbox.send(FromWorker::Reports(vec![report]));
     }
 
@@ -148,6 +153,7 @@ impl Actor for WorkerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(HEARTBEAT, |actor, _| {
+            actor.metrics.observe_store(&actor.store);
             let _ = actor.outbox.send(FromWorker::Heartbeat {
                 memory_used: actor.store.used(),
                 running: actor.running.len() as u32,
@@ -178,6 +184,7 @@ impl Handler<Run> for WorkerActor {
         for task in msg.0 {
             let id = task.id;
             self.running.insert(id);
+            self.metrics.task_started(id, &task.kind);
             let me = ctx.address();
             let compute = self.compute.clone();
             match task.kind {
@@ -445,6 +452,7 @@ impl Handler<Done> for WorkerActor {
         self.running.remove(&id);
         if self.cancelled.remove(&id) {
             debug!("dropping the result of cancelled task {id}");
+            self.metrics.task_ended(id, TaskOutcome::Cancelled);
             return;
         }
         let report = match msg.result {
@@ -519,6 +527,10 @@ pub struct WorkerConfig {
     pub memory_limit: u64,
     pub address: String,
     pub ca_pem: String,
+    /// This worker's metrics (served by `main` on `metrics_bound`).
+    pub metrics: Arc<WorkerMetrics>,
+    /// Where the metrics endpoint listens, if anywhere.
+    pub metrics_bound: Option<std::net::SocketAddr>,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -531,7 +543,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         .local_ip()
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let peers = PeerService::bind(local_ip)?;
+    let peers = PeerService::bind(local_ip, config.metrics.connections().clone())?;
     let peer = format!("scheduler {}", config.address);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
         peer: peer.clone(),
@@ -548,7 +560,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             pid: std::process::id(),
             nthreads: config.nthreads,
             memory_limit: config.memory_limit,
-            metrics_address: None,
+            metrics_address: config
+                .metrics_bound
+                .map(|bound| crate::metrics::public_address(bound, local_ip)),
             peer_address: peers.address.clone(),
             peer_cert: peers.cert_pem.clone(),
         }),
@@ -578,6 +592,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         }
     };
 
+    let _tracked = config
+        .metrics
+        .connections()
+        .track(PeerKind::Scheduler, "scheduler", &conn);
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
     let actor = WorkerActor {
         name: config.name.clone(),
@@ -589,6 +607,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         outbox,
         compute: Arc::new(Semaphore::new(config.nthreads.max(1) as usize)),
         peers: peers.clone(),
+        metrics: config.metrics.clone(),
     }
     .start();
     let mailbox_owner = actor.clone();

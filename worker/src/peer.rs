@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{ArchivedPeerPush, MailboxKey, PeerPush, PeerRef};
+use stratus_protocol::netstats::{ConnectionTracker, PeerKind, TrackedConnection};
 use stratus_protocol::{tls, transport, ProtocolError};
 
 /// Largest delivery accepted (one partition's share of a shuffle).
@@ -32,7 +33,9 @@ pub struct PeerService {
     pub address: String,
     /// The certificate we present (PEM).
     pub cert_pem: String,
-    connections: Mutex<HashMap<String, quinn::Connection>>,
+    /// Our connections to peers, by peer address, tracked for metrics.
+    connections: Mutex<HashMap<String, (quinn::Connection, TrackedConnection)>>,
+    tracker: ConnectionTracker,
 }
 
 /// Something to do with delivered data (the worker's actor).
@@ -49,8 +52,12 @@ pub mod futures_like {
 }
 
 impl PeerService {
-    /// Bind on `ip` (any free port) with a fresh self-signed certificate.
-    pub fn bind(ip: std::net::IpAddr) -> Result<Arc<PeerService>, ProtocolError> {
+    /// Bind on `ip` (any free port) with a fresh self-signed certificate;
+    /// connections to and from peers are tracked in `tracker`.
+    pub fn bind(
+        ip: std::net::IpAddr,
+        tracker: ConnectionTracker,
+    ) -> Result<Arc<PeerService>, ProtocolError> {
         let pair = tls::self_signed_as(tls::WORKER_SERVER_NAME, &[ip.to_string()])?;
         let endpoint = transport::server_endpoint(SocketAddr::new(ip, 0), &pair)?;
         let port = endpoint.local_addr()?.port();
@@ -59,6 +66,7 @@ impl PeerService {
             address: format!("{ip}:{port}"),
             cert_pem: pair.cert_pem,
             connections: Mutex::new(HashMap::new()),
+            tracker,
         }))
     }
 
@@ -66,10 +74,14 @@ impl PeerService {
     pub async fn serve(self: Arc<Self>, deliver: Deliver) {
         while let Some(incoming) = self.endpoint.accept().await {
             let deliver = deliver.clone();
+            let tracker = self.tracker.clone();
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else {
                     return;
                 };
+                // Peers connect from their peer endpoint: its address names them.
+                let remote = conn.remote_address().to_string();
+                let _tracked = tracker.track(PeerKind::Worker, remote, &conn);
                 let peer = format!("peer {}", conn.remote_address());
                 while let Ok((send, recv)) = conn.accept_bi().await {
                     let deliver = deliver.clone();
@@ -90,6 +102,7 @@ impl PeerService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&to.address)
+            .map(|(conn, _)| conn)
         {
             if conn.close_reason().is_none() {
                 return Ok(conn.clone());
@@ -108,10 +121,11 @@ impl PeerService {
             .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?
             .await
             .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?;
+        let tracked = self.tracker.track(PeerKind::Worker, &to.address, &conn);
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(to.address.clone(), conn.clone());
+            .insert(to.address.clone(), (conn.clone(), tracked));
         Ok(conn)
     }
 

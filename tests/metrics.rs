@@ -1,0 +1,374 @@
+//! Prometheus metrics of a real local cluster: the scheduler's `/metrics` on
+//! the dashboard port and every worker's own endpoint (listed as
+//! `metrics_url` in `/api/cluster`) carry the names of the metric contract
+//! with values that match the work done, and `promtool check metrics` (from
+//! Debian's `prometheus` package) finds nothing to complain about.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Local {
+    child: Child,
+    file: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_local(workers: u32) -> Local {
+    let dir = TempDir::new("metrics");
+    let file = dir.path().join("scheduler.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .args(["local", "--workers", &workers.to_string()])
+        .args(["--threads-per-worker", "1"])
+        .args(["--dashboard-address", "127.0.0.1:0"])
+        .arg("--scheduler-file")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stratus local");
+    let mut local = Local {
+        child,
+        file,
+        _dir: dir,
+    };
+    eventually(Duration::from_secs(60), "the scheduler file", || {
+        if let Ok(Some(status)) = local.child.try_wait() {
+            panic!("stratus local exited early: {status}");
+        }
+        local.file.exists().then_some(())
+    });
+    local
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parse the samples of a text exposition (comments skipped).
+fn parse(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels end with }");
+                (name.to_string(), parse_labels(body))
+            }
+        };
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// `a="x",b="y\"z"` into a map (escapes undone).
+fn parse_labels(body: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {key} is quoted");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// The samples named `name` that carry every label of `with`.
+fn series<'a>(samples: &'a [Sample], name: &str, with: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The value of the one sample named `name` with labels `with`.
+fn value(samples: &[Sample], name: &str, with: &[(&str, &str)], text: &str) -> f64 {
+    let found = series(samples, name, with);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {name} with {with:?}, found {found:?} in\n{text}"
+    );
+    found[0].value
+}
+
+/// `promtool check metrics` must accept the exposition silently.
+fn promtool_check(what: &str, text: &str) {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "cannot run promtool ({e}): install Debian's `prometheus` package \
+             (apt-get install prometheus), which provides promtool"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on the {what}'s metrics ({}):\n{said}\n--- exposition:\n{text}",
+        out.status
+    );
+}
+
+fn scheduler_file(local: &Local) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(&local.file).unwrap()).unwrap()
+}
+
+#[test]
+fn scheduler_and_workers_export_the_metric_contract() {
+    let local = start_local(2);
+    let f = local.file.as_path();
+    let sf = scheduler_file(&local);
+    let address = sf["address"].as_str().unwrap().to_string();
+    let dashboard = sf["dashboard"].as_str().unwrap().to_string();
+
+    let out = ok(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(out.starts_with("isd: 60000 rows, 144 partitions"), "{out}");
+    ok(f, &["describe", "isd"]);
+    // A group-by delivers partial aggregates worker to worker.
+    ok(f, &["groupby", "isd", "--by", "year", "--agg", "count"]);
+
+    // Every worker lists a metrics URL of its own.
+    let cluster: serde_json::Value =
+        serde_json::from_str(&http_get(&format!("{dashboard}api/cluster"))).unwrap();
+    let workers: Vec<(String, String)> = cluster["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let url = w["metrics_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no metrics_url in {w}"));
+            (w["name"].as_str().unwrap().to_string(), url.to_string())
+        })
+        .collect();
+    assert_eq!(workers.len(), 2, "{cluster}");
+    assert_ne!(workers[0].1, workers[1].1, "workers share a metrics URL");
+    for (_, url) in &workers {
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+            "{url}"
+        );
+    }
+
+    // --- the scheduler
+    // Heartbeats (every second) carry the workers' memory use.
+    let text = eventually(
+        Duration::from_secs(10),
+        "heartbeats after the persist",
+        || {
+            let text = http_get(&format!("{dashboard}metrics"));
+            let samples = parse(&text);
+            let used = series(&samples, "stratus_cluster_worker_memory_used_bytes", &[]);
+            (used.len() == 2 && used.iter().all(|s| s.value > 0.0)).then_some(text)
+        },
+    );
+    let s = parse(&text);
+    let info = series(&s, "stratus_info", &[]);
+    assert_eq!(info.len(), 1, "{text}");
+    assert_eq!(info[0].value, 1.0);
+    assert_eq!(info[0].labels["address"], address);
+    assert_eq!(info[0].labels["dashboard"], dashboard);
+    assert_eq!(info[0].labels["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!info[0].labels["head_node"].is_empty(), "{text}");
+    assert_eq!(value(&s, "stratus_workers", &[], &text), 2.0);
+    assert_eq!(value(&s, "stratus_threads", &[], &text), 2.0);
+    let mut held = 0.0;
+    for (name, _) in &workers {
+        let w = [("worker", name.as_str())];
+        assert!(value(&s, "stratus_cluster_worker_memory_limit_bytes", &w, &text) > 0.0);
+        let partitions = value(&s, "stratus_cluster_worker_persisted_partitions", &w, &text);
+        assert!(partitions > 0.0, "worker {name} holds nothing:\n{text}");
+        held += partitions;
+        assert!(value(&s, "stratus_cluster_worker_persisted_bytes", &w, &text) > 0.0);
+        assert_eq!(
+            value(&s, "stratus_cluster_worker_running_tasks", &w, &text),
+            0.0
+        );
+    }
+    assert_eq!(held, 144.0);
+    assert_eq!(
+        value(&s, "stratus_tasks", &[("state", "queued")], &text),
+        0.0
+    );
+    assert_eq!(
+        value(&s, "stratus_tasks", &[("state", "running")], &text),
+        0.0
+    );
+    let finished = [("outcome", "finished")];
+    assert!(value(&s, "stratus_tasks_completed_total", &finished, &text) >= 144.0);
+    assert_eq!(value(&s, "stratus_persisted_frames", &[], &text), 1.0);
+    assert_eq!(value(&s, "stratus_persisted_partitions", &[], &text), 144.0);
+    assert!(value(&s, "stratus_persisted_bytes", &[], &text) > 0.0);
+    assert_eq!(value(&s, "stratus_jobs_in_progress", &[], &text), 0.0);
+    for kind in ["persist", "describe", "groupby"] {
+        let ok = [("kind", kind), ("outcome", "ok")];
+        assert_eq!(value(&s, "stratus_client_requests_total", &ok, &text), 1.0);
+        let k = [("kind", kind)];
+        assert_eq!(
+            value(&s, "stratus_request_duration_seconds_count", &k, &text),
+            1.0
+        );
+        assert!(value(&s, "stratus_request_duration_seconds_sum", &k, &text) > 0.0);
+        let all = [("kind", kind), ("le", "+Inf")];
+        assert_eq!(
+            value(&s, "stratus_request_duration_seconds_bucket", &all, &text),
+            1.0
+        );
+    }
+    // QUIC: both workers connected; the clients have come and gone, and
+    // their traffic stays in the totals.
+    let worker_kind = [("peer_kind", "worker")];
+    assert_eq!(
+        value(&s, "stratus_quic_connections", &worker_kind, &text),
+        2.0
+    );
+    for (name, _) in &workers {
+        let peer = [("peer_kind", "worker"), ("peer", name.as_str())];
+        assert!(value(&s, "stratus_quic_rtt_seconds", &peer, &text) > 0.0);
+        value(&s, "stratus_quic_lost_packets_total", &peer, &text);
+    }
+    for kind in ["worker", "client"] {
+        let k = [("peer_kind", kind)];
+        assert!(value(&s, "stratus_network_sent_bytes_total", &k, &text) > 0.0);
+        assert!(value(&s, "stratus_network_received_bytes_total", &k, &text) > 0.0);
+    }
+    promtool_check("scheduler", &text);
+
+    // --- every worker
+    let (mut loads, mut peer_sent) = (0.0, 0.0);
+    for (name, url) in &workers {
+        let text = http_get(url);
+        let s = parse(&text);
+        let info = series(&s, "stratus_worker_info", &[]);
+        assert_eq!(info.len(), 1, "{text}");
+        assert_eq!(info[0].value, 1.0);
+        assert_eq!(&info[0].labels["worker"], name);
+        assert_eq!(info[0].labels["scheduler"], address);
+        assert_eq!(info[0].labels["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(value(&s, "stratus_worker_threads", &[], &text), 1.0);
+        assert!(value(&s, "stratus_worker_memory_limit_bytes", &[], &text) > 0.0);
+        assert!(
+            value(&s, "stratus_worker_memory_used_bytes", &[], &text) > 0.0,
+            "worker {name} uses no memory after the persist:\n{text}"
+        );
+        assert!(value(&s, "stratus_worker_persisted_partitions", &[], &text) > 0.0);
+        assert!(value(&s, "stratus_worker_persisted_bytes", &[], &text) > 0.0);
+        for state in ["running", "waiting"] {
+            let st = [("state", state)];
+            assert_eq!(value(&s, "stratus_worker_tasks", &st, &text), 0.0);
+        }
+        let load_ok = [("kind", "load"), ("outcome", "ok")];
+        let completed = value(&s, "stratus_worker_tasks_completed_total", &load_ok, &text);
+        let load = [("kind", "load")];
+        let timed = value(
+            &s,
+            "stratus_worker_task_duration_seconds_count",
+            &load,
+            &text,
+        );
+        assert!(timed > 0.0, "worker {name} timed no load:\n{text}");
+        assert_eq!(completed, timed, "{text}");
+        loads += timed;
+        let reduce = [("kind", "reduce")];
+        assert!(
+            value(
+                &s,
+                "stratus_worker_task_duration_seconds_count",
+                &reduce,
+                &text
+            ) > 0.0
+        );
+        let buckets = series(&s, "stratus_worker_task_duration_seconds_bucket", &load);
+        assert!(
+            buckets.len() >= 10 && buckets.iter().any(|b| b.labels["le"] == "0.001"),
+            "{text}"
+        );
+        // QUIC: the connection to the scheduler is live and measured.
+        let sched = [("peer_kind", "scheduler")];
+        assert_eq!(value(&s, "stratus_quic_connections", &sched, &text), 1.0);
+        let to_scheduler = [("peer_kind", "scheduler"), ("peer", "scheduler")];
+        assert!(value(&s, "stratus_quic_rtt_seconds", &to_scheduler, &text) > 0.0);
+        value(&s, "stratus_quic_lost_packets_total", &to_scheduler, &text);
+        assert!(value(&s, "stratus_network_sent_bytes_total", &sched, &text) > 0.0);
+        assert!(value(&s, "stratus_network_received_bytes_total", &sched, &text) > 0.0);
+        peer_sent += value(
+            &s,
+            "stratus_network_sent_bytes_total",
+            &[("peer_kind", "worker")],
+            &text,
+        );
+        promtool_check(&format!("worker {name}"), &text);
+    }
+    assert_eq!(loads, 144.0, "one load per partition");
+    assert!(
+        peer_sent > 0.0,
+        "the group-by sent nothing worker to worker"
+    );
+}

@@ -1,0 +1,460 @@
+//! The worker's Prometheus metrics and the HTTP endpoint that serves them
+//! (`--metrics-address`, `/metrics`). Names follow the metric contract in
+//! ARCHITECTURE.md: `stratus_worker_*` for this worker, `stratus_quic_*` and
+//! `stratus_network_*` for its QUIC connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tracing::error;
+
+use stratus_protocol::messages::{TaskKind, TaskReport};
+use stratus_protocol::netstats::ConnectionTracker;
+use stratus_protocol::STRATUS_VERSION;
+
+use crate::store::Store;
+
+/// Buckets of task durations: 1 ms to 60 s.
+const TASK_SECONDS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// How a task ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Ok,
+    Failed,
+    Cancelled,
+}
+
+impl TaskOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskOutcome::Ok => "ok",
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The worker's metric families.
+pub struct WorkerMetrics {
+    registry: Registry,
+    nthreads: u32,
+    memory_used: IntGauge,
+    persisted_partitions: IntGauge,
+    persisted_bytes: IntGauge,
+    tasks: IntGaugeVec,
+    completed: IntCounterVec,
+    task_seconds: HistogramVec,
+    /// Tasks received and not yet ended: their kind and when they arrived.
+    in_flight: Mutex<HashMap<u64, (&'static str, Instant)>>,
+    connections: ConnectionTracker,
+}
+
+impl std::fmt::Debug for WorkerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerMetrics")
+            .field("nthreads", &self.nthreads)
+            .finish_non_exhaustive()
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+impl WorkerMetrics {
+    /// The metrics of worker `name` of the scheduler at `scheduler`.
+    pub fn new(name: &str, scheduler: &str, nthreads: u32, memory_limit: u64) -> Self {
+        let registry = Registry::new();
+        let connections = ConnectionTracker::new();
+        registry
+            .register(Box::new(QuicCollector::new(connections.clone())))
+            .expect("metric names are unique");
+        let info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "stratus_worker_info",
+                    "This worker: its name, version and scheduler (always 1).",
+                ),
+                &["worker", "version", "scheduler"],
+            )
+            .expect("valid metric"),
+        );
+        info.with_label_values(&[name, STRATUS_VERSION, scheduler])
+            .set(1);
+        gauge(
+            &registry,
+            "stratus_worker_threads",
+            "Compute threads of this worker.",
+        )
+        .set(nthreads as i64);
+        gauge(
+            &registry,
+            "stratus_worker_memory_limit_bytes",
+            "Memory this worker may hold for persisted partitions (0: no limit).",
+        )
+        .set(memory_limit as i64);
+        let metrics = WorkerMetrics {
+            memory_used: gauge(
+                &registry,
+                "stratus_worker_memory_used_bytes",
+                "Memory counted against the limit: the Arrow buffers of persisted partitions.",
+            ),
+            persisted_partitions: gauge(
+                &registry,
+                "stratus_worker_persisted_partitions",
+                "Persisted partitions this worker holds.",
+            ),
+            persisted_bytes: gauge(
+                &registry,
+                "stratus_worker_persisted_bytes",
+                "Bytes of the persisted partitions this worker holds.",
+            ),
+            tasks: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "stratus_worker_tasks",
+                        "Tasks on this worker: running on a compute thread, or waiting for one.",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            completed: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stratus_worker_tasks_completed_total",
+                        "Tasks this worker ended, by kind and outcome (ok, failed, cancelled).",
+                    ),
+                    &["kind", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            task_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "stratus_worker_task_duration_seconds",
+                        "Time from a task's arrival on this worker to its end, by kind.",
+                    )
+                    .buckets(TASK_SECONDS.to_vec()),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+            nthreads: nthreads.max(1),
+            in_flight: Mutex::new(HashMap::new()),
+            connections,
+        };
+        metrics.set_task_gauges(0);
+        metrics
+    }
+
+    /// The QUIC connections of this worker (scheduler and peers).
+    pub fn connections(&self) -> &ConnectionTracker {
+        &self.connections
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (&'static str, Instant)>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every task holds a compute thread once one is free, so of the tasks
+    /// in flight, up to `nthreads` run and the rest wait.
+    fn set_task_gauges(&self, in_flight: usize) {
+        let running = in_flight.min(self.nthreads as usize);
+        self.tasks
+            .with_label_values(&["running"])
+            .set(running as i64);
+        self.tasks
+            .with_label_values(&["waiting"])
+            .set((in_flight - running) as i64);
+    }
+
+    /// Task `id` arrived.
+    pub fn task_started(&self, id: u64, kind: &TaskKind) {
+        let mut in_flight = self.in_flight();
+        in_flight.insert(id, (kind.label(), Instant::now()));
+        self.set_task_gauges(in_flight.len());
+    }
+
+    /// Task `id` ended (a task not seen arriving is ignored).
+    pub fn task_ended(&self, id: u64, outcome: TaskOutcome) {
+        let mut in_flight = self.in_flight();
+        let Some((kind, arrived)) = in_flight.remove(&id) else {
+            return;
+        };
+        self.set_task_gauges(in_flight.len());
+        drop(in_flight);
+        self.completed
+            .with_label_values(&[kind, outcome.as_str()])
+            .inc();
+        self.task_seconds
+            .with_label_values(&[kind])
+            .observe(arrived.elapsed().as_secs_f64());
+    }
+
+    /// A task's report is on its way to the scheduler.
+    pub fn task_reported(&self, report: &TaskReport) {
+        match report {
+            TaskReport::Finished { id, .. } => self.task_ended(*id, TaskOutcome::Ok),
+            TaskReport::Failed { id, .. } => self.task_ended(*id, TaskOutcome::Failed),
+        }
+    }
+
+    /// Read what the store holds.
+    pub fn observe_store(&self, store: &Store) {
+        self.memory_used.set(store.used() as i64);
+        self.persisted_bytes.set(store.used() as i64);
+        self.persisted_partitions.set(store.len() as i64);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+/// Bind the metrics endpoint (`--metrics-address`; port 0 picks a free one).
+pub fn bind(address: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("--metrics-address {address}: cannot listen: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("--metrics-address {address}: {e}"))?;
+    Ok(listener)
+}
+
+/// The address the scheduler lists for a metrics endpoint bound to `bound`:
+/// a wildcard bind is reached on `advertised` (the address peers use).
+pub fn public_address(bound: SocketAddr, advertised: IpAddr) -> String {
+    let ip = if bound.ip().is_unspecified() {
+        advertised
+    } else {
+        bound.ip()
+    };
+    SocketAddr::new(ip, bound.port()).to_string()
+}
+
+/// Serve `GET /metrics` on `listener` until the process ends.
+pub async fn serve(listener: std::net::TcpListener, metrics: Arc<WorkerMetrics>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("metrics endpoint: {e}");
+            return;
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
+    if let Err(e) = axum::serve(listener, app).await {
+        error!("metrics endpoint stopped: {e}");
+    }
+}
+
+async fn metrics_text(State(metrics): State<Arc<WorkerMetrics>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// QUIC statistics, read from the tracked connections at every scrape.
+/// (The scheduler has the same families; keep the two in step.)
+struct QuicCollector {
+    connections: ConnectionTracker,
+    open: IntGaugeVec,
+    rtt: GaugeVec,
+    lost: IntCounterVec,
+    sent: IntCounterVec,
+    received: IntCounterVec,
+    /// One scrape at a time: each refills the families before reading them.
+    scrape: Mutex<()>,
+}
+
+impl QuicCollector {
+    fn new(connections: ConnectionTracker) -> Self {
+        let opts = Opts::new;
+        QuicCollector {
+            connections,
+            open: IntGaugeVec::new(
+                opts(
+                    "stratus_quic_connections",
+                    "Open QUIC connections by peer kind.",
+                ),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            rtt: GaugeVec::new(
+                opts(
+                    "stratus_quic_rtt_seconds",
+                    "Smoothed round-trip time of each live QUIC connection.",
+                ),
+                &["peer_kind", "peer"],
+            )
+            .expect("valid metric"),
+            lost: IntCounterVec::new(
+                opts(
+                    "stratus_quic_lost_packets_total",
+                    "Packets lost on each live QUIC connection.",
+                ),
+                &["peer_kind", "peer"],
+            )
+            .expect("valid metric"),
+            sent: IntCounterVec::new(
+                opts(
+                    "stratus_network_sent_bytes_total",
+                    "UDP bytes sent on QUIC connections, by peer kind (closed connections included).",
+                ),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            received: IntCounterVec::new(
+                opts(
+                    "stratus_network_received_bytes_total",
+                    "UDP bytes received on QUIC connections, by peer kind (closed connections included).",
+                ),
+                &["peer_kind"],
+            )
+            .expect("valid metric"),
+            scrape: Mutex::new(()),
+        }
+    }
+}
+
+impl Collector for QuicCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            self.open.desc(),
+            self.rtt.desc(),
+            self.lost.desc(),
+            self.sent.desc(),
+            self.received.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.connections.snapshot();
+        // Counters are refilled from quinn's own counts: reset, then add.
+        for family in [&self.lost, &self.sent, &self.received] {
+            family.reset();
+        }
+        self.rtt.reset();
+        for (kind, open) in &snapshot.connections {
+            self.open
+                .with_label_values(&[kind.as_str()])
+                .set(*open as i64);
+        }
+        for p in &snapshot.peers {
+            let labels = [p.peer_kind.as_str(), p.peer.as_str()];
+            self.rtt.with_label_values(&labels).set(p.rtt.as_secs_f64());
+            self.lost.with_label_values(&labels).inc_by(p.lost_packets);
+        }
+        for (kind, traffic) in &snapshot.traffic {
+            let label = [kind.as_str()];
+            self.sent
+                .with_label_values(&label)
+                .inc_by(traffic.sent_bytes);
+            self.received
+                .with_label_values(&label)
+                .inc_by(traffic.received_bytes);
+        }
+        [
+            self.open.collect(),
+            self.rtt.collect(),
+            self.lost.collect(),
+            self.sent.collect(),
+            self.received.collect(),
+        ]
+        .concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_listed_on_the_advertised_address() {
+        let advertised: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(
+            public_address("0.0.0.0:9100".parse().unwrap(), advertised),
+            "10.0.0.7:9100"
+        );
+        assert_eq!(
+            public_address("127.0.0.1:4000".parse().unwrap(), advertised),
+            "127.0.0.1:4000"
+        );
+    }
+
+    #[test]
+    fn tasks_are_counted_by_kind_and_outcome() {
+        let metrics = WorkerMetrics::new("w", "quic://127.0.0.1:1", 1, 0);
+        let kind = TaskKind::ListFiles {
+            source: "/data".into(),
+        };
+        metrics.task_started(1, &kind);
+        metrics.task_started(2, &kind);
+        let text = metrics.render();
+        assert!(
+            text.contains("stratus_worker_tasks{state=\"running\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stratus_worker_tasks{state=\"waiting\"} 1"),
+            "{text}"
+        );
+        metrics.task_ended(1, TaskOutcome::Ok);
+        metrics.task_ended(2, TaskOutcome::Cancelled);
+        metrics.task_ended(2, TaskOutcome::Failed); // already ended: ignored
+        let text = metrics.render();
+        for line in [
+            "stratus_worker_tasks_completed_total{kind=\"list_files\",outcome=\"ok\"} 1",
+            "stratus_worker_tasks_completed_total{kind=\"list_files\",outcome=\"cancelled\"} 1",
+            "stratus_worker_task_duration_seconds_count{kind=\"list_files\"} 2",
+            "stratus_worker_tasks{state=\"running\"} 0",
+            "stratus_worker_info{scheduler=\"quic://127.0.0.1:1\",version=",
+            "stratus_quic_connections{peer_kind=\"scheduler\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("outcome=\"failed\""), "{text}");
+    }
+}
