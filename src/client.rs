@@ -36,6 +36,27 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 /// Progress of a long request: stage, done, total.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
+/// Watches the progress of every request of a client.
+pub trait ProgressObserver: Send + Sync {
+    /// A step of a request progressed, e.g. `("describe", "quantile histograms", 3, 4)`.
+    fn progress(&self, kind: &str, step: &str, done: u64, total: u64);
+    /// The request got its final answer.
+    fn finished(&self, kind: &str);
+}
+
+/// The run a client logs to: `STRATUS_RUN` if set, else a fresh name from
+/// the time and process id.
+pub fn default_run_name() -> String {
+    match std::env::var("STRATUS_RUN") {
+        Ok(name) if !name.trim().is_empty() => name,
+        _ => format!(
+            "run-{}-{}",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+            std::process::id()
+        ),
+    }
+}
+
 /// Every live client connection of this process, so that a signal handler can
 /// close them (telling the scheduler to cancel their requests) before exit.
 static OPEN: std::sync::Mutex<Vec<(quinn::Endpoint, quinn::Connection)>> =
@@ -52,16 +73,32 @@ pub async fn close_all() {
 }
 
 /// A connection to a Stratus scheduler.
-#[derive(Debug)]
 pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     address: String,
+    run: String,
+    observer: Option<std::sync::Arc<dyn ProgressObserver>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.address)
+            .field("run", &self.run)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
-    /// Connect to the cluster described by `target` and say hello.
+    /// Connect to the cluster described by `target` and say hello; work is
+    /// logged to the run [`default_run_name`] names.
     pub async fn connect(target: &Target) -> Result<Client> {
+        Self::connect_run(target, &default_run_name()).await
+    }
+
+    /// Connect, logging this session's work to the run named `run`.
+    pub async fn connect_run(target: &Target, run: &str) -> Result<Client> {
         let endpoint = stratus_protocol::transport::client_endpoint(&target.ca_pem)?;
         let conn = stratus_protocol::transport::connect(&endpoint, &target.address).await?;
         let peer = format!("scheduler {}", target.address);
@@ -74,6 +111,7 @@ impl Client {
             stratus_version: STRATUS_VERSION.to_string(),
             role: PeerRole::Client {
                 name: format!("stratus-client-{}", std::process::id()),
+                run: run.to_string(),
             },
         };
         send_message(&mut send, &hello, &peer).await?;
@@ -97,7 +135,51 @@ impl Client {
             endpoint,
             conn,
             address: target.address.clone(),
+            run: run.to_string(),
+            observer: None,
         })
+    }
+
+    /// The run this session logs to.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Report the progress of every later request to `observer`.
+    pub fn set_progress(&mut self, observer: std::sync::Arc<dyn ProgressObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// Log numbers (a step's duration, a row count, anything) to the run;
+    /// returns the run's id (`/api/runs/{id}` on the dashboard address).
+    pub async fn log_metrics(&self, metrics: &[(&str, f64)]) -> Result<String> {
+        let request = ClientRequest::LogMetrics {
+            metrics: metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        };
+        self.logged(&request).await
+    }
+
+    /// Store a file (a PNG plot) with the run, under `name` (letters, digits,
+    /// '.', '_', '-'); returns the run's id.
+    pub async fn log_artifact(
+        &self,
+        name: &str,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<String> {
+        let request = ClientRequest::LogArtifact {
+            name: name.to_string(),
+            content_type: content_type.to_string(),
+            data,
+        };
+        self.logged(&request).await
+    }
+
+    async fn logged(&self, request: &ClientRequest) -> Result<String> {
+        match self.call_owned(request, &mut |_, _, _| {}).await? {
+            ToClient::Logged { run_id } => Ok(run_id),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// The scheduler's address.
@@ -123,12 +205,24 @@ impl Client {
                 })?;
             match access::<ArchivedToClient>(&frame, &peer)? {
                 ArchivedToClient::Progress { stage, done, total } => {
-                    progress(stage.as_str(), done.to_native(), total.to_native())
+                    let (done, total) = (done.to_native(), total.to_native());
+                    if let Some(observer) = &self.observer {
+                        observer.progress(request.kind(), stage.as_str(), done, total);
+                    }
+                    progress(stage.as_str(), done, total)
                 }
                 ArchivedToClient::Error(message) => {
-                    return Err(ClientError::Server(message.to_string()))
+                    if let Some(observer) = &self.observer {
+                        observer.finished(request.kind());
+                    }
+                    return Err(ClientError::Server(message.to_string()));
                 }
-                _ => return Ok(frame),
+                _ => {
+                    if let Some(observer) = &self.observer {
+                        observer.finished(request.kind());
+                    }
+                    return Ok(frame);
+                }
             }
         }
     }

@@ -10,6 +10,8 @@ pub mod client;
 pub mod dataframe;
 pub mod display;
 pub mod local;
+pub mod plots;
+pub mod progress;
 pub mod sql;
 
 pub use client::{Client, ClientError};

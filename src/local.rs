@@ -32,6 +32,9 @@ pub struct LocalOptions {
     pub scheduler_file: Option<PathBuf>,
     /// Send the children's logs to our stderr (else to files in the run dir).
     pub inherit_logs: bool,
+    /// The scheduler's data directory (runs); `None` = inside the cluster's
+    /// temporary directory, gone when it stops.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -44,6 +47,7 @@ impl Default for LocalOptions {
             dashboard_address: None,
             scheduler_file: None,
             inherit_logs: false,
+            data_dir: None,
         }
     }
 }
@@ -139,7 +143,14 @@ impl LocalCluster {
         cmd.args(["--host", "127.0.0.1", "--port", &options.port.to_string()])
             .args(["--dashboard-address", &dashboard])
             .arg("--scheduler-file")
-            .arg(&internal_file);
+            .arg(&internal_file)
+            .arg("--data-dir")
+            .arg(
+                options
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| run_dir.join("data")),
+            );
         let scheduler = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", scheduler_bin.display()))?;

@@ -34,6 +34,9 @@ struct Cli {
     /// Seconds to wait for a first worker before giving up.
     #[arg(long, global = true, default_value_t = 30.0)]
     wait_for_workers: f64,
+    /// The run this command's work is logged to (default: a new one).
+    #[arg(long, global = true, env = "STRATUS_RUN")]
+    run: Option<String>,
     /// More output on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -135,6 +138,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Plot a daily aggregate of every numeric column over time (one PNG per
+    /// column) and station positions by year; --log stores them with the run.
+    Plot {
+        name: String,
+        /// The date column to group by.
+        #[arg(long, default_value = "date")]
+        by: String,
+        /// mean, sum, count, min, max, std or var.
+        #[arg(long, default_value = "mean")]
+        agg: String,
+        /// Comma-separated columns (default: every numeric column).
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// Directory for the PNGs.
+        #[arg(long, default_value = "stratus-plots")]
+        out: PathBuf,
+        /// Log the PNGs to the run (see /api/runs on the dashboard).
+        #[arg(long)]
+        log: bool,
+        /// Skip the scatter of station positions.
+        #[arg(long)]
+        no_stations: bool,
+    },
     /// Release a persisted frame.
     Unpersist { name: String },
     /// Persisted frames.
@@ -152,6 +178,9 @@ enum Cmd {
         port: u16,
         #[arg(long)]
         dashboard_address: Option<String>,
+        /// Where the scheduler keeps runs (logged metrics and plots).
+        #[arg(long, default_value = "stratus-data")]
+        data_dir: PathBuf,
     },
     /// Generate sample data.
     Datagen {
@@ -170,6 +199,12 @@ enum Cmd {
         workers: u32,
         #[arg(long, default_value_t = 1)]
         threads_per_worker: u32,
+        /// Where the scheduler keeps runs (logged metrics and plots).
+        #[arg(long, default_value = "stratus-data")]
+        data_dir: PathBuf,
+        /// Where the plots are written.
+        #[arg(long, default_value = "stratus-plots")]
+        plots: PathBuf,
     },
 }
 
@@ -259,7 +294,12 @@ fn locator(cli: &Cli) -> Locator {
 
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let target = locator(cli).resolve()?;
-    let client = Client::connect(&target).await?;
+    let run = cli
+        .run
+        .clone()
+        .unwrap_or_else(stratus::client::default_run_name);
+    let mut client = Client::connect_run(&target, &run).await?;
+    client.set_progress(stratus::progress::Reporter::new(cli.verbose > 0));
     client
         .wait_for_workers(1, Duration::from_secs_f64(cli.wait_for_workers.max(0.0)))
         .await?;
@@ -335,9 +375,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli).await?;
             let start = Instant::now();
             let verbose = cli.verbose > 0;
-            // SAFETY: isatty only inspects a file descriptor.
-            let terminal = unsafe { libc::isatty(2) } == 1;
-            let mut shown = 0;
             let summary = client
                 .persist(
                     source,
@@ -345,27 +382,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     *replace,
                     columns.clone(),
                     steps,
-                    &mut |stage, done, total| {
-                        if terminal {
-                            // A bar on stderr, redrawn in place.
-                            let width = 30;
-                            let filled = (done * width / total.max(1)) as usize;
-                            eprint!(
-                                "\r{stage} [{}{}] {done}/{total} partitions",
-                                "#".repeat(filled),
-                                ".".repeat(width as usize - filled)
-                            );
-                        } else if verbose && done * 10 / total.max(1) > shown {
-                            // Plain lines, one per tenth of the work.
-                            shown = done * 10 / total.max(1);
-                            eprintln!("{stage}: {done}/{total} partitions");
-                        }
-                    },
+                    &mut |_, _, _| {},
                 )
                 .await?;
-            if terminal {
-                eprint!("\r\x1b[2K");
-            }
             println!(
                 "{}: {} rows, {} partitions, {}",
                 summary.name,
@@ -452,6 +471,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_table(&table, *json);
             client.close().await;
         }
+        Cmd::Plot {
+            name,
+            by,
+            agg,
+            columns,
+            out,
+            log,
+            no_stations,
+        } => {
+            let client = connect(&cli).await?;
+            let start = Instant::now();
+            let mut files = stratus::plots::plot_daily(
+                &client,
+                name,
+                by,
+                agg_func(agg)?,
+                columns.clone(),
+                out,
+                *log,
+            )
+            .await?;
+            if !no_stations {
+                files.push(stratus::plots::plot_stations(&client, name, out, *log).await?);
+            }
+            for f in &files {
+                println!("{}", f.path.display());
+            }
+            if *log {
+                let run_id = client
+                    .log_metrics(&[("plot.seconds", start.elapsed().as_secs_f64())])
+                    .await?;
+                let dashboard = client.info().await?.dashboard;
+                eprintln!(
+                    "logged {} plots to run '{}': {}api/runs/{run_id}",
+                    files.len(),
+                    client.run(),
+                    dashboard
+                );
+            }
+            client.close().await;
+        }
         Cmd::Unpersist { name } => {
             let client = Client::connect(&locator(&cli).resolve()?).await?;
             client.unpersist(name).await?;
@@ -469,6 +529,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             memory_limit,
             port,
             dashboard_address,
+            data_dir,
         } => {
             let options = LocalOptions {
                 workers: *workers,
@@ -482,6 +543,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dashboard_address: dashboard_address.clone(),
                 scheduler_file: cli.scheduler_file.clone(),
                 inherit_logs: true,
+                data_dir: Some(data_dir.clone()),
             };
             let cluster = LocalCluster::start(&options).await?;
             println!("scheduler {}", cluster.target.address);
@@ -517,7 +579,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             workers,
             threads_per_worker,
-        } => demo(*rows, data, *workers, *threads_per_worker).await?,
+            data_dir,
+            plots,
+        } => {
+            let options = DemoOptions {
+                rows: *rows,
+                data: data.clone(),
+                workers: *workers,
+                threads_per_worker: *threads_per_worker,
+                data_dir: data_dir.clone(),
+                plots: plots.clone(),
+                run: cli.run.clone(),
+            };
+            demo(&options).await?
+        }
     }
     Ok(())
 }
@@ -590,12 +665,44 @@ fn has_parquet(dir: &std::path::Path) -> bool {
 }
 
 /// The README's main job, on the embedded default.
-async fn demo(
+/// What `stratus demo` runs on.
+struct DemoOptions {
     rows: u64,
-    data: &std::path::Path,
+    data: PathBuf,
     workers: u32,
     threads_per_worker: u32,
-) -> anyhow::Result<()> {
+    data_dir: PathBuf,
+    plots: PathBuf,
+    run: Option<String>,
+}
+
+/// Log a workflow step's duration (and numbers) to the run.
+async fn log_step(
+    client: &Client,
+    step: &str,
+    start: Instant,
+    numbers: &[(&str, f64)],
+) -> anyhow::Result<String> {
+    let seconds = format!("workflow.{step}.seconds");
+    let mut metrics = vec![(seconds.as_str(), start.elapsed().as_secs_f64())];
+    let named: Vec<(String, f64)> = numbers
+        .iter()
+        .map(|(n, v)| (format!("workflow.{step}.{n}"), *v))
+        .collect();
+    metrics.extend(named.iter().map(|(n, v)| (n.as_str(), *v)));
+    Ok(client.log_metrics(&metrics).await?)
+}
+
+async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
+    let DemoOptions {
+        rows,
+        data,
+        workers,
+        threads_per_worker,
+        ..
+    } = options;
+    let (rows, data, workers, threads_per_worker) =
+        (*rows, data.as_path(), *workers, *threads_per_worker);
     println!("== Stratus demo: the ISD workflow on a local cluster");
     if !has_parquet(data) {
         let start = Instant::now();
@@ -626,6 +733,7 @@ async fn demo(
     let cluster = LocalCluster::start(&LocalOptions {
         workers,
         threads_per_worker,
+        data_dir: Some(options.data_dir.clone()),
         ..LocalOptions::default()
     })
     .await?;
@@ -638,7 +746,15 @@ async fn demo(
     );
     println!("dashboard: {}", cluster.dashboard);
 
-    let client = Client::connect(&cluster.target).await?;
+    let run = options.run.clone().unwrap_or_else(|| {
+        format!(
+            "demo-{}",
+            stratus::client::default_run_name().trim_start_matches("run-")
+        )
+    });
+    let mut client = Client::connect_run(&cluster.target, &run).await?;
+    client.set_progress(stratus::progress::Reporter::new(false));
+    println!("run: '{run}' (steps, timings and plots are logged to it)");
     let info = client.info().await?;
     println!(
         "<Client: {} workers={} threads={} memory={}>",
@@ -655,6 +771,7 @@ async fn demo(
         "1. len(df) from Parquet footers: {n} rows  [{}]",
         elapsed(start)
     );
+    log_step(&client, "len", start, &[("rows", n as f64)]).await?;
 
     let start = Instant::now();
     let (isd, summary) = df
@@ -681,11 +798,22 @@ async fn demo(
     if n2 != n {
         bail!("persisted row count {n2} differs from the source's {n}");
     }
+    log_step(
+        &client,
+        "persist",
+        start,
+        &[
+            ("rows", summary.rows as f64),
+            ("bytes", summary.bytes as f64),
+        ],
+    )
+    .await?;
 
     let start = Instant::now();
     let described = isd.describe().await?;
     println!("3. describe() (exact quartiles)  [{}]", elapsed(start));
     print!("{}", stratus::display::pandas_table(&described, 1));
+    log_step(&client, "describe", start, &[]).await?;
 
     let start = Instant::now();
     let daily = isd.groupby(&["date"]).mean().await?;
@@ -699,6 +827,38 @@ async fn demo(
         .project(&[0, 6, 7, 9])?
         .slice(0, daily.num_rows().min(5));
     print!("{}", stratus::display::pandas_table(&preview, 1));
+    log_step(
+        &client,
+        "daily_means",
+        start,
+        &[("days", daily.num_rows() as f64)],
+    )
+    .await?;
+    let start = Instant::now();
+    let plots = stratus::plots::plot_table(
+        &client,
+        &daily,
+        "date",
+        stratus::Agg::Mean,
+        &options.plots,
+        true,
+    )
+    .await?;
+    let stations = stratus::plots::plot_stations(&client, "isd", &options.plots, true).await?;
+    let run_id = log_step(
+        &client,
+        "plots",
+        start,
+        &[("files", plots.len() as f64 + 1.0)],
+    )
+    .await?;
+    println!(
+        "   plotted {} daily means and the station map to {}, logged to run '{run}'  [{}]",
+        plots.len(),
+        options.plots.display(),
+        elapsed(start)
+    );
+    let _ = stations;
 
     let start = Instant::now();
     let memory = isd.memory_usage().await?;
@@ -713,6 +873,7 @@ async fn demo(
         format_bytes(bytes),
         elapsed(start)
     );
+    log_step(&client, "memory_usage", start, &[("bytes", bytes as f64)]).await?;
     let start = Instant::now();
     let counts = isd.groupby(&["year", "month"]).count().await?;
     println!(
@@ -720,6 +881,13 @@ async fn demo(
         counts.num_rows(),
         elapsed(start)
     );
+    log_step(
+        &client,
+        "year_month_counts",
+        start,
+        &[("groups", counts.num_rows() as f64)],
+    )
+    .await?;
 
     let start = Instant::now();
     let (_, sorted) = isd.sort_by("date", "isd_by_date").await?;
@@ -729,6 +897,7 @@ async fn demo(
         sorted.partitions,
         elapsed(start)
     );
+    log_step(&client, "set_index", start, &[("rows", sorted.rows as f64)]).await?;
 
     let start = Instant::now();
     let prepared = isd
@@ -766,9 +935,24 @@ async fn demo(
         out.display(),
         elapsed(start)
     );
+    log_step(
+        &client,
+        "write",
+        start,
+        &[("rows", rows as f64), ("files", files as f64)],
+    )
+    .await?;
+    println!("dashboard: {}", cluster.dashboard);
     println!(
-        "dashboard: {} (cluster JSON at {}api/cluster)",
-        cluster.dashboard, cluster.dashboard
+        "run '{run}': {}api/runs/{run_id} (its images: {}api/runs/{run_id}/artifacts/<name>.png, e.g. temperature.png), kept in {}",
+        cluster.dashboard,
+        cluster.dashboard,
+        options.data_dir.display()
+    );
+    println!("plots: {}", options.plots.display());
+    println!(
+        "(the cluster stops now; `stratus local --data-dir {}` serves this run again at its dashboard)",
+        options.data_dir.display()
     );
     client.close().await;
     drop(cluster);

@@ -5,54 +5,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Local {
-    child: Child,
-    file: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_local(workers: u32, extra: &[&str]) -> Local {
-    let dir = TempDir::new("cli");
-    let file = dir.path().join("scheduler.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args([
-            "local",
-            "--workers",
-            &workers.to_string(),
-            "--threads-per-worker",
-            "1",
-        ])
-        .args(["--dashboard-address", "127.0.0.1:0"])
-        .args(extra)
-        .arg("--scheduler-file")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start stratus local");
-    let mut local = Local {
-        child,
-        file,
-        _dir: dir,
-    };
-    eventually(Duration::from_secs(60), "the scheduler file", || {
-        if let Ok(Some(status)) = local.child.try_wait() {
-            panic!("stratus local exited early: {status}");
-        }
-        local.file.exists().then_some(())
-    });
-    local
-}
 
 /// Rows in the Parquet files under `dir`, counted from their footers here.
 fn rows_in(dir: &str) -> u64 {
@@ -140,7 +94,8 @@ fn len_persist_head_list_unpersist_on_the_pyarrow_fixture() {
     for needle in [
         "stratus_workers 2",
         "stratus_threads 2",
-        "stratus_worker_memory_limit_bytes{worker=\"local-0\"}",
+        "stratus_cluster_worker_memory_limit_bytes{worker=\"local-0\"}",
+        "stratus_cluster_worker_persisted_partitions{worker=\"local-1\"} ",
         "stratus_tasks{state=\"queued\"} 0",
         "stratus_persisted_partitions ",
         "stratus_client_requests_total{kind=\"persist\",outcome=\"ok\"} 2",

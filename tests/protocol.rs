@@ -72,7 +72,10 @@ async fn protocol_version_mismatch_is_a_clear_error() {
     let hello = Hello {
         protocol_version: 999,
         stratus_version: "9.9.9".into(),
-        role: PeerRole::Client { name: "old".into() },
+        role: PeerRole::Client {
+            name: "old".into(),
+            run: "old".into(),
+        },
     };
     send_message(&mut send, &hello, "scheduler").await.unwrap();
     let frame = read_frame(&mut recv, "scheduler").await.unwrap().unwrap();

@@ -28,7 +28,11 @@ pub struct Hello {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum PeerRole {
     Worker(WorkerInfo),
-    Client { name: String },
+    /// `run` names the run this session's work is logged to.
+    Client {
+        name: String,
+        run: String,
+    },
 }
 
 /// What a worker tells the scheduler about itself when it registers.
@@ -313,6 +317,51 @@ pub enum TaskKind {
     },
 }
 
+impl TaskKind {
+    /// The kind as a metric label (`list_files`, `load`, `reduce`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            TaskKind::ListFiles { .. } => "list_files",
+            TaskKind::ReadFooters { .. } => "read_footers",
+            TaskKind::Load { .. } => "load",
+            TaskKind::Reduce { .. } => "reduce",
+            TaskKind::GroupByPartial { .. } => "groupby_partial",
+            TaskKind::GroupByFinal { .. } => "groupby_final",
+            TaskKind::PrepareWrite { .. } => "prepare_write",
+            TaskKind::WriteParts { .. } => "write_parts",
+            TaskKind::CommitWrite { .. } => "commit_write",
+            TaskKind::AbortWrite { .. } => "abort_write",
+            TaskKind::ShuffleSend { .. } => "shuffle_send",
+            TaskKind::ShuffleCollect { .. } => "shuffle_collect",
+            TaskKind::Head { .. } => "head",
+        }
+    }
+
+    /// The step of a job this task belongs to, as progress bars name it.
+    pub fn step(&self) -> &'static str {
+        match self {
+            TaskKind::ListFiles { .. } => "list files",
+            TaskKind::ReadFooters { .. } => "read footers",
+            TaskKind::Load { .. } => "load partitions",
+            TaskKind::Reduce { op, .. } => match op {
+                ReduceOp::Moments { .. } => "moments",
+                ReduceOp::Histograms { .. } => "quantile histograms",
+                ReduceOp::MemoryUsage => "memory usage",
+                ReduceOp::SortSample { .. } => "sample sort key",
+            },
+            TaskKind::GroupByPartial { .. } => "partial aggregates",
+            TaskKind::GroupByFinal { .. } => "merge aggregates",
+            TaskKind::PrepareWrite { .. } => "prepare write",
+            TaskKind::WriteParts { .. } => "write files",
+            TaskKind::CommitWrite { .. } => "commit",
+            TaskKind::AbortWrite { .. } => "clean up",
+            TaskKind::ShuffleSend { .. } => "shuffle: send ranges",
+            TaskKind::ShuffleCollect { .. } => "shuffle: sort ranges",
+            TaskKind::Head { .. } => "head",
+        }
+    }
+}
+
 /// A task handed to a worker.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct TaskAssignment {
@@ -455,6 +504,53 @@ pub enum ClientRequest {
     },
     /// Persisted frames.
     List,
+    /// Log numbers to the session's run (step timings, row counts, anything).
+    LogMetrics {
+        metrics: Vec<(String, f64)>,
+    },
+    /// Store a file (a PNG plot) with the session's run.
+    LogArtifact {
+        name: String,
+        content_type: String,
+        data: Vec<u8>,
+    },
+}
+
+impl ClientRequest {
+    /// A short name of the request's kind, for metrics, runs and the dashboard.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientRequest::Info => "info",
+            ClientRequest::Len { .. } => "len",
+            ClientRequest::Head { .. } => "head",
+            ClientRequest::Persist { .. } => "persist",
+            ClientRequest::Unpersist { .. } => "unpersist",
+            ClientRequest::List => "list",
+            ClientRequest::Describe { .. } => "describe",
+            ClientRequest::MemoryUsage { .. } => "memory_usage",
+            ClientRequest::GroupBy { .. } => "groupby",
+            ClientRequest::Write { .. } => "write",
+            ClientRequest::Sort { .. } => "sort",
+            ClientRequest::LogMetrics { .. } => "log_metrics",
+            ClientRequest::LogArtifact { .. } => "log_artifact",
+        }
+    }
+
+    /// The frame or source the request works on, if any (for the dashboard).
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ClientRequest::Len { source }
+            | ClientRequest::Head { source, .. }
+            | ClientRequest::Persist { source, .. }
+            | ClientRequest::Describe { source, .. }
+            | ClientRequest::MemoryUsage { source }
+            | ClientRequest::Sort { source, .. }
+            | ClientRequest::Write { source, .. }
+            | ClientRequest::GroupBy { source, .. } => Some(source),
+            ClientRequest::Unpersist { name } => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// Cluster summary for `stratus info`.
@@ -494,6 +590,10 @@ pub enum ToClient {
     Table(Vec<u8>),
     Frames(Vec<FrameSummary>),
     Persisted(FrameSummary),
+    /// Logged to the run with this id (`/api/runs/{id}`).
+    Logged {
+        run_id: String,
+    },
     Done,
     Error(String),
 }

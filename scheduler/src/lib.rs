@@ -7,12 +7,16 @@
 //!   turns frames into events and commands into frames;
 //! - [`http`]: `/metrics`, `/api/cluster` and the dashboard page;
 //! - [`metrics`]: the Prometheus registry;
+//! - [`runs`]: runs (logged metrics and artifacts) on the data directory;
+//! - [`activity`]: requests with their steps, and the task stream;
 //! - [`settings`]: command line, `STRATUS_*` environment and config file.
 
+pub mod activity;
 pub mod http;
 pub mod metrics;
 pub mod planning;
 pub mod reduce;
+pub mod runs;
 pub mod server;
 pub mod settings;
 pub mod state;

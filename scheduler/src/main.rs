@@ -12,7 +12,8 @@ use tracing::info;
 
 use stratus_protocol::scheduler_file::SchedulerFile;
 use stratus_scheduler::metrics::Metrics;
-use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor};
+use stratus_scheduler::runs::RunStore;
+use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, Shared};
 use stratus_scheduler::settings::{split_host_port, Cli, Settings};
 use stratus_scheduler::state::{Config, SchedulerState};
 
@@ -112,6 +113,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         let dashboard = format!("http://{dash_host_public}:{dash_port}/");
         let metrics = Arc::new(Metrics::new());
+        let runs =
+            RunStore::open(Some(&settings.data_dir), metrics.registry()).with_context(|| {
+                format!("opening the data directory {}", settings.data_dir.display())
+            })?;
+        info!("runs kept in {}", settings.data_dir.display());
+        let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
+            runs: Arc::new(runs),
+            changes: tokio::sync::watch::channel(0).0,
+        });
         let state = SchedulerState::new(Config {
             heartbeat_timeout: Duration::from_secs_f64(settings.heartbeat_timeout.max(0.5)),
             address: address.clone(),
@@ -123,9 +134,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dashboard: dashboard.clone(),
             head_node: head_node.clone(),
         };
-        let actor = SchedulerActor::new(state, metrics.clone(), identity).start();
-        tokio::spawn(accept_loop(endpoint, actor.clone()));
-        let app = stratus_scheduler::http::router(actor, metrics);
+        let actor = SchedulerActor::new(state, shared.clone(), identity).start();
+        tokio::spawn(accept_loop(endpoint, actor.clone(), shared.clone()));
+        let app = stratus_scheduler::http::router(actor, shared);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("dashboard server stopped: {e}");

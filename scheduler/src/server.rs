@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{self, access, read_frame, send_message, to_owned};
@@ -21,9 +21,12 @@ use stratus_protocol::messages::{
     ArchivedClientRequest, ArchivedFromWorker, ArchivedHello, ClientRequest, Hello, ToClient,
     ToWorker, Welcome, WorkerInfo,
 };
+use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{PROTOCOL_VERSION, STRATUS_VERSION};
 
+use crate::activity::RequestState;
 use crate::metrics::Metrics;
+use crate::runs::RunStore;
 use crate::state::{Command, Event, RequestId, SchedulerState, WorkerId};
 
 /// Feed an event to the state machine.
@@ -48,12 +51,42 @@ pub struct RequestUp {
     pub id: RequestId,
     pub body: ClientRequest,
     pub tx: mpsc::UnboundedSender<ToClient>,
+    /// The run of the client's session.
+    pub run: String,
 }
 
 /// Read the cluster as JSON for `/api/cluster`.
 #[derive(Message)]
 #[rtype(result = "serde_json::Value")]
 pub struct ClusterJson;
+
+/// Read the dashboard's snapshot (`/api/dashboard`, `/api/events`).
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct DashboardJson;
+
+/// What the QUIC edge and the HTTP server share with the actor.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub runs: Arc<RunStore>,
+    /// Bumped whenever something a live view shows may have changed.
+    pub changes: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Tell live views to refresh.
+    pub fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+/// A client request in flight.
+struct OpenRequest {
+    kind: &'static str,
+    tx: mpsc::UnboundedSender<ToClient>,
+    started: Instant,
+    run: String,
+}
 
 /// Static facts about this scheduler.
 #[derive(Debug, Clone)]
@@ -72,20 +105,77 @@ struct WorkerLink {
 pub struct SchedulerActor {
     state: SchedulerState,
     workers: HashMap<WorkerId, WorkerLink>,
-    requests: HashMap<RequestId, (String, mpsc::UnboundedSender<ToClient>)>,
+    requests: HashMap<RequestId, OpenRequest>,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     identity: Identity,
+    /// One instant with its wall-clock time, to show `Instant`s as dates.
+    epoch: (Instant, SystemTime),
+    /// [`Self::view_fingerprint`] when live views were last woken.
+    last_view: u64,
 }
 
 impl SchedulerActor {
-    pub fn new(state: SchedulerState, metrics: Arc<Metrics>, identity: Identity) -> Self {
+    pub fn new(state: SchedulerState, shared: Arc<Shared>, identity: Identity) -> Self {
+        shared
+            .metrics
+            .set_identity(&identity.address, &identity.dashboard, &identity.head_node);
         SchedulerActor {
             state,
             workers: HashMap::new(),
             requests: HashMap::new(),
-            metrics,
+            metrics: shared.metrics.clone(),
+            shared,
             identity,
+            epoch: (Instant::now(), SystemTime::now()),
+            last_view: 0,
         }
+    }
+
+    /// Milliseconds since the Unix epoch of `t`.
+    fn unix_ms(&self, t: Instant) -> u64 {
+        let (base, wall) = self.epoch;
+        let wall = match t.checked_duration_since(base) {
+            Some(after) => wall + after,
+            None => wall - base.duration_since(t),
+        };
+        wall.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Log a finished request's timing (and row count) to its run, off the
+    /// actor's thread.
+    fn log_to_run(&self, request: &OpenRequest, message: &ToClient) {
+        if matches!(
+            request.kind,
+            "info" | "list" | "log_metrics" | "log_artifact"
+        ) {
+            return;
+        }
+        if matches!(message, ToClient::Error(_)) {
+            return;
+        }
+        let mut metrics = vec![(
+            format!("{}.seconds", request.kind),
+            request.started.elapsed().as_secs_f64(),
+        )];
+        match message {
+            ToClient::Count(rows) => metrics.push((format!("{}.rows", request.kind), *rows as f64)),
+            ToClient::Persisted(frame) => {
+                metrics.push((format!("{}.rows", request.kind), frame.rows as f64));
+                metrics.push((format!("{}.bytes", request.kind), frame.bytes as f64));
+            }
+            _ => {}
+        }
+        let shared = self.shared.clone();
+        let run = request.run.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = shared.runs.log_metrics(&run, &metrics) {
+                warn!("cannot log to run '{run}': {e}");
+            }
+            shared.changed();
+        });
     }
 
     fn apply(&mut self, event: Event) {
@@ -99,18 +189,19 @@ impl SchedulerActor {
                 }
                 Command::Reply { request, message } => {
                     let last = message.is_final();
-                    if let Some((kind, tx)) = self.requests.get(&request) {
-                        if last {
-                            let outcome = match &message {
-                                ToClient::Error(_) => "error",
-                                _ => "ok",
-                            };
-                            self.metrics.count_request(kind, outcome);
+                    if !last {
+                        if let Some(open) = self.requests.get(&request) {
+                            let _ = open.tx.send(message);
                         }
-                        let _ = tx.send(message);
-                    }
-                    if last {
-                        self.requests.remove(&request);
+                    } else if let Some(open) = self.requests.remove(&request) {
+                        let outcome = match &message {
+                            ToClient::Error(_) => "error",
+                            _ => "ok",
+                        };
+                        self.metrics
+                            .finish_request(open.kind, outcome, open.started.elapsed());
+                        self.log_to_run(&open, &message);
+                        let _ = open.tx.send(message);
                     }
                 }
                 Command::DisconnectWorker { worker, reason } => {
@@ -122,6 +213,27 @@ impl SchedulerActor {
             }
         }
         self.metrics.observe(&self.state);
+        let view = self.view_fingerprint();
+        if view != self.last_view {
+            self.last_view = view;
+            self.shared.changed();
+        }
+    }
+
+    /// A hash of what the dashboard shows, to wake live views only when it
+    /// changed (not on every heartbeat or tick).
+    fn view_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.state.activity().version.hash(&mut h);
+        self.state.task_counts().hash(&mut h);
+        for w in self.state.workers() {
+            (w.id, w.memory_used, w.persisted_bytes, w.running.len()).hash(&mut h);
+        }
+        for f in self.state.frames() {
+            (f.id, f.partitions.len()).hash(&mut h);
+        }
+        h.finish()
     }
 
     fn cluster_json(&self) -> serde_json::Value {
@@ -176,6 +288,82 @@ impl SchedulerActor {
     }
 }
 
+impl SchedulerActor {
+    /// The dashboard's snapshot (shape documented in ARCHITECTURE.md).
+    fn dashboard_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let cluster = self.cluster_json();
+        let workers = cluster["workers"].clone();
+        let info = self.state.cluster_info();
+        let persisted: u64 = self
+            .state
+            .frames()
+            .flat_map(|f| f.partitions.iter())
+            .map(|p| p.bytes)
+            .sum();
+        let activity = self.state.activity();
+        let jobs: Vec<_> = activity
+            .requests()
+            .rev()
+            .take(crate::activity::KEPT_REQUESTS)
+            .map(|r| {
+                let (state, error) = match &r.state {
+                    RequestState::Running => ("running", None),
+                    RequestState::Ok => ("ok", None),
+                    RequestState::Error(e) => ("error", Some(e.as_str())),
+                    RequestState::Cancelled => ("cancelled", None),
+                };
+                json!({
+                    "id": r.id,
+                    "kind": r.kind,
+                    "target": r.target,
+                    "run": r.run,
+                    "state": state,
+                    "error": error,
+                    "started": self.unix_ms(r.started),
+                    "ended": r.ended.map(|t| self.unix_ms(t)),
+                    "steps": r.steps.iter().map(|s| json!({
+                        "name": s.name, "done": s.done, "total": s.total,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let tasks: Vec<_> = activity
+            .tasks()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "job": t.request,
+                    "kind": t.kind,
+                    "worker": t.worker,
+                    "start": self.unix_ms(t.start),
+                    "end": self.unix_ms(t.end),
+                    "outcome": t.outcome,
+                })
+            })
+            .collect();
+        json!({
+            "now": self.unix_ms(Instant::now()),
+            "cluster": {
+                "address": self.identity.address,
+                "dashboard": self.identity.dashboard,
+                "head_node": self.identity.head_node,
+                "version": STRATUS_VERSION,
+                "workers": info.workers,
+                "threads": info.threads,
+                "memory_limit": info.memory_limit,
+                "memory_used": info.memory_used,
+                "persisted_bytes": persisted,
+            },
+            "workers": workers,
+            "jobs": jobs,
+            "tasks": tasks,
+            "frames": cluster["frames"].clone(),
+            "runs": self.shared.runs.dashboard_json(20),
+        })
+    }
+}
+
 impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
@@ -226,12 +414,27 @@ impl Handler<WorkerUp> for SchedulerActor {
 impl Handler<RequestUp> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: RequestUp, _: &mut Context<Self>) {
-        let kind = request_kind(&msg.body).to_string();
-        self.requests.insert(msg.id, (kind, msg.tx));
+        self.requests.insert(
+            msg.id,
+            OpenRequest {
+                kind: msg.body.kind(),
+                tx: msg.tx,
+                started: Instant::now(),
+                run: msg.run.clone(),
+            },
+        );
         self.apply(Event::Request {
             request: msg.id,
             body: msg.body,
+            run: Some(msg.run),
         });
+    }
+}
+
+impl Handler<DashboardJson> for SchedulerActor {
+    type Result = MessageResult<DashboardJson>;
+    fn handle(&mut self, _: DashboardJson, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.dashboard_json())
     }
 }
 
@@ -242,22 +445,6 @@ impl Handler<ClusterJson> for SchedulerActor {
     }
 }
 
-fn request_kind(request: &ClientRequest) -> &'static str {
-    match request {
-        ClientRequest::Info => "info",
-        ClientRequest::Len { .. } => "len",
-        ClientRequest::Head { .. } => "head",
-        ClientRequest::Persist { .. } => "persist",
-        ClientRequest::Unpersist { .. } => "unpersist",
-        ClientRequest::List => "list",
-        ClientRequest::Describe { .. } => "describe",
-        ClientRequest::MemoryUsage { .. } => "memory_usage",
-        ClientRequest::GroupBy { .. } => "groupby",
-        ClientRequest::Write { .. } => "write",
-        ClientRequest::Sort { .. } => "sort",
-    }
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_id() -> u64 {
@@ -265,14 +452,19 @@ fn next_id() -> u64 {
 }
 
 /// Accept connections forever.
-pub async fn accept_loop(endpoint: quinn::Endpoint, actor: Addr<SchedulerActor>) {
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    actor: Addr<SchedulerActor>,
+    shared: Arc<Shared>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let actor = actor.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
-                    if let Err(e) = serve_connection(conn, actor).await {
+                    if let Err(e) = serve_connection(conn, actor, shared).await {
                         warn!("{e}");
                     }
                 }
@@ -285,6 +477,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, actor: Addr<SchedulerActor>)
 async fn serve_connection(
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
+    shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     let remote = conn.remote_address().to_string();
     let peer = format!("peer {remote}");
@@ -345,11 +538,15 @@ async fn serve_connection(
     match hello.role {
         stratus_protocol::messages::PeerRole::Worker(info) => {
             let peer = format!("worker '{}' ({remote})", info.name);
+            let tracker = shared.metrics.connections();
+            let _tracked = tracker.track(PeerKind::Worker, &info.name, &conn);
             serve_worker(id, info, conn, send, recv, actor, peer).await
         }
-        stratus_protocol::messages::PeerRole::Client { name } => {
+        stratus_protocol::messages::PeerRole::Client { name, run } => {
             let peer = format!("client '{name}' ({remote})");
-            serve_client(conn, actor, peer).await
+            let tracker = shared.metrics.connections();
+            let _tracked = tracker.track(PeerKind::Client, &remote, &conn);
+            serve_client(conn, actor, peer, run, shared).await
         }
     }
 }
@@ -417,6 +614,8 @@ async fn serve_client(
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
     peer: String,
+    run: String,
+    shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -426,8 +625,10 @@ async fn serve_client(
         let actor = actor.clone();
         let conn = conn.clone();
         let peer = peer.clone();
+        let run = run.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_request(conn, send, recv, actor, &peer).await {
+            if let Err(e) = serve_request(conn, send, recv, actor, &peer, run, shared).await {
                 debug!("{e}");
             }
         });
@@ -440,6 +641,8 @@ async fn serve_request(
     mut recv: quinn::RecvStream,
     actor: Addr<SchedulerActor>,
     peer: &str,
+    run: String,
+    shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     let Some(frame) = read_frame(&mut recv, peer).await? else {
         return Ok(());
@@ -452,9 +655,45 @@ async fn serve_request(
             return Err(e);
         }
     };
+    if matches!(
+        body,
+        ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. }
+    ) {
+        // Run logging touches only the run store (and the disk): no actor.
+        let kind = body.kind();
+        let started = Instant::now();
+        let store = shared.clone();
+        let logged = tokio::task::spawn_blocking(move || match &body {
+            ClientRequest::LogMetrics { metrics } => store.runs.log_metrics(&run, metrics),
+            ClientRequest::LogArtifact {
+                name,
+                content_type,
+                data,
+            } => store.runs.log_artifact(&run, name, content_type, data),
+            _ => Ok(String::new()),
+        })
+        .await;
+        let answer = match logged {
+            Ok(Ok(run_id)) => ToClient::Logged { run_id },
+            Ok(Err(e)) => ToClient::Error(e.to_string()),
+            Err(e) => ToClient::Error(format!("logging failed: {e}")),
+        };
+        let outcome = if matches!(answer, ToClient::Logged { .. }) {
+            "ok"
+        } else {
+            "error"
+        };
+        shared
+            .metrics
+            .finish_request(kind, outcome, started.elapsed());
+        shared.changed();
+        send_message(&mut send, &answer, peer).await?;
+        let _ = send.finish();
+        return Ok(());
+    }
     let id = next_id();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    actor.do_send(RequestUp { id, body, tx });
+    actor.do_send(RequestUp { id, body, tx, run });
     loop {
         tokio::select! {
             message = rx.recv() => {

@@ -27,6 +27,9 @@ pub struct Cli {
     /// Address workers and clients should use (default: derived from --host).
     #[arg(long)]
     pub contact_address: Option<String>,
+    /// Where runs (logged metrics and artifacts) are kept across restarts.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -44,6 +47,7 @@ pub struct Settings {
     pub scheduler_file: Option<PathBuf>,
     pub heartbeat_timeout: f64,
     pub contact_address: Option<String>,
+    pub data_dir: PathBuf,
 }
 
 impl Settings {
@@ -53,7 +57,8 @@ impl Settings {
             .set_default("host", "0.0.0.0")?
             .set_default("port", 8786)?
             .set_default("dashboard_address", ":8787")?
-            .set_default("heartbeat_timeout", 5.0)?;
+            .set_default("heartbeat_timeout", 5.0)?
+            .set_default("data_dir", "stratus-data")?;
         if let Some(path) = &cli.config {
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }
@@ -79,6 +84,9 @@ impl Settings {
         }
         if let Some(v) = &cli.contact_address {
             builder = builder.set_override("contact_address", v.as_str())?;
+        }
+        if let Some(v) = &cli.data_dir {
+            builder = builder.set_override("data_dir", v.display().to_string())?;
         }
         builder.build()?.try_deserialize()
     }

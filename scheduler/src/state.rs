@@ -22,6 +22,7 @@ use stratus_protocol::messages::{
     PartitionKey, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient, ToWorker, WorkerInfo,
 };
 
+use crate::activity::{Activity, RequestState, TaskRecord};
 use crate::planning;
 use crate::reduce::{
     DescribeJob, GroupByJob, MemoryJob, ReduceJob, SortJob, SortOutcome, WriteJob,
@@ -84,6 +85,8 @@ pub enum Event {
     Request {
         request: RequestId,
         body: ClientRequest,
+        /// The run the client's session logs to.
+        run: Option<String>,
     },
     /// The client went away or cancelled; no answer is wanted.
     RequestCancelled {
@@ -136,6 +139,8 @@ struct Task {
     attempts: u32,
     /// A worker-level task (a reduce over all its partitions) must run there.
     worker_pin: Option<WorkerId>,
+    /// When it was handed to its worker.
+    started: Option<Instant>,
 }
 
 impl Task {
@@ -275,6 +280,9 @@ pub struct SchedulerState {
     job_of_request: HashMap<RequestId, JobId>,
     next_id: u64,
     counters: Counters,
+    activity: Activity,
+    /// The `now` of the event being handled.
+    clock: Instant,
 }
 
 impl SchedulerState {
@@ -289,6 +297,8 @@ impl SchedulerState {
             job_of_request: HashMap::new(),
             next_id: 1,
             counters: Counters::default(),
+            activity: Activity::default(),
+            clock: Instant::now(),
         }
     }
 
@@ -317,6 +327,11 @@ impl SchedulerState {
         &self.counters
     }
 
+    /// Requests and the task stream (for the dashboard).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
     /// Cluster summary as `stratus info` prints it.
     pub fn cluster_info(&self) -> ClusterInfo {
         ClusterInfo {
@@ -338,6 +353,7 @@ impl SchedulerState {
     /// Feed one event; get the commands to carry out.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
+        self.clock = now;
         match event {
             Event::WorkerJoined { worker, info } => {
                 self.workers.insert(
@@ -371,8 +387,24 @@ impl SchedulerState {
                 }
             }
             Event::WorkerLeft { worker, reason } => self.remove_worker(worker, &reason, &mut out),
-            Event::Request { request, body } => self.on_request(request, body, &mut out),
+            Event::Request { request, body, run } => {
+                let quiet = matches!(
+                    body,
+                    ClientRequest::Info
+                        | ClientRequest::List
+                        | ClientRequest::LogMetrics { .. }
+                        | ClientRequest::LogArtifact { .. }
+                );
+                if !quiet {
+                    let target = body.target().map(str::to_string);
+                    self.activity
+                        .request_started(request, body.kind(), target, run, now);
+                }
+                self.on_request(request, body, &mut out)
+            }
             Event::RequestCancelled { request } => {
+                self.activity
+                    .request_ended(request, RequestState::Cancelled, now);
                 if let Some(job) = self.job_of_request.get(&request).copied() {
                     self.abort_job(job, None, &mut out);
                 }
@@ -400,7 +432,49 @@ impl SchedulerState {
             }
         }
         self.dispatch(&mut out);
+        self.track_requests(now, &mut out);
         out
+    }
+
+    /// Note requests that got their final answer, and tell clients whose
+    /// requests progressed (one message per request per event).
+    fn track_requests(&mut self, now: Instant, out: &mut Vec<Command>) {
+        for command in out.iter() {
+            if let Command::Reply { request, message } = command {
+                if message.is_final() {
+                    let state = match message {
+                        ToClient::Error(e) => RequestState::Error(e.clone()),
+                        _ => RequestState::Ok,
+                    };
+                    self.activity.request_ended(*request, state, now);
+                }
+            }
+        }
+        for (request, step) in self.activity.take_changed() {
+            out.push(Command::Reply {
+                request,
+                message: ToClient::Progress {
+                    stage: step.name.to_string(),
+                    done: step.done,
+                    total: step.total,
+                },
+            });
+        }
+    }
+
+    /// Record a task that ended on `worker` in the task stream.
+    fn record_task(&mut self, id: TaskId, task: &Task, worker: &str, outcome: &'static str) {
+        let request = task.job.and_then(|j| self.jobs.get(&j)).map(|j| j.request);
+        let record = TaskRecord {
+            id,
+            request,
+            kind: task.kind.label(),
+            worker: worker.to_string(),
+            start: task.started.unwrap_or(self.clock),
+            end: self.clock,
+            outcome,
+        };
+        self.activity.task_ended(record, task.kind.step());
     }
 
     fn worker_label(&self, worker: WorkerId) -> String {
@@ -415,6 +489,12 @@ impl SchedulerState {
     fn on_request(&mut self, request: RequestId, body: ClientRequest, out: &mut Vec<Command>) {
         let reply = |message| Command::Reply { request, message };
         match body {
+            ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. } => {
+                // Run logging is served at the edge (it touches only the run store).
+                out.push(reply(ToClient::Error(
+                    "run logging is not a cluster request".into(),
+                )))
+            }
             ClientRequest::Info => out.push(reply(ToClient::Info(self.cluster_info()))),
             ClientRequest::List => out.push(reply(ToClient::Frames(
                 self.frames().map(Frame::summary).collect(),
@@ -1105,11 +1185,15 @@ impl SchedulerState {
                 worker: None,
                 attempts: 0,
                 worker_pin: None,
+                started: None,
             },
         );
         self.queue.push_back(id);
         if let Some(job) = job.and_then(|j| self.jobs.get_mut(&j)) {
             job.tasks.insert(id);
+            let request = job.request;
+            let step = self.tasks[&id].kind.step();
+            self.activity.task_added(request, step);
         }
         id
     }
@@ -1252,6 +1336,13 @@ impl SchedulerState {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.running.remove(&id);
         }
+        let name = self
+            .workers
+            .get(&worker)
+            .map(|w| w.info.name.clone())
+            .unwrap_or_default();
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.record_task(id, &task, &name, outcome);
         if let Some(job) = task.job.and_then(|j| self.jobs.get_mut(&j)) {
             job.tasks.remove(&id);
         }
@@ -1511,15 +1602,6 @@ impl SchedulerState {
         let total = f.partitions.len() as u64;
         let held = f.partitions.iter().filter(|p| p.holder.is_some()).count() as u64;
         if held < total {
-            self.reply(
-                job,
-                ToClient::Progress {
-                    stage: "persist".into(),
-                    done: held,
-                    total,
-                },
-                out,
-            );
             return;
         }
         let Goal::Persist { name, replace, .. } = &j.goal else {
@@ -1604,9 +1686,13 @@ impl SchedulerState {
         running.sort_unstable();
         let mut rounds_to_restart = Vec::new();
         for id in running.into_iter().rev() {
+            if let Some(task) = self.tasks.get(&id).cloned() {
+                self.record_task(id, &task, &w.info.name, "lost");
+            }
             let Some(task) = self.tasks.get_mut(&id) else {
                 continue;
             };
+            task.started = None;
             if matches!(task.kind, TaskKind::Reduce { .. }) {
                 // Worker-level tasks cannot move: their round runs again.
                 rounds_to_restart.extend(task.job);
@@ -1751,6 +1837,7 @@ impl SchedulerState {
                 Some(worker) => {
                     let task = self.tasks.get_mut(&id).expect("task present");
                     task.worker = Some(worker);
+                    task.started = Some(self.clock);
                     self.workers
                         .get_mut(&worker)
                         .expect("worker present")

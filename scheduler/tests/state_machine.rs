@@ -16,6 +16,7 @@ use stratus_protocol::messages::{
     PartitionKey, RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient,
     ToWorker, WorkerInfo,
 };
+use stratus_scheduler::activity::RequestState;
 use stratus_scheduler::state::{
     Command, Config, Event, RequestId, SchedulerState, TaskId, WorkerId,
 };
@@ -184,8 +185,11 @@ fn final_reply(cmds: &[Command], request: RequestId) -> Option<ToClient> {
     finals.into_iter().next()
 }
 
+/// No answer yet (progress reports aside).
 fn no_reply_at_all(cmds: &[Command]) -> bool {
-    !cmds.iter().any(|c| matches!(c, Command::Reply { .. }))
+    !cmds
+        .iter()
+        .any(|c| matches!(c, Command::Reply { message, .. } if message.is_final()))
 }
 
 fn expect_error(cmds: &[Command], request: RequestId) -> String {
@@ -302,7 +306,11 @@ impl Sim {
     }
 
     fn request(&mut self, request: RequestId, body: ClientRequest) -> Vec<Command> {
-        self.send(Event::Request { request, body })
+        self.send(Event::Request {
+            request,
+            body,
+            run: None,
+        })
     }
 
     fn report(&mut self, worker: WorkerId, report: TaskReport) -> Vec<Command> {
@@ -590,11 +598,11 @@ fn persist_balances_partitions_then_serves_len_list_and_replace() {
         assert!((3..=5).contains(&n), "worker {worker} loaded {n} of 8");
         assert_eq!(sim.partitions_of(worker).len(), n);
     }
-    // Progress came before the answer, counting up.
+    // Progress of the load step came before the answer, counting up to 8.
     let progress: Vec<u64> = replies(&seen, 1)
         .iter()
         .filter_map(|m| match m {
-            ToClient::Progress { done, total, .. } => {
+            ToClient::Progress { stage, done, total } if stage == "load partitions" => {
                 assert_eq!(*total, 8);
                 Some(*done)
             }
@@ -603,6 +611,55 @@ fn persist_balances_partitions_then_serves_len_list_and_replace() {
         .collect();
     assert!(!progress.is_empty());
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(
+        progress.last(),
+        Some(&7),
+        "the last load is answered by the result"
+    );
+    // Steps are reported in order: list files, read footers, load partitions.
+    let mut stages: Vec<String> = replies(&seen, 1)
+        .iter()
+        .filter_map(|m| match m {
+            ToClient::Progress { stage, .. } => Some(stage.clone()),
+            _ => None,
+        })
+        .collect();
+    stages.dedup();
+    let order = ["list files", "read footers", "load partitions"];
+    let ranks: Vec<usize> = stages
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).expect("a known step"))
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{stages:?}");
+    assert_eq!(stages.last().map(String::as_str), Some("load partitions"));
+    // The dashboard's record of the request: ended ok, every step complete.
+    let record = sim
+        .state
+        .activity()
+        .requests()
+        .find(|r| r.id == 1)
+        .expect("request recorded");
+    assert_eq!(record.kind, "persist");
+    assert_eq!(record.state, RequestState::Ok);
+    let steps: Vec<(&str, u64, u64)> = record
+        .steps
+        .iter()
+        .map(|s| (s.name, s.done, s.total))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("list files", 1, 1),
+            ("read footers", 4, 4),
+            ("load partitions", 8, 8)
+        ]
+    );
+    let stream: Vec<&str> = sim.state.activity().tasks().map(|t| t.kind).collect();
+    assert_eq!(
+        stream.iter().filter(|k| **k == "load").count(),
+        8,
+        "{stream:?}"
+    );
 
     let rows = total_rows(&footers);
     let expected = FrameSummary {

@@ -163,3 +163,68 @@ pub fn kill9(pid: u32) {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
 }
+
+/// `stratus local` as a child process, killed (with its cluster) on drop.
+pub struct Local {
+    pub child: std::process::Child,
+    /// The scheduler file it wrote once every worker registered.
+    pub file: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `stratus local` with `workers` workers of one thread, the dashboard
+/// on a free loopback port, and `extra` flags; wait for its scheduler file.
+pub fn start_local(workers: u32, extra: &[&str]) -> Local {
+    let dir = TempDir::new("local");
+    let file = dir.path().join("scheduler.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
+    command
+        .args(["local", "--workers", &workers.to_string()])
+        .args(["--threads-per-worker", "1"])
+        .args(["--dashboard-address", "127.0.0.1:0"]);
+    if !extra.contains(&"--data-dir") {
+        command.arg("--data-dir").arg(dir.path().join("data"));
+    }
+    let child = command
+        .args(extra)
+        .arg("--scheduler-file")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start stratus local");
+    let mut local = Local {
+        child,
+        file,
+        _dir: dir,
+    };
+    eventually(Duration::from_secs(60), "the scheduler file", || {
+        if let Ok(Some(status)) = local.child.try_wait() {
+            panic!("stratus local exited early: {status}");
+        }
+        local.file.exists().then_some(())
+    });
+    local
+}
+
+impl Local {
+    /// The dashboard URL, ending in `/`.
+    pub fn dashboard(&self) -> String {
+        let sf: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.file).unwrap()).unwrap();
+        sf["dashboard"].as_str().unwrap().to_string()
+    }
+
+    /// GET a JSON document under the dashboard URL (`api/cluster`, ...).
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.dashboard());
+        serde_json::from_str(&http_get(&url)).unwrap()
+    }
+}
