@@ -16,53 +16,6 @@ use serde_json::{json, Value};
 
 // ---- a local cluster --------------------------------------------------------
 
-struct Local {
-    child: Child,
-    file: PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_local(workers: u32) -> Local {
-    let dir = TempDir::new("dashboard");
-    let file = dir.path().join("scheduler.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args([
-            "local",
-            "--workers",
-            &workers.to_string(),
-            "--threads-per-worker",
-            "1",
-        ])
-        .args(["--dashboard-address", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--scheduler-file")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start stratus local");
-    let mut local = Local {
-        child,
-        file,
-        _dir: dir,
-    };
-    eventually(Duration::from_secs(60), "the scheduler file", || {
-        if let Ok(Some(status)) = local.child.try_wait() {
-            panic!("stratus local exited early: {status}");
-        }
-        local.file.exists().then_some(())
-    });
-    local
-}
-
 /// The dashboard URL (`http://127.0.0.1:PORT/`) from the scheduler file.
 fn dashboard_url(scheduler_file: &Path) -> String {
     let text = std::fs::read_to_string(scheduler_file).expect("read the scheduler file");
@@ -495,7 +448,7 @@ fn artifact_path() -> PathBuf {
 
 #[test]
 fn dashboard_shows_workers_and_jobs_live_in_headless_chromium() {
-    let local = start_local(2);
+    let local = start_local(2, &[]);
     let f = local.file.as_path();
     let url = dashboard_url(f);
     let info = ok(f, &["info"]);

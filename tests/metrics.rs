@@ -9,48 +9,8 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Local {
-    child: Child,
-    file: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_local(workers: u32) -> Local {
-    let dir = TempDir::new("metrics");
-    let file = dir.path().join("scheduler.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(["local", "--workers", &workers.to_string()])
-        .args(["--threads-per-worker", "1"])
-        .args(["--dashboard-address", "127.0.0.1:0"])
-        .arg("--scheduler-file")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start stratus local");
-    let mut local = Local {
-        child,
-        file,
-        _dir: dir,
-    };
-    eventually(Duration::from_secs(60), "the scheduler file", || {
-        if let Ok(Some(status)) = local.child.try_wait() {
-            panic!("stratus local exited early: {status}");
-        }
-        local.file.exists().then_some(())
-    });
-    local
-}
 
 /// One sample of a Prometheus text exposition.
 #[derive(Debug)]
@@ -182,7 +142,7 @@ fn scheduler_file(local: &Local) -> serde_json::Value {
 
 #[test]
 fn scheduler_and_workers_export_the_metric_contract() {
-    let local = start_local(2);
+    let local = start_local(2, &[]);
     let f = local.file.as_path();
     let sf = scheduler_file(&local);
     let address = sf["address"].as_str().unwrap().to_string();

@@ -9,36 +9,6 @@ use common::*;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// GET `url` and return (status line, content type, body bytes).
-fn get_raw(url: &str) -> (String, String, Vec<u8>) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').expect("URL with a path");
-    let mut stream = std::net::TcpStream::connect(host).expect("connect dashboard");
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP response");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.lines().next().unwrap_or_default().to_string();
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    (status, content_type, response[split + 4..].to_vec())
-}
-
 fn client_for(local: &Local, run: &str) -> (tokio::runtime::Runtime, stratus::Client) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,11 +110,11 @@ fn runs_log_steps_and_plots_and_survive_a_restart() {
         "{}api/runs/{id}/artifacts/temperature.png",
         local.dashboard()
     );
-    let (status, content_type, body) = get_raw(&url);
-    assert!(status.contains("200"), "{status}");
-    assert_eq!(content_type, "image/png");
-    assert!(body.starts_with(PNG_SIGNATURE));
-    assert_eq!(body, on_disk);
+    let png = http_get_raw(&url);
+    assert_eq!(png.status, 200);
+    assert_eq!(png.content_type, "image/png");
+    assert!(png.body.starts_with(PNG_SIGNATURE));
+    assert_eq!(png.body, on_disk);
 
     // Bad names and missing files are 404s, not reads outside the run.
     for bad in [
@@ -152,8 +122,8 @@ fn runs_log_steps_and_plots_and_survive_a_restart() {
         "api/runs/1/artifacts/nothing.png",
         "api/runs/99",
     ] {
-        let (status, _, _) = get_raw(&format!("{}{bad}", local.dashboard()));
-        assert!(status.contains("404"), "{bad}: {status}");
+        let status = http_get_raw(&format!("{}{bad}", local.dashboard())).status;
+        assert_eq!(status, 404, "{bad}");
     }
 
     // Run metrics in Prometheus, labelled by run.
@@ -202,11 +172,11 @@ fn runs_log_steps_and_plots_and_survive_a_restart() {
             })
             .unwrap()
     );
-    let (_, _, body) = get_raw(&format!(
+    let png = http_get_raw(&format!(
         "{}api/runs/{id}/artifacts/temperature.png",
         local.dashboard()
     ));
-    assert_eq!(body, on_disk);
+    assert_eq!(png.body, on_disk);
     let metrics = http_get(&format!("{}metrics", local.dashboard()));
     assert!(metrics.contains("stratus_run_metric{metric=\"accuracy\",run=\"nightly\"} 0.93"));
 }

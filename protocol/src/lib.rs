@@ -11,6 +11,8 @@
 pub mod framing;
 pub mod ipc;
 pub mod messages;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 pub mod netstats;
 pub mod scheduler_file;
 pub mod tls;

@@ -92,8 +92,15 @@ pub fn fails(scheduler_file: &Path, args: &[&str]) -> String {
     stderr(&o)
 }
 
-/// GET an http://127.0.0.1:PORT/path URL; return the body.
-pub fn http_get(url: &str) -> String {
+/// An HTTP response.
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// GET an http://127.0.0.1:PORT/path URL, whatever the status.
+pub fn http_get_raw(url: &str) -> HttpResponse {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
         .split_once('/')
@@ -107,29 +114,57 @@ pub fn http_get(url: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let body = &response[split + 4..];
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
+    };
+    HttpResponse {
+        status,
+        content_type,
+        body,
     }
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+/// GET an http://127.0.0.1:PORT/path URL that must answer 200; return the body.
+pub fn http_get(url: &str) -> String {
+    let response = http_get_raw(url);
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(response.status, 200, "GET {url}: {body}");
+    body
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..end]);
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
+        let start = end + 2;
+        out.extend_from_slice(&body[start..start + n]);
+        body = &body[start + n + 2..];
     }
     out
 }
