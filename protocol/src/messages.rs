@@ -269,6 +269,16 @@ pub enum TaskKind {
         mailbox: MailboxKey,
         deliver_to: PeerRef,
     },
+    /// An intermediate merger of a group-by's merge tree: merge the `expect`
+    /// partials in `mailbox` here (without finalizing) and deliver the merged
+    /// partial to mailbox `out` on `deliver_to` (possibly itself).
+    GroupByMerge {
+        spec: GroupBySpec,
+        mailbox: MailboxKey,
+        expect: u32,
+        deliver_to: PeerRef,
+        out: MailboxKey,
+    },
     /// Merge the `expect` partials in a mailbox here and finalize.
     GroupByFinal {
         spec: GroupBySpec,
@@ -326,6 +336,7 @@ impl TaskKind {
             TaskKind::Load { .. } => "load",
             TaskKind::Reduce { .. } => "reduce",
             TaskKind::GroupByPartial { .. } => "groupby_partial",
+            TaskKind::GroupByMerge { .. } => "groupby_merge",
             TaskKind::GroupByFinal { .. } => "groupby_final",
             TaskKind::PrepareWrite { .. } => "prepare_write",
             TaskKind::WriteParts { .. } => "write_parts",
@@ -350,6 +361,7 @@ impl TaskKind {
                 ReduceOp::SortSample { .. } => "sample sort key",
             },
             TaskKind::GroupByPartial { .. } => "partial aggregates",
+            TaskKind::GroupByMerge { .. } => "merge partials",
             TaskKind::GroupByFinal { .. } => "merge aggregates",
             TaskKind::PrepareWrite { .. } => "prepare write",
             TaskKind::WriteParts { .. } => "write files",

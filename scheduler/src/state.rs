@@ -1693,8 +1693,9 @@ impl SchedulerState {
                 continue;
             };
             task.started = None;
-            if matches!(task.kind, TaskKind::Reduce { .. }) {
-                // Worker-level tasks cannot move: their round runs again.
+            if task.worker_pin.is_some() {
+                // Worker-level tasks (reduce, group-by, shuffle, write rounds)
+                // cannot move: their round runs again.
                 rounds_to_restart.extend(task.job);
                 continue;
             }
@@ -1760,6 +1761,13 @@ impl SchedulerState {
                 p.loading = Some(task);
             }
         }
+        // Rounds with tasks still queued for the lost worker run again too.
+        rounds_to_restart.extend(
+            self.tasks
+                .values()
+                .filter(|t| t.worker_pin == Some(worker))
+                .filter_map(|t| t.job),
+        );
         rounds_to_restart.sort_unstable();
         rounds_to_restart.dedup();
         for job in rounds_to_restart {

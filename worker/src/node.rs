@@ -19,8 +19,8 @@ use tracing::{debug, info};
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{
     ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, MailboxKey,
-    PartitionKey, PeerPush, PeerRole, ReduceOp, TaskAssignment, TaskKind, TaskOutput, TaskReport,
-    WorkerInfo,
+    PartitionKey, PeerPush, PeerRef, PeerRole, ReduceOp, TaskAssignment, TaskKind, TaskOutput,
+    TaskReport, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
@@ -178,6 +178,45 @@ where
     });
 }
 
+/// Compute one batch on a compute thread and deliver it to `push.mailbox` on
+/// `to` (through our own actor when `to` is us); the task reports
+/// `Delivered` once the receiver holds it.
+fn compute_and_deliver<F>(
+    compute: Arc<Semaphore>,
+    me: Addr<WorkerActor>,
+    peers: Arc<PeerService>,
+    id: u64,
+    push: PeerPush,
+    to: PeerRef,
+    body: F,
+) where
+    F: FnOnce() -> Result<RecordBatch, String> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let result = async {
+            let _permit = compute.acquire_owned().await.map_err(|e| e.to_string())?;
+            let batch = tokio::task::spawn_blocking(body)
+                .await
+                .map_err(|e| format!("task panicked: {e}"))??;
+            let rows = batch.num_rows() as u64;
+            let bytes = if to.worker == push.from_worker {
+                me.send(Delivery {
+                    mailbox: push.mailbox,
+                    batches: vec![batch],
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                0
+            } else {
+                peers.send(&to, push, &batch.schema(), &[batch]).await?
+            };
+            Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
+        }
+        .await;
+        me.do_send(Done { id, result });
+    });
+}
+
 impl Handler<Run> for WorkerActor {
     type Result = ();
     fn handle(&mut self, msg: Run, ctx: &mut Context<Self>) {
@@ -222,43 +261,56 @@ impl Handler<Run> for WorkerActor {
                     deliver_to,
                 } => match self.held(&partitions) {
                     Ok(batches) => {
-                        let peers = self.peers.clone();
                         let push = PeerPush {
                             mailbox,
                             from_worker: self.id,
                         };
-                        let local = deliver_to.worker == self.id;
-                        tokio::spawn(async move {
-                            let result = async {
-                                let _permit =
-                                    compute.acquire_owned().await.map_err(|e| e.to_string())?;
-                                let partial = tokio::task::spawn_blocking(move || {
-                                    tasks::groupby_partial(&batches, &spec)
-                                })
-                                .await
-                                .map_err(|e| format!("task panicked: {e}"))??;
-                                let rows = partial.num_rows() as u64;
-                                let bytes = if local {
-                                    me.send(Delivery {
-                                        mailbox,
-                                        batches: vec![partial],
-                                    })
-                                    .await
-                                    .map_err(|e| e.to_string())??;
-                                    0
-                                } else {
-                                    peers
-                                        .send(&deliver_to, push, &partial.schema(), &[partial])
-                                        .await?
-                                };
-                                Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
-                            }
-                            .await;
-                            me.do_send(Done { id, result });
-                        });
+                        compute_and_deliver(
+                            compute,
+                            me,
+                            self.peers.clone(),
+                            id,
+                            push,
+                            deliver_to,
+                            move || tasks::groupby_partial(&batches, &spec),
+                        );
                     }
                     Err(error) => self.refuse(id, error),
                 },
+                TaskKind::GroupByMerge {
+                    spec,
+                    mailbox,
+                    expect,
+                    deliver_to,
+                    out,
+                } => {
+                    let parts = self.mailboxes.remove(&mailbox).unwrap_or_default();
+                    if parts.len() != expect as usize {
+                        self.refuse(
+                            id,
+                            format!(
+                                "worker '{}': expected {expect} partial group-bys to merge, received {}",
+                                self.name,
+                                parts.len()
+                            ),
+                        );
+                    } else {
+                        let partials: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+                        let push = PeerPush {
+                            mailbox: out,
+                            from_worker: self.id,
+                        };
+                        compute_and_deliver(
+                            compute,
+                            me,
+                            self.peers.clone(),
+                            id,
+                            push,
+                            deliver_to,
+                            move || tasks::groupby_merge(&partials, &spec),
+                        );
+                    }
+                }
                 TaskKind::GroupByFinal {
                     spec,
                     mailbox,

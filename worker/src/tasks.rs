@@ -110,6 +110,13 @@ pub fn groupby_partial(batches: &[RecordBatch], spec: &GroupBySpec) -> Result<Re
     stratus_engine::groupby::partial(batches, &groupby_spec(spec)).map_err(|e| e.to_string())
 }
 
+/// Merge delivered partials into one partial, without finalizing: the work of
+/// an intermediate merger of the group-by's tree. The result has the partial
+/// layout, so it travels and merges again like a partial.
+pub fn groupby_merge(partials: &[RecordBatch], spec: &GroupBySpec) -> Result<RecordBatch, String> {
+    stratus_engine::groupby::merge(partials, &groupby_spec(spec)).map_err(|e| e.to_string())
+}
+
 /// Merge delivered partials and finalize: the group-by's answer.
 pub fn groupby_final(partials: &[RecordBatch], spec: &GroupBySpec) -> Result<TaskOutput, String> {
     let spec = groupby_spec(spec);
@@ -379,4 +386,98 @@ pub fn head_parquet(
     let batches = scan::read_partition(&to_spec(input), columns, Some(n as usize))
         .map_err(|e| e.to_string())?;
     head_of(&batches, n, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, ArrayRef, Float64Array, StringArray};
+    use std::sync::Arc;
+
+    fn table(output: TaskOutput) -> RecordBatch {
+        let TaskOutput::Table { ipc, .. } = output else {
+            panic!("expected a table, got {output:?}");
+        };
+        let (_, batches) =
+            stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(ipc.as_slice()))
+                .expect("decode the result");
+        assert_eq!(batches.len(), 1);
+        batches.into_iter().next().unwrap()
+    }
+
+    /// A merged partial delivered to the next level of the tree, as Arrow IPC.
+    fn delivered(partial: RecordBatch) -> RecordBatch {
+        let ipc =
+            stratus_protocol::ipc::encode_batches(&partial.schema(), &[partial]).expect("encode");
+        let (_, mut batches) =
+            stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(ipc.as_slice()))
+                .expect("decode");
+        batches.remove(0)
+    }
+
+    #[test]
+    fn merging_partials_in_a_tree_gives_the_star_result() {
+        use AggFuncWire::*;
+        let spec = GroupBySpec {
+            keys: vec!["city".into()],
+            aggs: [Count, Sum, Mean, Std, Min, Max]
+                .into_iter()
+                .map(|f| ("temperature".to_string(), f))
+                .collect(),
+        };
+        let cities = ["Oslo", "Lima", "Pune", "Kyiv"];
+        // Five holders' partials over different mixes of cities and values.
+        let partials: Vec<RecordBatch> = (0..5)
+            .map(|h| {
+                let rows = 7 + 3 * h;
+                let city: Vec<&str> = (0..rows).map(|i| cities[(i * (h + 1)) % 4]).collect();
+                let temperature: Vec<Option<f64>> = (0..rows)
+                    .map(|i| (i % 5 != 3).then(|| 1000.0 + (i * 7 + h * 13) as f64 / 8.0))
+                    .collect();
+                let batch = RecordBatch::try_from_iter([
+                    ("city", Arc::new(StringArray::from(city)) as ArrayRef),
+                    (
+                        "temperature",
+                        Arc::new(Float64Array::from(temperature)) as ArrayRef,
+                    ),
+                ])
+                .unwrap();
+                groupby_partial(&[batch], &spec).unwrap()
+            })
+            .collect();
+
+        let star = table(groupby_final(&partials, &spec).unwrap());
+        // Fan-in 2: (0 1) (2 3) 4 -> ((0 1) (2 3)) 4 -> root.
+        let m01 = delivered(groupby_merge(&partials[0..2], &spec).unwrap());
+        let m23 = delivered(groupby_merge(&partials[2..4], &spec).unwrap());
+        let m0123 = delivered(groupby_merge(&[m01, m23], &spec).unwrap());
+        let tree = table(groupby_final(&[m0123, partials[4].clone()], &spec).unwrap());
+
+        assert_eq!(star.schema(), tree.schema());
+        assert_eq!(star.num_rows(), 4);
+        for (name, (a, b)) in star
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .zip(star.columns().iter().zip(tree.columns()))
+        {
+            match (
+                a.as_any().downcast_ref::<Float64Array>(),
+                b.as_any().downcast_ref::<Float64Array>(),
+            ) {
+                (Some(a), Some(b)) => {
+                    for i in 0..a.len() {
+                        assert_eq!(a.is_null(i), b.is_null(i), "{name}[{i}]");
+                        let (x, y) = (a.value(i), b.value(i));
+                        assert!(
+                            (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                            "{name}[{i}]: star {x}, tree {y}"
+                        );
+                    }
+                }
+                _ => assert_eq!(a, b, "column {name}"),
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@
     head: '#a0cbe8',
     reduce: '#f28e2b',
     groupby_partial: '#59a14f',
+    groupby_merge: '#3f7f3a',
     groupby_final: '#8cd17d',
     prepare_write: '#b07aa1',
     write_parts: '#d37295',
