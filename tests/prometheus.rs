@@ -213,63 +213,7 @@ fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> R
 
 // ---------------------------------------------------------------- cluster
 
-/// `stratus local` as a child process; killed (with its children, through
-/// their parent-death signal) on drop.
-struct Local {
-    child: Child,
-    file: PathBuf,
-    dir: TempDir,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Local {
-    fn start(workers: u32) -> Local {
-        let dir = TempDir::new("prometheus-cluster");
-        let file = dir.path().join("scheduler.json");
-        let log = std::fs::File::create(dir.path().join("local.log")).expect("create local.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-            .args(["local", "--workers", &workers.to_string()])
-            .args(["--threads-per-worker", "1"])
-            .args(["--dashboard-address", "127.0.0.1:0"])
-            .arg("--scheduler-file")
-            .arg(&file)
-            .env_remove("STRATUS_SCHEDULER")
-            .env_remove("STRATUS_RUN")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start stratus local");
-        let mut local = Local { child, file, dir };
-        let ready = poll(Duration::from_secs(60), || {
-            if let Ok(Some(status)) = local.child.try_wait() {
-                return Ok(Err(format!("stratus local exited early: {status}")));
-            }
-            match local.file.exists() {
-                true => Ok(Ok(())),
-                false => Err("no scheduler file after 60 s".to_string()),
-            }
-        });
-        if let Err(e) | Ok(Err(e)) = ready {
-            panic!("{e}\n{}", local.log_tail());
-        }
-        local
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("local.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "stratus local's log (last lines):\n{}",
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        )
-    }
-
     /// The dashboard URL without its trailing slash: `http://127.0.0.1:PORT`.
     fn dashboard_url(&self) -> String {
         let file: Value = serde_json::from_str(&read(&self.file)).expect("scheduler file is JSON");
@@ -498,7 +442,7 @@ fn sd_answer(local: &Local) -> String {
 
 /// A cluster with 2 workers and a Prometheus scraping it with the deploy config.
 fn cluster_and_prometheus() -> (Local, Prometheus) {
-    let local = Local::start(2);
+    let local = start_local(2, &[]);
     let prometheus = Prometheus::start(&test_config(&local.dashboard_address()));
     (local, prometheus)
 }

@@ -204,7 +204,7 @@ pub struct Local {
     pub child: std::process::Child,
     /// The scheduler file it wrote once every worker registered.
     pub file: PathBuf,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 impl Drop for Local {
@@ -227,22 +227,21 @@ pub fn start_local(workers: u32, extra: &[&str]) -> Local {
     if !extra.contains(&"--data-dir") {
         command.arg("--data-dir").arg(dir.path().join("data"));
     }
+    let log = std::fs::File::create(dir.path().join("local.log")).expect("create local.log");
     let child = command
         .args(extra)
         .arg("--scheduler-file")
         .arg(&file)
+        .env_remove("STRATUS_SCHEDULER")
+        .env_remove("STRATUS_RUN")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start stratus local");
-    let mut local = Local {
-        child,
-        file,
-        _dir: dir,
-    };
+    let mut local = Local { child, file, dir };
     eventually(Duration::from_secs(60), "the scheduler file", || {
         if let Ok(Some(status)) = local.child.try_wait() {
-            panic!("stratus local exited early: {status}");
+            panic!("stratus local exited early: {status}\n{}", local.log_tail());
         }
         local.file.exists().then_some(())
     });
@@ -250,6 +249,16 @@ pub fn start_local(workers: u32, extra: &[&str]) -> Local {
 }
 
 impl Local {
+    /// The last lines of the cluster's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("local.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "stratus local's log (last lines):\n{}",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        )
+    }
+
     /// The dashboard URL, ending in `/`.
     pub fn dashboard(&self) -> String {
         let sf: serde_json::Value =
