@@ -13,7 +13,7 @@
 //! - Otherwise (the range shuffle): every worker draws [`sample_keys`] from each of its
 //!   partitions; the scheduler merges them with [`choose_boundaries`] into `ranges - 1`
 //!   boundaries; every worker cuts its batches with [`split_by_ranges`] and sends range
-//!   `i` to its owner, which concatenates what it receives and runs [`sort_batches`].
+//!   `i` to its owner, which runs [`sort_batches`] over what it receives.
 //!   Samples and boundaries are plain [`ArrayRef`]s of the key's type, so they travel as
 //!   Arrow IPC.
 //!
@@ -37,14 +37,31 @@
 //! stable counting sort when the codes span a small range (days, years, dictionary
 //! ranks); else, when the code offset and the row fit one `u64` together (timestamps),
 //! by a stable LSD radix sort of the packed words (11-bit digits, digits shared by every
-//! key skipped); else (floats) by pattern-defeating quicksort of the pairs (stable since
-//! rows are distinct). It then gathers every column with one `take` over the
-//! concatenated batches.
+//! key skipped); else (floats) by the same radix sort over separate key and row arrays
+//! (pattern-defeating quicksort of the pairs below 4096 rows; stable since rows are
+//! distinct).
 //! [`split_by_ranges`] computes each row's range by binary search of its code among the
-//! boundaries (once per dictionary value for dictionaries), slices runs when a batch is
-//! ordered by range, else groups row indices by range with a counting pass and `take`s
-//! each range; the pieces of one range are concatenated into one batch (which also
-//! compacts dictionaries).
+//! boundaries (once per dictionary value for dictionaries), and returns zero-copy slices
+//! when every range is one run of one batch.
+//!
+//! # Moving rows
+//!
+//! Both kernels then copy every value once, with no batch concatenated first and no
+//! range built from pieces: the split reads each input column in order and writes each
+//! value straight into its range's own arrays (each row's range and position there are
+//! computed once), so a range's arrays are exactly its size and a kept range holds no one
+//! else's memory; the sort gathers each column in output order from the input batches
+//! (by batch and row). Validity bitmaps start all set and only the null rows clear a bit
+//! (all clear and only valid rows set one when most rows are null), through each input
+//! row's place in the output. Dictionary columns get one set of values per output
+//! column: the inputs' values when they all have equal ones (pointer-equal, or the same
+//! values: two holders of the same strings send equal dictionaries, so a received range
+//! needs no merge); else, for a split, their distinct values sorted (hashed once per
+//! input dictionary value, shared by every range); for a sort, the values one after the
+//! other when they are fewer than the rows, else deduplicated. Keys are remapped by a
+//! table on the way. Columns of other types (strings, lists, structs, ...) and
+//! dictionaries whose keys could not address the merged values are concatenated and
+//! taken (two copies).
 //!
 //! # Ties across partitions
 //!
@@ -57,17 +74,22 @@
 //! `[b[i-1], b[i])`), so its partitions never touch.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
-    new_empty_array, Array, ArrayRef, ArrowPrimitiveType, RecordBatch, StringArray, UInt32Array,
+    downcast_integer, downcast_primitive, new_empty_array, AnyDictionaryArray, Array, ArrayRef,
+    ArrowPrimitiveType, BooleanArray, DictionaryArray, PrimitiveArray, RecordBatch,
+    RecordBatchOptions, StringArray, UInt32Array,
 };
-use arrow_buffer::BooleanBuffer;
-use arrow_schema::{ArrowError, DataType, TimeUnit};
-use arrow_select::concat::{concat, concat_batches};
-use arrow_select::take::{take, take_record_batch};
+use arrow_buffer::{ArrowNativeType, BooleanBuffer, Buffer, NullBuffer};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_select::concat::concat;
+use arrow_select::interleave::interleave;
+use arrow_select::take::take;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -198,10 +220,13 @@ fn codes(arr: &dyn Array) -> Option<(Cow<'_, [i64]>, Option<BooleanBuffer>)> {
         .nulls()
         .filter(|n| n.null_count() > 0)
         .map(|n| n.inner().clone());
-    let floats = |vals: Vec<f64>| {
-        let nan = BooleanBuffer::collect_bool(vals.len(), |i| !vals[i].is_nan());
+    fn floats<T: Copy + Into<f64>>(
+        vals: &[T],
+        nulls: Option<BooleanBuffer>,
+    ) -> (Cow<'static, [i64]>, Option<BooleanBuffer>) {
+        let nan = BooleanBuffer::collect_bool(vals.len(), |i| !vals[i].into().is_nan());
         let valid = if nan.count_set_bits() == vals.len() {
-            nulls.clone()
+            nulls
         } else {
             Some(match &nulls {
                 Some(n) => n & &nan,
@@ -210,10 +235,17 @@ fn codes(arr: &dyn Array) -> Option<(Cow<'_, [i64]>, Option<BooleanBuffer>)> {
         };
         let c: Vec<i64> = vals
             .iter()
-            .map(|&v| if v.is_nan() { 0 } else { float_code(v) })
+            .map(|&v| {
+                let v: f64 = v.into();
+                if v.is_nan() {
+                    0
+                } else {
+                    float_code(v)
+                }
+            })
             .collect();
         (Cow::Owned(c), valid)
-    };
+    }
     let c = match arr.data_type() {
         Int8 => widen::<Int8Type>(arr),
         Int16 => widen::<Int16Type>(arr),
@@ -228,14 +260,8 @@ fn codes(arr: &dyn Array) -> Option<(Cow<'_, [i64]>, Option<BooleanBuffer>)> {
         Timestamp(TimeUnit::Millisecond, _) => borrow_i64::<TimestampMillisecondType>(arr),
         Timestamp(TimeUnit::Microsecond, _) => borrow_i64::<TimestampMicrosecondType>(arr),
         Timestamp(TimeUnit::Nanosecond, _) => borrow_i64::<TimestampNanosecondType>(arr),
-        Float32 => {
-            let v = arr.as_primitive::<Float32Type>().values();
-            return Some(floats(v.iter().map(|&x| f64::from(x)).collect()));
-        }
-        Float64 => {
-            let v = arr.as_primitive::<Float64Type>().values();
-            return Some(floats(v.to_vec()));
-        }
+        Float32 => return Some(floats(arr.as_primitive::<Float32Type>().values(), nulls)),
+        Float64 => return Some(floats(arr.as_primitive::<Float64Type>().values(), nulls)),
         _ => return None,
     };
     Some((c, nulls))
@@ -673,7 +699,10 @@ fn sort_pairs(pairs: Vec<(i64, u32)>) -> Vec<u32> {
 /// memory traffic; the row sits in the low bits, which are never sorted on.
 fn radix_sort(pairs: Vec<(i64, u32)>, min: i64, span: u64) -> Vec<u32> {
     let key_bits = 64 - span.leading_zeros();
-    let row_bits = 64 - (pairs.len() as u64).leading_zeros();
+    // Bits of the largest row number (not of the number of pairs: rows with a null or NaN
+    // key are not among them, so row numbers may need more bits than the count).
+    let max_row = pairs.iter().map(|p| p.1).max().unwrap_or(0);
+    let row_bits = 64 - u64::from(max_row).leading_zeros();
     if key_bits + row_bits <= 64 {
         let mask = (1u64 << row_bits) - 1;
         let packed: Vec<u64> = pairs
@@ -685,13 +714,61 @@ fn radix_sort(pairs: Vec<(i64, u32)>, min: i64, span: u64) -> Vec<u32> {
             .into_iter()
             .map(|x| (x & mask) as u32)
             .collect()
-    } else {
-        // Too wide to pack (floats): pattern-defeating quicksort; rows are distinct, so
-        // ordering by (code, row) is stable.
+    } else if pairs.len() < 4096 {
+        // Too wide to pack (floats) and few: pattern-defeating quicksort; rows are
+        // distinct, so ordering by (code, row) is stable.
         let mut pairs = pairs;
         pairs.sort_unstable();
         pairs.into_iter().map(|p| p.1).collect()
+    } else {
+        radix_sort_wide(&pairs, min, key_bits)
     }
+}
+
+/// Stable LSD radix sort of `(code, row)` pairs (in row order) by `code - min`, which has
+/// `key_bits` bits, keys and rows in separate arrays (too wide to pack in one word):
+/// 11-bit digits, one histogram pass, digits shared by every key skipped.
+fn radix_sort_wide(pairs: &[(i64, u32)], min: i64, key_bits: u32) -> Vec<u32> {
+    const BITS: u32 = 11;
+    const BUCKETS: usize = 1 << BITS;
+    const MASK: u64 = (BUCKETS - 1) as u64;
+    let n = pairs.len();
+    let passes = key_bits.div_ceil(BITS) as usize;
+    let mut keys: Vec<u64> = pairs
+        .iter()
+        .map(|&(c, _)| c.wrapping_sub(min) as u64)
+        .collect();
+    let mut rows: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    let mut hist = vec![[0u32; BUCKETS]; passes];
+    for &k in &keys {
+        for (p, h) in hist.iter_mut().enumerate() {
+            h[((k >> (p as u32 * BITS)) & MASK) as usize] += 1;
+        }
+    }
+    let mut keys_to = vec![0u64; n];
+    let mut rows_to = vec![0u32; n];
+    for (p, h) in hist.iter().enumerate() {
+        if h.iter().any(|&c| c as usize == n) {
+            continue;
+        }
+        let mut next = [0u32; BUCKETS];
+        let mut sum = 0u32;
+        for (o, &c) in next.iter_mut().zip(h.iter()) {
+            *o = sum;
+            sum += c;
+        }
+        let shift = p as u32 * BITS;
+        for (&k, &r) in keys.iter().zip(&rows) {
+            let d = ((k >> shift) & MASK) as usize;
+            let o = next[d] as usize;
+            keys_to[o] = k;
+            rows_to[o] = r;
+            next[d] += 1;
+        }
+        std::mem::swap(&mut keys, &mut keys_to);
+        std::mem::swap(&mut rows, &mut rows_to);
+    }
+    rows
 }
 
 /// Stable LSD radix sort of `src` by `x >> row_bits` (which has `key_bits` bits):
@@ -736,21 +813,715 @@ fn radix_sort_packed(mut src: Vec<u64>, row_bits: u32, key_bits: u32) -> Vec<u64
 ///
 /// Returns the input batches themselves (no copy) when they are already in order, else
 /// one batch holding every row. An empty input gives an empty output. Errors name the
-/// key when a batch lacks it or its type is not supported.
+/// key when a batch lacks it or its type is not supported, or when the batches' columns
+/// differ in type.
 pub fn sort_batches(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>> {
     let (cols, kind) = key_columns(batches, key)?;
     let Some(perm) = sort_permutation(&cols, kind, key)? else {
         return Ok(batches.to_vec());
     };
-    let indices = UInt32Array::from(perm);
-    let whole = if batches.len() == 1 {
-        batches[0].clone()
-    } else {
-        concat_batches(batches[0].schema_ref(), batches)
-            .map_err(|e| arrow_err(key, "concatenating batches", e))?
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
     };
-    let sorted = take_record_batch(&whole, &indices).map_err(|e| arrow_err(key, "take", e))?;
+    // Every input row's place in the output (the inverse permutation): the columns are
+    // then read in order and written straight into place, with no concatenation.
+    let n = perm.len();
+    let mut pos = vec![0u32; n];
+    for (out, &row) in perm.iter().enumerate() {
+        pos[row as usize] = out as u32;
+    }
+    let mut starts = Vec::with_capacity(batches.len() + 1);
+    starts.push(0);
+    for b in batches {
+        starts.push(starts[starts.len() - 1] + b.num_rows());
+    }
+    let dest = Dest {
+        ids: None,
+        pos,
+        starts,
+        counts: vec![n],
+    };
+    let mover = Mover::new(batches, n, key)?;
+    let columns = mover.sorted(&dest, &perm, key)?;
+    let sorted = RecordBatch::try_new_with_options(
+        output_schema(batches, first),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
+    .map_err(|e| arrow_err(key, "assembling the sorted batch", e))?;
     Ok(vec![sorted])
+}
+
+/// The schema of outputs made of rows of `batches`: the first batch's, nullable where
+/// any batch's is.
+fn output_schema(batches: &[RecordBatch], first: &RecordBatch) -> SchemaRef {
+    let schema = first.schema();
+    let nullable = |c: usize| {
+        batches
+            .iter()
+            .any(|b| b.schema_ref().field(c).is_nullable())
+    };
+    if (0..schema.fields().len()).all(|c| schema.field(c).is_nullable() == nullable(c)) {
+        return schema;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(c, f)| f.as_ref().clone().with_nullable(nullable(c)))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Moving rows: one copy of every value, no per-range concatenation
+// ---------------------------------------------------------------------------------------
+
+/// FxHash's mixing with a murmur finalizer: a fast hasher for deduplicating dictionary
+/// values (they come from our own partitions, so flooding is no concern).
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// The values of a byte-array (strings or binaries) as byte slices, None where null; None
+/// for other types.
+fn byte_values(a: &dyn Array) -> Option<Vec<Option<&[u8]>>> {
+    fn collect<T: ByteArrayType>(a: &dyn Array) -> Vec<Option<&[u8]>>
+    where
+        T::Native: AsRef<[u8]>,
+    {
+        a.as_bytes::<T>()
+            .iter()
+            .map(|v| v.map(|v| v.as_ref()))
+            .collect()
+    }
+    Some(match a.data_type() {
+        DataType::Utf8 => collect::<Utf8Type>(a),
+        DataType::LargeUtf8 => collect::<LargeUtf8Type>(a),
+        DataType::Binary => collect::<BinaryType>(a),
+        DataType::LargeBinary => collect::<LargeBinaryType>(a),
+        _ => return None,
+    })
+}
+
+/// How many distinct keys a dictionary key type can address.
+fn key_capacity(key: &DataType) -> usize {
+    use DataType::*;
+    match key {
+        Int8 => 1 << 7,
+        UInt8 => 1 << 8,
+        Int16 => 1 << 15,
+        UInt16 => 1 << 16,
+        Int32 => 1 << 31,
+        _ => usize::MAX,
+    }
+}
+
+/// Dictionary values shared by one column of every output, and for each input batch the
+/// new key of each of its old keys (None: the batch's keys already point into `values`).
+struct Unified {
+    values: ArrayRef,
+    maps: Vec<Option<Vec<usize>>>,
+}
+
+/// Unify the dictionaries of one column over several batches, for outputs of `rows` rows
+/// each:
+///
+/// 1. every batch has the first batch's values (the same buffers, or equal values: e.g.
+///    the sorted dictionaries two holders send for one range): they are shared as they are;
+/// 2. else, when all the values together are fewer than `rows`, they are put one after
+///    the other (cheaper than deduplicating, and small next to the keys);
+/// 3. else (strings and binaries) their distinct values, sorted (so that holders of the
+///    same values send equal dictionaries), or (other value types) all of them one after
+///    the other.
+///
+/// None when the keys could not address the result (the column is then concatenated and
+/// taken).
+fn unify_dictionaries(cols: &[&ArrayRef], rows: usize) -> Result<Option<Unified>> {
+    let Some(first) = cols.first() else {
+        return Ok(None);
+    };
+    let DataType::Dictionary(key_type, _) = first.data_type() else {
+        return Ok(None);
+    };
+    let dicts: Vec<&dyn AnyDictionaryArray> = cols
+        .iter()
+        .map(|c| c.as_any_dictionary_opt())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| arg_err("sort: a dictionary column is not a dictionary".into()))?;
+    let first_values = dicts[0].values();
+    let first_data = first_values.to_data();
+    let shared = dicts[1..].iter().all(|d| {
+        Arc::ptr_eq(d.values(), first_values) || {
+            let data = d.values().to_data();
+            data.ptr_eq(&first_data) || data == first_data
+        }
+    });
+    if shared {
+        return Ok(Some(Unified {
+            values: Arc::clone(first_values),
+            maps: vec![None; dicts.len()],
+        }));
+    }
+    let capacity = key_capacity(key_type);
+    let value_refs: Vec<&dyn Array> = dicts.iter().map(|d| d.values().as_ref()).collect();
+    let total: usize = value_refs.iter().map(|v| v.len()).sum();
+    let bytes: Option<Vec<Vec<Option<&[u8]>>>> = if total < rows && total <= capacity {
+        None
+    } else {
+        value_refs.iter().map(|v| byte_values(*v)).collect()
+    };
+    let Some(bytes) = bytes else {
+        if total > capacity {
+            return Ok(None);
+        }
+        let values =
+            concat(&value_refs).map_err(|e| arg_err(format!("sort: merging dictionaries: {e}")))?;
+        let mut base = 0;
+        let maps = value_refs
+            .iter()
+            .map(|v| {
+                let map = (base..base + v.len()).collect();
+                base += v.len();
+                Some(map)
+            })
+            .collect();
+        return Ok(Some(Unified { values, maps }));
+    };
+    let mut index: FastMap<Option<&[u8]>, usize> = FastMap::default();
+    index.reserve(bytes.iter().map(Vec::len).max().unwrap_or(0));
+    // Distinct values by first occurrence (batch, index), and each value's distinct id.
+    let mut picks: Vec<(usize, usize)> = Vec::new();
+    let mut maps: Vec<Vec<usize>> = Vec::with_capacity(bytes.len());
+    for (b, values) in bytes.iter().enumerate() {
+        let mut map = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            let id = *index.entry(*v).or_insert_with(|| {
+                picks.push((b, i));
+                picks.len() - 1
+            });
+            map.push(id);
+        }
+        maps.push(map);
+    }
+    if picks.len() > capacity {
+        return Ok(None);
+    }
+    // Sorted: nulls first, then bytes in order.
+    let mut order: Vec<usize> = (0..picks.len()).collect();
+    order.sort_unstable_by(|&x, &y| {
+        let v = |p: usize| bytes[picks[p].0][picks[p].1];
+        v(x).cmp(&v(y))
+    });
+    let mut rank = vec![0usize; picks.len()];
+    for (new, &old) in order.iter().enumerate() {
+        rank[old] = new;
+    }
+    let sorted_picks: Vec<(usize, usize)> = order.iter().map(|&o| picks[o]).collect();
+    let values = interleave(&value_refs, &sorted_picks)
+        .map_err(|e| arg_err(format!("sort: merging dictionaries: {e}")))?;
+    let maps = maps
+        .into_iter()
+        .map(|m| Some(m.into_iter().map(|id| rank[id]).collect()))
+        .collect();
+    Ok(Some(Unified { values, maps }))
+}
+
+/// How one column's values are moved.
+enum Plan {
+    /// Fixed-width values (numbers, dates, times, timestamps, decimals, ...).
+    Fixed,
+    Boolean,
+    /// Keys remapped into dictionary values that every output shares.
+    Dict(Unified),
+    /// Anything else: concatenated, then taken (two copies).
+    Other,
+}
+
+/// Where [`Mover::scatter`] sends every row. Rows are numbered over the batches in order
+/// (batch `b` holds rows `starts[b]..starts[b + 1]`); row `g` becomes row `pos[g]` of
+/// output `ids[g]` (of output 0 when there are no `ids`), which holds `counts[ids[g]]`
+/// rows.
+struct Dest {
+    ids: Option<Vec<u32>>,
+    pos: Vec<u32>,
+    starts: Vec<usize>,
+    counts: Vec<usize>,
+}
+
+impl Dest {
+    /// Every row in the order of the outputs, and where each output starts in that list.
+    fn grouped(&self) -> (Vec<u32>, Vec<usize>) {
+        let mut starts = vec![0usize; self.counts.len() + 1];
+        for (r, &c) in self.counts.iter().enumerate() {
+            starts[r + 1] = starts[r] + c;
+        }
+        let mut rows = vec![0u32; self.pos.len()];
+        for (g, &p) in self.pos.iter().enumerate() {
+            let r = self.ids.as_ref().map_or(0, |ids| ids[g] as usize);
+            rows[starts[r] + p as usize] = g as u32;
+        }
+        (rows, starts)
+    }
+
+    /// Write `f(values[i])` for every row `i` of batch `b` into its place in `outs`.
+    #[inline(always)]
+    fn put<T: Copy, U>(&self, outs: &mut [Vec<U>], b: usize, values: &[T], f: impl Fn(T) -> U) {
+        let rows = self.starts[b]..self.starts[b + 1];
+        let pos = &self.pos[rows.clone()];
+        match &self.ids {
+            Some(ids) => {
+                for ((&v, &r), &p) in values.iter().zip(&ids[rows]).zip(pos) {
+                    outs[r as usize][p as usize] = f(v);
+                }
+            }
+            None => {
+                if let Some(out) = outs.first_mut() {
+                    for (&v, &p) in values.iter().zip(pos) {
+                        out[p as usize] = f(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output and position of row `i` of batch `b`.
+    #[inline(always)]
+    fn target(&self, b: usize, i: usize) -> (usize, usize) {
+        let g = self.starts[b] + i;
+        let r = self.ids.as_ref().map_or(0, |ids| ids[g] as usize);
+        (r, self.pos[g] as usize)
+    }
+}
+
+/// A bitmap of `len` bits from bytes (bits past `len` ignored).
+fn bitmap(bytes: Vec<u8>, len: usize) -> BooleanBuffer {
+    BooleanBuffer::new(Buffer::from_vec(bytes), 0, len)
+}
+
+/// Validity per output (None where every row is valid). The bitmaps start all set and
+/// the null rows clear their bits, or (when most rows are null) start all clear and the
+/// valid rows set theirs: only the fewer kind of rows costs anything.
+fn scatter_nulls<'n>(
+    nulls: impl Iterator<Item = Option<&'n NullBuffer>>,
+    dest: &Dest,
+) -> Vec<Option<NullBuffer>> {
+    let nulls: Vec<Option<&NullBuffer>> = nulls.map(|n| n.filter(|n| n.null_count() > 0)).collect();
+    if nulls.iter().all(Option::is_none) {
+        return vec![None; dest.counts.len()];
+    }
+    let total = dest.pos.len();
+    let null_rows: usize = nulls.iter().flatten().map(|n| n.null_count()).sum();
+    let mostly_null = null_rows * 2 > total;
+    let fill = if mostly_null { 0 } else { 0xff };
+    let mut bits: Vec<Vec<u8>> = dest
+        .counts
+        .iter()
+        .map(|&n| vec![fill; n.div_ceil(8)])
+        .collect();
+    for (b, n) in nulls.iter().enumerate() {
+        match (n, mostly_null) {
+            (Some(n), false) => {
+                for i in (!n.inner()).set_indices() {
+                    let (r, p) = dest.target(b, i);
+                    bits[r][p >> 3] &= !(1 << (p & 7));
+                }
+            }
+            (Some(n), true) => {
+                for i in n.inner().set_indices() {
+                    let (r, p) = dest.target(b, i);
+                    bits[r][p >> 3] |= 1 << (p & 7);
+                }
+            }
+            (None, false) => {}
+            (None, true) => {
+                for i in 0..dest.starts[b + 1] - dest.starts[b] {
+                    let (r, p) = dest.target(b, i);
+                    bits[r][p >> 3] |= 1 << (p & 7);
+                }
+            }
+        }
+    }
+    bits.into_iter()
+        .zip(&dest.counts)
+        .map(|(b, &n)| Some(NullBuffer::new(bitmap(b, n))).filter(|n| n.null_count() > 0))
+        .collect()
+}
+
+/// A new array per output, for a fixed-width type `T`.
+fn scatter_fixed<T: ArrowPrimitiveType>(cols: &[&ArrayRef], dest: &Dest) -> Vec<ArrayRef> {
+    let dt = cols[0].data_type();
+    let mut outs: Vec<Vec<T::Native>> = dest
+        .counts
+        .iter()
+        .map(|&n| vec![T::Native::default(); n])
+        .collect();
+    for (b, col) in cols.iter().enumerate() {
+        let values: &[T::Native] = col.as_primitive::<T>().values();
+        dest.put(&mut outs, b, values, |v| v);
+    }
+    let nulls = scatter_nulls(cols.iter().map(|c| c.nulls()), dest);
+    outs.into_iter()
+        .zip(nulls)
+        .map(|(v, n)| {
+            Arc::new(PrimitiveArray::<T>::new(v.into(), n).with_data_type(dt.clone())) as ArrayRef
+        })
+        .collect()
+}
+
+fn scatter_bool(cols: &[&ArrayRef], dest: &Dest) -> Vec<ArrayRef> {
+    let mut bits: Vec<Vec<u8>> = dest
+        .counts
+        .iter()
+        .map(|&n| vec![0; n.div_ceil(8)])
+        .collect();
+    for (b, col) in cols.iter().enumerate() {
+        for i in col.as_boolean().values().set_indices() {
+            let (r, p) = dest.target(b, i);
+            bits[r][p >> 3] |= 1 << (p & 7);
+        }
+    }
+    let nulls = scatter_nulls(cols.iter().map(|c| c.nulls()), dest);
+    bits.into_iter()
+        .zip(&dest.counts)
+        .zip(nulls)
+        .map(|((b, &len), n)| Arc::new(BooleanArray::new(bitmap(b, len), n)) as ArrayRef)
+        .collect()
+}
+
+/// Per batch, its old-to-new key table in the key type (None: keys unchanged).
+fn key_maps<K: ArrowDictionaryKeyType>(u: &Unified) -> Vec<Option<Vec<K::Native>>> {
+    u.maps
+        .iter()
+        .map(|m| {
+            m.as_ref().map(|m| {
+                m.iter()
+                    .map(|&k| K::Native::from_usize(k).unwrap_or_default())
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+fn scatter_dict<K: ArrowDictionaryKeyType>(
+    cols: &[&ArrayRef],
+    u: &Unified,
+    dest: &Dest,
+) -> Result<Vec<ArrayRef>> {
+    let maps = key_maps::<K>(u);
+    let mut outs: Vec<Vec<K::Native>> = dest
+        .counts
+        .iter()
+        .map(|&n| vec![K::Native::default(); n])
+        .collect();
+    for (b, (col, map)) in cols.iter().zip(&maps).enumerate() {
+        let keys: &[K::Native] = col.as_dictionary::<K>().keys().values();
+        match map {
+            None => dest.put(&mut outs, b, keys, |k| k),
+            // A null row's key may be anything: it maps to the default.
+            Some(map) => dest.put(&mut outs, b, keys, |k| {
+                map.get(k.as_usize()).copied().unwrap_or_default()
+            }),
+        }
+    }
+    let nulls = scatter_nulls(
+        cols.iter().map(|c| c.as_dictionary::<K>().keys().nulls()),
+        dest,
+    );
+    outs.into_iter()
+        .zip(nulls)
+        .map(|(k, n)| {
+            DictionaryArray::<K>::try_new(PrimitiveArray::new(k.into(), n), Arc::clone(&u.values))
+                .map(|d| Arc::new(d) as ArrayRef)
+                .map_err(|e| arg_err(format!("sort: dictionary keys: {e}")))
+        })
+        .collect()
+}
+
+macro_rules! scatter_fixed_helper {
+    ($t:ty, $cols:expr, $dest:expr) => {
+        Some(scatter_fixed::<$t>($cols, $dest))
+    };
+}
+
+macro_rules! scatter_dict_helper {
+    ($t:ty, $cols:expr, $u:expr, $dest:expr) => {
+        scatter_dict::<$t>($cols, $u, $dest)
+    };
+}
+
+/// The rows one sorted output takes, in order: numbered over the batches (`global`), as
+/// pairs of batch and row when there are several batches (`pairs`), and where each input
+/// row lands (`dest`, for the validity).
+struct Order<'d> {
+    global: &'d [u32],
+    pairs: Option<Vec<(u32, u32)>>,
+    dest: &'d Dest,
+}
+
+impl Order<'_> {
+    /// `f(batch, row)` of every output row, in order.
+    #[inline(always)]
+    fn map<T>(&self, mut f: impl FnMut(usize, usize) -> T) -> Vec<T> {
+        match &self.pairs {
+            None => self.global.iter().map(|&g| f(0, g as usize)).collect(),
+            Some(pairs) => pairs
+                .iter()
+                .map(|&(b, r)| f(b as usize, r as usize))
+                .collect(),
+        }
+    }
+}
+
+/// A fixed-width column of one sorted output: values gathered in order (no zeroing),
+/// validity from [`scatter_nulls`] (only null rows cost anything).
+fn gather_fixed<T: ArrowPrimitiveType>(cols: &[&ArrayRef], order: &Order) -> ArrayRef {
+    let values: Vec<&[T::Native]> = cols
+        .iter()
+        .map(|c| c.as_primitive::<T>().values().as_ref())
+        .collect();
+    let out = order.map(|b, r| values[b][r]);
+    let nulls = scatter_nulls(cols.iter().map(|c| c.nulls()), order.dest)
+        .pop()
+        .flatten();
+    Arc::new(
+        PrimitiveArray::<T>::new(out.into(), nulls).with_data_type(cols[0].data_type().clone()),
+    )
+}
+
+fn gather_dict<K: ArrowDictionaryKeyType>(
+    cols: &[&ArrayRef],
+    u: &Unified,
+    order: &Order,
+) -> Result<ArrayRef> {
+    let maps = key_maps::<K>(u);
+    let keys: Vec<&[K::Native]> = cols
+        .iter()
+        .map(|c| c.as_dictionary::<K>().keys().values().as_ref())
+        .collect();
+    let out = if maps.iter().all(Option::is_none) {
+        order.map(|b, r| keys[b][r])
+    } else {
+        // A null row's key may be anything: it maps to the default.
+        order.map(|b, r| match &maps[b] {
+            None => keys[b][r],
+            Some(m) => m.get(keys[b][r].as_usize()).copied().unwrap_or_default(),
+        })
+    };
+    let nulls = scatter_nulls(
+        cols.iter().map(|c| c.as_dictionary::<K>().keys().nulls()),
+        order.dest,
+    )
+    .pop()
+    .flatten();
+    DictionaryArray::<K>::try_new(
+        PrimitiveArray::new(out.into(), nulls),
+        Arc::clone(&u.values),
+    )
+    .map(|d| Arc::new(d) as ArrayRef)
+    .map_err(|e| arg_err(format!("sort: dictionary keys: {e}")))
+}
+
+macro_rules! gather_fixed_helper {
+    ($t:ty, $cols:expr, $order:expr) => {
+        Some(gather_fixed::<$t>($cols, $order))
+    };
+}
+
+macro_rules! gather_dict_helper {
+    ($t:ty, $cols:expr, $u:expr, $order:expr) => {
+        gather_dict::<$t>($cols, $u, $order)
+    };
+}
+
+/// Moves the rows of several batches of one schema into new batches ([`Dest`]) with one
+/// copy of every value: the ranges of [`split_by_ranges`] ([`Mover::scatter`]: each input
+/// column read in order, each value written straight into its place; each range's rows
+/// in input order), or the one sorted output of [`sort_batches`] ([`Mover::sorted`]:
+/// gathered in output order). A dictionary column gets one set of values for all outputs
+/// ([`unify_dictionaries`]), its keys remapped on the way.
+struct Mover<'a> {
+    batches: &'a [RecordBatch],
+    plans: Vec<Plan>,
+}
+
+impl<'a> Mover<'a> {
+    /// Plan the move of these batches' columns into outputs of about `rows` rows each;
+    /// the batches must share one schema (column types).
+    fn new(batches: &'a [RecordBatch], rows: usize, key: &str) -> Result<Self> {
+        let Some(first) = batches.first() else {
+            return Ok(Mover {
+                batches,
+                plans: Vec::new(),
+            });
+        };
+        for b in &batches[1..] {
+            let same = b.num_columns() == first.num_columns()
+                && b.columns()
+                    .iter()
+                    .zip(first.columns())
+                    .all(|(x, y)| x.data_type() == y.data_type());
+            if !same {
+                return Err(arg_err(format!(
+                    "sort by '{key}': the batches do not share one schema"
+                )));
+            }
+        }
+        let mut plans = Vec::with_capacity(first.num_columns());
+        for (c, col) in first.columns().iter().enumerate() {
+            let dt = col.data_type();
+            let plan = if dt.is_primitive() {
+                Plan::Fixed
+            } else if *dt == DataType::Boolean {
+                Plan::Boolean
+            } else if matches!(dt, DataType::Dictionary(_, _)) {
+                let cols: Vec<&ArrayRef> = batches.iter().map(|b| b.column(c)).collect();
+                match unify_dictionaries(&cols, rows)? {
+                    Some(u) => Plan::Dict(u),
+                    None => Plan::Other,
+                }
+            } else {
+                Plan::Other
+            };
+            plans.push(plan);
+        }
+        Ok(Mover { batches, plans })
+    }
+
+    /// The columns of the one output of `dest` (a sort: `global` is its rows in order,
+    /// numbered over the batches): fixed-width and dictionary columns gathered in order,
+    /// the others as [`Mover::scatter`] moves them.
+    fn sorted(&self, dest: &Dest, global: &[u32], key: &str) -> Result<Vec<ArrayRef>> {
+        let pairs = (self.batches.len() > 1).then(|| {
+            global
+                .iter()
+                .map(|&g| {
+                    // The last batch starting at or before `g`: the non-empty one holding it.
+                    let b = dest.starts.partition_point(|&s| s <= g as usize) - 1;
+                    (b as u32, g - dest.starts[b] as u32)
+                })
+                .collect()
+        });
+        let order = &Order {
+            global,
+            pairs,
+            dest,
+        };
+        let mut out = Vec::with_capacity(self.plans.len());
+        for (c, plan) in self.plans.iter().enumerate() {
+            let cols: Vec<&ArrayRef> = self.batches.iter().map(|b| b.column(c)).collect();
+            let cs = cols.as_slice();
+            let dt = cols[0].data_type();
+            let moved: Option<ArrayRef> = match plan {
+                Plan::Fixed => downcast_primitive! {
+                    dt => (gather_fixed_helper, cs, order),
+                    _ => None,
+                },
+                Plan::Dict(u) => match dt {
+                    DataType::Dictionary(k, _) => Some(downcast_integer! {
+                        k.as_ref() => (gather_dict_helper, cs, u, order),
+                        _ => return Err(unsupported(key, dt)),
+                    }?),
+                    _ => None,
+                },
+                _ => None,
+            };
+            out.push(match moved {
+                Some(a) => a,
+                None => self
+                    .scatter_column(c, plan, dest, &mut None, key)?
+                    .pop()
+                    .ok_or_else(|| arg_err(format!("sort by '{key}': no output")))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The columns of every output of `dest`.
+    fn scatter(&self, dest: &Dest, key: &str) -> Result<Vec<Vec<ArrayRef>>> {
+        let mut per_output: Vec<Vec<ArrayRef>> =
+            vec![Vec::with_capacity(self.plans.len()); dest.counts.len()];
+        // For `Plan::Other`: every row by output, computed once.
+        let mut grouped = None;
+        for (c, plan) in self.plans.iter().enumerate() {
+            let moved = self.scatter_column(c, plan, dest, &mut grouped, key)?;
+            for (r, a) in moved.into_iter().enumerate() {
+                per_output[r].push(a);
+            }
+        }
+        Ok(per_output)
+    }
+
+    /// Column `c` of every output of `dest`; `grouped` caches [`Dest::grouped`].
+    fn scatter_column(
+        &self,
+        c: usize,
+        plan: &Plan,
+        dest: &Dest,
+        grouped: &mut Option<(Vec<u32>, Vec<usize>)>,
+        key: &str,
+    ) -> Result<Vec<ArrayRef>> {
+        let cols: Vec<&ArrayRef> = self.batches.iter().map(|b| b.column(c)).collect();
+        let cs = cols.as_slice();
+        let dt = cols[0].data_type();
+        let moved: Option<Vec<ArrayRef>> = match plan {
+            Plan::Fixed => downcast_primitive! {
+                dt => (scatter_fixed_helper, cs, dest),
+                _ => None,
+            },
+            Plan::Boolean => Some(scatter_bool(cs, dest)),
+            Plan::Dict(u) => match dt {
+                DataType::Dictionary(k, _) => Some(downcast_integer! {
+                    k.as_ref() => (scatter_dict_helper, cs, u, dest),
+                    _ => return Err(unsupported(key, dt)),
+                }?),
+                _ => None,
+            },
+            Plan::Other => None,
+        };
+        if let Some(m) = moved {
+            return Ok(m);
+        }
+        let whole = if cols.len() == 1 {
+            Arc::clone(cols[0])
+        } else {
+            let refs: Vec<&dyn Array> = cols.iter().map(|a| a.as_ref()).collect();
+            concat(&refs).map_err(|e| arrow_err(key, "concatenating", e))?
+        };
+        let (rows, starts) = grouped.get_or_insert_with(|| dest.grouped());
+        (0..dest.counts.len())
+            .map(|r| {
+                let idx = UInt32Array::from(rows[starts[r]..starts[r + 1]].to_vec());
+                take(whole.as_ref(), &idx, None).map_err(|e| arrow_err(key, "take", e))
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -942,7 +1713,10 @@ fn range_ids(col: &dyn Array, kind: Kind, bounds: &Bounds, key: &str) -> Result<
 /// boundaries give one range.
 ///
 /// Returns one `Vec<RecordBatch>` per range: empty when no row falls in it, else one
-/// batch (the range's rows of every input batch, in input order, concatenated).
+/// batch (the range's rows of every input batch, in input order): a zero-copy slice when
+/// the range is one run of one input batch, else arrays of its own, with the dictionary
+/// values of each dictionary column shared by every range (see the module's `# Moving
+/// rows`). Batches whose columns differ in type are an error.
 pub fn split_by_ranges(
     batches: &[RecordBatch],
     key: &str,
@@ -993,54 +1767,496 @@ pub fn split_by_ranges(
         Bounds::Codes(b) => b.len(),
         Bounds::Strs(s) => s.len(),
     } + 1;
-    let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); nranges];
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if u32::try_from(total).is_err() {
+        return Err(arg_err(format!(
+            "sort by '{key}': {total} rows to split at once are too many (max {})",
+            u32::MAX
+        )));
+    }
+    // The range of every row, and the rows per range.
+    let mut ids: Vec<Vec<u32>> = Vec::with_capacity(batches.len());
+    let mut counts = vec![0usize; nranges];
     for (batch, col) in batches.iter().zip(&cols) {
-        if batch.num_rows() == 0 {
-            continue;
+        let b_ids = if batch.num_rows() == 0 {
+            Vec::new()
+        } else {
+            range_ids(col.as_ref(), kind, &bounds, key)?
+        };
+        for &r in &b_ids {
+            counts[r as usize] += 1;
         }
-        let ids = range_ids(col.as_ref(), kind, &bounds, key)?;
-        if ids.windows(2).all(|w| w[0] <= w[1]) {
-            // Runs: zero-copy slices.
+        ids.push(b_ids);
+    }
+    // Batches already in range order: when every range is one run of one batch, its
+    // output is a zero-copy slice.
+    if ids
+        .iter()
+        .all(|b_ids| b_ids.windows(2).all(|w| w[0] <= w[1]))
+    {
+        let mut runs: Vec<Vec<RecordBatch>> = vec![Vec::new(); nranges];
+        for (batch, b_ids) in batches.iter().zip(&ids) {
             let mut start = 0;
-            while start < ids.len() {
-                let r = ids[start];
-                let end = start + ids[start..].iter().take_while(|&&x| x == r).count();
-                pieces[r as usize].push(batch.slice(start, end - start));
+            while start < b_ids.len() {
+                let r = b_ids[start];
+                let end = start + b_ids[start..].iter().take_while(|&&x| x == r).count();
+                runs[r as usize].push(batch.slice(start, end - start));
                 start = end;
             }
-            continue;
         }
-        let mut starts = vec![0u32; nranges + 1];
-        for &r in &ids {
-            starts[r as usize + 1] += 1;
+        if runs.iter().all(|p| p.len() <= 1) {
+            return Ok(runs);
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut grouped = vec![0u32; ids.len()];
-        let mut next = starts.clone();
-        for (row, &r) in ids.iter().enumerate() {
-            grouped[next[r as usize] as usize] = row as u32;
+    }
+    let Some(first) = batches.first() else {
+        return Ok(vec![Vec::new(); nranges]);
+    };
+    // Every row is copied once, straight into its place in its range's arrays; the
+    // dictionaries are unified once for all ranges.
+    let mut next = vec![0u32; nranges];
+    let mut starts = Vec::with_capacity(batches.len() + 1);
+    starts.push(0);
+    let mut flat: Vec<u32> = Vec::with_capacity(total);
+    let mut pos: Vec<u32> = Vec::with_capacity(total);
+    for b_ids in &ids {
+        for &r in b_ids {
+            pos.push(next[r as usize]);
             next[r as usize] += 1;
         }
-        for r in 0..nranges {
-            let (s, e) = (starts[r] as usize, starts[r + 1] as usize);
-            if s == e {
-                continue;
+        flat.extend_from_slice(b_ids);
+        starts.push(flat.len());
+    }
+    drop(ids);
+    let dest = Dest {
+        ids: Some(flat),
+        pos,
+        starts,
+        counts,
+    };
+    // The ranges share their dictionaries, and each range ships them: deduplicate (`0`).
+    let mover = Mover::new(batches, 0, key)?;
+    let columns = mover.scatter(&dest, key)?;
+    let schema = output_schema(batches, first);
+    columns
+        .into_iter()
+        .zip(&dest.counts)
+        .map(|(cols, &n)| {
+            if n == 0 {
+                return Ok(Vec::new());
             }
-            let idx = UInt32Array::from(grouped[s..e].to_vec());
-            let piece = take_record_batch(batch, &idx).map_err(|e| arrow_err(key, "take", e))?;
-            pieces[r].push(piece);
+            RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )
+            .map(|b| vec![b])
+            .map_err(|e| arrow_err(key, "assembling a range", e))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The row movers of [`split_by_ranges`] and [`sort_batches`] against `concat` + `take`
+    //! oracles, over every kind of column they treat differently (fixed-width, boolean,
+    //! dictionaries shared, equal, small, overflowing or of non-string values, and the
+    //! concatenate-and-take fallback), with nulls, NaN keys and sliced inputs.
+
+    use super::*;
+    use arrow_array::builder::{ListBuilder, StringDictionaryBuilder};
+    use arrow_array::{
+        BinaryArray, Decimal128Array, Float64Array, Int16Array, Int32Array, Int64Array, Int8Array,
+        LargeStringArray, NullArray, TimestampMillisecondArray,
+    };
+    use arrow_select::concat::concat_batches;
+    use arrow_select::take::take_record_batch;
+
+    /// A batch of `n` rows whose `key` is a float with nulls and NaN, and whose other
+    /// columns cover every plan; `shared` is the dictionary every batch shares.
+    fn batch(rng: &mut SmallRng, n: usize, shared: &ArrayRef) -> RecordBatch {
+        let mut opt = |p: u32| rng.random_range(0..100) >= p;
+        let valid: Vec<[bool; 8]> = (0..n)
+            .map(|_| {
+                [
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                    opt(10),
+                ]
+            })
+            .collect();
+        let v = |c: usize| valid.iter().map(move |m| m[c]);
+        let mut r = |hi: i64| -> Vec<i64> { (0..n).map(|_| rng.random_range(0..hi)).collect() };
+        let keyv = r(1000);
+        let key: Float64Array = keyv
+            .iter()
+            .zip(v(0))
+            .map(|(&k, ok)| ok.then(|| if k == 7 { f64::NAN } else { k as f64 / 10.0 }))
+            .collect();
+        let ints = r(100);
+        let int8: Int8Array = ints
+            .iter()
+            .zip(v(1))
+            .map(|(&x, ok)| ok.then_some(x as i8))
+            .collect();
+        let bools: BooleanArray = ints
+            .iter()
+            .zip(v(2))
+            .map(|(&x, ok)| ok.then_some(x % 3 == 0))
+            .collect();
+        let words: Vec<String> = ints.iter().map(|x| format!("w{x}")).collect();
+        let utf8: StringArray = words
+            .iter()
+            .zip(v(3))
+            .map(|(w, ok)| ok.then_some(w.as_str()))
+            .collect();
+        let large: LargeStringArray = words
+            .iter()
+            .zip(v(4))
+            .map(|(w, ok)| ok.then_some(w.as_str()))
+            .collect();
+        let binary = BinaryArray::from_iter(
+            words
+                .iter()
+                .zip(v(5))
+                .map(|(w, ok)| ok.then_some(w.as_bytes())),
+        );
+        // A Utf8 dictionary built per batch (its own values, in its own order).
+        let mut sd = StringDictionaryBuilder::<Int32Type>::new();
+        for (w, ok) in words.iter().zip(v(6)) {
+            if ok {
+                sd.append_value(w);
+            } else {
+                sd.append_null();
+            }
+        }
+        let dict_utf8 = sd.finish();
+        // Int8 keys over 40 values per batch, different per batch: one after the other they
+        // would overflow the keys, deduplicated they fit.
+        let base = rng.random_range(0..3) * 20;
+        let i8_values = StringArray::from_iter_values((0..40).map(|i| format!("v{}", base + i)));
+        let i8_keys: Int8Array = ints.iter().map(|&x| Some((x % 40) as i8)).collect();
+        let dict_i8 = DictionaryArray::<Int8Type>::try_new(i8_keys, Arc::new(i8_values)).unwrap();
+        // Int16 keys over Int64 values (not strings), with a null value in the dictionary.
+        let i64_values = Int64Array::from(vec![Some(5), None, Some(-3), Some(5)]);
+        let i16_keys: Int16Array = ints
+            .iter()
+            .zip(v(7))
+            .map(|(&x, ok)| ok.then_some((x % 4) as i16))
+            .collect();
+        let dict_i64 =
+            DictionaryArray::<Int16Type>::try_new(i16_keys, Arc::new(i64_values)).unwrap();
+        let shared_keys: Int32Array = ints.iter().map(|&x| Some((x % 3) as i32)).collect();
+        let dict_shared =
+            DictionaryArray::<Int32Type>::try_new(shared_keys, Arc::clone(shared)).unwrap();
+        let decimal = Decimal128Array::from_iter(
+            ints.iter()
+                .zip(v(1))
+                .map(|(&x, ok)| ok.then_some(x as i128 * 1001)),
+        )
+        .with_precision_and_scale(12, 2)
+        .unwrap();
+        let ts = TimestampMillisecondArray::from_iter(
+            ints.iter().zip(v(2)).map(|(&x, ok)| ok.then_some(x * 1000)),
+        )
+        .with_timezone("UTC");
+        let mut lb = ListBuilder::new(arrow_array::builder::Int32Builder::new());
+        for (&x, ok) in ints.iter().zip(v(3)) {
+            if ok {
+                lb.values().append_value(x as i32);
+                lb.values().append_null();
+                lb.append(true);
+            } else {
+                lb.append(false);
+            }
+        }
+        let list = lb.finish();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(key),
+            Arc::new(int8),
+            Arc::new(bools),
+            Arc::new(utf8),
+            Arc::new(large),
+            Arc::new(binary),
+            Arc::new(dict_utf8),
+            Arc::new(dict_i8),
+            Arc::new(dict_i64),
+            Arc::new(dict_shared),
+            Arc::new(decimal),
+            Arc::new(ts),
+            Arc::new(list),
+            Arc::new(NullArray::new(n)),
+            // Mostly null: validity is built from the valid rows.
+            Arc::new(Int64Array::from_iter(
+                ints.iter().map(|&x| (x % 20 == 0).then_some(x)),
+            )),
+        ];
+        let fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Field::new(
+                    if i == 0 {
+                        "key".into()
+                    } else {
+                        format!("c{i}")
+                    },
+                    c.data_type().clone(),
+                    true,
+                )
+            })
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    /// Batches of various sizes, some of them slices (non-zero offsets), one empty.
+    fn batches(seed: u64) -> Vec<RecordBatch> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let shared: ArrayRef = Arc::new(StringArray::from(vec!["x", "y", "z"]));
+        let mut out = Vec::new();
+        for (i, n) in [300, 1, 0, 257, 1000, 64].into_iter().enumerate() {
+            let b = batch(&mut rng, n + 10, &shared);
+            out.push(if i % 2 == 0 {
+                b.slice(3, n)
+            } else {
+                b.slice(10, n)
+            });
+        }
+        out
+    }
+
+    /// The oracle's key: None for null and NaN.
+    fn key_of(b: &RecordBatch, i: usize) -> Option<f64> {
+        let k = b.column(0).as_primitive::<Float64Type>();
+        (k.is_valid(i) && !k.value(i).is_nan()).then(|| k.value(i))
+    }
+
+    /// The batch with its dictionaries decoded (the values they stand for).
+    fn decoded(b: &RecordBatch) -> RecordBatch {
+        let columns: Vec<ArrayRef> = b
+            .columns()
+            .iter()
+            .map(|c| to_value_type(Arc::clone(c), "key").unwrap())
+            .collect();
+        let fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    /// The same schema, and the same values row by row (`want` is decoded already).
+    fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
+        assert_eq!(got.num_rows(), want.num_rows(), "{what}: rows");
+        assert_eq!(got.num_columns(), want.num_columns(), "{what}: columns");
+        let got = decoded(got);
+        for c in 0..want.num_columns() {
+            let (g, w) = (got.column(c), want.column(c));
+            let same = match w.data_type() {
+                // NaN is not equal to itself: compare the bits.
+                DataType::Float64 => {
+                    let bits = |a: &ArrayRef| -> Vec<Option<u64>> {
+                        a.as_primitive::<Float64Type>()
+                            .iter()
+                            .map(|v| v.map(f64::to_bits))
+                            .collect()
+                    };
+                    bits(g) == bits(w)
+                }
+                _ => g.to_data() == w.to_data(),
+            };
+            assert!(same, "{what}: column {c} ({}) differs", w.data_type());
         }
     }
-    let mut out = Vec::with_capacity(nranges);
-    for p in pieces {
-        out.push(if p.len() > 1 {
-            vec![concat_batches(p[0].schema_ref(), &p)
-                .map_err(|e| arrow_err(key, "concatenating a range", e))?]
-        } else {
-            p
-        });
+
+    /// Every batch decoded, concatenated.
+    fn decoded_whole(input: &[RecordBatch]) -> RecordBatch {
+        let d: Vec<RecordBatch> = input.iter().map(decoded).collect();
+        concat_batches(d[0].schema_ref(), &d).unwrap()
     }
-    Ok(out)
+
+    #[test]
+    fn split_matches_concat_and_take() {
+        let input = batches(1);
+        let whole = decoded_whole(&input);
+        let bounds: ArrayRef = Arc::new(Float64Array::from(vec![10.0, 25.5, 50.0, 50.1, 90.0]));
+        let split = split_by_ranges(&input, "key", &bounds).unwrap();
+        assert_eq!(split.len(), 6);
+        let b = [10.0, 25.5, 50.0, 50.1, 90.0];
+        for (r, got) in split.iter().enumerate() {
+            let rows: Vec<u32> = (0..whole.num_rows())
+                .filter(|&i| {
+                    let range = key_of(&whole, i)
+                        .map_or(b.len(), |k| b.iter().filter(|&&x| x <= k).count());
+                    range == r
+                })
+                .map(|i| i as u32)
+                .collect();
+            if rows.is_empty() {
+                assert!(got.is_empty(), "range {r} should be empty");
+                continue;
+            }
+            assert_eq!(got.len(), 1, "range {r}: one batch");
+            let want = take_record_batch(&whole, &UInt32Array::from(rows)).unwrap();
+            assert_same(&got[0], &want, &format!("range {r}"));
+        }
+        // Every range shares its unified dictionaries, sorted and without duplicates.
+        let dicts: Vec<&ArrayRef> = split
+            .iter()
+            .flatten()
+            .map(|b| b.column(6).as_any_dictionary().values())
+            .collect();
+        assert!(dicts.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
+        let values = dicts[0].as_string::<i32>();
+        assert!((1..values.len()).all(|i| values.value(i - 1) < values.value(i)));
+    }
+
+    /// The rows of a decoded batch stably sorted by key, nulls and NaN last.
+    fn stably_sorted(whole: &RecordBatch) -> RecordBatch {
+        let mut rows: Vec<u32> = (0..whole.num_rows() as u32).collect();
+        rows.sort_by(
+            |&a, &b| match (key_of(whole, a as usize), key_of(whole, b as usize)) {
+                (Some(x), Some(y)) => x.partial_cmp(&y).unwrap(),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            },
+        );
+        take_record_batch(whole, &UInt32Array::from(rows)).unwrap()
+    }
+
+    #[test]
+    fn sort_matches_a_stable_sort() {
+        let input = batches(2);
+        let want = stably_sorted(&decoded_whole(&input));
+        let got = sort_batches(&input, "key").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_same(&got[0], &want, "sorted");
+        // One batch.
+        let one = concat_batches(input[0].schema_ref(), &input[..2]).unwrap();
+        let got = sort_batches(std::slice::from_ref(&one), "key").unwrap();
+        assert_same(
+            &got[0],
+            &stably_sorted(&decoded_whole(&input[..2])),
+            "one batch",
+        );
+        // The ranges of a split received from two holders, sorted one by one.
+        let bounds: ArrayRef = Arc::new(Float64Array::from(vec![40.0]));
+        let a = split_by_ranges(&input[..3], "key", &bounds).unwrap();
+        let b = split_by_ranges(&input[3..], "key", &bounds).unwrap();
+        for r in 0..2 {
+            let received: Vec<RecordBatch> = a[r].iter().chain(&b[r]).cloned().collect();
+            let got = sort_batches(&received, "key").unwrap();
+            assert_same(
+                &got[0],
+                &stably_sorted(&decoded_whole(&received)),
+                &format!("range {r}"),
+            );
+        }
+    }
+
+    #[test]
+    fn dictionaries_of_two_holders_with_equal_values_are_shared() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+        let copy: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+        let d = |v: &ArrayRef, keys: Vec<i32>| -> ArrayRef {
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::clone(v))
+                    .unwrap(),
+            )
+        };
+        let (x, y) = (d(&values, vec![0, 2]), d(&copy, vec![1, 1, 0]));
+        let u = unify_dictionaries(&[&x, &y], 0).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&u.values, &values));
+        assert!(u.maps.iter().all(Option::is_none));
+        // Different values: few next to the rows, they are put one after the other;
+        // else deduplicated and sorted.
+        let other: ArrayRef = Arc::new(StringArray::from(vec!["c", "d"]));
+        let z = d(&other, vec![1, 0]);
+        let u = unify_dictionaries(&[&x, &z], 100).unwrap().unwrap();
+        assert_eq!(u.values.len(), 5);
+        let u = unify_dictionaries(&[&x, &z], 0).unwrap().unwrap();
+        let sorted: Vec<&str> = u.values.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(sorted, ["a", "b", "c", "d"]);
+        assert_eq!(u.maps[1], Some(vec![2, 3]));
+    }
+
+    #[test]
+    fn radix_sort_with_null_keys_before_the_valid_ones() {
+        // 1100 rows, the first 200 null: 900 valid keys (10 bits) but row numbers up to
+        // 1099 (11 bits). Packing them with 10 row bits once lost rows.
+        let keys: Vec<Option<i64>> = (0..1100)
+            .map(|i| (i >= 200).then(|| 1_000_000_000_000 + ((i * 7919) % 1000) * 1_000_003))
+            .collect();
+        let a: ArrayRef = Arc::new(Int64Array::from(keys.clone()));
+        let perm = sort_permutation(&[&a], Kind::Code, "k").unwrap().unwrap();
+        let mut seen = vec![false; keys.len()];
+        for &p in &perm {
+            assert!(
+                !std::mem::replace(&mut seen[p as usize], true),
+                "row {p} twice"
+            );
+        }
+        let sorted: Vec<Option<i64>> = perm.iter().map(|&p| keys[p as usize]).collect();
+        let valid: Vec<i64> = sorted.iter().map_while(|k| *k).collect();
+        assert_eq!(valid.len(), 900);
+        assert!(valid.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn mostly_null_columns_next_to_batches_without_nulls() {
+        let b = |keys: Vec<f64>, v: Vec<Option<i64>>| {
+            RecordBatch::try_from_iter([
+                ("key", Arc::new(Float64Array::from(keys)) as ArrayRef),
+                ("v", Arc::new(Int64Array::from(v)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let input = [
+            b(vec![5.0, 1.0, 3.0], vec![Some(50), Some(10), Some(30)]),
+            b((0..10).map(|i| i as f64 + 0.5).collect(), vec![None; 10]),
+        ];
+        let want = stably_sorted(&decoded_whole(&input));
+        assert_same(&sort_batches(&input, "key").unwrap()[0], &want, "sorted");
+        let bounds: ArrayRef = Arc::new(Float64Array::from(vec![3.0]));
+        let split = split_by_ranges(&input, "key", &bounds).unwrap();
+        let v = |r: usize| -> Vec<Option<i64>> {
+            split[r][0]
+                .column(1)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect()
+        };
+        assert_eq!(v(0), [Some(10), None, None, None]);
+        assert_eq!(
+            v(1),
+            [Some(50), Some(30), None, None, None, None, None, None, None]
+        );
+    }
+
+    #[test]
+    fn batches_of_different_schemas_are_refused() {
+        let a = RecordBatch::try_from_iter([
+            (
+                "key",
+                Arc::new(Float64Array::from(vec![2.0, 1.0])) as ArrayRef,
+            ),
+            ("v", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+        ])
+        .unwrap();
+        let b = RecordBatch::try_from_iter([
+            ("key", Arc::new(Float64Array::from(vec![3.0])) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ])
+        .unwrap();
+        let err = sort_batches(&[a, b], "key").unwrap_err().to_string();
+        assert!(err.contains("'key'") && err.contains("schema"), "{err}");
+    }
 }

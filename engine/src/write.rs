@@ -36,14 +36,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch, Scalar, UInt32Array};
 use arrow_cast::cast;
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use arrow_select::take::take_record_batch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::basic::{Compression, Encoding};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{EngineError, Result};
 
@@ -287,11 +289,121 @@ fn attempt_suffix() -> String {
     )
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// Whether a column's values are byte strings (plain, large, views, or a dictionary of
+/// them): their min/max statistics cost a string comparison per row.
+fn is_byte_array(dt: &DataType) -> bool {
+    match dt {
+        DataType::Dictionary(_, v) => is_byte_array(v),
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => true,
+        _ => false,
+    }
+}
+
+/// Whether column `i` is an integer-like column (stored as Parquet INT32/INT64) whose valid
+/// values never decrease over `pieces`, in order: such a column is written with
+/// `DELTA_BINARY_PACKED` rather than a dictionary.
+fn is_ascending(pieces: &[RecordBatch], i: usize) -> bool {
+    fn ascending<T: ArrowPrimitiveType>(pieces: &[RecordBatch], i: usize) -> bool
+    where
+        T::Native: PartialOrd,
+    {
+        let mut last: Option<T::Native> = None;
+        for p in pieces {
+            let Some(a) = p.column(i).as_primitive_opt::<T>() else {
+                return false;
+            };
+            let values = a.values();
+            let ok = match a.nulls().filter(|n| n.null_count() > 0) {
+                None => {
+                    let in_order = values.windows(2).all(|w| w[0] <= w[1]);
+                    let joined = match (last, values.first()) {
+                        (Some(l), Some(&f)) => l <= f,
+                        _ => true,
+                    };
+                    if let Some(&v) = values.last() {
+                        last = Some(v);
+                    }
+                    in_order && joined
+                }
+                Some(nulls) => nulls.valid_indices().all(|j| {
+                    let v = values[j];
+                    let ok = last.is_none_or(|l| l <= v);
+                    last = Some(v);
+                    ok
+                }),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+    let Some(first) = pieces.first() else {
+        return false;
+    };
+    match first.schema_ref().field(i).data_type() {
+        DataType::Int8 => ascending::<Int8Type>(pieces, i),
+        DataType::Int16 => ascending::<Int16Type>(pieces, i),
+        DataType::Int32 => ascending::<Int32Type>(pieces, i),
+        DataType::Int64 => ascending::<Int64Type>(pieces, i),
+        DataType::Date32 => ascending::<Date32Type>(pieces, i),
+        DataType::Date64 => ascending::<Date64Type>(pieces, i),
+        DataType::Timestamp(TimeUnit::Second, _) => ascending::<TimestampSecondType>(pieces, i),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            ascending::<TimestampMillisecondType>(pieces, i)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            ascending::<TimestampMicrosecondType>(pieces, i)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            ascending::<TimestampNanosecondType>(pieces, i)
+        }
+        _ => false,
+    }
+}
+
+/// Writer properties of one file, from its schema and the batches it will hold.
+///
+/// Measured on ISD-like data (`cargo bench -p stratus-engine --bench kernels`, callgrind
+/// instructions per row of `write_partition`, file bytes per row):
+///
+/// - Snappy on every column (the dataset's files are named `*.snappy.parquet`): about 10 %
+///   smaller files (dictionary pages and timestamps compress; pages of bit-packed
+///   dictionary indices barely do) for about 5 % of the writer's CPU.
+/// - Dictionary encoding stays on (parquet's default) for every column but the ascending
+///   ones below: float measurements have few distinct values, and without a dictionary the
+///   files grow 1.8x for 6 % less CPU.
+/// - Integer-like columns (timestamps, dates, integers) whose values never decrease in this
+///   file (a persisted ISD partition is in time order) are written with
+///   `DELTA_BINARY_PACKED` instead of a dictionary: no hashing per value and smaller files
+///   (-5 % CPU, -17 % bytes on ISD).
+/// - No statistics for byte-string columns (strings and their dictionaries): parquet
+///   computes their min/max with a string comparison per row (12 % of the writer's CPU on
+///   ISD's six string columns) and min/max of unsorted strings rarely prune anything.
+///   Numeric and temporal columns keep page-level statistics (and the column index).
+/// - Row groups of at most [`ROW_GROUP_ROWS`] rows; parquet's default page sizes, write
+///   batch size and data page version 1 (larger batches or pages bought nothing
+///   measurable; version 2 pages 1 %, not worth the older readers it would shut out).
+fn writer_properties(schema: &SchemaRef, pieces: &[RecordBatch]) -> WriterProperties {
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for (i, f) in schema.fields().iter().enumerate() {
+        let path = ColumnPath::from(f.name().as_str());
+        if is_byte_array(f.data_type()) {
+            b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+        } else if is_ascending(pieces, i) {
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    b.build()
 }
 
 /// Write one file of a task under `job_dir/rel_dir`, via a hidden per-attempt name then a
@@ -302,7 +414,7 @@ fn write_file(
     rel_dir: &str,
     task_tag: &str,
     schema: &SchemaRef,
-    batches: impl Iterator<Item = Result<RecordBatch>>,
+    pieces: &[RecordBatch],
 ) -> Result<StagedFile> {
     let dir = if rel_dir.is_empty() {
         job_dir.to_path_buf()
@@ -317,14 +429,14 @@ fn write_file(
 
     let result = (|| -> Result<(u64, u64)> {
         let file = File::create(&attempt).map_err(|e| EngineError::io(&attempt_str, e))?;
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()))
+        let props = writer_properties(schema, pieces);
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
             .map_err(|e| EngineError::parquet(&attempt_str, e))?;
         let mut rows = 0u64;
-        for batch in batches {
-            let batch = batch?;
+        for batch in pieces {
             rows += batch.num_rows() as u64;
             writer
-                .write(&batch)
+                .write(batch)
                 .map_err(|e| EngineError::parquet(&attempt_str, e))?;
         }
         let file = writer
@@ -360,10 +472,12 @@ fn write_file(
     })
 }
 
-/// Rows of one output directory: (batch index, row indices in that batch).
+/// Rows of one output directory, as pieces of the projected batches in input order: whole
+/// batches (a batch with one partition value, the usual case), or zero-copy slices of a
+/// batch's one reordered copy (a batch holding several partition values).
 struct Group {
     dir: String,
-    pieces: Vec<(usize, Vec<u32>)>,
+    pieces: Vec<RecordBatch>,
 }
 
 /// Write one partition's batches (called on a worker; `task_tag` unique per partition, e.g.
@@ -455,108 +569,185 @@ pub fn write_partition(
     let groups = if part_idx.is_empty() {
         vec![Group {
             dir: String::new(),
-            pieces: Vec::new(),
+            pieces: projected.into_iter().filter(|b| b.num_rows() > 0).collect(),
         }]
     } else {
-        group_rows(batches, opts, dest, &part_idx)?
+        group_rows(batches, &projected, opts, dest, &part_idx)?
     };
     let job_dir = ensure_job_dir(opts, dest)?;
     let mut staged = Vec::with_capacity(groups.len());
     for g in groups {
-        let file = if part_idx.is_empty() {
-            let iter = projected
-                .iter()
-                .filter(|b| b.num_rows() > 0)
-                .map(|b| Ok(b.clone()));
-            write_file(opts, &job_dir, "", task_tag, &data_schema, iter)?
-        } else {
-            let iter = g.pieces.iter().map(|(bi, rows)| {
-                let batch = &projected[*bi];
-                if rows.len() == batch.num_rows() {
-                    Ok(batch.clone())
-                } else {
-                    let idx = UInt32Array::from(rows.clone());
-                    take_record_batch(batch, &idx).map_err(|e| EngineError::arrow(dest, e))
-                }
-            });
-            write_file(opts, &job_dir, &g.dir, task_tag, &data_schema, iter)?
-        };
-        staged.push(file);
+        staged.push(write_file(
+            opts,
+            &job_dir,
+            &g.dir,
+            task_tag,
+            &data_schema,
+            &g.pieces,
+        )?);
     }
     Ok(staged)
 }
 
-/// Group the rows of every batch by their hive directory, sorted by directory.
+/// Whether every row of `col` (which holds no null) has the value of its first row.
+fn is_constant(col: &ArrayRef, dest: &str) -> Result<bool> {
+    if col.len() <= 1 {
+        return Ok(true);
+    }
+    let first = Scalar::new(col.slice(0, 1));
+    let same = arrow_ord::cmp::eq(col, &first).map_err(|e| EngineError::arrow(dest, e))?;
+    Ok(same.true_count() == col.len())
+}
+
+/// Groups of rows by hive directory, with the row-format key of each group's values.
+struct Grouper<'a> {
+    opts: &'a WriteOptions,
+    dest: &'a str,
+    converter: RowConverter,
+    index: HashMap<Box<[u8]>, usize>,
+    groups: Vec<Group>,
+}
+
+impl Grouper<'_> {
+    /// The group of the partition values `key` (the row-format key of row `r` of `cols`),
+    /// created with its directory (`k1=v1/k2=v2`) on first sight.
+    fn group(&mut self, key: &[u8], cols: &[ArrayRef], r: usize) -> Result<usize> {
+        if let Some(&g) = self.index.get(key) {
+            return Ok(g);
+        }
+        let mut dir = String::new();
+        for (k, col) in cols.iter().enumerate() {
+            let name = &self.opts.partition_by[k];
+            let rendered = cast(col.slice(r, 1).as_ref(), &DataType::Utf8)
+                .map_err(|e| EngineError::arrow(self.dest, e))?;
+            let value = rendered.as_string::<i32>().value(0);
+            if value.is_empty() {
+                return Err(EngineError::Argument(format!(
+                    "writing {}: partition column '{name}' holds an empty string; it cannot name a hive directory",
+                    self.dest
+                )));
+            }
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(&escape_hive(name, true));
+            dir.push('=');
+            dir.push_str(&escape_hive(value, false));
+        }
+        self.groups.push(Group {
+            dir,
+            pieces: Vec::new(),
+        });
+        self.index.insert(key.into(), self.groups.len() - 1);
+        Ok(self.groups.len() - 1)
+    }
+}
+
+/// Group the rows of every batch by their hive directory, sorted by directory; each
+/// group's pieces come from `projected` (the batches without their partition columns).
+///
+/// A batch whose partition columns are constant (the usual case: a persisted partition
+/// comes from one hive directory) goes whole into its group, with no per-row work but one
+/// comparison pass. Otherwise each row gets its group id (row-format keys; a row equal to
+/// the previous one is not hashed again), the batch is reordered by group id with one
+/// stable `take`, and each group gets a zero-copy slice of that copy.
 fn group_rows(
     batches: &[RecordBatch],
+    projected: &[RecordBatch],
     opts: &WriteOptions,
     dest: &str,
     part_idx: &[usize],
 ) -> Result<Vec<Group>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
     let fields = part_idx
         .iter()
-        .map(|_| SortField::new(DataType::Utf8))
+        .map(|&i| SortField::new(first.schema_ref().field(i).data_type().clone()))
         .collect();
-    let converter = RowConverter::new(fields).map_err(|e| EngineError::arrow(dest, e))?;
-    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    for (bi, batch) in batches.iter().enumerate() {
+    let mut grouper = Grouper {
+        opts,
+        dest,
+        converter: RowConverter::new(fields).map_err(|e| EngineError::arrow(dest, e))?,
+        index: HashMap::new(),
+        groups: Vec::new(),
+    };
+    for (batch, data) in batches.iter().zip(projected) {
         let n = batch.num_rows();
         if n == 0 {
             continue;
         }
-        let mut rendered: Vec<ArrayRef> = Vec::with_capacity(part_idx.len());
-        for (k, &i) in part_idx.iter().enumerate() {
-            let a = cast(batch.column(i).as_ref(), &DataType::Utf8)
-                .map_err(|e| EngineError::arrow(dest, e))?;
-            if a.null_count() > 0 {
+        let cols: Vec<ArrayRef> = part_idx.iter().map(|&i| batch.column(i).clone()).collect();
+        for (k, c) in cols.iter().enumerate() {
+            let nulls = c.logical_null_count();
+            if nulls > 0 {
                 return Err(EngineError::Argument(format!(
-                    "writing {dest}: partition column '{}' holds {} null value(s); a null cannot name a hive directory",
+                    "writing {dest}: partition column '{}' holds {nulls} null value(s); a null cannot name a hive directory",
                     opts.partition_by[k],
-                    a.null_count()
                 )));
             }
-            rendered.push(a);
         }
-        let rows = converter
-            .convert_columns(&rendered)
-            .map_err(|e| EngineError::arrow(dest, e))?;
-        for r in 0..n {
-            let key = rows.row(r);
-            let g = match index.get(key.as_ref()) {
-                Some(&g) => g,
-                None => {
-                    let mut dir = String::new();
-                    for (k, a) in rendered.iter().enumerate() {
-                        let name = &opts.partition_by[k];
-                        let value = a.as_string::<i32>().value(r);
-                        if value.is_empty() {
-                            return Err(EngineError::Argument(format!(
-                                "writing {dest}: partition column '{name}' holds an empty string; it cannot name a hive directory"
-                            )));
-                        }
-                        if !dir.is_empty() {
-                            dir.push('/');
-                        }
-                        dir.push_str(&escape_hive(name, true));
-                        dir.push('=');
-                        dir.push_str(&escape_hive(value, false));
-                    }
-                    groups.push(Group {
-                        dir,
-                        pieces: Vec::new(),
-                    });
-                    index.insert(key.as_ref().into(), groups.len() - 1);
-                    groups.len() - 1
-                }
-            };
-            let pieces = &mut groups[g].pieces;
-            match pieces.last_mut() {
-                Some((b, idx)) if *b == bi => idx.push(r as u32),
-                _ => pieces.push((bi, vec![r as u32])),
+        let mut constant = true;
+        for c in &cols {
+            if !is_constant(c, dest)? {
+                constant = false;
+                break;
             }
         }
+        if constant {
+            let one: Vec<ArrayRef> = cols.iter().map(|c| c.slice(0, 1)).collect();
+            let rows = grouper
+                .converter
+                .convert_columns(&one)
+                .map_err(|e| EngineError::arrow(dest, e))?;
+            let g = grouper.group(rows.row(0).as_ref(), &cols, 0)?;
+            grouper.groups[g].pieces.push(data.clone());
+            continue;
+        }
+        let rows = grouper
+            .converter
+            .convert_columns(&cols)
+            .map_err(|e| EngineError::arrow(dest, e))?;
+        // Group id of every row, and the batch's groups in order of first appearance.
+        let mut ids: Vec<u32> = Vec::with_capacity(n);
+        let mut local: Vec<usize> = Vec::new();
+        let mut local_of: HashMap<usize, u32> = HashMap::new();
+        let mut prev: Option<u32> = None;
+        for r in 0..n {
+            if let Some(p) = prev.filter(|_| rows.row(r) == rows.row(r - 1)) {
+                ids.push(p);
+                continue;
+            }
+            let g = grouper.group(rows.row(r).as_ref(), &cols, r)?;
+            let id = *local_of.entry(g).or_insert_with(|| {
+                local.push(g);
+                (local.len() - 1) as u32
+            });
+            ids.push(id);
+            prev = Some(id);
+        }
+        // Stable counting sort of the rows by local group id, one take, then slices.
+        let mut starts = vec![0u32; local.len() + 1];
+        for &id in &ids {
+            starts[id as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut perm = vec![0u32; n];
+        for (r, &id) in ids.iter().enumerate() {
+            perm[next[id as usize] as usize] = r as u32;
+            next[id as usize] += 1;
+        }
+        let reordered = take_record_batch(data, &UInt32Array::from(perm))
+            .map_err(|e| EngineError::arrow(dest, e))?;
+        for (l, &g) in local.iter().enumerate() {
+            let (s, e) = (starts[l] as usize, starts[l + 1] as usize);
+            grouper.groups[g].pieces.push(reordered.slice(s, e - s));
+        }
     }
+    let mut groups = grouper.groups;
     groups.sort_by(|a, b| a.dir.cmp(&b.dir));
     Ok(groups)
 }
@@ -720,6 +911,73 @@ mod tests {
         assert_eq!(escape_hive("_key", true), "%5Fkey");
         assert_eq!(escape_hive("_value", false), "_value");
         assert_eq!(escape_hive("a\nb", false), "a%0Ab");
+    }
+
+    #[test]
+    fn constant_columns() {
+        let c = |a: ArrayRef| is_constant(&a, "d").unwrap();
+        assert!(c(Arc::new(arrow_array::Int32Array::from(vec![3, 3, 3]))));
+        assert!(!c(Arc::new(arrow_array::Int32Array::from(vec![3, 3, 4]))));
+        let dict = |keys: Vec<i32>, values: Vec<&str>| -> ArrayRef {
+            Arc::new(
+                arrow_array::DictionaryArray::<Int32Type>::try_new(
+                    keys.into(),
+                    Arc::new(arrow_array::StringArray::from(values)),
+                )
+                .unwrap(),
+            )
+        };
+        // Different keys, equal values: constant all the same.
+        assert!(c(dict(vec![0, 1, 0], vec!["a", "a"])));
+        assert!(!c(dict(vec![0, 1, 0], vec!["a", "b"])));
+    }
+
+    #[test]
+    fn whole_batches_and_reordered_slices_keep_input_order() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let dest = std::env::temp_dir().join(format!("stratus-write-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dest);
+        let batch = |ks: Vec<&str>, vs: Vec<i64>| {
+            let k: arrow_array::DictionaryArray<Int32Type> = ks.into_iter().collect();
+            RecordBatch::try_from_iter([
+                ("k", Arc::new(k) as ArrayRef),
+                ("v", Arc::new(arrow_array::Int64Array::from(vs)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let batches = [
+            batch(vec!["a", "a"], vec![1, 2]),
+            batch(vec!["b", "a", "b", "a"], vec![3, 4, 5, 6]),
+            batch(vec!["b"], vec![7]),
+        ];
+        let opts = WriteOptions {
+            dest: dest.clone(),
+            partition_by: vec!["k".into()],
+            job_id: "j".into(),
+            overwrite: false,
+        };
+        let staged = write_partition(&batches, &opts, "00000").unwrap();
+        let read = |s: &StagedFile| -> Vec<i64> {
+            let f = File::open(&s.temp_path).unwrap();
+            ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    assert_eq!(b.num_columns(), 1, "the partition column stays out");
+                    b.column(0).as_primitive::<Int64Type>().values().to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(staged.len(), 2);
+        assert!(staged[0]
+            .final_path
+            .ends_with("k=a/part-00000.snappy.parquet"));
+        assert_eq!(read(&staged[0]), [1, 2, 4, 6]);
+        assert_eq!(read(&staged[1]), [3, 5, 7]);
+        abort(&opts).unwrap();
+        let _ = fs::remove_dir_all(&dest);
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! In-process benchmark of two engine kernels on ISD-like data, as workers hold it:
+//!
+//! - **write**: [`write_partition`] of every month partition, hive-partitioned by
+//!   `year`/`month` (the write step of the end-to-end benchmark, one task per partition);
+//! - **shuffle**: the general sort's [`split_by_ranges`] on two "workers" (each half of
+//!   the partitions, split by `temperature` into 144 ranges, as the scheduler asks for 12 M
+//!   rows), then the receiving side's [`sort_batches`] of every range (its pieces from
+//!   both halves).
+//!
+//! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
+//! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
+//! end-to-end benchmark); the benchmark reads the first month files up to `--rows` rows
+//! (as `persist` does: strings stay dictionaries, one batch per row group, `month` from the
+//! path) and adds `date = date_trunc('day', datetime)` as the end-to-end benchmark does.
+//!
+//! ```text
+//! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K] [--only write|shuffle]
+//!                                                  [--data DIR] [--gen-rows N] [--keep DIR]
+//! ```
+//!
+//! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
+//! ns/row, and the median CPU time of the benchmark thread (user + system: page faults of
+//! fresh allocations count there). `--keep DIR` leaves the last run's dataset committed in
+//! `DIR` (to look at with DuckDB's `parquet_metadata`, say). The machine is shared and
+//! noisy: for counts that do not depend on its load, count instructions of one kernel with
+//! callgrind, e.g.
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect='stratus_engine::write::write_partition*' \
+//!     target/release/deps/kernels-HASH --only write --runs 1
+//! ```
+//!
+//! (`stratus_engine::sort::split_by_ranges*` and `stratus_engine::sort::sort_batches*` with
+//! `--only shuffle` for the other two).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use stratus_engine::datagen::{generate_isd, DatagenOptions};
+use stratus_engine::expr::apply_steps;
+use stratus_engine::scan::{list_files, plan_partitions, read_footer, read_partition};
+use stratus_engine::sort::{choose_boundaries, sample_keys, sort_batches, split_by_ranges};
+use stratus_engine::write::{write_partition, WriteOptions};
+use stratus_plan::{col, Step, TruncUnit};
+
+// Workers run on mimalloc (without transparent huge pages): measure with the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Ranges of the shuffle: the scheduler asks for one per partition (144 for ISD).
+const RANGES: usize = 144;
+/// Sample size the scheduler asks every worker for.
+const SAMPLE: usize = 4096;
+const KEY: &str = "temperature";
+
+struct Args {
+    rows: usize,
+    runs: usize,
+    only: Option<String>,
+    data: Option<PathBuf>,
+    gen_rows: u64,
+    keep: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        rows: 2_000_000,
+        runs: 5,
+        only: None,
+        data: None,
+        gen_rows: 12_000_000,
+        keep: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match arg.as_str() {
+            "--rows" => a.rows = value("--rows").parse().expect("--rows N"),
+            "--runs" => a.runs = value("--runs").parse().expect("--runs K"),
+            "--only" => a.only = Some(value("--only")),
+            "--data" => a.data = Some(PathBuf::from(value("--data"))),
+            "--gen-rows" => a.gen_rows = value("--gen-rows").parse().expect("--gen-rows N"),
+            "--keep" => a.keep = Some(PathBuf::from(value("--keep"))),
+            // `cargo bench` passes `--bench`; ignore it and anything else unknown.
+            _ => {}
+        }
+    }
+    a.runs = a.runs.max(1);
+    a
+}
+
+/// CPU time of the calling thread (user + system), from `/proc/thread-self/schedstat`.
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Generate the data once (cached by row count) and return its directory.
+fn dataset(args: &Args) -> PathBuf {
+    let dir = args.data.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("stratus-bench-isd-{}", args.gen_rows))
+    });
+    let done = dir.join("_generated");
+    if !done.is_file() {
+        let t = Instant::now();
+        let s = generate_isd(&DatagenOptions {
+            rows: args.gen_rows,
+            out: dir.clone(),
+            seed: 42,
+        })
+        .expect("datagen");
+        std::fs::write(&done, b"").expect("marker");
+        eprintln!(
+            "generated {} rows ({} files, {} MB) into {} in {:.1} s",
+            s.rows,
+            s.files,
+            s.bytes / 1_000_000,
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    dir
+}
+
+/// The first month partitions up to `rows` rows, read as `persist` reads them, with the
+/// `date` column added.
+fn load(dir: &Path, rows: usize) -> Vec<Vec<RecordBatch>> {
+    let files = list_files(&dir.display().to_string()).expect("list");
+    let footers: Vec<_> = files
+        .iter()
+        .map(|f| read_footer(f).expect("footer"))
+        .collect();
+    let specs = plan_partitions(&footers, 128 << 20, 1);
+    let step = Step::WithColumn {
+        name: "date".into(),
+        expr: col("datetime").floor(TruncUnit::Day),
+    };
+    let mut parts = Vec::new();
+    let mut total = 0;
+    for spec in &specs {
+        if total >= rows {
+            break;
+        }
+        let batches = read_partition(spec, None, None).expect("read");
+        let batches = apply_steps(batches, std::slice::from_ref(&step)).expect("date");
+        total += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        parts.push(batches);
+    }
+    parts
+}
+
+fn rows_of(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn report(name: &str, rows: usize, mut t: Vec<Timing>) {
+    t.sort_by_key(|t| t.wall);
+    let med = &t[t.len() / 2];
+    let secs = med.wall.as_secs_f64();
+    println!(
+        "{name:<28} {rows:>9} rows  median {:>8.1} ms (min {:.1}, max {:.1}; {} runs)  \
+         {:>6.2} M rows/s  {:>6.1} ns/row  cpu {:>8.1} ms",
+        secs * 1e3,
+        t[0].wall.as_secs_f64() * 1e3,
+        t[t.len() - 1].wall.as_secs_f64() * 1e3,
+        t.len(),
+        rows as f64 / secs / 1e6,
+        secs * 1e9 / rows as f64,
+        med.cpu.as_secs_f64() * 1e3,
+    );
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Timing) {
+    let (c0, w0) = (thread_cpu(), Instant::now());
+    let out = f();
+    let wall = w0.elapsed();
+    let cpu = thread_cpu().saturating_sub(c0);
+    (out, Timing { wall, cpu })
+}
+
+fn bench_write(parts: &[Vec<RecordBatch>], runs: usize, keep: Option<&Path>) {
+    let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
+    let root = std::env::temp_dir().join(format!("stratus-bench-write-{}", std::process::id()));
+    let mut times = Vec::new();
+    let mut bytes = 0u64;
+    let mut files = 0usize;
+    for run in 0..runs {
+        let dest = match keep {
+            Some(k) if run + 1 == runs => {
+                let _ = std::fs::remove_dir_all(k);
+                k.to_path_buf()
+            }
+            _ => root.join(format!("run{run}")),
+        };
+        let opts = WriteOptions {
+            dest: dest.clone(),
+            partition_by: vec!["year".into(), "month".into()],
+            job_id: "bench".into(),
+            overwrite: false,
+        };
+        let (staged, t) = timed(|| {
+            let mut staged = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                staged.extend(write_partition(p, &opts, &format!("{i:05}")).expect("write"));
+            }
+            staged
+        });
+        assert_eq!(staged.iter().map(|s| s.rows).sum::<u64>(), rows as u64);
+        bytes = staged.iter().map(|s| s.bytes).sum();
+        files = staged.len();
+        times.push(t);
+        if keep.is_some() && run + 1 == runs {
+            // The last run's files, committed, for a look with DuckDB or pyarrow.
+            stratus_engine::write::commit(&opts, &staged).expect("commit");
+        } else {
+            std::fs::remove_dir_all(&dest).expect("clean up");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    report("write_partition", rows, times);
+    println!(
+        "  {files} files, {:.1} MB ({:.2} B/row)",
+        bytes as f64 / 1e6,
+        bytes as f64 / rows as f64
+    );
+}
+
+fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
+    let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
+    let per_partition = SAMPLE.div_ceil(parts.len()).max(1);
+    let samples: Vec<ArrayRef> = parts
+        .iter()
+        .map(|p| sample_keys(p, KEY, per_partition).expect("sample"))
+        .collect();
+    let boundaries = choose_boundaries(&samples, RANGES).expect("boundaries");
+    // Two holders, as on 2 workers: each splits everything it holds at once.
+    let half = parts.len().div_ceil(2);
+    let holders: Vec<Vec<RecordBatch>> = parts.chunks(half).map(|c| c.concat()).collect();
+
+    let mut split_t = Vec::new();
+    let mut sort_t = Vec::new();
+    for run in 0..runs {
+        let (split, t) = timed(|| {
+            holders
+                .iter()
+                .map(|h| split_by_ranges(h, KEY, &boundaries).expect("split"))
+                .collect::<Vec<_>>()
+        });
+        split_t.push(t);
+        let nranges = boundaries.len() + 1;
+        let received: Vec<Vec<RecordBatch>> = (0..nranges)
+            .map(|r| split.iter().flat_map(|s| s[r].iter().cloned()).collect())
+            .collect();
+        drop(split);
+        assert_eq!(received.iter().map(|r| rows_of(r)).sum::<usize>(), rows);
+        let (sorted, t) = timed(|| {
+            received
+                .iter()
+                .map(|r| sort_batches(r, KEY).expect("sort"))
+                .collect::<Vec<_>>()
+        });
+        sort_t.push(t);
+        if run == 0 {
+            check_sorted(&sorted, rows);
+            println!(
+                "  {} ranges, {:.0} rows per range on average",
+                nranges,
+                rows as f64 / nranges as f64
+            );
+        }
+    }
+    report("split_by_ranges (2 holders)", rows, split_t);
+    report("sort_batches (every range)", rows, sort_t);
+}
+
+/// Every row kept, and keys ascending within and across ranges (nulls last in each).
+fn check_sorted(sorted: &[Vec<RecordBatch>], rows: usize) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
+    assert_eq!(sorted.iter().map(|r| rows_of(r)).sum::<usize>(), rows);
+    let mut last = f64::NEG_INFINITY;
+    for range in sorted {
+        let mut nulls = false;
+        for b in range {
+            let c = b
+                .column_by_name(KEY)
+                .expect("key")
+                .as_primitive::<Float64Type>();
+            for i in 0..c.len() {
+                if c.is_null(i) {
+                    nulls = true;
+                    continue;
+                }
+                assert!(!nulls, "a key after a null");
+                let v = c.value(i);
+                assert!(v >= last, "keys out of order: {v} after {last}");
+                last = v;
+            }
+        }
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let dir = dataset(&args);
+    let t = Instant::now();
+    let parts = load(&dir, args.rows);
+    let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
+    let batches: usize = parts.iter().map(|p| p.len()).sum();
+    println!(
+        "kernels: {rows} ISD-like rows in {} partitions ({batches} batches, {} columns), read in {:.2} s",
+        parts.len(),
+        parts[0][0].num_columns(),
+        t.elapsed().as_secs_f64()
+    );
+    let only = args.only.as_deref();
+    if only.is_none_or(|o| o == "write") {
+        bench_write(&parts, args.runs, args.keep.as_deref());
+    }
+    if only.is_none_or(|o| o == "shuffle") {
+        bench_shuffle(&parts, args.runs);
+    }
+}
