@@ -130,3 +130,13 @@ pub fn register<C: prometheus::core::Collector + Clone + 'static>(
         .expect("metric names are unique");
     collector
 }
+
+/// The Prometheus text exposition of `registry`.
+pub fn render(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("exposition is UTF-8")
+}
