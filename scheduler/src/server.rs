@@ -144,23 +144,23 @@ impl SchedulerActor {
             .unwrap_or(0)
     }
 
-    /// Log a finished request's timing (and row count) to its run, off the
-    /// actor's thread.
-    fn log_to_run(&self, request: &OpenRequest, message: &ToClient) {
-        if matches!(
+    /// Send a request's final answer, after logging its timing (and row
+    /// count) to its run off the actor's thread: a client that has its
+    /// answer finds the numbers already in the run (read your writes).
+    fn finish_and_log(&self, request: OpenRequest, message: ToClient) {
+        let logged = !matches!(
             request.kind,
             "info" | "list" | "log_metrics" | "log_artifact"
-        ) {
-            return;
-        }
-        if matches!(message, ToClient::Error(_)) {
+        ) && !matches!(message, ToClient::Error(_));
+        if !logged {
+            let _ = request.tx.send(message);
             return;
         }
         let mut metrics = vec![(
             format!("{}.seconds", request.kind),
             request.started.elapsed().as_secs_f64(),
         )];
-        match message {
+        match &message {
             ToClient::Count(rows) => metrics.push((format!("{}.rows", request.kind), *rows as f64)),
             ToClient::Persisted(frame) => {
                 metrics.push((format!("{}.rows", request.kind), frame.rows as f64));
@@ -169,12 +169,13 @@ impl SchedulerActor {
             _ => {}
         }
         let shared = self.shared.clone();
-        let run = request.run.clone();
+        let OpenRequest { tx, run, .. } = request;
         tokio::task::spawn_blocking(move || {
             if let Err(e) = shared.runs.log_metrics(&run, &metrics) {
                 warn!("cannot log to run '{run}': {e}");
             }
             shared.changed();
+            let _ = tx.send(message);
         });
     }
 
@@ -200,8 +201,7 @@ impl SchedulerActor {
                         };
                         self.metrics
                             .finish_request(open.kind, outcome, open.started.elapsed());
-                        self.log_to_run(&open, &message);
-                        let _ = open.tx.send(message);
+                        self.finish_and_log(open, message);
                     }
                 }
                 Command::DisconnectWorker { worker, reason } => {
