@@ -5,7 +5,9 @@
 //! - **shuffle**: the general sort's [`split_by_ranges`] on two "workers" (each half of
 //!   the partitions, split by `temperature` into 144 ranges, as the scheduler asks for 12 M
 //!   rows), then the receiving side's [`sort_batches`] of every range (its pieces from
-//!   both halves).
+//!   both halves);
+//! - **describe**: a worker's share of `describe()` (moments and the exact-quantile rounds
+//!   of every numeric column over all loaded partitions), with the rounds each column took.
 //!
 //! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
 //! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
@@ -14,8 +16,8 @@
 //! path) and adds `date = date_trunc('day', datetime)` as the end-to-end benchmark does.
 //!
 //! ```text
-//! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K] [--only write|shuffle]
-//!                                                  [--data DIR] [--gen-rows N] [--keep DIR]
+//! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K]
+//!     [--only write|shuffle|describe] [--data DIR] [--gen-rows N] [--keep DIR]
 //! ```
 //!
 //! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use stratus_engine::datagen::{generate_isd, DatagenOptions};
+use stratus_engine::describe::{describable_columns, describe_partitions};
 use stratus_engine::expr::apply_steps;
 use stratus_engine::scan::{list_files, plan_partitions, read_footer, read_partition};
 use stratus_engine::sort::{choose_boundaries, sample_keys, sort_batches, split_by_ranges};
@@ -233,6 +236,42 @@ fn bench_write(parts: &[Vec<RecordBatch>], runs: usize, keep: Option<&Path>) {
     );
 }
 
+/// A worker's share of `describe()`: every describable column of all loaded partitions
+/// (one worker holding them), count/mean/std/min/max and exact quartiles, by the same
+/// rounds the scheduler drives. Prints how many rounds each column took.
+fn bench_describe(parts: &[Vec<RecordBatch>], runs: usize) {
+    let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
+    let worker: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
+    let columns = describable_columns(worker[0].schema_ref());
+    let mut times = Vec::new();
+    let mut rounds = Vec::new();
+    for _ in 0..runs {
+        let (r, t) = timed(|| {
+            columns
+                .iter()
+                .map(|c| {
+                    describe_partitions(std::slice::from_ref(&worker), c, &[0.25, 0.5, 0.75])
+                        .expect("describe")
+                        .rounds
+                })
+                .collect::<Vec<_>>()
+        });
+        rounds = r;
+        times.push(t);
+    }
+    report(
+        &format!("describe ({} columns)", columns.len()),
+        rows,
+        times,
+    );
+    let per_column: Vec<String> = columns
+        .iter()
+        .zip(&rounds)
+        .map(|(c, r)| format!("{c} {r}"))
+        .collect();
+    println!("  histogram rounds per column: {}", per_column.join(", "));
+}
+
 fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
     let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
     let per_partition = SAMPLE.div_ceil(parts.len()).max(1);
@@ -327,5 +366,8 @@ fn main() {
     }
     if only.is_none_or(|o| o == "shuffle") {
         bench_shuffle(&parts, args.runs);
+    }
+    if only.is_none_or(|o| o == "describe") {
+        bench_describe(&parts, args.runs);
     }
 }
