@@ -253,8 +253,21 @@ async fn describe_transforms_and_memory_match_duckdb() {
             "temperature",
             col("temperature") * lit(9) / lit(5) + lit(32),
         )
+        // Tens of thousands of distinct values: its quantiles take the
+        // histogram rounds, not just the summary's distinct keys.
+        .with_column(
+            "heat",
+            col("temperature") * col("seaLvlPressure") / lit(1000),
+        )
         .fillna(0.0)
-        .select(&["date", "temperature", "windSpeed", "snowDepth", "year"]);
+        .select(&[
+            "date",
+            "temperature",
+            "windSpeed",
+            "snowDepth",
+            "year",
+            "heat",
+        ]);
     let (prep, summary) = prepared.persist("prep").await.unwrap();
     let expected_rows = duckdb(&format!(
         "SELECT count(*) FROM read_parquet('{generated}') WHERE year >= 2012"
@@ -273,6 +286,10 @@ async fn describe_transforms_and_memory_match_duckdb() {
             ("temperature", filled("temperature * 9 / 5 + 32")),
             ("windSpeed", filled("windSpeed")),
             ("snowDepth", filled("snowDepth")),
+            (
+                "heat",
+                filled("(temperature * 9 / 5 + 32) * seaLvlPressure / 1000"),
+            ),
         ],
     );
     assert_eq!(
@@ -369,7 +386,14 @@ async fn describe_transforms_and_memory_match_duckdb() {
     assert_eq!(bytes.value(last), summary.bytes);
     assert_eq!(
         (0..last).map(|i| names.value(i)).collect::<Vec<_>>(),
-        vec!["date", "temperature", "windSpeed", "snowDepth", "year"]
+        vec![
+            "date",
+            "temperature",
+            "windSpeed",
+            "snowDepth",
+            "year",
+            "heat"
+        ]
     );
 
     // A type error is clear and runs no task.

@@ -5,23 +5,27 @@
 //! scheduler runs; it knows nothing about the network.
 //!
 //! Algorithm:
-//! - **Moments** ([`column_moments`]): each batch is summarised with a corrected two-pass
-//!   (sum → mean, then Σ(x−mean) and Σ(x−mean)² which refine the mean and give M2);
-//!   batches and partitions are combined with Chan et al.'s pairwise formula
-//!   ([`Moments::merge`]), so a column like sea-level pressure (mean 1014.6, std 9.4) keeps
-//!   its digits. Nulls and NaN are skipped (pandas' rule); everything is computed in `f64`.
-//! - **Exact quantiles** ([`QuantileSearch`]): every value maps to an order-preserving 64-bit
-//!   key ([`float_key`], [`signed_key`], unsigned as is). The value at a 0-based rank is found
-//!   by a radix search over the keys: a round asks every partition for a histogram of the
-//!   next 16 key bits inside the current prefix ([`histograms`], one pass over the column for
-//!   all ranges), the scheduler sums them ([`merge_histograms`]) and the cumulative counts
-//!   name the bucket holding the rank, which extends the prefix. When a range holds at most
-//!   `max_keys` values in a partition, the partition sends the sorted keys themselves and the
-//!   rank is read off directly. At most 4 rounds (64 / 16): 1–2 when values are spread,
-//!   up to 4 when a rank falls on a value repeated more than `max_keys` times in some
-//!   partition (e.g. temperatures to one decimal over billions of rows); -0.0 keys as +0.0. With
-//!   [`QuantileSearch::from_moments`] the common prefix of min and max is skipped (a column of
-//!   years resolves in one round).
+//! - **Summary round** ([`column_summary`]): one pass over each column gives its moments and,
+//!   while there are few of them, its distinct value keys with their counts. Moments are
+//!   taken per block of [`BLOCK`] values by a corrected two-pass (sum → mean, then Σ(x−mean)
+//!   and Σ(x−mean)² which refine the mean and give M2; the second pass reads the block from
+//!   L1 cache) and blocks, partitions and workers are combined with Chan et al.'s pairwise
+//!   formula ([`Moments::merge`]), so a column like sea-level pressure (mean 1014.6, std
+//!   9.4) keeps its digits. Nulls and NaN are skipped (pandas' rule); everything is in `f64`.
+//! - **Distinct keys**: every value maps to an order-preserving 64-bit key ([`float_key`],
+//!   [`signed_key`], unsigned as is). A worker counts distinct keys in a small hash table
+//!   ([`KeyCounter`]) until there are more than `max_distinct`, then gives up on them. Measured
+//!   weather data is recorded to a tenth of a unit (ISD's temperatures take ~1,500 values over
+//!   billions of rows), so for most columns every worker's table fits, the scheduler adds
+//!   them up ([`merge_distinct`]) and reads every quantile off the counts: one pass in all.
+//! - **Exact quantiles otherwise** ([`QuantileSearch`]): the key at a 0-based rank is found by
+//!   a radix search: a round asks every worker for a histogram of the next 16 key bits inside
+//!   the current prefix ([`histograms`], one pass over the column for all ranges), the
+//!   scheduler sums them ([`merge_histograms`]) and the cumulative counts name the bucket
+//!   holding the rank, which extends the prefix. A range with at most `max_distinct` distinct
+//!   keys on every worker comes back as those keys and counts, and the rank is read off
+//!   directly. The common prefix of min and max is skipped ([`QuantileSearch::from_moments`]),
+//!   so 1–3 rounds after the summary; at most 4 (64 / 16). -0.0 keys as +0.0.
 //! - **Interpolation** is pandas' default (`numpy.percentile`, method `linear`): for `q`,
 //!   position `p = q·(n−1)`, `a = v[floor p]`, `b = v[floor p + 1]`, `t = p − floor p`, and the
 //!   value is `a + (b−a)·t` when `t < 0.5`, else `b − (b−a)·(1−t)` (numpy's two-sided lerp,
@@ -49,9 +53,16 @@ pub const DEFAULT_PERCENTILES: [f64; 3] = [0.25, 0.5, 0.75];
 /// Key bits histogrammed per round by [`QuantileSearch`].
 pub const ROUND_BITS: u32 = 16;
 
-/// Default threshold below which a partition sends a range's sorted keys instead of only
-/// its histogram.
-pub const MAX_KEYS: usize = 4096;
+/// Default limit of distinct keys a worker counts for a column or a key range before it
+/// gives up on them (and sends only a histogram).
+pub const MAX_DISTINCT: usize = 4096;
+
+/// Distinct value keys with their counts, sorted by key.
+pub type DistinctKeys = Vec<(u64, u64)>;
+
+/// Values per block of the one-pass moments: small enough that a block's second pass reads
+/// L1 cache.
+pub const BLOCK: usize = 1024;
 
 const SIGN: u64 = 1 << 63;
 
@@ -156,6 +167,59 @@ impl Moments {
         } else {
             self.max
         }
+    }
+}
+
+/// Moments of a block of values without NaN (a few thousand at most, so that the second
+/// pass reads them from L1 cache): the corrected two-pass of [`Moments::from_values`], with
+/// four independent accumulators per sum so that the additions do not wait on each other.
+fn block_moments(xs: &[f64]) -> Moments {
+    let Some(&first) = xs.first() else {
+        return Moments::default();
+    };
+    let (mut min, mut max) = (first, first);
+    let mut sums = [0.0f64; 4];
+    let mut quads = xs.chunks_exact(4);
+    for q in quads.by_ref() {
+        for (s, &x) in sums.iter_mut().zip(q) {
+            *s += x;
+            min = if x < min { x } else { min };
+            max = if x > max { x } else { max };
+        }
+    }
+    for (s, &x) in sums.iter_mut().zip(quads.remainder()) {
+        *s += x;
+        min = if x < min { x } else { min };
+        max = if x > max { x } else { max };
+    }
+    let n = xs.len() as f64;
+    let mean = ((sums[0] + sums[1]) + (sums[2] + sums[3])) / n;
+    if !mean.is_finite() {
+        // Infinite values: the plain path knows what to keep.
+        return Moments::from_values(xs);
+    }
+    let (mut sd, mut sdd) = ([0.0f64; 4], [0.0f64; 4]);
+    let mut quads = xs.chunks_exact(4);
+    for q in quads.by_ref() {
+        for ((s, ss), &x) in sd.iter_mut().zip(sdd.iter_mut()).zip(q) {
+            let d = x - mean;
+            *s += d;
+            *ss += d * d;
+        }
+    }
+    for ((s, ss), &x) in sd.iter_mut().zip(sdd.iter_mut()).zip(quads.remainder()) {
+        let d = x - mean;
+        *s += d;
+        *ss += d * d;
+    }
+    let sd = (sd[0] + sd[1]) + (sd[2] + sd[3]);
+    let sdd = (sdd[0] + sdd[1]) + (sdd[2] + sdd[3]);
+    Moments {
+        count: xs.len() as u64,
+        mean: mean + sd / n,
+        m2: (sdd - sd * (sd / n)).max(0.0),
+        min,
+        max,
     }
 }
 
@@ -524,34 +588,239 @@ fn not_numeric(column: &str, dt: &DataType) -> EngineError {
     ))
 }
 
-/// Moments of a column over batches (a partition). Error if the column is missing or not
-/// numeric. No batches at all give empty moments (count 0).
-pub fn column_moments(batches: &[RecordBatch], column: &str) -> Result<Moments> {
-    struct V(Moments);
+/// Counts distinct keys, up to a limit: open addressing with linear probing in a table at
+/// most half full (a count of 0 marks an empty slot). Past the limit it stops counting and
+/// forgets what it had: [`into_sorted`](KeyCounter::into_sorted) gives `None`.
+#[derive(Debug)]
+pub struct KeyCounter {
+    slots: Vec<(u64, u64)>,
+    shift: u32,
+    len: usize,
+    limit: usize,
+    counting: bool,
+}
+
+impl KeyCounter {
+    /// A counter of at most `limit` distinct keys (0: never counts).
+    pub fn new(limit: usize) -> KeyCounter {
+        KeyCounter {
+            slots: Vec::new(),
+            shift: 64,
+            len: 0,
+            limit,
+            counting: limit > 0,
+        }
+    }
+
+    /// Whether it still counts (it has not given up).
+    #[inline]
+    pub fn is_counting(&self) -> bool {
+        self.counting
+    }
+
+    /// Count `n` more occurrences of `key`; false once it has given up.
+    #[inline]
+    pub fn add(&mut self, key: u64, n: u64) -> bool {
+        if !self.counting {
+            return false;
+        }
+        if self.slots.is_empty() {
+            let size = (self.limit * 2).next_power_of_two().max(2);
+            self.slots = vec![(0, 0); size];
+            self.shift = 64 - size.trailing_zeros();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            let slot = &mut self.slots[i & mask];
+            if slot.1 == 0 {
+                if self.len == self.limit {
+                    self.counting = false;
+                    self.slots = Vec::new();
+                    return false;
+                }
+                *slot = (key, n);
+                self.len += 1;
+                return true;
+            }
+            if slot.0 == key {
+                slot.1 += n;
+                return true;
+            }
+            i += 1;
+        }
+    }
+
+    /// Count one occurrence of each of `keys` (runs of one key cost one probe); false once
+    /// it has given up.
+    pub fn add_all(&mut self, keys: &[u64]) -> bool {
+        let Some((&first, rest)) = keys.split_first() else {
+            return self.counting;
+        };
+        let (mut key, mut n) = (first, 1u64);
+        for &k in rest {
+            if k == key {
+                n += 1;
+                continue;
+            }
+            if !self.add(key, n) {
+                return false;
+            }
+            (key, n) = (k, 1);
+        }
+        self.add(key, n)
+    }
+
+    /// The distinct keys with their counts, sorted by key; None if it gave up.
+    pub fn into_sorted(self) -> Option<DistinctKeys> {
+        if !self.counting {
+            return None;
+        }
+        let mut out: Vec<(u64, u64)> = self.slots.into_iter().filter(|s| s.1 > 0).collect();
+        out.sort_unstable_by_key(|s| s.0);
+        Some(out)
+    }
+}
+
+/// What one pass over a column gives: its moments and, when it has at most `max_distinct`
+/// distinct values, their keys with counts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ColumnSummary {
+    /// Count, mean, M2, min and max (nulls and NaN skipped).
+    pub moments: Moments,
+    /// `(key, count)` of every distinct value, sorted by key; None when there were more than
+    /// `max_distinct` of them.
+    pub distinct: Option<DistinctKeys>,
+}
+
+/// [`ColumnSummary`] of a column over batches (a worker's partitions), in one pass: error if
+/// the column is missing or not numeric. No batches give empty moments (count 0) and no keys.
+pub fn column_summary(
+    batches: &[RecordBatch],
+    column: &str,
+    max_distinct: usize,
+) -> Result<ColumnSummary> {
+    struct V {
+        moments: Moments,
+        counter: KeyCounter,
+        values: Vec<f64>,
+        keys: Vec<u64>,
+    }
+    impl V {
+        /// One block: its values in f64 (and keys while counting), then its moments and
+        /// keys from cache. Returns how many items it read from `items`.
+        fn block<N: Num>(&mut self, items: impl Iterator<Item = N>) -> usize {
+            self.values.clear();
+            self.keys.clear();
+            let counting = self.counter.is_counting();
+            let mut read = 0;
+            for v in items {
+                read += 1;
+                if v.is_nan() {
+                    continue;
+                }
+                self.values.push(v.to_f64());
+                if counting {
+                    self.keys.push(v.key());
+                }
+            }
+            if !self.values.is_empty() {
+                self.moments.merge(&block_moments(&self.values));
+            }
+            self.counter.add_all(&self.keys);
+            read
+        }
+    }
     impl Visitor for V {
         fn visit<T>(&mut self, arr: &PrimitiveArray<T>)
         where
             T: ArrowPrimitiveType,
             T::Native: Num,
         {
-            let mut one = PassOne::default();
-            for_each_value(arr, |v| one.push(v.to_f64()));
-            if one.count == 0 {
-                return;
+            let values = arr.values();
+            match arr.nulls().filter(|n| n.null_count() > 0) {
+                None => {
+                    for chunk in values.chunks(BLOCK) {
+                        self.block(chunk.iter().copied());
+                    }
+                }
+                Some(n) => {
+                    let mut valid = n.valid_indices().filter_map(|i| values.get(i).copied());
+                    while self.block(valid.by_ref().take(BLOCK)) == BLOCK {}
+                }
             }
-            let mut two = one.second_pass();
-            for_each_value(arr, |v| two.push(v.to_f64()));
-            self.0.merge(&two.finish());
         }
     }
-    let mut v = V(Moments::default());
+    let mut v = V {
+        moments: Moments::default(),
+        counter: KeyCounter::new(max_distinct),
+        values: Vec::with_capacity(BLOCK),
+        keys: Vec::with_capacity(BLOCK),
+    };
     for batch in batches {
         let arr = column_of(batch, column)?;
         if !visit_array(arr, &mut v) {
             return Err(not_numeric(column, arr.data_type()));
         }
     }
-    Ok(v.0)
+    Ok(ColumnSummary {
+        moments: v.moments,
+        distinct: v.counter.into_sorted(),
+    })
+}
+
+/// Moments of a column over batches (a partition): [`column_summary`] without the keys.
+pub fn column_moments(batches: &[RecordBatch], column: &str) -> Result<Moments> {
+    Ok(column_summary(batches, column, 0)?.moments)
+}
+
+/// Add up distinct-key counts from several workers (each sorted by key): sorted by key, or
+/// None if any of them gave up on its keys.
+pub fn merge_distinct(parts: &[Option<DistinctKeys>]) -> Option<DistinctKeys> {
+    let mut all: Vec<(u64, u64)> = Vec::new();
+    for p in parts {
+        all.extend_from_slice(p.as_ref()?);
+    }
+    all.sort_unstable_by_key(|s| s.0);
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (k, c) in all {
+        match merged.last_mut() {
+            Some((lk, lc)) if *lk == k => *lc = lc.saturating_add(c),
+            _ => merged.push((k, c)),
+        }
+    }
+    Some(merged)
+}
+
+/// The key at a 0-based `rank` of sorted distinct keys with counts.
+fn key_at_rank(distinct: &[(u64, u64)], rank: u64) -> Option<u64> {
+    let mut cum = 0u64;
+    for &(k, c) in distinct {
+        cum = cum.saturating_add(c);
+        if rank < cum {
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// Checks that sorted distinct keys are strictly increasing, lie in `range` and add up to
+/// `total`.
+fn check_distinct(distinct: &[(u64, u64)], range: &KeyRange, total: u64) -> Result<()> {
+    let sum = distinct
+        .iter()
+        .fold(0u64, |acc, &(_, c)| acc.saturating_add(c));
+    if sum != total
+        || distinct.windows(2).any(|w| w[0].0 >= w[1].0)
+        || distinct.iter().any(|&(k, c)| c == 0 || !range.contains(k))
+    {
+        return Err(EngineError::Argument(format!(
+            "describe: distinct keys of key range {:#x}/{} are inconsistent with its {total} \
+             values",
+            range.prefix, range.prefix_bits
+        )));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -580,14 +849,15 @@ impl KeyRange {
 }
 
 /// Sparse histogram of one KeyRange over a partition: (bucket, count) pairs with count > 0,
-/// sorted by bucket; plus, when the range holds at most `max_keys` values in this
-/// partition, the sorted keys themselves.
+/// sorted by bucket; plus, when the range holds at most `max_distinct` distinct keys in this
+/// partition, those keys with their counts.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RangeHistogram {
     /// `(bucket, count)` for non-empty buckets, sorted by bucket.
     pub buckets: Vec<(u32, u64)>,
-    /// The range's keys, sorted, when there were at most `max_keys` of them.
-    pub keys: Option<Vec<u64>>,
+    /// The range's distinct keys with counts, sorted by key, when there were at most
+    /// `max_distinct` of them.
+    pub distinct: Option<DistinctKeys>,
 }
 
 impl RangeHistogram {
@@ -605,8 +875,7 @@ struct RangeAcc {
     shift: u32,
     prefix_bits: u32,
     counts: Vec<u64>,
-    n: u64,
-    keys: Option<Vec<u64>>,
+    distinct: KeyCounter,
 }
 
 /// Checks `bits` and a range against it.
@@ -639,7 +908,7 @@ pub fn histograms(
     column: &str,
     ranges: &[KeyRange],
     bits: u32,
-    max_keys: usize,
+    max_distinct: usize,
 ) -> Result<Vec<RangeHistogram>> {
     for r in ranges {
         check_range(r, bits)?;
@@ -651,15 +920,13 @@ pub fn histograms(
             shift: 64 - r.prefix_bits,
             prefix_bits: r.prefix_bits,
             counts: Vec::new(),
-            n: 0,
-            keys: Some(Vec::new()),
+            distinct: KeyCounter::new(max_distinct),
         })
         .collect();
 
     struct V<'a> {
         accs: &'a mut [RangeAcc],
         bits: u32,
-        max_keys: usize,
     }
     impl Visitor for V<'_> {
         fn visit<T>(&mut self, arr: &PrimitiveArray<T>)
@@ -669,7 +936,6 @@ pub fn histograms(
         {
             let down = 64 - self.bits;
             let size = 1usize << self.bits;
-            let max_keys = self.max_keys;
             for_each_value(arr, |v| {
                 let key = v.key();
                 for acc in self.accs.iter_mut() {
@@ -683,14 +949,7 @@ pub fn histograms(
                     if let Some(c) = acc.counts.get_mut(bucket as usize) {
                         *c += 1;
                     }
-                    acc.n += 1;
-                    if let Some(keys) = &mut acc.keys {
-                        if keys.len() < max_keys {
-                            keys.push(key);
-                        } else {
-                            acc.keys = None;
-                        }
-                    }
+                    acc.distinct.add(key, 1);
                 }
             });
         }
@@ -698,7 +957,6 @@ pub fn histograms(
     let mut v = V {
         accs: &mut accs,
         bits,
-        max_keys,
     };
     for batch in batches {
         let arr = column_of(batch, column)?;
@@ -716,18 +974,17 @@ pub fn histograms(
                 .filter(|(_, &c)| c > 0)
                 .map(|(b, &c)| (b as u32, c))
                 .collect();
-            let keys = acc.keys.map(|mut k| {
-                k.sort_unstable();
-                k
-            });
-            RangeHistogram { buckets, keys }
+            RangeHistogram {
+                buckets,
+                distinct: acc.distinct.into_sorted(),
+            }
         })
         .collect())
 }
 
-/// Merge histograms of the same range from several partitions (sum counts; keys merged only
-/// if every part sent keys, else None). A part with no buckets (an empty range, or a
-/// `RangeHistogram::default()` standing for "no partitions here") holds no values and
+/// Merge histograms of the same range from several partitions (sum counts; distinct keys
+/// merged only if every part sent them, else None). A part with no buckets (an empty range,
+/// or a `RangeHistogram::default()` standing for "no partitions here") holds no values and
 /// never drops the keys. Merging nothing gives an empty histogram with `Some(vec![])` keys.
 pub fn merge_histograms(parts: &[RangeHistogram]) -> RangeHistogram {
     let mut buckets: Vec<(u32, u64)> = parts
@@ -743,25 +1000,14 @@ pub fn merge_histograms(parts: &[RangeHistogram]) -> RangeHistogram {
             _ => merged.push((b, c)),
         }
     }
-    let mut keys = Some(Vec::new());
-    for p in parts
+    let holding: Vec<Option<DistinctKeys>> = parts
         .iter()
         .filter(|p| p.buckets.iter().any(|&(_, c)| c > 0))
-    {
-        match (&mut keys, &p.keys) {
-            (Some(all), Some(k)) => all.extend_from_slice(k),
-            _ => {
-                keys = None;
-                break;
-            }
-        }
-    }
-    if let Some(k) = &mut keys {
-        k.sort_unstable();
-    }
+        .map(|p| p.distinct.clone())
+        .collect();
     RangeHistogram {
         buckets: merged,
-        keys,
+        distinct: merge_distinct(&holding),
     }
 }
 
@@ -804,7 +1050,7 @@ pub struct QuantileSearch {
     /// Prefix bits shared by every unresolved track.
     level: u32,
     rounds: usize,
-    max_keys: usize,
+    max_distinct: usize,
     /// How many quantiles were asked for (the length of the result).
     requested: usize,
 }
@@ -833,7 +1079,7 @@ impl QuantileSearch {
             tracks: Vec::new(),
             level: 0,
             rounds: 0,
-            max_keys: MAX_KEYS,
+            max_distinct: MAX_DISTINCT,
             requested: quantiles.len(),
         };
         if count == 0 {
@@ -926,14 +1172,39 @@ impl QuantileSearch {
         ROUND_BITS.min(64u32.saturating_sub(self.level)).max(1)
     }
 
-    /// The `max_keys` threshold below which workers send keys instead.
-    pub fn max_keys(&self) -> usize {
-        self.max_keys
+    /// How many distinct keys of a range a worker counts before it sends only a histogram.
+    pub fn max_distinct(&self) -> usize {
+        self.max_distinct
     }
 
-    /// Change the `max_keys` threshold (0: never send keys).
-    pub fn set_max_keys(&mut self, max_keys: usize) {
-        self.max_keys = max_keys;
+    /// Change [`max_distinct`](Self::max_distinct) (0: workers never send keys).
+    pub fn set_max_distinct(&mut self, max_distinct: usize) {
+        self.max_distinct = max_distinct;
+    }
+
+    /// Resolve every rank from the whole column's distinct keys with their counts (the
+    /// summary round's [`merge_distinct`]), before any histogram round. Errors (leaving the
+    /// search unchanged) if they do not add up to the column's count.
+    pub fn feed_distinct(&mut self, distinct: &[(u64, u64)]) -> Result<()> {
+        if self.rounds > 0 {
+            return Err(EngineError::Argument(
+                "describe: distinct keys of a whole column after a histogram round".into(),
+            ));
+        }
+        let all = KeyRange {
+            prefix: self.tracks.first().map_or(0, |t| t.prefix),
+            prefix_bits: self.level,
+        };
+        check_distinct(distinct, &all, self.count)?;
+        let mut tracks = self.tracks.clone();
+        for t in tracks.iter_mut().filter(|t| t.key.is_none()) {
+            t.key = Some(
+                key_at_rank(distinct, t.within)
+                    .ok_or_else(|| EngineError::Argument("describe: rank out of range".into()))?,
+            );
+        }
+        self.tracks = tracks;
+        Ok(())
     }
 
     /// Rounds fed so far.
@@ -977,17 +1248,9 @@ impl QuantileSearch {
                     range.prefix, range.prefix_bits, t.expect
                 )));
             }
-            if let Some(keys) = &h.keys {
-                if keys.len() as u64 != total
-                    || keys.windows(2).any(|w| w[0] > w[1])
-                    || keys.iter().any(|&k| !range.contains(k))
-                {
-                    return Err(EngineError::Argument(format!(
-                        "describe: keys of key range {:#x}/{} are inconsistent with its histogram",
-                        range.prefix, range.prefix_bits
-                    )));
-                }
-                t.key = keys.get(t.within as usize).copied();
+            if let Some(distinct) = &h.distinct {
+                check_distinct(distinct, range, total)?;
+                t.key = key_at_rank(distinct, t.within);
                 if t.key.is_none() {
                     return Err(EngineError::Argument("describe: rank out of range".into()));
                 }
@@ -1096,18 +1359,25 @@ pub struct ColumnDescription {
     pub rounds: usize,
 }
 
-/// The whole distributed describe of one column run in-process over `partitions`: moments per
-/// partition merged, then the quantile search with one [`histograms`] call per partition per
-/// round. This is exactly what the scheduler does across workers (and a reference for it).
+/// The whole distributed describe of one column run in-process over `partitions` (each
+/// standing for a worker's): the summary round (moments and distinct keys) merged, then, if
+/// some partition had too many distinct keys, the quantile search with one [`histograms`]
+/// call per partition per round. This is exactly what the scheduler does across workers
+/// (and a reference for it).
 pub fn describe_partitions(
     partitions: &[Vec<RecordBatch>],
     column: &str,
     quantiles: &[f64],
 ) -> Result<ColumnDescription> {
     let mut moments = Moments::default();
+    let mut distinct = Vec::with_capacity(partitions.len());
     let mut data_type: Option<DataType> = None;
     for p in partitions {
-        moments.merge(&column_moments(p, column)?);
+        let summary = column_summary(p, column, MAX_DISTINCT)?;
+        moments.merge(&summary.moments);
+        if summary.moments.count > 0 {
+            distinct.push(summary.distinct);
+        }
         if data_type.is_none() {
             if let Some(b) = p.first() {
                 data_type = Some(column_of(b, column)?.data_type().clone());
@@ -1117,6 +1387,11 @@ pub fn describe_partitions(
     // No batch anywhere: nothing to describe, and no type to check.
     let dt = data_type.unwrap_or(DataType::Float64);
     let mut search = QuantileSearch::from_moments(&moments, quantiles, &dt)?;
+    if let Some(all) = merge_distinct(&distinct) {
+        if !search.is_done() {
+            search.feed_distinct(&all)?;
+        }
+    }
     // Each round narrows every rank by at least one bit, so 64 rounds is a hard bound.
     for _ in 0..=64 {
         let ranges = search.next_round();
@@ -1126,7 +1401,7 @@ pub fn describe_partitions(
         let bits = search.round_bits();
         let mut per_range: Vec<Vec<RangeHistogram>> = vec![Vec::new(); ranges.len()];
         for p in partitions {
-            for (i, h) in histograms(p, column, &ranges, bits, search.max_keys())?
+            for (i, h) in histograms(p, column, &ranges, bits, search.max_distinct())?
                 .into_iter()
                 .enumerate()
             {

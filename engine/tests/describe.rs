@@ -12,8 +12,9 @@ use arrow_schema::{DataType, Field, Schema};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use stratus_engine::describe::{
-    column_moments, describable_columns, describe_partitions, histograms, is_describable,
-    merge_histograms, KeyRange, Moments, QuantileSearch, RangeHistogram, DEFAULT_PERCENTILES,
+    column_moments, column_summary, describable_columns, describe_partitions, float_key,
+    histograms, is_describable, merge_distinct, merge_histograms, KeyCounter, KeyRange, Moments,
+    QuantileSearch, RangeHistogram, DEFAULT_PERCENTILES, MAX_DISTINCT,
 };
 
 const COL: &str = "x";
@@ -197,7 +198,7 @@ fn run(
     dt: &DataType,
     qs: &[f64],
     bounded: bool,
-    max_keys: Option<usize>,
+    max_distinct: Option<usize>,
 ) -> Run {
     let mut moments = Moments::default();
     for p in parts {
@@ -208,8 +209,8 @@ fn run(
     } else {
         QuantileSearch::new(moments.count, qs, dt).unwrap()
     };
-    if let Some(k) = max_keys {
-        search.set_max_keys(k);
+    if let Some(k) = max_distinct {
+        search.set_max_distinct(k);
     }
     loop {
         let ranges = search.next_round();
@@ -218,7 +219,8 @@ fn run(
         }
         let mut per_range: Vec<Vec<RangeHistogram>> = vec![Vec::new(); ranges.len()];
         for p in parts {
-            let hs = histograms(p, COL, &ranges, search.round_bits(), search.max_keys()).unwrap();
+            let hs =
+                histograms(p, COL, &ranges, search.round_bits(), search.max_distinct()).unwrap();
             assert_eq!(hs.len(), ranges.len());
             for (i, h) in hs.into_iter().enumerate() {
                 per_range[i].push(h);
@@ -247,20 +249,20 @@ fn check<T: TestVal>(values: &[Option<T>], parts: usize, seed: u64, check_moment
     let sorted = sorted_oracle(values);
     let expected: Vec<f64> = QS.iter().map(|&q| oracle_quantile(&sorted, q)).collect();
     let mut max_rounds = 0;
-    for (bounded, max_keys) in [
+    for (bounded, max_distinct) in [
         (false, None),
         (true, None),
         (false, Some(0)),
         (true, Some(0)),
         (false, Some(1 << 20)),
     ] {
-        let r = run(&parted, &T::data_type(), &QS, bounded, max_keys);
+        let r = run(&parted, &T::data_type(), &QS, bounded, max_distinct);
         assert_eq!(r.moments.count, sorted.len() as u64);
         for (i, (&got, &want)) in r.quantiles.iter().zip(&expected).enumerate() {
             assert_eq!(
                 got.to_bits(),
                 want.to_bits(),
-                "{:?} q={} got {got:e} want {want:e} (bounded {bounded}, max_keys {max_keys:?})",
+                "{:?} q={} got {got:e} want {want:e} (bounded {bounded}, max_distinct {max_distinct:?})",
                 T::data_type(),
                 QS[i]
             );
@@ -490,6 +492,93 @@ fn duplicate_heavy_like_precip_depth() {
 // ------------------------------------------------------------------------------------------
 
 #[test]
+fn values_to_a_tenth_resolve_in_the_summary_round() {
+    // Temperatures to 0.1 °C with nulls and NaN: ~1,000 distinct values over 200 k rows.
+    let mut rng = SmallRng::seed_from_u64(11);
+    let values = with_nulls(&mut rng, 200_000, 0.05, |r| {
+        if r.random::<f64>() < 0.01 {
+            f64::NAN
+        } else {
+            ((12.0 + 12.5 * normal(r)).clamp(-40.0, 60.0) * 10.0).round() / 10.0
+        }
+    });
+    let mut rng = SmallRng::seed_from_u64(12);
+    let parted = partition(&values, 5, &mut rng);
+    let sorted = sorted_oracle(&values);
+    let d = describe_partitions(&parted, COL, &QS).unwrap();
+    assert_eq!(d.rounds, 0, "no histogram round is needed");
+    assert_eq!(d.count, sorted.len() as u64);
+    for (&q, got) in QS.iter().zip(&d.quantiles) {
+        assert_eq!(
+            got.to_bits(),
+            oracle_quantile(&sorted, q).to_bits(),
+            "q={q}"
+        );
+    }
+    // The same as the histogram-only search.
+    let r = run(&parted, &DataType::Float64, &QS, true, Some(0));
+    assert!(r.rounds >= 2);
+    assert_eq!(r.quantiles, d.quantiles);
+    // Each partition's summary: its moments, and its keys adding up to its count.
+    for p in &parted {
+        let s = column_summary(p, COL, MAX_DISTINCT).unwrap();
+        assert_eq!(s.moments, column_moments(p, COL).unwrap());
+        let distinct = s.distinct.expect("few distinct values");
+        assert!(distinct.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(distinct.iter().map(|d| d.1).sum::<u64>(), s.moments.count);
+        // Too many for a small limit: no keys, same moments.
+        let small = column_summary(p, COL, 10).unwrap();
+        assert_eq!((small.moments, small.distinct), (s.moments, None));
+    }
+}
+
+#[test]
+fn distinct_keys_that_do_not_add_up_are_refused() {
+    let values: Vec<Option<f64>> = (0..100).map(|i| Some(f64::from(i % 7))).collect();
+    let parted = [vec![batch_of(&values)]];
+    let s = column_summary(&parted[0], COL, MAX_DISTINCT).unwrap();
+    let mut search =
+        QuantileSearch::from_moments(&s.moments, &DEFAULT_PERCENTILES, &DataType::Float64).unwrap();
+    let mut short = s.distinct.clone().unwrap();
+    short.pop();
+    let err = search.feed_distinct(&short).unwrap_err().to_string();
+    assert!(err.contains("inconsistent"), "{err}");
+    let mut outside = s.distinct.clone().unwrap();
+    outside[0].0 = float_key(-1e300);
+    assert!(search.feed_distinct(&outside).is_err());
+    assert!(
+        !search.is_done(),
+        "a refused feed leaves the search as it was"
+    );
+    search.feed_distinct(&s.distinct.unwrap()).unwrap();
+    assert_eq!(search.result().unwrap(), vec![1.0, 3.0, 5.0]);
+    // Any worker without keys: no merged keys.
+    assert_eq!(merge_distinct(&[Some(vec![(1, 2)]), None]), None);
+    assert_eq!(
+        merge_distinct(&[Some(vec![(1, 2), (5, 1)]), Some(vec![(1, 1)])]),
+        Some(vec![(1, 3), (5, 1)])
+    );
+}
+
+#[test]
+fn key_counter_counts_until_its_limit() {
+    let mut c = KeyCounter::new(3);
+    for k in [7u64, 3, 7, u64::MAX, 0] {
+        let _ = c.add(k, 1);
+    }
+    assert!(!c.is_counting(), "4 distinct keys over a limit of 3");
+    assert_eq!(c.into_sorted(), None);
+    let mut c = KeyCounter::new(3);
+    for k in [7u64, 0, 7, u64::MAX, 0, 7] {
+        assert!(c.add(k, 1));
+    }
+    assert!(c.add(0, 5));
+    assert_eq!(c.into_sorted(), Some(vec![(0, 7), (7, 3), (u64::MAX, 1)]));
+    assert_eq!(KeyCounter::new(0).into_sorted(), None);
+    assert_eq!(KeyCounter::new(4).into_sorted(), Some(vec![]));
+}
+
+#[test]
 fn sea_level_pressure_std_keeps_its_digits() {
     // Mean 1014.6, std ~9.4, one decimal like ISD; 2 M values over 200 partitions.
     let mut rng = SmallRng::seed_from_u64(11);
@@ -626,13 +715,13 @@ fn single_value_and_single_row_partition() {
     let m = column_moments(&parted[0], COL).unwrap();
     assert_eq!(m.std(), None);
     // Unbounded search over one value: 4 rounds without keys, 1 with.
-    for (max_keys, rounds) in [(0, 4), (10, 1)] {
+    for (max_distinct, rounds) in [(0, 4), (10, 1)] {
         let r = run(
             &parted,
             &DataType::Int32,
             &DEFAULT_PERCENTILES,
             false,
-            Some(max_keys),
+            Some(max_distinct),
         );
         assert_eq!(r.quantiles, vec![42.0; 3]);
         assert_eq!(r.rounds, rounds);
@@ -673,7 +762,7 @@ fn empty_partitions_and_no_batches() {
         hs,
         vec![RangeHistogram {
             buckets: vec![],
-            keys: Some(vec![])
+            distinct: Some(vec![])
         }]
     );
     assert_eq!(histograms(&[], COL, &[all, all], 16, 8).unwrap().len(), 2);
@@ -772,14 +861,14 @@ fn feed_detects_missing_partitions_and_mismatched_rounds() {
     let ranges = s.next_round();
     assert_eq!(ranges.len(), 1);
     // Only the first partition's histogram: counts do not add up.
-    let h = histograms(&parts[0], COL, &ranges, s.round_bits(), s.max_keys()).unwrap();
+    let h = histograms(&parts[0], COL, &ranges, s.round_bits(), s.max_distinct()).unwrap();
     let e = s.feed(&h).unwrap_err().to_string();
     assert!(e.contains("expected 150"), "{e}");
     assert!(s.feed(&[]).is_err());
     assert_eq!(s.rounds(), 0);
     // The whole thing still works after the errors.
-    let h0 = histograms(&parts[0], COL, &ranges, s.round_bits(), s.max_keys()).unwrap();
-    let h1 = histograms(&parts[1], COL, &ranges, s.round_bits(), s.max_keys()).unwrap();
+    let h0 = histograms(&parts[0], COL, &ranges, s.round_bits(), s.max_distinct()).unwrap();
+    let h1 = histograms(&parts[1], COL, &ranges, s.round_bits(), s.max_distinct()).unwrap();
     s.feed(&[merge_histograms(&[h0[0].clone(), h1[0].clone()])])
         .unwrap();
     assert!(s.is_done());
@@ -800,24 +889,24 @@ fn feed_detects_missing_partitions_and_mismatched_rounds() {
 fn merge_histograms_rules() {
     let a = RangeHistogram {
         buckets: vec![(1, 2), (5, 1)],
-        keys: Some(vec![10, 11, 50]),
+        distinct: Some(vec![(10, 1), (11, 1), (50, 1)]),
     };
     let b = RangeHistogram {
         buckets: vec![(1, 1), (3, 4)],
-        keys: None,
+        distinct: None,
     };
     let c = RangeHistogram {
-        buckets: vec![(0, 1)],
-        keys: Some(vec![3]),
+        buckets: vec![(0, 1), (1, 1)],
+        distinct: Some(vec![(3, 1), (10, 1)]),
     };
     let empty = RangeHistogram::default();
     let m = merge_histograms(&[a.clone(), b, empty.clone()]);
     assert_eq!(m.buckets, vec![(1, 3), (3, 4), (5, 1)]);
-    assert_eq!(m.keys, None);
+    assert_eq!(m.distinct, None);
     let m = merge_histograms(&[a, c, empty]);
-    assert_eq!(m.buckets, vec![(0, 1), (1, 2), (5, 1)]);
-    assert_eq!(m.keys, Some(vec![3, 10, 11, 50]));
-    assert_eq!(m.total(), 4);
+    assert_eq!(m.buckets, vec![(0, 1), (1, 3), (5, 1)]);
+    assert_eq!(m.distinct, Some(vec![(3, 1), (10, 2), (11, 1), (50, 1)]));
+    assert_eq!(m.total(), 5);
     assert_eq!(merge_histograms(&[]).total(), 0);
 }
 

@@ -198,14 +198,19 @@ pub struct ColumnRanges {
     pub column: String,
     pub ranges: Vec<KeyRangeWire>,
     pub bits: u32,
-    pub max_keys: u64,
+    /// Distinct keys a range may have for the worker to send them (with counts).
+    pub max_distinct: u64,
 }
 
 /// A computation over partitions one worker holds, with a small result.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ReduceOp {
-    /// count, mean, M2, min, max of each column.
-    Moments { columns: Vec<String> },
+    /// count, mean, M2, min, max of each column, and its distinct value keys
+    /// with counts while there are at most `max_distinct`.
+    Summary {
+        columns: Vec<String>,
+        max_distinct: u64,
+    },
     /// Sparse histograms of value keys, for exact quantiles.
     Histograms { columns: Vec<ColumnRanges> },
     /// Bytes of Arrow buffers held per column.
@@ -239,7 +244,16 @@ pub struct MomentsWire {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RangeHistogramWire {
     pub buckets: Vec<(u32, u64)>,
-    pub keys: Option<Vec<u64>>,
+    /// `(key, count)` sorted by key, when the range has few distinct keys.
+    pub distinct: Option<Vec<(u64, u64)>>,
+}
+
+/// One pass over a column (see `stratus_engine::describe::ColumnSummary`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ColumnSummaryWire {
+    pub moments: MomentsWire,
+    /// `(key, count)` sorted by key; None past `max_distinct` distinct keys.
+    pub distinct: Option<Vec<(u64, u64)>>,
 }
 
 /// One unit of work for a worker thread.
@@ -355,7 +369,7 @@ impl TaskKind {
             TaskKind::ReadFooters { .. } => "read footers",
             TaskKind::Load { .. } => "load partitions",
             TaskKind::Reduce { op, .. } => match op {
-                ReduceOp::Moments { .. } => "moments",
+                ReduceOp::Summary { .. } => "column summaries",
                 ReduceOp::Histograms { .. } => "quantile histograms",
                 ReduceOp::MemoryUsage => "memory usage",
                 ReduceOp::SortSample { .. } => "sample sort key",
@@ -410,7 +424,7 @@ pub enum TaskOutput {
         ipc: Vec<u8>,
     },
     /// One per requested column.
-    Moments(Vec<MomentsWire>),
+    Summaries(Vec<ColumnSummaryWire>),
     /// Per column, per range.
     Histograms(Vec<Vec<RangeHistogramWire>>),
     /// Bytes per column, in schema order.

@@ -5,11 +5,14 @@
 //! shuffle).
 //!
 //! Each round sends its tasks, takes the results as they come back, and at
-//! the end of the round decides the next round or the answer. `describe` runs a moments round (count, mean, M2, min, max,
-//! merged with Chan's formula), then exact-quantile rounds: each column's
+//! the end of the round decides the next round or the answer. `describe` runs
+//! a summary round (count, mean, M2, min, max merged with Chan's formula, and
+//! each column's distinct value keys with counts while a worker has few of
+//! them); a column whose every worker sent its keys has its quantiles read
+//! off them. Only the others take exact-quantile rounds: each column's
 //! [`QuantileSearch`] asks for sparse histograms of value-key prefixes,
-//! narrowing until the values at the needed ranks are known exactly
-//! (typically one or two rounds; see ARCHITECTURE.md). No column data moves.
+//! narrowing until the values at the needed ranks are known exactly (see
+//! ARCHITECTURE.md). No column data moves.
 
 use std::sync::Arc;
 
@@ -17,7 +20,8 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array}
 use arrow_schema::DataType;
 use std::collections::BTreeMap;
 use stratus_engine::describe::{
-    merge_histograms, KeyRange, Moments, QuantileSearch, RangeHistogram,
+    merge_distinct, merge_histograms, DistinctKeys, KeyRange, Moments, QuantileSearch,
+    RangeHistogram,
 };
 use stratus_protocol::messages::{
     ColumnRanges, GroupBySpec, KeyRangeWire, MailboxKey, PartitionKey, PeerRef, ReduceOp,
@@ -572,9 +576,17 @@ impl MemoryJob {
     }
 }
 
+/// Distinct keys per column the scheduler is ready to merge from all workers
+/// in a describe's summary round (16 B each).
+const DISTINCT_BUDGET: usize = 1 << 18;
+/// Most distinct keys one worker counts for a column or key range: a 512 KiB
+/// table, which stays in cache.
+const MAX_DISTINCT_PER_WORKER: usize = 16_384;
+
 #[derive(Debug)]
 enum DescribeRound {
-    Moments,
+    /// Moments and distinct keys of every column.
+    Summary,
     /// Per column: the ranges asked this round (empty if the column is done),
     /// and per range the histograms received so far.
     Quantiles {
@@ -591,28 +603,35 @@ pub struct DescribeJob {
     types: Vec<DataType>,
     moments: Vec<Moments>,
     round_moments: Vec<Moments>,
+    /// Per column, each worker's distinct keys (None: too many) this round.
+    round_distinct: Vec<Vec<Option<DistinctKeys>>>,
+    max_distinct: usize,
     searches: Vec<QuantileSearch>,
     round: DescribeRound,
 }
 
 impl DescribeJob {
-    /// Describe these (numeric) columns.
-    pub fn new(columns: Vec<String>, types: Vec<DataType>) -> DescribeJob {
+    /// Describe these (numeric) columns on a cluster of `workers` workers
+    /// (which bounds the distinct keys each of them sends).
+    pub fn new(columns: Vec<String>, types: Vec<DataType>, workers: usize) -> DescribeJob {
         let n = columns.len();
         DescribeJob {
             columns,
             types,
             moments: vec![Moments::default(); n],
             round_moments: vec![Moments::default(); n],
+            round_distinct: vec![Vec::new(); n],
+            max_distinct: (DISTINCT_BUDGET / workers.max(1)).clamp(256, MAX_DISTINCT_PER_WORKER),
             searches: Vec::new(),
-            round: DescribeRound::Moments,
+            round: DescribeRound::Summary,
         }
     }
 
     fn next_op(&self) -> Option<ReduceOp> {
         match &self.round {
-            DescribeRound::Moments => Some(ReduceOp::Moments {
+            DescribeRound::Summary => Some(ReduceOp::Summary {
                 columns: self.columns.clone(),
+                max_distinct: self.max_distinct as u64,
             }),
             DescribeRound::Quantiles { ranges, .. } => Some(ReduceOp::Histograms {
                 columns: self
@@ -631,7 +650,7 @@ impl DescribeJob {
                             })
                             .collect(),
                         bits: s.round_bits(),
-                        max_keys: s.max_keys() as u64,
+                        max_distinct: s.max_distinct() as u64,
                     })
                     .collect(),
             }),
@@ -641,8 +660,9 @@ impl DescribeJob {
 
     fn reset_round(&mut self) {
         match &mut self.round {
-            DescribeRound::Moments => {
+            DescribeRound::Summary => {
                 self.round_moments = vec![Moments::default(); self.columns.len()];
+                self.round_distinct = vec![Vec::new(); self.columns.len()];
             }
             DescribeRound::Quantiles { parts, .. } => {
                 for col in parts.iter_mut() {
@@ -657,18 +677,24 @@ impl DescribeJob {
 
     fn absorb(&mut self, output: TaskOutput) -> Result<(), String> {
         match (&mut self.round, output) {
-            (DescribeRound::Moments, TaskOutput::Moments(m)) => {
+            (DescribeRound::Summary, TaskOutput::Summaries(m)) => {
                 if m.len() != self.columns.len() {
-                    return Err("describe: a worker sent moments for the wrong columns".into());
+                    return Err("describe: a worker sent summaries for the wrong columns".into());
                 }
-                for (acc, w) in self.round_moments.iter_mut().zip(m) {
+                for ((acc, distinct), w) in self
+                    .round_moments
+                    .iter_mut()
+                    .zip(&mut self.round_distinct)
+                    .zip(m)
+                {
                     acc.merge(&Moments {
-                        count: w.count,
-                        mean: w.mean,
-                        m2: w.m2,
-                        min: w.min,
-                        max: w.max,
+                        count: w.moments.count,
+                        mean: w.moments.mean,
+                        m2: w.moments.m2,
+                        min: w.moments.min,
+                        max: w.moments.max,
                     });
+                    distinct.push(w.distinct);
                 }
                 Ok(())
             }
@@ -690,7 +716,7 @@ impl DescribeJob {
                     for (r, hist) in per_range.into_iter().enumerate() {
                         parts[c][r].push(RangeHistogram {
                             buckets: hist.buckets,
-                            keys: hist.keys,
+                            distinct: hist.distinct,
                         });
                     }
                 }
@@ -702,15 +728,23 @@ impl DescribeJob {
 
     fn end_round(&mut self) -> Result<(), String> {
         match &mut self.round {
-            DescribeRound::Moments => {
+            DescribeRound::Summary => {
                 self.moments = std::mem::take(&mut self.round_moments);
-                self.searches = self
-                    .moments
-                    .iter()
-                    .zip(&self.types)
-                    .map(|(m, t)| QuantileSearch::from_moments(m, &QUARTILES, t))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| e.to_string())?;
+                let distinct = std::mem::take(&mut self.round_distinct);
+                let mut searches = Vec::with_capacity(self.columns.len());
+                for ((m, t), parts) in self.moments.iter().zip(&self.types).zip(distinct) {
+                    let mut search = QuantileSearch::from_moments(m, &QUARTILES, t)
+                        .map_err(|e| e.to_string())?;
+                    search.set_max_distinct(self.max_distinct);
+                    // Every worker counted its keys: the quantiles are read off.
+                    if let Some(all) = merge_distinct(&parts) {
+                        if !search.is_done() {
+                            search.feed_distinct(&all).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    searches.push(search);
+                }
+                self.searches = searches;
             }
             DescribeRound::Quantiles { parts, .. } => {
                 let parts = std::mem::take(parts);

@@ -867,7 +867,11 @@ impl SchedulerState {
         let job = self.new_job(request, source, Goal::Reduce);
         self.jobs.get_mut(&job).expect("job just made").phase = Phase::Reducing {
             frame,
-            reduce: Box::new(ReduceJob::Describe(DescribeJob::new(columns, types))),
+            reduce: Box::new(ReduceJob::Describe(DescribeJob::new(
+                columns,
+                types,
+                self.workers.len(),
+            ))),
             running: false,
         };
         self.start_round(job, out);
@@ -1417,7 +1421,7 @@ impl SchedulerState {
                     }
                 }
             }
-            output @ (TaskOutput::Moments(_)
+            output @ (TaskOutput::Summaries(_)
             | TaskOutput::Histograms(_)
             | TaskOutput::ColumnBytes(_)
             | TaskOutput::Delivered { .. }

@@ -4,9 +4,9 @@
 use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
 use stratus_protocol::messages::{
-    AggFuncWire, FileRef, FooterMeta, GroupBySpec, MomentsWire, ParquetPartition,
-    PartitionBoundsWire, PartitionKey, RangeHistogramWire, ReduceOp, RowGroupMeta, StagedFileWire,
-    Step, TaskOutput, WriteSpec,
+    AggFuncWire, ColumnSummaryWire, FileRef, FooterMeta, GroupBySpec, MomentsWire,
+    ParquetPartition, PartitionBoundsWire, PartitionKey, RangeHistogramWire, ReduceOp,
+    RowGroupMeta, StagedFileWire, Step, TaskOutput, WriteSpec,
 };
 
 fn to_spec(p: &ParquetPartition) -> PartitionSpec {
@@ -274,19 +274,27 @@ pub fn sort_range(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>
 pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, String> {
     use stratus_engine::describe;
     match op {
-        ReduceOp::Moments { columns } => {
+        ReduceOp::Summary {
+            columns,
+            max_distinct,
+        } => {
             let mut out = Vec::with_capacity(columns.len());
             for c in columns {
-                let m = describe::column_moments(batches, c).map_err(|e| e.to_string())?;
-                out.push(MomentsWire {
-                    count: m.count,
-                    mean: m.mean,
-                    m2: m.m2,
-                    min: m.min,
-                    max: m.max,
+                let s = describe::column_summary(batches, c, *max_distinct as usize)
+                    .map_err(|e| e.to_string())?;
+                let m = s.moments;
+                out.push(ColumnSummaryWire {
+                    moments: MomentsWire {
+                        count: m.count,
+                        mean: m.mean,
+                        m2: m.m2,
+                        min: m.min,
+                        max: m.max,
+                    },
+                    distinct: s.distinct,
                 });
             }
-            Ok(TaskOutput::Moments(out))
+            Ok(TaskOutput::Summaries(out))
         }
         ReduceOp::Histograms { columns } => {
             let mut out = Vec::with_capacity(columns.len());
@@ -299,15 +307,20 @@ pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, Stri
                         prefix_bits: r.prefix_bits,
                     })
                     .collect();
-                let hists =
-                    describe::histograms(batches, &c.column, &ranges, c.bits, c.max_keys as usize)
-                        .map_err(|e| e.to_string())?;
+                let hists = describe::histograms(
+                    batches,
+                    &c.column,
+                    &ranges,
+                    c.bits,
+                    c.max_distinct as usize,
+                )
+                .map_err(|e| e.to_string())?;
                 out.push(
                     hists
                         .into_iter()
                         .map(|h| RangeHistogramWire {
                             buckets: h.buckets,
-                            keys: h.keys,
+                            distinct: h.distinct,
                         })
                         .collect(),
                 );
