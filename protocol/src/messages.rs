@@ -256,6 +256,15 @@ pub struct ColumnSummaryWire {
     pub distinct: Option<Vec<(u64, u64)>>,
 }
 
+/// One Parquet input of a sorted frame's parent, as its partition was read:
+/// the lineage a lost range is rebuilt from.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RangeSource {
+    pub partition: ParquetPartition,
+    pub columns: Option<Vec<String>>,
+    pub steps: Vec<Step>,
+}
+
 /// One unit of work for a worker thread.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum TaskKind {
@@ -333,6 +342,19 @@ pub enum TaskKind {
         tag_base: u32,
         frame: u64,
     },
+    /// Rebuild ranges of a sorted (shuffled) frame from their lineage: read
+    /// every source, keep the rows whose `key` falls in each range of
+    /// `boundaries_ipc`, sort each range, apply `steps`, and keep range `r`
+    /// of each `(r, index)` as partition `(frame, index)`. One pass over the
+    /// sources for all ranges.
+    RebuildRanges {
+        frame: u64,
+        parts: Vec<(u32, u32)>,
+        sources: Vec<RangeSource>,
+        key: String,
+        boundaries_ipc: Vec<u8>,
+        steps: Vec<Step>,
+    },
     /// Return the first `n` rows of a partition as Arrow IPC.
     Head {
         input: HeadInput,
@@ -358,6 +380,7 @@ impl TaskKind {
             TaskKind::AbortWrite { .. } => "abort_write",
             TaskKind::ShuffleSend { .. } => "shuffle_send",
             TaskKind::ShuffleCollect { .. } => "shuffle_collect",
+            TaskKind::RebuildRanges { .. } => "rebuild_ranges",
             TaskKind::Head { .. } => "head",
         }
     }
@@ -383,6 +406,7 @@ impl TaskKind {
             TaskKind::AbortWrite { .. } => "clean up",
             TaskKind::ShuffleSend { .. } => "shuffle: send ranges",
             TaskKind::ShuffleCollect { .. } => "shuffle: sort ranges",
+            TaskKind::RebuildRanges { .. } => "rebuild sorted ranges",
             TaskKind::Head { .. } => "head",
         }
     }
@@ -448,8 +472,8 @@ pub enum TaskOutput {
         partitions: Vec<PartitionBoundsWire>,
         sample_ipc: Vec<u8>,
     },
-    /// Partitions kept: (index, rows, bytes).
-    LoadedMany(Vec<(u32, u64, u64)>),
+    /// Partitions kept: (key, rows, bytes).
+    LoadedMany(Vec<(PartitionKey, u64, u64)>),
 }
 
 /// The outcome of one task.

@@ -969,7 +969,11 @@ impl SortJob {
                 Ok(())
             }
             (SortStage::Collect, TaskOutput::LoadedMany(parts)) => {
-                self.collected.extend(parts);
+                self.collected.extend(
+                    parts
+                        .into_iter()
+                        .map(|(key, rows, bytes)| (key.index, rows, bytes)),
+                );
                 Ok(())
             }
             (_, other) => Err(format!("sort: unexpected task output {other:?}")),
@@ -1019,6 +1023,12 @@ impl SortJob {
 
     fn done(&self) -> bool {
         matches!(self.stage, SortStage::Ranged(_) | SortStage::Done)
+    }
+
+    /// The range boundaries of a shuffle (Arrow IPC of one column; empty
+    /// before they are chosen or when no data moves).
+    pub fn boundaries_ipc(&self) -> &[u8] {
+        &self.boundaries_ipc
     }
 
     /// What the sort produced, once done.

@@ -15,6 +15,7 @@
 //! loading it again on another worker.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_protocol::messages::{
@@ -28,7 +29,9 @@ use crate::reduce::{
     DescribeJob, GroupByJob, MemoryJob, ReduceJob, SortJob, SortOutcome, WriteJob,
 };
 use arrow_schema::{Schema, SchemaRef};
-use stratus_protocol::messages::{AggFuncWire, GroupBySpec, LoadInput, PeerRef, Step, WriteSpec};
+use stratus_protocol::messages::{
+    AggFuncWire, GroupBySpec, LoadInput, PeerRef, RangeSource, Step, WriteSpec,
+};
 
 /// Identifies a worker connection.
 pub type WorkerId = u64;
@@ -160,12 +163,36 @@ impl Task {
     }
 }
 
+/// What a sorted (shuffled) frame's ranges are rebuilt from: the Parquet
+/// inputs of its parent (each with the parent's columns and steps), the sort
+/// key and the range boundaries the shuffle used.
+#[derive(Debug)]
+pub struct SortLineage {
+    pub sources: Vec<RangeSource>,
+    pub key: String,
+    pub boundaries_ipc: Vec<u8>,
+}
+
+/// Where a persisted partition's rows come from: its lineage.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A Parquet input, read with the frame's columns and steps.
+    Parquet(ParquetPartition),
+    /// Range `range` of a shuffle sort over `lineage`, then `steps` (those of
+    /// frames derived from the sorted one).
+    Range {
+        lineage: Arc<SortLineage>,
+        range: u32,
+        steps: Vec<Step>,
+    },
+}
+
 /// One persisted partition and where it came from.
 #[derive(Debug, Clone)]
 pub struct PersistedPartition {
-    /// The Parquet input it is rebuilt from (with the frame's steps); None
-    /// for a range of a shuffled (sorted) frame, which has no single source.
-    pub source: Option<ParquetPartition>,
+    /// What it is rebuilt from if its worker is lost; None when it cannot
+    /// be (a frame sorted twice by shuffles).
+    pub origin: Option<Origin>,
     pub rows: u64,
     pub bytes: u64,
     pub holder: Option<WorkerId>,
@@ -740,8 +767,23 @@ impl SchedulerState {
                     steps: own.clone(),
                 },
             );
+            let origin = parent_part.origin.map(|origin| match origin {
+                Origin::Range {
+                    lineage,
+                    range,
+                    mut steps,
+                } => {
+                    steps.extend(own.iter().cloned());
+                    Origin::Range {
+                        lineage,
+                        range,
+                        steps,
+                    }
+                }
+                parquet @ Origin::Parquet(_) => parquet,
+            });
             partitions.push(PersistedPartition {
-                source: parent_part.source,
+                origin,
                 rows: parent_part.rows,
                 bytes: 0,
                 holder: None,
@@ -1011,10 +1053,35 @@ impl SchedulerState {
             Some(SortOutcome::Shuffled(mut ranges)) => {
                 ranges.sort_unstable();
                 let parent = &self.frames[&frame];
+                // The lineage of every range: the parent's Parquet inputs
+                // (none if the parent is itself a shuffled frame).
+                let sources: Option<Vec<RangeSource>> = parent
+                    .partitions
+                    .iter()
+                    .map(|p| match &p.origin {
+                        Some(Origin::Parquet(partition)) => Some(RangeSource {
+                            partition: partition.clone(),
+                            columns: parent.columns.clone(),
+                            steps: parent.steps.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let lineage = sources.map(|sources| {
+                    Arc::new(SortLineage {
+                        sources,
+                        key: sort.key.clone(),
+                        boundaries_ipc: sort.boundaries_ipc().to_vec(),
+                    })
+                });
                 let partitions = ranges
                     .iter()
-                    .map(|(_, worker, rows, bytes)| PersistedPartition {
-                        source: None,
+                    .map(|(range, worker, rows, bytes)| PersistedPartition {
+                        origin: lineage.as_ref().map(|lineage| Origin::Range {
+                            lineage: lineage.clone(),
+                            range: *range,
+                            steps: Vec::new(),
+                        }),
                         rows: *rows,
                         bytes: *bytes,
                         holder: Some(*worker),
@@ -1321,18 +1388,25 @@ impl SchedulerState {
             .get(&id)
             .is_some_and(|t| t.worker == Some(worker));
         if !current {
-            if let Ok(TaskOutput::Loaded { key, .. }) = result {
-                let counted = self
-                    .frames
-                    .get(&key.frame)
-                    .and_then(|f| f.partitions.get(key.index as usize))
-                    .is_some_and(|p| p.holder == Some(worker));
-                if !counted {
-                    out.push(Command::ToWorker {
-                        worker,
-                        message: ToWorker::Drop(vec![key]),
-                    });
-                }
+            let loaded: Vec<PartitionKey> = match &result {
+                Ok(TaskOutput::Loaded { key, .. }) => vec![*key],
+                Ok(TaskOutput::LoadedMany(parts)) => parts.iter().map(|p| p.0).collect(),
+                _ => Vec::new(),
+            };
+            let uncounted: Vec<PartitionKey> = loaded
+                .into_iter()
+                .filter(|key| {
+                    self.frames
+                        .get(&key.frame)
+                        .and_then(|f| f.partitions.get(key.index as usize))
+                        .is_none_or(|p| p.holder != Some(worker))
+                })
+                .collect();
+            if !uncounted.is_empty() {
+                out.push(Command::ToWorker {
+                    worker,
+                    message: ToWorker::Drop(uncounted),
+                });
             }
             return;
         }
@@ -1368,14 +1442,25 @@ impl SchedulerState {
     /// A rebuild (a load with no job) failed: the partition is lost for good;
     /// requests that need it get `error`.
     fn on_rebuild_failed(&mut self, task: &Task, error: String) {
-        if let TaskKind::Load { key, .. } = &task.kind {
+        let keys: Vec<PartitionKey> = match &task.kind {
+            TaskKind::Load { key, .. } => vec![*key],
+            TaskKind::RebuildRanges { frame, parts, .. } => parts
+                .iter()
+                .map(|&(_, index)| PartitionKey {
+                    frame: *frame,
+                    index,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for key in keys {
             if let Some(p) = self
                 .frames
                 .get_mut(&key.frame)
                 .and_then(|f| f.partitions.get_mut(key.index as usize))
             {
                 p.loading = None;
-                p.lost = Some(error);
+                p.lost = Some(error.clone());
             }
         }
     }
@@ -1419,6 +1504,16 @@ impl SchedulerState {
                     } else {
                         self.on_head_table(job, rows, ipc, out);
                     }
+                }
+            }
+            TaskOutput::LoadedMany(parts)
+                if matches!(task.kind, TaskKind::RebuildRanges { .. }) =>
+            {
+                for (key, rows, bytes) in parts {
+                    self.on_loaded(worker, id, key, rows, bytes, out);
+                }
+                if let Some(job) = task.job {
+                    self.check_persist_done(job, out);
                 }
             }
             output @ (TaskOutput::Summaries(_)
@@ -1571,7 +1666,7 @@ impl SchedulerState {
             );
             parts.push(PersistedPartition {
                 rows: input.rows,
-                source: Some(input),
+                origin: Some(Origin::Parquet(input)),
                 bytes: 0,
                 holder: None,
                 loading: Some(task),
@@ -1721,9 +1816,12 @@ impl SchedulerState {
                 self.queue.push_front(id);
             }
         }
-        // Persisted partitions it held are rebuilt from their lineage.
+        // Persisted partitions it held are rebuilt from their lineage: a
+        // Parquet input each, the ranges of a sorted frame together (one pass
+        // over its sources).
         let mut lost: Vec<PartitionKey> = w.partitions.into_iter().collect();
         lost.sort_unstable();
+        let mut ranges: BTreeMap<FrameId, Vec<(u32, u32)>> = BTreeMap::new();
         for key in lost {
             let Some(frame) = self.frames.get_mut(&key.frame) else {
                 continue;
@@ -1735,18 +1833,25 @@ impl SchedulerState {
             if p.loading.is_some() || p.lost.is_some() {
                 continue;
             }
-            let Some(input) = p.source.clone() else {
-                p.lost = Some(format!(
-                    "partition {} of '{}' (a sorted range) was lost with its worker; sort the frame again",
-                    key.index, frame.name
-                ));
-                continue;
+            let input = match &p.origin {
+                Some(Origin::Parquet(input)) => input.clone(),
+                Some(Origin::Range { range, .. }) => {
+                    ranges
+                        .entry(key.frame)
+                        .or_default()
+                        .push((*range, key.index));
+                    continue;
+                }
+                None => {
+                    p.lost = Some(format!(
+                        "partition {} of '{}' (a range of a frame sorted twice by shuffles) was \
+                         lost with its worker; sort the frame again",
+                        key.index, frame.name
+                    ));
+                    continue;
+                }
             };
-            let job = self
-                .jobs
-                .iter()
-                .find(|(_, j)| matches!(j.phase, Phase::Loading { frame } if frame == key.frame))
-                .map(|(id, _)| *id);
+            let job = self.loading_job(key.frame);
             let task = self.add_task(
                 job,
                 TaskKind::Load {
@@ -1757,12 +1862,40 @@ impl SchedulerState {
                 },
             );
             self.counters.partitions_rebuilt += 1;
-            if let Some(p) = self
-                .frames
-                .get_mut(&key.frame)
-                .and_then(|f| f.partitions.get_mut(key.index as usize))
-            {
-                p.loading = Some(task);
+            self.set_loading(key, task);
+        }
+        for (frame_id, parts) in ranges {
+            let Some(frame) = self.frames.get(&frame_id) else {
+                continue;
+            };
+            let Some(Origin::Range { lineage, steps, .. }) = parts
+                .first()
+                .and_then(|&(_, index)| frame.partitions.get(index as usize))
+                .and_then(|p| p.origin.clone())
+            else {
+                continue;
+            };
+            let job = self.loading_job(frame_id);
+            let task = self.add_task(
+                job,
+                TaskKind::RebuildRanges {
+                    frame: frame_id,
+                    parts: parts.clone(),
+                    sources: lineage.sources.clone(),
+                    key: lineage.key.clone(),
+                    boundaries_ipc: lineage.boundaries_ipc.clone(),
+                    steps,
+                },
+            );
+            self.counters.partitions_rebuilt += parts.len() as u64;
+            for (_, index) in parts {
+                self.set_loading(
+                    PartitionKey {
+                        frame: frame_id,
+                        index,
+                    },
+                    task,
+                );
             }
         }
         // Rounds with tasks still queued for the lost worker run again too.
@@ -1776,6 +1909,25 @@ impl SchedulerState {
         rounds_to_restart.dedup();
         for job in rounds_to_restart {
             self.restart_round(job, out);
+        }
+    }
+
+    /// The persist job loading this frame, if one runs.
+    fn loading_job(&self, frame: FrameId) -> Option<JobId> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| matches!(j.phase, Phase::Loading { frame: f } if f == frame))
+            .map(|(id, _)| *id)
+    }
+
+    /// Note the task that (re)loads a partition.
+    fn set_loading(&mut self, key: PartitionKey, task: TaskId) {
+        if let Some(p) = self
+            .frames
+            .get_mut(&key.frame)
+            .and_then(|f| f.partitions.get_mut(key.index as usize))
+        {
+            p.loading = Some(task);
         }
     }
 

@@ -457,6 +457,27 @@ impl Handler<Run> for WorkerActor {
                         Ok(Computed::LoadedMany(sorted))
                     })
                 }
+                TaskKind::RebuildRanges {
+                    frame,
+                    parts,
+                    sources,
+                    key,
+                    boundaries_ipc,
+                    steps,
+                } => spawn_compute(compute, me, id, move || {
+                    let ranges: Vec<u32> = parts.iter().map(|&(r, _)| r).collect();
+                    let rebuilt =
+                        tasks::rebuild_ranges(&sources, &key, &boundaries_ipc, &ranges, &steps)?;
+                    Ok(Computed::LoadedMany(
+                        parts
+                            .iter()
+                            .zip(rebuilt)
+                            .map(|(&(_, index), (_, batches))| {
+                                (PartitionKey { frame, index }, batches)
+                            })
+                            .collect(),
+                    ))
+                }),
                 TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
                     Ok(batches) => spawn_compute(compute, me, id, move || {
                         tasks::reduce(&batches, &op).map(Computed::Output)
@@ -539,9 +560,7 @@ impl Handler<Done> for WorkerActor {
                     }
                     None => TaskReport::Finished {
                         id,
-                        output: TaskOutput::LoadedMany(
-                            kept.into_iter().map(|(k, r, b)| (k.index, r, b)).collect(),
-                        ),
+                        output: TaskOutput::LoadedMany(kept),
                     },
                 }
             }

@@ -5,7 +5,7 @@ use arrow_array::RecordBatch;
 use stratus_engine::scan::{self, PartitionSpec, SourceFile};
 use stratus_protocol::messages::{
     AggFuncWire, ColumnSummaryWire, FileRef, FooterMeta, GroupBySpec, MomentsWire,
-    ParquetPartition, PartitionBoundsWire, PartitionKey, RangeHistogramWire, ReduceOp,
+    ParquetPartition, PartitionBoundsWire, PartitionKey, RangeHistogramWire, RangeSource, ReduceOp,
     RowGroupMeta, StagedFileWire, Step, TaskOutput, WriteSpec,
 };
 
@@ -268,6 +268,36 @@ pub fn split_ranges(
 /// Sort what arrived for one range.
 pub fn sort_range(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>, String> {
     stratus_engine::sort::sort_batches(batches, key).map_err(|e| e.to_string())
+}
+
+/// Rebuild lost ranges of a sorted frame from its lineage: each source is
+/// read (with its columns and steps) and split by the sort's boundaries, and
+/// only the wanted ranges' pieces are kept; then each range is sorted and
+/// gets the frame's later `steps`. One pass over the sources for all ranges.
+pub fn rebuild_ranges(
+    sources: &[RangeSource],
+    key: &str,
+    boundaries_ipc: &[u8],
+    ranges: &[u32],
+    steps: &[Step],
+) -> Result<Vec<(u32, Vec<RecordBatch>)>, String> {
+    let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); ranges.len()];
+    for source in sources {
+        let batches = load(&source.partition, source.columns.as_deref(), &source.steps)?;
+        let mut split = split_ranges(&batches, key, boundaries_ipc)?;
+        let count = split.len();
+        for (kept, &r) in pieces.iter_mut().zip(ranges) {
+            let range = split.get_mut(r as usize).ok_or_else(|| {
+                format!("sort: range {r} is not among the {count} ranges of the sort")
+            })?;
+            kept.append(range);
+        }
+    }
+    ranges
+        .iter()
+        .zip(pieces)
+        .map(|(&r, batches)| Ok((r, derive(sort_range(&batches, key)?, steps)?)))
+        .collect()
 }
 
 /// A worker-level reduction over the batches of the partitions it holds.
