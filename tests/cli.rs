@@ -303,3 +303,42 @@ fn memory_limit_is_refused_clearly_and_nothing_half_persisted_remains() {
     // The cluster keeps serving.
     assert_eq!(ok(f, &["len", &fixture()]), format!("{FIXTURE_ROWS}\n"));
 }
+
+#[test]
+fn a_shuffle_that_would_exceed_the_memory_limit_fails_clearly_and_frees_its_data() {
+    // 200 k rows take ~21 MB of RAM per worker, which fits in 26 MB; a sort
+    // by temperature moves every row, so each worker would also hold ~20 MB
+    // of deliveries in its mailboxes: over the limit.
+    let data = TempDir::new("shuffle-limit");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 200_000,
+        out: data.path().to_path_buf(),
+        seed: 5,
+    })
+    .unwrap();
+    let local = start_local(2, &["--memory-limit", "26MB"]);
+    let f = local.file.as_path();
+    let src = data.path().display().to_string();
+    let day = "date=date_trunc('day', datetime)";
+    ok(f, &["persist", &src, "--as", "isd", "--with-column", day]);
+    let err = fails(f, &["sort", "isd", "--by", "temperature", "--as", "t"]);
+    assert!(
+        err.contains("memory limit exceeded") && err.contains("in flight"),
+        "{err}"
+    );
+    // The deliveries are dropped with the job (late ones refused); the frame
+    // is whole and the cluster keeps serving.
+    eventually(Duration::from_secs(10), "mailboxes to be freed", || {
+        let c = cluster_json(f);
+        c["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["memory_used"] == w["persisted_bytes"])
+            .then_some(())
+    });
+    assert!(!ok(f, &["list"]).contains("t "));
+    assert_eq!(ok(f, &["len", "isd"]), "200000\n");
+    let by_day = ok(f, &["groupby", "isd", "--by", "date", "--agg", "count"]);
+    assert!(by_day.contains("2008-01-01"), "{by_day}");
+}

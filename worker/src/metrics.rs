@@ -112,7 +112,7 @@ impl WorkerMetrics {
             memory_used: gauge(
                 &registry,
                 "stratus_worker_memory_used_bytes",
-                "Memory counted against the limit: the Arrow buffers of persisted partitions.",
+                "Memory counted against the limit: the Arrow buffers of persisted partitions and of data peers delivered for running jobs.",
             ),
             persisted_partitions: gauge(
                 &registry,
@@ -221,7 +221,8 @@ impl WorkerMetrics {
 
     /// Read what the store holds.
     pub fn observe_store(&self, store: &Store) {
-        self.memory_used.set(store.used() as i64);
+        self.memory_used
+            .set((store.used() + store.in_flight()) as i64);
         self.persisted_bytes.set(store.used() as i64);
         self.persisted_partitions.set(store.len() as i64);
     }

@@ -7,7 +7,7 @@
 //! memory limit) and queues reports; a writer task drains the queue and sends
 //! whatever has accumulated as one frame.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,6 @@ pub struct WorkerActor {
     id: u64,
     store: Store,
     /// Data peers delivered for jobs: one entry per delivery.
-    mailboxes: HashMap<MailboxKey, Vec<Vec<RecordBatch>>>,
     running: HashSet<u64>,
     cancelled: HashSet<u64>,
     outbox: mpsc::UnboundedSender<FromWorker>,
@@ -93,18 +92,14 @@ struct Forget(u64);
 impl Handler<Delivery> for WorkerActor {
     type Result = Result<(), String>;
     fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) -> Self::Result {
-        self.mailboxes
-            .entry(msg.mailbox)
-            .or_default()
-            .push(msg.batches);
-        Ok(())
+        self.store.deliver(&self.name, msg.mailbox, msg.batches)
     }
 }
 
 impl Handler<Forget> for WorkerActor {
     type Result = ();
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
-        self.mailboxes.retain(|k, _| k.job != msg.0);
+        self.store.forget_job(msg.0);
     }
 }
 
@@ -113,6 +108,25 @@ impl WorkerActor {
         self.metrics.task_reported(&report);
         self.metrics.observe_store(&self.store);
         let _ = self.outbox.send(FromWorker::Reports(vec![report]));
+    }
+
+    /// The partial group-bys delivered to a mailbox: exactly `expect` of them.
+    fn take_partials(
+        &mut self,
+        mailbox: &MailboxKey,
+        expect: u32,
+    ) -> Result<Vec<RecordBatch>, String> {
+        let parts = self.store.take_mailbox(mailbox);
+        if parts.len() != expect as usize {
+            return Err(format!(
+                "worker '{}': expected {expect} partial group-bys in mailbox {}/{}, received {}",
+                self.name,
+                mailbox.job,
+                mailbox.tag,
+                parts.len()
+            ));
+        }
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// The batches of these held partitions, in order (cheap clones).
@@ -155,7 +169,7 @@ impl Actor for WorkerActor {
         ctx.run_interval(HEARTBEAT, |actor, _| {
             actor.metrics.observe_store(&actor.store);
             let _ = actor.outbox.send(FromWorker::Heartbeat {
-                memory_used: actor.store.used(),
+                memory_used: actor.store.used() + actor.store.in_flight(),
                 running: actor.running.len() as u32,
             });
         });
@@ -283,19 +297,9 @@ impl Handler<Run> for WorkerActor {
                     expect,
                     deliver_to,
                     out,
-                } => {
-                    let parts = self.mailboxes.remove(&mailbox).unwrap_or_default();
-                    if parts.len() != expect as usize {
-                        self.refuse(
-                            id,
-                            format!(
-                                "worker '{}': expected {expect} partial group-bys to merge, received {}",
-                                self.name,
-                                parts.len()
-                            ),
-                        );
-                    } else {
-                        let partials: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+                } => match self.take_partials(&mailbox, expect) {
+                    Err(error) => self.refuse(id, error),
+                    Ok(partials) => {
                         let push = PeerPush {
                             mailbox: out,
                             from_worker: self.id,
@@ -310,29 +314,17 @@ impl Handler<Run> for WorkerActor {
                             move || tasks::groupby_merge(&partials, &spec),
                         );
                     }
-                }
+                },
                 TaskKind::GroupByFinal {
                     spec,
                     mailbox,
                     expect,
-                } => {
-                    let parts = self.mailboxes.remove(&mailbox).unwrap_or_default();
-                    if parts.len() != expect as usize {
-                        self.refuse(
-                            id,
-                            format!(
-                                "worker '{}': expected {expect} partial group-bys, received {}",
-                                self.name,
-                                parts.len()
-                            ),
-                        );
-                    } else {
-                        let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
-                        spawn_compute(compute, me, id, move || {
-                            tasks::groupby_final(&batches, &spec).map(Computed::Output)
-                        })
-                    }
-                }
+                } => match self.take_partials(&mailbox, expect) {
+                    Err(error) => self.refuse(id, error),
+                    Ok(batches) => spawn_compute(compute, me, id, move || {
+                        tasks::groupby_final(&batches, &spec).map(Computed::Output)
+                    }),
+                },
                 TaskKind::PrepareWrite { spec } => spawn_compute(compute, me, id, move || {
                     tasks::prepare_write(&spec).map(Computed::Output)
                 }),
@@ -439,9 +431,8 @@ impl Handler<Run> for WorkerActor {
                                 tag: tag_base + r,
                             };
                             let batches = self
-                                .mailboxes
-                                .remove(&mailbox)
-                                .unwrap_or_default()
+                                .store
+                                .take_mailbox(&mailbox)
                                 .into_iter()
                                 .flatten()
                                 .collect();
@@ -672,7 +663,6 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         name: config.name.clone(),
         id: my_id,
         store: Store::new(config.memory_limit),
-        mailboxes: HashMap::new(),
         running: HashSet::new(),
         cancelled: HashSet::new(),
         outbox,
