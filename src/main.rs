@@ -853,12 +853,12 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "   plotted {} daily means and the station map to {}, logged to run '{run}'  [{}]",
+        "   plotted {} daily means and the station map ({}) to {}, logged to run '{run}'  [{}]",
         plots.len(),
+        stations.name,
         options.plots.display(),
         elapsed(start)
     );
-    let _ = stations;
 
     let start = Instant::now();
     let memory = isd.memory_usage().await?;
