@@ -15,6 +15,7 @@ pub mod error;
 pub mod expr;
 pub mod groupby;
 pub mod memory;
+mod parquet_pages;
 pub mod scan;
 pub mod sort;
 pub mod write;
