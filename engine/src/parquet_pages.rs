@@ -362,21 +362,7 @@ fn bit_pack(out: &mut Vec<u8>, values: &[u32], width: u8) {
             out.extend_from_slice(&acc.to_le_bytes());
             out.truncate(len + w);
         } else {
-            let (mut acc, mut bits) = (0u64, 0);
-            for &v in g {
-                acc |= u64::from(v) << bits;
-                bits += w;
-                if bits >= 32 {
-                    out.extend_from_slice(&(acc as u32).to_le_bytes());
-                    acc >>= 32;
-                    bits -= 32;
-                }
-            }
-            while bits > 0 {
-                out.push(acc as u8);
-                acc >>= 8;
-                bits -= 8;
-            }
+            pack_lsb_first(out, g.iter().map(|&v| u64::from(v)), w as u32);
         }
     }
     let w = usize::from(width);
@@ -529,9 +515,15 @@ fn bit_pack_32(out: &mut Vec<u8>, values: &[u64], width: u32) {
     if width == 0 {
         return;
     }
+    let padded = (0..32).map(|k| values.get(k).copied().unwrap_or(0));
+    pack_lsb_first(out, padded, width);
+}
+
+/// Append `values` of `width` bits each (at most 64), least significant bits first; the
+/// values' bits must end on a byte boundary (groups of 8 or 32 values).
+fn pack_lsb_first(out: &mut Vec<u8>, values: impl Iterator<Item = u64>, width: u32) {
     let (mut acc, mut bits) = (0u128, 0u32);
-    for k in 0..32 {
-        let v = values.get(k).copied().unwrap_or(0);
+    for v in values {
         acc |= u128::from(v) << bits;
         bits += width;
         if bits >= 64 {
@@ -540,11 +532,10 @@ fn bit_pack_32(out: &mut Vec<u8>, values: &[u64], width: u32) {
             bits -= 64;
         }
     }
-    // 32 values of `width` bits end on a byte boundary.
     while bits > 0 {
         out.push(acc as u8);
         acc >>= 8;
-        bits -= 8;
+        bits = bits.saturating_sub(8);
     }
 }
 
@@ -1030,4 +1021,53 @@ pub(crate) fn write_chunk_direct(
         is_sorted: false,
     };
     Ok(Some((chunk, close)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bits of `values`, `width` each, least significant first, one bool per bit.
+    fn naive(values: &[u64], width: u32) -> Vec<u8> {
+        let bits: Vec<bool> = values
+            .iter()
+            .flat_map(|&v| (0..width).map(move |b| (v >> b) & 1 == 1))
+            .collect();
+        bits.chunks(8)
+            .map(|c| c.iter().rev().fold(0u8, |acc, &b| (acc << 1) | u8::from(b)))
+            .collect()
+    }
+
+    #[test]
+    fn bit_packers_agree_with_a_bit_by_bit_writer() {
+        let values: Vec<u32> = (0..8u32).map(|i| i.wrapping_mul(0x9E37_79B9)).collect();
+        for width in 1..=32u8 {
+            let masked: Vec<u32> = values
+                .iter()
+                .map(|&v| (u64::from(v) & ((1u64 << width) - 1)) as u32)
+                .collect();
+            let mut out = Vec::new();
+            bit_pack(&mut out, &masked, width);
+            let wide: Vec<u64> = masked.iter().map(|&v| u64::from(v)).collect();
+            assert_eq!(out, naive(&wide, u32::from(width)), "width {width}");
+        }
+        let values: Vec<u64> = (0..32u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        for width in 1..=64u32 {
+            let masked: Vec<u64> = values
+                .iter()
+                .map(|&v| {
+                    if width == 64 {
+                        v
+                    } else {
+                        v & ((1 << width) - 1)
+                    }
+                })
+                .collect();
+            let mut out = Vec::new();
+            bit_pack_32(&mut out, &masked, width);
+            assert_eq!(out, naive(&masked, width), "width {width}");
+        }
+    }
 }
