@@ -53,6 +53,7 @@ where
     })
 }
 
+#[cfg(feature = "transport")]
 /// Write one frame.
 pub async fn write_frame(send: &mut quinn::SendStream, body: &[u8], peer: &str) -> Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| ProtocolError::Peer {
@@ -68,6 +69,7 @@ pub async fn write_frame(send: &mut quinn::SendStream, body: &[u8], peer: &str) 
     Ok(())
 }
 
+#[cfg(feature = "transport")]
 /// Encode and write one message.
 pub async fn send_message<T>(send: &mut quinn::SendStream, message: &T, peer: &str) -> Result<()>
 where
@@ -77,6 +79,7 @@ where
     write_frame(send, &body, peer).await
 }
 
+#[cfg(feature = "transport")]
 /// Read one frame; `Ok(None)` when the peer finished the stream cleanly between frames.
 pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Option<Frame>> {
     let mut len_bytes = [0u8; 4];

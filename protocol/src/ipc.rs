@@ -86,6 +86,57 @@ pub fn decode_batches(data: Buffer) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
+/// Join complete IPC streams into the payload of a table answer
+/// (`ToClient::Table`): each stream as a `u64` little-endian length, then its
+/// bytes. [`decode_table_payload`] reads it back.
+pub fn encode_table_payload<'a>(streams: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for stream in streams {
+        payload.extend_from_slice(&(stream.len() as u64).to_le_bytes());
+        payload.extend_from_slice(stream);
+    }
+    payload
+}
+
+/// The record batches of a table payload ([`encode_table_payload`]), in
+/// order. The payload is copied once into an aligned buffer; column buffers
+/// then point into it. A length that runs past the end is an error, never a
+/// panic.
+pub fn decode_table_payload(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+    let aligned = Buffer::from(payload);
+    let mut batches = Vec::new();
+    let mut offset = 0usize;
+    while offset < aligned.len() {
+        let header = aligned
+            .as_slice()
+            .get(offset..offset + 8)
+            .ok_or_else(|| ProtocolError::Ipc("table payload: truncated length".into()))?;
+        let len = u64::from_le_bytes(header.try_into().expect("8 bytes"));
+        offset += 8;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| offset.checked_add(len))
+            .filter(|end| *end <= aligned.len())
+            .ok_or_else(|| {
+                ProtocolError::Ipc(format!(
+                    "table payload: a stream of {len} bytes runs past the end ({} bytes)",
+                    aligned.len()
+                ))
+            })?;
+        if end > offset {
+            // Keep each stream 8-byte aligned for the zero-copy decoder.
+            let part = if offset.is_multiple_of(8) {
+                aligned.slice_with_length(offset, end - offset)
+            } else {
+                Buffer::from(&aligned.as_slice()[offset..end])
+            };
+            batches.append(&mut decode_batches(part)?.1);
+        }
+        offset = end;
+    }
+    Ok(batches)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +168,24 @@ mod tests {
         // Column values point into the received allocation.
         let values = batches[0].column(0).to_data().buffers()[0].as_ptr() as usize;
         assert!(values >= base && values < end);
+    }
+
+    #[test]
+    fn table_payloads_roundtrip_and_refuse_lying_lengths() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![7, 8]))])
+                .unwrap();
+        let one = encode_batches(&schema, &[batch.clone()]).unwrap();
+        let payload = encode_table_payload([one.as_slice(), &[], one.as_slice()]);
+        let batches = decode_table_payload(&payload).unwrap();
+        assert_eq!(batches, vec![batch.clone(), batch]);
+        assert!(decode_table_payload(&[]).unwrap().is_empty());
+        let mut lying = payload.clone();
+        lying[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let err = decode_table_payload(&lying).unwrap_err().to_string();
+        assert!(err.contains("runs past the end"), "{err}");
+        assert!(decode_table_payload(&payload[..payload.len() - 3]).is_err());
+        assert!(decode_table_payload(&payload[..5]).is_err());
     }
 }

@@ -7,15 +7,22 @@
 //! metrics ([`netstats`]) and the scheduler file that tells clients and
 //! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
 //! scheduling or compute.
+//!
+//! The QUIC/TLS half (`tls`, `transport`, `netstats`, the stream functions of
+//! `framing`) is the default feature `transport`; without it the crate is
+//! plain data, which is what the scheduler's sans-IO core depends on.
 
 pub mod framing;
 pub mod ipc;
 pub mod messages;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+#[cfg(feature = "transport")]
 pub mod netstats;
 pub mod scheduler_file;
+#[cfg(feature = "transport")]
 pub mod tls;
+#[cfg(feature = "transport")]
 pub mod transport;
 pub mod units;
 

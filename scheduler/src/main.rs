@@ -15,7 +15,7 @@ use stratus_scheduler::metrics::Metrics;
 use stratus_scheduler::runs::RunStore;
 use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, Shared};
 use stratus_scheduler::settings::{split_host_port, Cli, Settings};
-use stratus_scheduler::state::{Config, SchedulerState};
+use stratus_scheduler_core::{Config, SchedulerState};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -13,7 +13,7 @@ use stratus_protocol::metrics::{register, QuicCollector};
 use stratus_protocol::netstats::ConnectionTracker;
 use stratus_protocol::STRATUS_VERSION;
 
-use crate::state::SchedulerState;
+use stratus_scheduler_core::SchedulerState;
 
 /// Buckets of client request durations: 1 ms to 10 minutes.
 const REQUEST_SECONDS: [f64; 18] = [

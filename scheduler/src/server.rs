@@ -24,10 +24,10 @@ use stratus_protocol::messages::{
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{PROTOCOL_VERSION, STRATUS_VERSION};
 
-use crate::activity::RequestState;
 use crate::metrics::Metrics;
 use crate::runs::RunStore;
-use crate::state::{Command, Event, RequestId, SchedulerState, WorkerId};
+use stratus_scheduler_core::activity::RequestState;
+use stratus_scheduler_core::{Command, Event, RequestId, SchedulerState, WorkerId};
 
 /// Feed an event to the state machine.
 #[derive(Message)]
@@ -101,7 +101,8 @@ struct WorkerLink {
     conn: quinn::Connection,
 }
 
-/// Owns the [`SchedulerState`]; the only place decisions happen.
+/// Owns the [`SchedulerState`] and carries out its commands; the decisions
+/// are the state machine's (`stratus-scheduler-core`).
 pub struct SchedulerActor {
     state: SchedulerState,
     workers: HashMap<WorkerId, WorkerLink>,
@@ -246,7 +247,7 @@ impl SchedulerActor {
                     .get(&w.id)
                     .map(|link| link.conn.remote_address().to_string());
                 serde_json::json!({
-                    "id": w.id,
+                    "id": w.id.0,
                     "address": address,
                     "name": w.info.name,
                     "host": w.info.host,
@@ -305,7 +306,7 @@ impl SchedulerActor {
         let jobs: Vec<_> = activity
             .requests()
             .rev()
-            .take(crate::activity::KEPT_REQUESTS)
+            .take(stratus_scheduler_core::activity::KEPT_REQUESTS)
             .map(|r| {
                 let (state, error) = match &r.state {
                     RequestState::Running => ("running", None),
@@ -540,7 +541,7 @@ async fn serve_connection(
             let peer = format!("worker '{}' ({remote})", info.name);
             let tracker = shared.metrics.connections();
             let _tracked = tracker.track(PeerKind::Worker, &info.name, &conn);
-            serve_worker(id, info, conn, send, recv, actor, peer).await
+            serve_worker(WorkerId(id), info, conn, send, recv, actor, peer).await
         }
         stratus_protocol::messages::PeerRole::Client { name, run } => {
             let peer = format!("client '{name}' ({remote})");
@@ -691,7 +692,7 @@ async fn serve_request(
         let _ = send.finish();
         return Ok(());
     }
-    let id = next_id();
+    let id = RequestId(next_id());
     let (tx, mut rx) = mpsc::unbounded_channel();
     actor.do_send(RequestUp { id, body, tx, run });
     loop {

@@ -1,0 +1,396 @@
+//! The cluster as the scheduler sees it: registered workers (threads, memory,
+//! what they run and hold), every task (queued or running, of which job), the
+//! queue, and placement: [`Cluster::dispatch`] hands queued tasks to workers
+//! with free threads. Nothing here knows what a job is for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use stratus_protocol::messages::{
+    HeadInput, LoadInput, PartitionKey, PeerRef, TaskAssignment, TaskKind, ToWorker, WorkerInfo,
+};
+
+use crate::event::Command;
+use crate::frames::Frames;
+use crate::ids::{JobId, TaskId, WorkerId};
+
+/// A registered worker.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub id: WorkerId,
+    pub info: WorkerInfo,
+    pub last_seen: Instant,
+    pub memory_used: u64,
+    pub running: HashSet<TaskId>,
+    pub partitions: HashSet<PartitionKey>,
+    pub persisted_bytes: u64,
+}
+
+impl Worker {
+    fn new(id: WorkerId, info: WorkerInfo, now: Instant) -> Worker {
+        Worker {
+            id,
+            info,
+            last_seen: now,
+            memory_used: 0,
+            running: HashSet::new(),
+            partitions: HashSet::new(),
+            persisted_bytes: 0,
+        }
+    }
+
+    /// Threads not running a task.
+    pub fn free_slots(&self) -> usize {
+        (self.info.nthreads as usize).saturating_sub(self.running.len())
+    }
+
+    /// How to reach this worker's peer endpoint.
+    pub fn peer_ref(&self) -> PeerRef {
+        PeerRef {
+            worker: self.id.0,
+            address: self.info.peer_address.clone(),
+            cert: self.info.peer_cert.clone(),
+        }
+    }
+
+    /// `'name' (host)`, for messages.
+    pub fn label(&self) -> String {
+        format!("'{}' ({})", self.info.name, self.info.host)
+    }
+}
+
+/// A task: queued (no worker) or running on `worker`.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub job: JobId,
+    pub kind: TaskKind,
+    pub worker: Option<WorkerId>,
+    /// Workers lost while running it.
+    pub attempts: u32,
+    /// A worker-level task (a round over all its partitions) runs only there.
+    pub worker_pin: Option<WorkerId>,
+    /// When it was handed to its worker.
+    pub started: Option<Instant>,
+}
+
+impl Task {
+    /// The persisted partition this task must run next to, if any.
+    pub fn pinned_to(&self) -> Option<PartitionKey> {
+        match &self.kind {
+            TaskKind::Head {
+                input: HeadInput::Persisted(key),
+                ..
+            }
+            | TaskKind::Load {
+                input: LoadInput::Persisted(key),
+                ..
+            } => Some(*key),
+            _ => None,
+        }
+    }
+}
+
+/// A task that can never run (its input partition is gone for good).
+#[derive(Debug)]
+pub struct Doomed {
+    pub job: JobId,
+    pub task: Task,
+    pub error: String,
+}
+
+/// Workers, tasks and the queue.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    workers: BTreeMap<WorkerId, Worker>,
+    tasks: HashMap<TaskId, Task>,
+    queue: VecDeque<TaskId>,
+    by_job: HashMap<JobId, BTreeSet<TaskId>>,
+}
+
+impl Cluster {
+    // ----- workers ---------------------------------------------------------
+
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    pub fn worker(&self, id: WorkerId) -> Option<&Worker> {
+        self.workers.get(&id)
+    }
+
+    pub fn worker_mut(&mut self, id: WorkerId) -> Option<&mut Worker> {
+        self.workers.get_mut(&id)
+    }
+
+    pub fn worker_ids(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers.keys().copied()
+    }
+
+    /// `'name' (host)` of a worker, or `#id` once it is gone.
+    pub fn label(&self, id: WorkerId) -> String {
+        self.workers
+            .get(&id)
+            .map_or_else(|| format!("#{id}"), Worker::label)
+    }
+
+    pub fn join(&mut self, id: WorkerId, info: WorkerInfo, now: Instant) {
+        self.workers.insert(id, Worker::new(id, info, now));
+    }
+
+    /// Remove a worker. Its running tasks stay (with no worker, not queued)
+    /// for the caller to requeue or end; they are returned oldest first.
+    pub fn leave(&mut self, id: WorkerId) -> Option<(Worker, Vec<TaskId>)> {
+        let worker = self.workers.remove(&id)?;
+        let mut running: Vec<TaskId> = worker.running.iter().copied().collect();
+        running.sort_unstable();
+        for task in &running {
+            if let Some(t) = self.tasks.get_mut(task) {
+                t.worker = None;
+                t.started = None;
+            }
+        }
+        Some((worker, running))
+    }
+
+    /// Threads of the whole cluster (at least 1, for planning).
+    pub fn threads(&self) -> usize {
+        self.workers
+            .values()
+            .map(|w| w.info.nthreads as usize)
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// How to reach every worker's peer endpoint.
+    pub fn peers(&self) -> BTreeMap<WorkerId, PeerRef> {
+        self.workers
+            .values()
+            .map(|w| (w.id, w.peer_ref()))
+            .collect()
+    }
+
+    /// Tell every worker something (e.g. forget a job's mailboxes).
+    pub fn broadcast(&self, message: ToWorker, out: &mut Vec<Command>) {
+        for worker in self.workers.keys() {
+            out.push(Command::ToWorker {
+                worker: *worker,
+                message: message.clone(),
+            });
+        }
+    }
+
+    // ----- tasks -----------------------------------------------------------
+
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    pub fn task_mut(&mut self, id: TaskId) -> Option<&mut Task> {
+        self.tasks.get_mut(&id)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = (TaskId, &Task)> {
+        self.tasks.iter().map(|(id, t)| (*id, t))
+    }
+
+    pub fn queue(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.queue.iter().copied()
+    }
+
+    /// Tasks of a job not yet reported.
+    pub fn pending(&self, job: JobId) -> usize {
+        self.by_job.get(&job).map_or(0, BTreeSet::len)
+    }
+
+    /// The ids of a job's tasks, in order.
+    pub fn tasks_of(&self, job: JobId) -> Vec<TaskId> {
+        self.by_job
+            .get(&job)
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The per-job index (for the invariant checker).
+    pub(crate) fn job_index(&self) -> &HashMap<JobId, BTreeSet<TaskId>> {
+        &self.by_job
+    }
+
+    /// Queue a task for `job` (at the back), optionally pinned to a worker.
+    pub fn add(&mut self, id: TaskId, job: JobId, kind: TaskKind, pin: Option<WorkerId>) {
+        self.tasks.insert(
+            id,
+            Task {
+                job,
+                kind,
+                worker: None,
+                attempts: 0,
+                worker_pin: pin,
+                started: None,
+            },
+        );
+        self.by_job.entry(job).or_default().insert(id);
+        self.queue.push_back(id);
+    }
+
+    /// Put a task whose worker was lost back at the front of the queue.
+    pub fn requeue_front(&mut self, id: TaskId) {
+        if self.tasks.contains_key(&id) && !self.queue.contains(&id) {
+            self.queue.push_front(id);
+        }
+    }
+
+    /// Forget a task (reported, cancelled or given up); it leaves its
+    /// worker's running set, the queue and its job's index.
+    pub fn remove(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.tasks.remove(&id)?;
+        if let Some(w) = task.worker.and_then(|w| self.workers.get_mut(&w)) {
+            w.running.remove(&id);
+        }
+        if let Some(set) = self.by_job.get_mut(&task.job) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_job.remove(&task.job);
+            }
+        }
+        if task.worker.is_none() {
+            self.queue.retain(|t| *t != id);
+        }
+        Some(task)
+    }
+
+    /// Forget tasks and tell the workers running them to stop (one message
+    /// per worker).
+    pub fn cancel(&mut self, ids: impl IntoIterator<Item = TaskId>, out: &mut Vec<Command>) {
+        let mut cancels: BTreeMap<WorkerId, Vec<u64>> = BTreeMap::new();
+        for id in ids {
+            if let Some(task) = self.remove(id) {
+                if let Some(w) = task.worker.filter(|w| self.workers.contains_key(w)) {
+                    cancels.entry(w).or_default().push(id.0);
+                }
+            }
+        }
+        for (worker, ids) in cancels {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Cancel(ids),
+            });
+        }
+    }
+
+    /// Cancel every task of a job.
+    pub fn cancel_job(&mut self, job: JobId, out: &mut Vec<Command>) {
+        let ids = self.tasks_of(job);
+        self.cancel(ids, out);
+    }
+
+    /// Jobs with a task pinned to this worker (queued or running).
+    pub fn jobs_pinned_to(&self, worker: WorkerId) -> BTreeSet<JobId> {
+        self.tasks
+            .values()
+            .filter(|t| t.worker_pin == Some(worker))
+            .map(|t| t.job)
+            .collect()
+    }
+
+    /// Whether `worker` is the one running task `id` (a report from anyone
+    /// else is stale).
+    pub fn is_running_on(&self, id: TaskId, worker: WorkerId) -> bool {
+        self.tasks
+            .get(&id)
+            .is_some_and(|t| t.worker == Some(worker))
+    }
+
+    /// Tasks waiting for a worker, and tasks running.
+    pub fn task_counts(&self) -> (usize, usize) {
+        let running = self.tasks.values().filter(|t| t.worker.is_some()).count();
+        (self.tasks.len() - running, running)
+    }
+
+    // ----- placement -------------------------------------------------------
+
+    /// Hand queued tasks to workers with free threads: one `Run` per worker.
+    /// A task pinned to a worker waits for it; a task next to a persisted
+    /// partition waits for its holder; loads go where the fewest partitions
+    /// per thread are held; the rest where the most threads are free. Tasks
+    /// whose partition is gone for good are returned, removed.
+    pub fn dispatch(
+        &mut self,
+        frames: &Frames,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<Doomed> {
+        let mut doomed = Vec::new();
+        if self.queue.is_empty() || self.workers.is_empty() {
+            return doomed;
+        }
+        let mut batches: BTreeMap<WorkerId, Vec<TaskAssignment>> = BTreeMap::new();
+        let mut waiting = VecDeque::new();
+        while let Some(id) = self.queue.pop_front() {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            if let Some(error) = task.pinned_to().and_then(|key| frames.unreachable(key)) {
+                let task = self.tasks.remove(&id).expect("task present");
+                if let Some(set) = self.by_job.get_mut(&task.job) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.by_job.remove(&task.job);
+                    }
+                }
+                doomed.push(Doomed {
+                    job: task.job,
+                    task,
+                    error,
+                });
+                continue;
+            }
+            let free = |w: &WorkerId| self.workers.get(w).is_some_and(|w| w.free_slots() > 0);
+            let chosen = match (task.worker_pin, task.pinned_to()) {
+                (Some(pin), _) => Some(pin).filter(free),
+                (None, Some(key)) => frames.holder(key).filter(free),
+                (None, None) => {
+                    let loads = matches!(task.kind, TaskKind::Load { .. });
+                    self.workers
+                        .values()
+                        .filter(|w| w.free_slots() > 0)
+                        .min_by_key(|w| {
+                            if loads {
+                                // Balance persisted data: fewest partitions held
+                                // or loading per thread.
+                                let load = w.partitions.len() + w.running.len();
+                                (load * 1000 / w.info.nthreads.max(1) as usize, w.id)
+                            } else {
+                                (usize::MAX - w.free_slots(), w.id)
+                            }
+                        })
+                        .map(|w| w.id)
+                }
+            };
+            match chosen {
+                Some(worker) => {
+                    let task = self.tasks.get_mut(&id).expect("task present");
+                    task.worker = Some(worker);
+                    task.started = Some(now);
+                    self.workers
+                        .get_mut(&worker)
+                        .expect("worker present")
+                        .running
+                        .insert(id);
+                    batches.entry(worker).or_default().push(TaskAssignment {
+                        id: id.0,
+                        kind: task.kind.clone(),
+                    });
+                }
+                None => waiting.push_back(id),
+            }
+        }
+        self.queue = waiting;
+        for (worker, tasks) in batches {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Run(tasks),
+            });
+        }
+        doomed
+    }
+}

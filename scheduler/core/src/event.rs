@@ -1,0 +1,83 @@
+//! What goes in and out of the state machine: [`Event`]s (a worker joined, a
+//! task finished, a client asked, time passed), [`Command`]s (send this to a
+//! worker, reply to that request, disconnect that worker), and its [`Config`].
+
+use std::time::Duration;
+
+use stratus_protocol::messages::{ClientRequest, TaskReport, ToClient, ToWorker, WorkerInfo};
+
+use crate::ids::{RequestId, WorkerId};
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A worker silent for longer than this is removed.
+    pub heartbeat_timeout: Duration,
+    /// A task whose worker was lost this many times fails its job.
+    pub max_task_attempts: u32,
+    /// Public address (`quic://HOST:PORT`), for `info`.
+    pub address: String,
+    /// Dashboard URL, for `info`.
+    pub dashboard: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_timeout: Duration::from_secs(5),
+            max_task_attempts: 3,
+            address: String::new(),
+            dashboard: String::new(),
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    WorkerJoined {
+        worker: WorkerId,
+        info: WorkerInfo,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        memory_used: u64,
+    },
+    TaskReports {
+        worker: WorkerId,
+        reports: Vec<TaskReport>,
+    },
+    WorkerLeft {
+        worker: WorkerId,
+        reason: String,
+    },
+    Request {
+        request: RequestId,
+        body: ClientRequest,
+        /// The run the client's session logs to.
+        run: Option<String>,
+    },
+    /// The client went away or cancelled; no answer is wanted.
+    RequestCancelled {
+        request: RequestId,
+    },
+    /// Time passed (checks heartbeats).
+    Tick,
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    ToWorker {
+        worker: WorkerId,
+        message: ToWorker,
+    },
+    Reply {
+        request: RequestId,
+        message: ToClient,
+    },
+    DisconnectWorker {
+        worker: WorkerId,
+        reason: String,
+    },
+}

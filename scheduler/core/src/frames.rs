@@ -1,0 +1,297 @@
+//! Persisted frames: their partitions, which worker holds each, and the
+//! lineage each is rebuilt from (a Parquet input with the frame's columns
+//! and steps, or a range of a shuffle sort over its parent's inputs).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use stratus_protocol::messages::{
+    FrameSummary, ParquetPartition, PartitionKey, RangeSource, Step, TaskKind, ToWorker,
+};
+
+use crate::cluster::Cluster;
+use crate::event::Command;
+use crate::ids::{FrameId, TaskId, WorkerId};
+
+/// What a sorted (shuffled) frame's ranges are rebuilt from: the Parquet
+/// inputs of its parent (each with the parent's columns and steps), the sort
+/// key and the range boundaries the shuffle used.
+#[derive(Debug)]
+pub struct SortLineage {
+    pub sources: Vec<RangeSource>,
+    pub key: String,
+    pub boundaries_ipc: Vec<u8>,
+}
+
+/// Where a persisted partition's rows come from: its lineage.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A Parquet input, read with the frame's columns and steps.
+    Parquet(ParquetPartition),
+    /// Range `range` of a shuffle sort over `lineage`, then `steps` (those of
+    /// frames derived from the sorted one).
+    Range {
+        lineage: Arc<SortLineage>,
+        range: u32,
+        steps: Vec<Step>,
+    },
+}
+
+/// One persisted partition and where it came from.
+#[derive(Debug, Clone)]
+pub struct PersistedPartition {
+    /// What it is rebuilt from if its worker is lost; None when it cannot
+    /// be (a frame sorted twice by shuffles).
+    pub origin: Option<Origin>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub holder: Option<WorkerId>,
+    /// Load task in flight for it (first load or rebuild).
+    pub loading: Option<TaskId>,
+    /// Why it could not be rebuilt after its worker was lost, if it could not.
+    pub lost: Option<String>,
+}
+
+impl PersistedPartition {
+    /// A partition whose first load is `task`.
+    pub fn loading(origin: Option<Origin>, rows: u64, task: TaskId) -> PersistedPartition {
+        PersistedPartition {
+            origin,
+            rows,
+            bytes: 0,
+            holder: None,
+            loading: Some(task),
+            lost: None,
+        }
+    }
+}
+
+/// A persisted (or being persisted) frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: FrameId,
+    pub name: String,
+    pub source: String,
+    pub columns: Option<Vec<String>>,
+    /// Steps applied after reading, from the Parquet source: the lineage.
+    pub steps: Vec<Step>,
+    /// Schema of the persisted batches.
+    pub schema: SchemaRef,
+    pub partitions: Vec<PersistedPartition>,
+    /// False while its persist job runs.
+    pub complete: bool,
+}
+
+impl Frame {
+    pub fn summary(&self) -> FrameSummary {
+        FrameSummary {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            rows: self.rows(),
+            bytes: self.partitions.iter().map(|p| p.bytes).sum(),
+            partitions: self.partitions.len() as u32,
+            partitions_held: self
+                .partitions
+                .iter()
+                .filter(|p| p.holder.is_some())
+                .count() as u32,
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    pub fn key(&self, index: usize) -> PartitionKey {
+        PartitionKey {
+            frame: self.id.0,
+            index: index as u32,
+        }
+    }
+
+    /// Whether every partition is held.
+    pub fn all_held(&self) -> bool {
+        self.partitions.iter().all(|p| p.holder.is_some())
+    }
+}
+
+/// Every frame, complete or being persisted.
+#[derive(Debug, Default)]
+pub struct Frames {
+    frames: BTreeMap<FrameId, Frame>,
+}
+
+impl Frames {
+    pub fn get(&self, id: FrameId) -> Option<&Frame> {
+        self.frames.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: FrameId) -> Option<&mut Frame> {
+        self.frames.get_mut(&id)
+    }
+
+    pub fn insert(&mut self, frame: Frame) {
+        self.frames.insert(frame.id, frame);
+    }
+
+    /// Every frame, complete or not.
+    pub fn all(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.values()
+    }
+
+    /// Complete frames.
+    pub fn complete(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.values().filter(|f| f.complete)
+    }
+
+    /// The complete frame with this name.
+    pub fn by_name(&self, name: &str) -> Option<FrameId> {
+        self.complete().find(|f| f.name == name).map(|f| f.id)
+    }
+
+    pub fn partition(&self, key: PartitionKey) -> Option<&PersistedPartition> {
+        self.frames
+            .get(&FrameId(key.frame))?
+            .partitions
+            .get(key.index as usize)
+    }
+
+    pub fn partition_mut(&mut self, key: PartitionKey) -> Option<&mut PersistedPartition> {
+        self.frames
+            .get_mut(&FrameId(key.frame))?
+            .partitions
+            .get_mut(key.index as usize)
+    }
+
+    pub fn holder(&self, key: PartitionKey) -> Option<WorkerId> {
+        self.partition(key)?.holder
+    }
+
+    /// Why a persisted partition will never be available again, if so.
+    pub fn unreachable(&self, key: PartitionKey) -> Option<String> {
+        let Some(frame) = self.frames.get(&FrameId(key.frame)) else {
+            return Some(
+                "the frame was unpersisted or replaced while this request ran".to_string(),
+            );
+        };
+        let p = frame.partitions.get(key.index as usize)?;
+        p.lost.as_ref().map(|error| {
+            format!(
+                "partition {} of frame '{}' was lost with its worker and could not be rebuilt: {error}",
+                key.index, frame.name
+            )
+        })
+    }
+
+    /// The first partition of a frame that can never be available again.
+    pub fn unreachable_partition(&self, frame: FrameId) -> Option<String> {
+        let Some(f) = self.frames.get(&frame) else {
+            return Some(
+                "the frame was unpersisted or replaced while this request ran".to_string(),
+            );
+        };
+        (0..f.partitions.len()).find_map(|i| self.unreachable(f.key(i)))
+    }
+
+    /// Partitions of a frame by the worker holding them, once all are held.
+    pub fn holders(&self, frame: FrameId) -> Option<BTreeMap<WorkerId, Vec<PartitionKey>>> {
+        let f = self.frames.get(&frame)?;
+        let mut holders: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
+        for (index, p) in f.partitions.iter().enumerate() {
+            holders.entry(p.holder?).or_default().push(f.key(index));
+        }
+        Some(holders)
+    }
+
+    /// A worker reports a partition loaded by `task`: it is held there (and
+    /// counted in the worker's bytes). Returns false, and tells the worker to
+    /// free it, when its frame is gone.
+    pub fn loaded(
+        &mut self,
+        cluster: &mut Cluster,
+        worker: WorkerId,
+        task: TaskId,
+        (key, rows, bytes): (PartitionKey, u64, u64),
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let Some(p) = self.partition_mut(key) else {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Drop(vec![key]),
+            });
+            return false;
+        };
+        if p.loading == Some(task) {
+            p.loading = None;
+        }
+        p.holder = Some(worker);
+        p.rows = rows;
+        p.bytes = bytes;
+        if let Some(w) = cluster.worker_mut(worker) {
+            w.partitions.insert(key);
+            w.persisted_bytes += bytes;
+        }
+        true
+    }
+
+    /// Register a complete frame whose partitions are already held (a
+    /// shuffle's ranges), counting them on their holders.
+    pub fn insert_held(&mut self, cluster: &mut Cluster, frame: Frame) {
+        for (index, p) in frame.partitions.iter().enumerate() {
+            if let Some(w) = p.holder.and_then(|w| cluster.worker_mut(w)) {
+                w.partitions.insert(frame.key(index));
+                w.persisted_bytes += p.bytes;
+            }
+        }
+        self.insert(frame);
+    }
+
+    /// Forget a frame: its holders free its partitions, loads in flight for
+    /// it are cancelled.
+    pub fn drop_frame(&mut self, cluster: &mut Cluster, frame: FrameId, out: &mut Vec<Command>) {
+        let Some(f) = self.frames.remove(&frame) else {
+            return;
+        };
+        let mut drops: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
+        let mut loads = Vec::new();
+        for (index, p) in f.partitions.iter().enumerate() {
+            let key = f.key(index);
+            if let Some(w) = p.holder {
+                drops.entry(w).or_default().push(key);
+                if let Some(worker) = cluster.worker_mut(w) {
+                    worker.partitions.remove(&key);
+                    worker.persisted_bytes = worker.persisted_bytes.saturating_sub(p.bytes);
+                }
+            }
+            loads.extend(p.loading);
+        }
+        // A rebuild of several ranges loads other frames' partitions too:
+        // cancel only tasks that load nothing but this frame.
+        loads.retain(|t| {
+            cluster.task(*t).is_some_and(|task| match &task.kind {
+                TaskKind::Load { key, .. } => key.frame == frame.0,
+                TaskKind::RebuildRanges { frame: f, .. } => *f == frame.0,
+                _ => false,
+            })
+        });
+        loads.sort_unstable();
+        loads.dedup();
+        cluster.cancel(loads, out);
+        for (worker, keys) in drops {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Drop(keys),
+            });
+        }
+    }
+
+    /// A worker is gone: the partitions it held are held nowhere now.
+    pub fn release_holder(&mut self, partitions: &[PartitionKey]) {
+        for key in partitions {
+            if let Some(p) = self.partition_mut(*key) {
+                p.holder = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The scheduler's state machine. [`SchedulerState::handle`] takes one
+//! [`Event`] and returns the [`Command`]s to carry out. It routes: worker
+//! events to the [`Cluster`], reports to the job that owns the task (loads
+//! are recorded in [`Frames`] first), requests through validation to a new
+//! job ([`jobs::for_request`]), a lost worker to requeued tasks, a rebuild
+//! job and the jobs that had work pinned there. After every event it tells
+//! jobs about frames whose partitions changed, places queued tasks, and
+//! reports progress. It knows no job kind.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use stratus_protocol::messages::{
+    ClientRequest, ClusterInfo, PartitionKey, TaskOutput, TaskReport, ToClient, ToWorker,
+};
+
+use crate::activity::{Activity, RequestState, TaskRecord};
+use crate::cluster::{Cluster, Task, Worker};
+use crate::event::{Command, Config, Event};
+use crate::frames::{Frame, Frames};
+use crate::ids::{FrameId, IdGen, JobId, RequestId, TaskId, WorkerId};
+use crate::jobs::rebuild::RebuildJob;
+use crate::jobs::{self, Flow, Job, JobCx, Planning};
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub tasks_finished: u64,
+    pub tasks_failed: u64,
+    pub tasks_retried: u64,
+    pub workers_lost: u64,
+    pub partitions_rebuilt: u64,
+}
+
+/// Something a job is asked to handle.
+type JobCall<'a> = Box<dyn FnOnce(&mut dyn Job, &mut JobCx) -> Flow + 'a>;
+
+/// A job and the request it answers (None: a background job).
+#[derive(Debug)]
+pub(crate) struct JobEntry {
+    pub(crate) request: Option<RequestId>,
+    pub(crate) job: Box<dyn Job>,
+}
+
+/// The scheduler's whole state.
+#[derive(Debug)]
+pub struct SchedulerState {
+    pub(crate) config: Config,
+    pub(crate) ids: IdGen,
+    pub(crate) cluster: Cluster,
+    pub(crate) frames: Frames,
+    pub(crate) jobs: BTreeMap<JobId, JobEntry>,
+    pub(crate) job_of_request: HashMap<RequestId, JobId>,
+    pub(crate) counters: Counters,
+    pub(crate) activity: Activity,
+    /// Frames whose partitions changed during this event.
+    changed: BTreeSet<FrameId>,
+    /// The `now` of the event being handled.
+    clock: Instant,
+}
+
+/// A [`JobCx`] over the state's fields (a macro, so that the job table
+/// stays borrowable beside it).
+macro_rules! job_cx {
+    ($state:ident, $id:expr, $request:expr, $out:expr, $spawned:expr) => {
+        JobCx {
+            id: $id,
+            request: $request,
+            now: $state.clock,
+            cluster: &mut $state.cluster,
+            frames: &mut $state.frames,
+            ids: &mut $state.ids,
+            activity: &mut $state.activity,
+            out: $out,
+            counters: &mut $state.counters,
+            changed: &mut $state.changed,
+            spawned: $spawned,
+        }
+    };
+}
+
+impl SchedulerState {
+    pub fn new(config: Config) -> Self {
+        SchedulerState {
+            config,
+            ids: IdGen::default(),
+            cluster: Cluster::default(),
+            frames: Frames::default(),
+            jobs: BTreeMap::new(),
+            job_of_request: HashMap::new(),
+            counters: Counters::default(),
+            activity: Activity::default(),
+            changed: BTreeSet::new(),
+            clock: Instant::now(),
+        }
+    }
+
+    /// Registered workers.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.cluster.workers()
+    }
+
+    /// Persisted frames (complete ones).
+    pub fn frames(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.complete()
+    }
+
+    /// Tasks waiting for a worker, and tasks running.
+    pub fn task_counts(&self) -> (usize, usize) {
+        self.cluster.task_counts()
+    }
+
+    /// Jobs in progress (background rebuilds included).
+    pub fn jobs_in_progress(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Requests and the task stream (for the dashboard).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Cluster summary as `stratus info` prints it.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let workers = || self.cluster.workers();
+        ClusterInfo {
+            address: self.config.address.clone(),
+            dashboard: self.config.dashboard.clone(),
+            workers: workers().count() as u32,
+            threads: workers().map(|w| w.info.nthreads).sum(),
+            memory_limit: workers().map(|w| w.info.memory_limit).sum(),
+            memory_used: workers().map(|w| w.memory_used).sum(),
+        }
+    }
+
+    /// Feed one event; get the commands to carry out.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        self.clock = now;
+        match event {
+            Event::WorkerJoined { worker, info } => self.cluster.join(worker, info, now),
+            Event::Heartbeat {
+                worker,
+                memory_used,
+            } => {
+                if let Some(w) = self.cluster.worker_mut(worker) {
+                    w.last_seen = now;
+                    w.memory_used = memory_used;
+                }
+            }
+            Event::TaskReports { worker, reports } => {
+                if let Some(w) = self.cluster.worker_mut(worker) {
+                    w.last_seen = now;
+                }
+                for report in reports {
+                    self.on_report(worker, report, &mut out);
+                    self.tell_changed_frames(&mut out);
+                }
+            }
+            Event::WorkerLeft { worker, reason } => self.remove_worker(worker, &reason, &mut out),
+            Event::Request { request, body, run } => {
+                let quiet = matches!(
+                    body,
+                    ClientRequest::Info
+                        | ClientRequest::List
+                        | ClientRequest::LogMetrics { .. }
+                        | ClientRequest::LogArtifact { .. }
+                );
+                if !quiet {
+                    let target = body.target().map(str::to_string);
+                    self.activity
+                        .request_started(request.0, body.kind(), target, run, now);
+                }
+                self.on_request(request, body, &mut out)
+            }
+            Event::RequestCancelled { request } => {
+                self.activity
+                    .request_ended(request.0, RequestState::Cancelled, now);
+                if let Some(job) = self.job_of_request.get(&request).copied() {
+                    self.abort(job, None, &mut out);
+                }
+            }
+            Event::Tick => {
+                let timeout = self.config.heartbeat_timeout;
+                let silent: Vec<WorkerId> = self
+                    .cluster
+                    .workers()
+                    .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
+                    .map(|w| w.id)
+                    .collect();
+                for worker in silent {
+                    let reason = format!(
+                        "worker {} silent for more than {timeout:?}",
+                        self.cluster.label(worker)
+                    );
+                    out.push(Command::DisconnectWorker {
+                        worker,
+                        reason: reason.clone(),
+                    });
+                    self.remove_worker(worker, &reason, &mut out);
+                }
+            }
+        }
+        self.tell_changed_frames(&mut out);
+        self.dispatch(&mut out);
+        self.reap_background_jobs();
+        self.track_requests(now, &mut out);
+        out
+    }
+
+    // ----- jobs ------------------------------------------------------------
+
+    /// Start a job (for a request, or in the background).
+    fn start_job(&mut self, request: Option<RequestId>, job: Box<dyn Job>, out: &mut Vec<Command>) {
+        let id = self.ids.job();
+        self.jobs.insert(id, JobEntry { request, job });
+        if let Some(request) = request {
+            self.job_of_request.insert(request, id);
+        }
+        self.drive(id, out, |job, cx| job.start(cx));
+    }
+
+    /// Let a job handle something, then carry out what it wants.
+    fn drive(
+        &mut self,
+        id: JobId,
+        out: &mut Vec<Command>,
+        f: impl FnOnce(&mut dyn Job, &mut JobCx) -> Flow,
+    ) {
+        self.drive_dyn(id, out, Box::new(f));
+    }
+
+    /// [`Self::drive`] without a type parameter (a job that carries on as
+    /// another drives again).
+    fn drive_dyn(&mut self, id: JobId, out: &mut Vec<Command>, f: JobCall) {
+        let Some(mut entry) = self.jobs.remove(&id) else {
+            return;
+        };
+        let mut spawned = Vec::new();
+        let flow = {
+            let mut cx = job_cx!(self, id, entry.request, out, &mut spawned);
+            f(entry.job.as_mut(), &mut cx)
+        };
+        match flow {
+            Flow::Continue => {
+                self.jobs.insert(id, entry);
+            }
+            Flow::Done(message) => {
+                self.cluster.cancel_job(id, out);
+                self.end(id, entry.request, Some(message), out);
+            }
+            Flow::Fail(error) => {
+                self.jobs.insert(id, entry);
+                self.abort(id, Some(error), out);
+            }
+            Flow::Then(next) => {
+                entry.job = next;
+                self.jobs.insert(id, entry);
+                self.drive_dyn(id, out, Box::new(|job, cx| job.start(cx)));
+            }
+        }
+        for job in spawned {
+            self.start_job(None, job, out);
+        }
+    }
+
+    /// End a job early: it undoes what it left, its tasks are cancelled, and
+    /// its client gets `error` (none when the client is gone).
+    fn abort(&mut self, id: JobId, error: Option<String>, out: &mut Vec<Command>) {
+        let Some(mut entry) = self.jobs.remove(&id) else {
+            return;
+        };
+        let mut spawned = Vec::new();
+        {
+            let mut cx = job_cx!(self, id, entry.request, out, &mut spawned);
+            entry.job.abort(&mut cx);
+        }
+        self.cluster.cancel_job(id, out);
+        self.end(id, entry.request, error.map(ToClient::Error), out);
+        for job in spawned {
+            self.start_job(None, job, out);
+        }
+    }
+
+    fn end(
+        &mut self,
+        id: JobId,
+        request: Option<RequestId>,
+        answer: Option<ToClient>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(request) = request else {
+            return;
+        };
+        if self.job_of_request.get(&request) == Some(&id) {
+            self.job_of_request.remove(&request);
+        }
+        if let Some(message) = answer {
+            out.push(Command::Reply { request, message });
+        }
+    }
+
+    /// Tell every job about frames whose partitions became held or lost
+    /// (a job's answer may change more frames: repeat, boundedly).
+    fn tell_changed_frames(&mut self, out: &mut Vec<Command>) {
+        for _ in 0..16 {
+            if self.changed.is_empty() {
+                return;
+            }
+            let frames = std::mem::take(&mut self.changed);
+            let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+            for frame in frames {
+                for &job in &jobs {
+                    self.drive(job, out, |j, cx| j.on_frame_changed(cx, frame));
+                }
+            }
+        }
+    }
+
+    /// Background jobs end when their last task has reported.
+    fn reap_background_jobs(&mut self) {
+        let cluster = &self.cluster;
+        self.jobs
+            .retain(|id, entry| entry.request.is_some() || cluster.pending(*id) > 0);
+    }
+
+    /// Frame names reserved by running jobs, with the job's kind.
+    fn reserved_names(&self) -> BTreeMap<String, &'static str> {
+        self.jobs
+            .values()
+            .filter_map(|e| Some((e.job.reserves()?.to_string(), e.job.kind())))
+            .collect()
+    }
+
+    // ----- client requests -------------------------------------------------
+
+    fn on_request(&mut self, request: RequestId, body: ClientRequest, out: &mut Vec<Command>) {
+        let reply = |message| Command::Reply { request, message };
+        match body {
+            ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. } => {
+                // Run logging is served at the edge (it touches only the run store).
+                out.push(reply(ToClient::Error(
+                    "run logging is not a cluster request".into(),
+                )))
+            }
+            ClientRequest::Info => out.push(reply(ToClient::Info(self.cluster_info()))),
+            ClientRequest::List => out.push(reply(ToClient::Frames(
+                self.frames.complete().map(Frame::summary).collect(),
+            ))),
+            ClientRequest::Unpersist { name } => match self.frames.by_name(&name) {
+                Some(id) => {
+                    self.frames.drop_frame(&mut self.cluster, id, out);
+                    out.push(reply(ToClient::Done));
+                }
+                None => out.push(reply(ToClient::Error(format!(
+                    "no persisted frame named '{name}'"
+                )))),
+            },
+            ClientRequest::Len { source } if self.frames.by_name(&source).is_some() => {
+                let frame = self.frames.by_name(&source).expect("just found");
+                let rows = self.frames.get(frame).map_or(0, Frame::rows);
+                out.push(reply(ToClient::Count(rows)));
+            }
+            body => {
+                let reserved = self.reserved_names();
+                let mut at = Planning {
+                    frames: &self.frames,
+                    cluster: &self.cluster,
+                    ids: &mut self.ids,
+                    reserved: &reserved,
+                };
+                match jobs::for_request(body, &mut at) {
+                    Ok(job) => self.start_job(Some(request), job, out),
+                    Err(error) => out.push(reply(ToClient::Error(error))),
+                }
+            }
+        }
+    }
+
+    // ----- task outcomes ---------------------------------------------------
+
+    fn on_report(&mut self, worker: WorkerId, report: TaskReport, out: &mut Vec<Command>) {
+        let (id, result) = match report {
+            TaskReport::Finished { id, output } => (TaskId(id), Ok(output)),
+            TaskReport::Failed { id, error } => (TaskId(id), Err(error)),
+        };
+        // A report for a task we no longer track (cancelled, or reassigned after
+        // the worker was presumed lost) is ignored; a partition it loaded is freed
+        // unless it is the copy we count on.
+        if !self.cluster.is_running_on(id, worker) {
+            let loaded: Vec<PartitionKey> = match &result {
+                Ok(TaskOutput::Loaded { key, .. }) => vec![*key],
+                Ok(TaskOutput::LoadedMany(parts)) => parts.iter().map(|p| p.0).collect(),
+                _ => Vec::new(),
+            };
+            let uncounted: Vec<PartitionKey> = loaded
+                .into_iter()
+                .filter(|key| self.frames.holder(*key) != Some(worker))
+                .collect();
+            if !uncounted.is_empty() {
+                out.push(Command::ToWorker {
+                    worker,
+                    message: ToWorker::Drop(uncounted),
+                });
+            }
+            return;
+        }
+        let name = self
+            .cluster
+            .worker(worker)
+            .map(|w| w.info.name.clone())
+            .unwrap_or_default();
+        let task = self.cluster.remove(id).expect("task present");
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.record_task(id, &task, &name, outcome);
+        match result {
+            Ok(output) => {
+                self.counters.tasks_finished += 1;
+                self.record_loads(worker, id, &task, &output, out);
+                self.drive(task.job, out, |job, cx| {
+                    job.on_output(cx, &task.kind, output)
+                });
+            }
+            Err(error) => {
+                self.counters.tasks_failed += 1;
+                self.drive(task.job, out, |job, cx| {
+                    job.on_task_failed(cx, &task.kind, error)
+                });
+            }
+        }
+    }
+
+    /// Partitions a load or a rebuild of ranges produced are held now.
+    fn record_loads(
+        &mut self,
+        worker: WorkerId,
+        id: TaskId,
+        task: &Task,
+        output: &TaskOutput,
+        out: &mut Vec<Command>,
+    ) {
+        let loaded: Vec<(PartitionKey, u64, u64)> = match (output, &task.kind) {
+            (TaskOutput::Loaded { key, rows, bytes }, _) => vec![(*key, *rows, *bytes)],
+            (
+                TaskOutput::LoadedMany(parts),
+                stratus_protocol::messages::TaskKind::RebuildRanges { .. },
+            ) => parts.clone(),
+            _ => return,
+        };
+        for part in loaded {
+            let frame = FrameId(part.0.frame);
+            if self.frames.loaded(&mut self.cluster, worker, id, part, out) {
+                self.changed.insert(frame);
+            }
+        }
+    }
+
+    /// Record a task that ended on `worker` in the task stream.
+    fn record_task(&mut self, id: TaskId, task: &Task, worker: &str, outcome: &'static str) {
+        let request = self.jobs.get(&task.job).and_then(|j| j.request);
+        let record = TaskRecord {
+            id: id.0,
+            request: request.map(|r| r.0),
+            kind: task.kind.label(),
+            worker: worker.to_string(),
+            start: task.started.unwrap_or(self.clock),
+            end: self.clock,
+            outcome,
+        };
+        self.activity.task_ended(record, task.kind.step());
+    }
+
+    // ----- workers leaving -------------------------------------------------
+
+    /// A worker is gone: its running tasks go back to the queue (or fail
+    /// their job after too many lost workers), the partitions it held are
+    /// rebuilt from lineage by a background job, and jobs with work pinned
+    /// to it decide what to do (rounds run again).
+    fn remove_worker(&mut self, worker: WorkerId, reason: &str, out: &mut Vec<Command>) {
+        let Some((w, running)) = self.cluster.leave(worker) else {
+            return;
+        };
+        self.counters.workers_lost += 1;
+        let mut failed = Vec::new();
+        for &id in running.iter().rev() {
+            if let Some(task) = self.cluster.task(id).cloned() {
+                self.record_task(id, &task, &w.info.name, "lost");
+            }
+            let max_attempts = self.config.max_task_attempts;
+            let Some(task) = self.cluster.task_mut(id) else {
+                continue;
+            };
+            if task.worker_pin.is_some() {
+                continue; // its job decides (its round runs again)
+            }
+            task.attempts += 1;
+            if task.attempts >= max_attempts {
+                let error = format!(
+                    "a task was lost with {} workers in a row (last: worker '{}', {reason})",
+                    task.attempts, w.info.name
+                );
+                failed.push((self.cluster.remove(id).expect("task present"), error));
+            } else {
+                self.counters.tasks_retried += 1;
+                self.cluster.requeue_front(id);
+            }
+        }
+        let mut lost: Vec<PartitionKey> = w.partitions.iter().copied().collect();
+        lost.sort_unstable();
+        self.frames.release_holder(&lost);
+        let pinned = self.cluster.jobs_pinned_to(worker);
+        for (task, error) in failed {
+            self.drive(task.job, out, |job, cx| {
+                job.on_task_failed(cx, &task.kind, error)
+            });
+        }
+        if !lost.is_empty() {
+            self.start_job(None, Box::new(RebuildJob::new(lost)), out);
+        }
+        for job in pinned {
+            self.drive(job, out, |j, cx| j.on_worker_lost(cx, worker));
+        }
+    }
+
+    // ----- placement and progress -------------------------------------------
+
+    /// Place queued tasks; tasks that can never run fail their job.
+    fn dispatch(&mut self, out: &mut Vec<Command>) {
+        for _ in 0..4 {
+            let doomed = self.cluster.dispatch(&self.frames, self.clock, out);
+            if doomed.is_empty() {
+                return;
+            }
+            for d in doomed {
+                self.drive(d.job, out, |job, cx| {
+                    job.on_task_failed(cx, &d.task.kind, d.error)
+                });
+            }
+            self.tell_changed_frames(out);
+        }
+    }
+
+    /// Note requests that got their final answer, and tell clients whose
+    /// requests progressed (one message per request per event).
+    fn track_requests(&mut self, now: Instant, out: &mut Vec<Command>) {
+        for command in out.iter() {
+            if let Command::Reply { request, message } = command {
+                if message.is_final() {
+                    let state = match message {
+                        ToClient::Error(e) => RequestState::Error(e.clone()),
+                        _ => RequestState::Ok,
+                    };
+                    self.activity.request_ended(request.0, state, now);
+                }
+            }
+        }
+        for (request, step) in self.activity.take_changed() {
+            out.push(Command::Reply {
+                request: RequestId(request),
+                message: ToClient::Progress {
+                    stage: step.name.to_string(),
+                    done: step.done,
+                    total: step.total,
+                },
+            });
+        }
+    }
+}

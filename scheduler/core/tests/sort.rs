@@ -1,0 +1,332 @@
+//! Sorting a persisted frame: in place when its partitions already range
+//! the key (a derived persist, no data moves), by a shuffle otherwise (the
+//! sorted frame's ranges held by their owners, with lineage to rebuild a
+//! lost range), and frame names reserved while a sort runs.
+
+mod common;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use common::*;
+use stratus_protocol::messages::{PartitionBoundsWire, ReduceOp, Step};
+
+fn ipc_of(columns: Vec<(&str, Vec<f64>)>) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(
+        columns
+            .into_iter()
+            .map(|(name, values)| (name, Arc::new(Float64Array::from(values)) as ArrayRef)),
+    )
+    .unwrap();
+    stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch]).unwrap()
+}
+
+/// Partition `index` holds temperatures in `bounds(index)`.
+fn sample_answer(kind: &TaskKind, bounds: &dyn Fn(u32) -> (f64, f64)) -> TaskOutput {
+    let TaskKind::Reduce {
+        partitions,
+        op: ReduceOp::SortSample { key, .. },
+    } = kind
+    else {
+        panic!("not a sort sample: {kind:?}")
+    };
+    assert_eq!(key, "temperature");
+    let mut sample = Vec::new();
+    let partitions = partitions
+        .iter()
+        .map(|k| {
+            let (lo, hi) = bounds(k.index);
+            sample.extend([lo, (lo + hi) / 2.0, hi]);
+            PartitionBoundsWire {
+                index: k.index,
+                bounds_ipc: Some(ipc_of(vec![("min", vec![lo]), ("max", vec![hi])])),
+                invalid: 0,
+            }
+        })
+        .collect();
+    TaskOutput::SortSample {
+        partitions,
+        sample_ipc: ipc_of(vec![("sample", sample)]),
+    }
+}
+
+fn is_sample(kind: &TaskKind) -> bool {
+    matches!(
+        kind,
+        TaskKind::Reduce {
+            op: ReduceOp::SortSample { .. },
+            ..
+        }
+    )
+}
+
+fn sort(into: Option<&str>) -> ClientRequest {
+    ClientRequest::Sort {
+        source: "t".into(),
+        by: "temperature".into(),
+        into: into.map(str::to_string),
+    }
+}
+
+/// Finish every running derived load (next to a persisted parent).
+fn finish_derived_loads(sim: &mut Sim) -> Vec<Command> {
+    sim.answer_running(
+        |k| {
+            matches!(
+                k,
+                TaskKind::Load {
+                    input: LoadInput::Persisted(_),
+                    ..
+                }
+            )
+        },
+        |_, kind| match kind {
+            TaskKind::Load { key, .. } => TaskOutput::Loaded {
+                key: *key,
+                rows: 10,
+                bytes: 1000,
+            },
+            _ => unreachable!(),
+        },
+    )
+}
+
+#[test]
+fn a_frame_ranged_by_the_key_is_sorted_in_place_in_range_order_moving_no_data() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    let (parent, holders) = sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(None));
+    // Partition i holds [100 - 10i - 5, 100 - 10i]: ranged, in reverse order.
+    let bounds = |i: u32| (95.0 - 10.0 * i as f64, 100.0 - 10.0 * i as f64);
+    let cmds = sim.answer_running(is_sample, |_, kind| sample_answer(kind, &bounds));
+    let loads: Vec<(WorkerId, TaskAssignment)> = run_tasks(&cmds);
+    assert_eq!(loads.len(), 2, "one derived load per thread");
+    let mut all_loads = sim.assignments.clone();
+    all_loads.retain(|(_, t)| {
+        matches!(
+            t.kind,
+            TaskKind::Load {
+                input: LoadInput::Persisted(_),
+                ..
+            }
+        )
+    });
+    let cmds = finish_derived_loads(&mut sim);
+    let mut seen = cmds;
+    seen.extend(finish_derived_loads(&mut sim));
+    let answer = final_reply(&seen, 2).expect("answered");
+    let ToClient::Persisted(summary) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!((summary.name.as_str(), summary.partitions), ("t", 4));
+    // New partition j is parent partition 3 - j, sorted where it was held.
+    let mut derived: Vec<(WorkerId, TaskAssignment)> = sim
+        .assignments
+        .iter()
+        .filter(|(_, t)| {
+            matches!(
+                t.kind,
+                TaskKind::Load {
+                    input: LoadInput::Persisted(_),
+                    ..
+                }
+            )
+        })
+        .cloned()
+        .collect();
+    derived.sort_by_key(|(_, t)| match &t.kind {
+        TaskKind::Load { key, .. } => key.index,
+        _ => unreachable!(),
+    });
+    for (j, (worker, task)) in derived.iter().enumerate() {
+        let TaskKind::Load {
+            input: LoadInput::Persisted(from),
+            steps,
+            ..
+        } = &task.kind
+        else {
+            unreachable!()
+        };
+        assert_eq!(from.frame, parent);
+        assert_eq!(from.index, 3 - j as u32);
+        assert!(holders[worker].contains(from), "loaded next to its parent");
+        assert_eq!(steps, &vec![Step::SortWithin("temperature".into())]);
+    }
+    // The old frame is gone from the workers; one frame named t remains.
+    let dropped: BTreeSet<PartitionKey> = drops(&seen).into_values().flatten().collect();
+    assert_eq!(dropped.len(), 4);
+    assert!(dropped.iter().all(|k| k.frame == parent));
+    let frames = sim.list(3);
+    assert_eq!(frames.len(), 1);
+    sim.assert_idle();
+}
+
+/// Sort `t` by a shuffle into `into`; returns the sorted frame's id on the
+/// wire and the owner of each range.
+fn shuffle_sort(sim: &mut Sim, request: u64, into: &str) -> (u64, BTreeMap<u32, WorkerId>) {
+    sim.request(request, sort(Some(into)));
+    // Every partition spans the same values: not ranged.
+    let cmds = sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0)));
+    let sends = sim.running_where(|k| matches!(k, TaskKind::ShuffleSend { .. }));
+    assert_eq!(sends.len(), 2, "every holder sends: {cmds:?}");
+    for (_, _, kind) in &sends {
+        let TaskKind::ShuffleSend { owners, .. } = kind else {
+            unreachable!()
+        };
+        assert_eq!(owners.len(), 4, "one range per partition of the parent");
+    }
+    sim.answer_running(
+        |k| matches!(k, TaskKind::ShuffleSend { .. }),
+        |_, _| TaskOutput::Delivered {
+            rows: 20,
+            bytes: 2000,
+        },
+    );
+    let collects = sim.running_where(|k| matches!(k, TaskKind::ShuffleCollect { .. }));
+    assert_eq!(collects.len(), 2, "every owner collects its ranges");
+    let mut owners = BTreeMap::new();
+    let mut frame = 0;
+    let seen = sim.answer_running(
+        |k| matches!(k, TaskKind::ShuffleCollect { .. }),
+        |_, kind| {
+            let TaskKind::ShuffleCollect { ranges, frame, .. } = kind else {
+                unreachable!()
+            };
+            TaskOutput::LoadedMany(
+                ranges
+                    .iter()
+                    .map(|r| {
+                        (
+                            PartitionKey {
+                                frame: *frame,
+                                index: *r,
+                            },
+                            10,
+                            1000,
+                        )
+                    })
+                    .collect(),
+            )
+        },
+    );
+    for (worker, task) in &sim.assignments {
+        if let TaskKind::ShuffleCollect {
+            ranges, frame: f, ..
+        } = &task.kind
+        {
+            frame = *f;
+            for r in ranges {
+                owners.insert(*r, *worker);
+            }
+        }
+    }
+    match final_reply(&seen, request) {
+        Some(ToClient::Persisted(summary)) => {
+            assert_eq!(summary.name, into);
+            assert_eq!((summary.partitions, summary.partitions_held), (4, 4));
+            assert_eq!(summary.rows, 40);
+        }
+        other => panic!("expected Persisted, got {other:?}"),
+    }
+    (frame, owners)
+}
+
+#[test]
+fn a_shuffle_sort_keeps_each_range_on_its_owner_as_a_new_frame() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    let (frame, owners) = shuffle_sort(&mut sim, 2, "sorted");
+    for (range, owner) in &owners {
+        assert!(sim.partitions_of(*owner).contains(&PartitionKey {
+            frame,
+            index: *range
+        }));
+    }
+    let names: BTreeSet<String> = sim.list(3).into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["sorted", "t"].map(String::from).into());
+    // Mailboxes of the job are forgotten on every worker.
+    sim.assert_idle();
+}
+
+#[test]
+fn lost_ranges_of_a_shuffled_frame_are_rebuilt_from_the_parents_parquet_inputs() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    let (frame, owners) = shuffle_sort(&mut sim, 2, "sorted");
+    let lost: Vec<u32> = owners
+        .iter()
+        .filter(|(_, w)| **w == WorkerId(2))
+        .map(|(r, _)| *r)
+        .collect();
+    assert!(!lost.is_empty());
+    sim.leave(2);
+    // The parent's lost partitions reload first (one thread), then the ranges.
+    sim.finish_parquet_loads();
+    let rebuilds =
+        sim.running_where(|k| matches!(k, TaskKind::RebuildRanges { frame: f, .. } if *f == frame));
+    let [(
+        worker,
+        id,
+        TaskKind::RebuildRanges {
+            parts,
+            sources,
+            key,
+            boundaries_ipc,
+            ..
+        },
+    )] = &rebuilds[..]
+    else {
+        panic!("one rebuild of the sorted frame's ranges: {rebuilds:?}")
+    };
+    assert_eq!(*worker, WorkerId(1));
+    assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), lost);
+    assert_eq!(sources.len(), 4, "every Parquet input of the parent");
+    assert_eq!(key, "temperature");
+    assert!(!boundaries_ipc.is_empty());
+    let output = TaskOutput::LoadedMany(
+        parts
+            .iter()
+            .map(|(_, index)| {
+                (
+                    PartitionKey {
+                        frame,
+                        index: *index,
+                    },
+                    10,
+                    1000,
+                )
+            })
+            .collect(),
+    );
+    let (worker, id) = (*worker, *id);
+    sim.finish(worker, id, output);
+    let sorted = sim
+        .list(3)
+        .into_iter()
+        .find(|f| f.name == "sorted")
+        .unwrap();
+    assert_eq!(sorted.partitions_held, 4);
+    assert!(sim.state.counters().partitions_rebuilt >= lost.len() as u64);
+    sim.assert_idle();
+}
+
+#[test]
+fn a_name_a_running_sort_will_create_is_refused_to_persist_and_to_other_sorts() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(Some("s")));
+    assert_eq!(sim.running_where(is_sample).len(), 2);
+    let cmds = sim.request(3, persist("s", false));
+    let error = expect_error(&cmds, 3);
+    assert!(error.contains("'s'") && error.contains("sort"), "{error}");
+    let cmds = sim.request(4, persist("s", true));
+    assert!(expect_error(&cmds, 4).contains("'s'"));
+    let cmds = sim.request(5, sort(Some("s")));
+    assert!(expect_error(&cmds, 5).contains("'s'"));
+    // And a name a persist is loading is refused to a sort.
+    sim.request(6, persist("p", false));
+    let cmds = sim.request(7, sort(Some("p")));
+    let error = expect_error(&cmds, 7);
+    assert!(
+        error.contains("'p'") && error.contains("persist"),
+        "{error}"
+    );
+}
