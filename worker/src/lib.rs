@@ -7,11 +7,13 @@
 //! - [`store`]: the persisted partitions and mailboxes and the memory they
 //!   hold, refusing to go over the memory limit (owned by the state);
 //! - [`tasks`]: what each task kind computes (pure functions over the engine);
-//! - [`node`]: the actix actor owning the running tasks, and the QUIC edge to
-//!   the scheduler;
+//! - [`exec`]: runs task bodies on blocking threads and their deliveries;
+//! - [`node`]: the actix actor that feeds the state machine and carries out
+//!   its commands, and the QUIC edge to the scheduler;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
+pub mod exec;
 pub mod metrics;
 pub mod node;
 pub mod peer;
