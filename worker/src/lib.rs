@@ -1,16 +1,22 @@
 //! `stratus-worker`: runs tasks on compute threads and holds persisted
 //! partitions in RAM.
 //!
+//! - [`state`]: the worker's decisions as a sans-IO state machine (which
+//!   tasks run under the thread limit, their inputs, what the store keeps,
+//!   cancellations, what is reported);
+//! - [`store`]: the persisted partitions and mailboxes and the memory they
+//!   hold, refusing to go over the memory limit (owned by the state);
 //! - [`tasks`]: what each task kind computes (pure functions over the engine);
-//! - [`store`]: the persisted partitions and the memory they hold, refusing
-//!   to go over the memory limit;
-//! - [`node`]: the actix actor owning the store and the running tasks, and the
-//!   QUIC edge to the scheduler;
+//! - [`exec`]: runs task bodies on blocking threads and their deliveries;
+//! - [`node`]: the actix actor that feeds the state machine and carries out
+//!   its commands, and the QUIC edge to the scheduler;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
+pub mod exec;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod state;
 pub mod store;
 pub mod tasks;

@@ -1,83 +1,44 @@
 //! The worker's actor and its QUIC edge to the scheduler.
 //!
-//! [`WorkerActor`] owns the [`Store`] and the set of running tasks. Task
-//! bodies run on blocking compute threads (at most `nthreads` at a time), so
-//! the QUIC I/O on the tokio runtime never waits for compute. Results come
-//! back to the actor, which keeps loaded partitions (or refuses them over the
-//! memory limit) and queues reports; a writer task drains the queue and sends
-//! whatever has accumulated as one frame.
+//! [`WorkerActor`] feeds what happens (tasks assigned, cancels and drops
+//! from the scheduler, deliveries from peers, task bodies ending, heartbeat
+//! ticks) to the [`WorkerState`] state machine, which makes every decision,
+//! and carries out the commands it returns: task bodies go to the
+//! [`Executor`] (compute on blocking threads, so the QUIC I/O on the tokio
+//! runtime never waits for it), reports and heartbeats go to a queue that a
+//! writer task drains, sending whatever has accumulated as one frame.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use arrow_array::RecordBatch;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{
-    ArchivedToWorker, ArchivedWelcome, FromWorker, HeadInput, Hello, LoadInput, MailboxKey,
-    PartitionKey, PeerPush, PeerRef, PeerRole, ReduceOp, TaskAssignment, TaskKind, TaskOutput,
-    TaskReport, WorkerInfo,
+    ArchivedToWorker, ArchivedWelcome, FromWorker, Hello, MailboxKey, PartitionKey, PeerRole,
+    TaskAssignment, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
 
+use crate::exec::Executor;
 use crate::metrics::{TaskOutcome, WorkerMetrics};
 use crate::peer::{Deliver, PeerService};
-use crate::store::Store;
-use crate::tasks;
+use crate::state::{self, Command, Event, WorkerState};
 
 /// Heartbeat interval.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Something that happened, for the state machine.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Run(Vec<TaskAssignment>);
+struct Input(Event);
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Cancel(Vec<u64>);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct DropPartitions(Vec<PartitionKey>);
-
-enum Computed {
-    Output(TaskOutput),
-    Loaded {
-        key: PartitionKey,
-        batches: Vec<RecordBatch>,
-    },
-    /// Several partitions to keep (a shuffle's ranges).
-    LoadedMany(Vec<(PartitionKey, Vec<RecordBatch>)>),
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Done {
-    id: u64,
-    result: Result<Computed, String>,
-}
-
-/// Owns the persisted partitions and the running tasks of this worker.
-pub struct WorkerActor {
-    name: String,
-    /// Our id at the scheduler (peers see it as the sender of deliveries).
-    id: u64,
-    store: Store,
-    /// Data peers delivered for jobs: one entry per delivery.
-    running: HashSet<u64>,
-    cancelled: HashSet<u64>,
-    outbox: mpsc::UnboundedSender<FromWorker>,
-    compute: Arc<Semaphore>,
-    peers: Arc<PeerService>,
-    metrics: Arc<WorkerMetrics>,
-}
-
-/// Data delivered by a peer (or by ourselves) to a mailbox.
+/// Data delivered by a peer (or by ourselves) to a mailbox; the answer is
+/// whether it was kept.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 struct Delivery {
@@ -85,80 +46,50 @@ struct Delivery {
     batches: Vec<RecordBatch>,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Forget(u64);
-
-impl Handler<Delivery> for WorkerActor {
-    type Result = Result<(), String>;
-    fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) -> Self::Result {
-        self.store.deliver(&self.name, msg.mailbox, msg.batches)
-    }
-}
-
-impl Handler<Forget> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
-        self.store.forget_job(msg.0);
-    }
+/// Carries out the decisions of this worker's [`WorkerState`].
+pub struct WorkerActor {
+    state: WorkerState,
+    exec: Executor,
+    outbox: mpsc::UnboundedSender<FromWorker>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerActor {
-    fn report(&self, report: TaskReport) {
-        self.metrics.task_reported(&report);
-        self.metrics.observe_store(&self.store);
-        let _ = self.outbox.send(FromWorker::Reports(vec![report]));
-    }
-
-    /// The partial group-bys delivered to a mailbox: exactly `expect` of them.
-    fn take_partials(
-        &mut self,
-        mailbox: &MailboxKey,
-        expect: u32,
-    ) -> Result<Vec<RecordBatch>, String> {
-        let parts = self.store.take_mailbox(mailbox);
-        if parts.len() != expect as usize {
-            return Err(format!(
-                "worker '{}': expected {expect} partial group-bys in mailbox {}/{}, received {}",
-                self.name,
-                mailbox.job,
-                mailbox.tag,
-                parts.len()
-            ));
-        }
-        Ok(parts.into_iter().flatten().collect())
-    }
-
-    /// The batches of these held partitions, in order (cheap clones).
-    fn held(&self, keys: &[PartitionKey]) -> Result<Vec<RecordBatch>, String> {
-        let mut out = Vec::new();
-        for key in keys {
-            match self.store.get(key) {
-                Some(p) => out.extend(p.batches.iter().cloned()),
-                None => {
-                    return Err(format!(
-                        "worker '{}' does not hold partition {}/{}",
-                        self.name, key.frame, key.index
-                    ))
-                }
+    /// Hand `event` to the state machine and carry out its commands;
+    /// returns the answer to a delivery, if the commands hold one.
+    fn feed(&mut self, event: Event) -> Option<Result<(), String>> {
+        if let Event::Run(tasks) = &event {
+            for task in tasks {
+                self.metrics.task_started(task.id, &task.kind);
             }
         }
-        Ok(out)
-    }
-
-    /// Each held partition's batches, by key.
-    fn held_each(
-        &self,
-        keys: &[PartitionKey],
-    ) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, String> {
-        keys.iter()
-            .map(|key| Ok((*key, self.held(std::slice::from_ref(key))?)))
-            .collect()
-    }
-
-    fn refuse(&mut self, id: u64, error: String) {
-        self.running.remove(&id);
-        self.report(TaskReport::Failed { id, error });
+        let commands = self.state.handle(event);
+        self.metrics.observe_store(self.state.store());
+        let mut answer = None;
+        for command in commands {
+            match command {
+                Command::Execute(ready) => self.exec.start(*ready),
+                Command::Report(report) => {
+                    self.metrics.task_reported(&report);
+                    let _ = self.outbox.send(FromWorker::Reports(vec![report]));
+                }
+                Command::Heartbeat {
+                    memory_used,
+                    running,
+                } => {
+                    let _ = self.outbox.send(FromWorker::Heartbeat {
+                        memory_used,
+                        running,
+                    });
+                }
+                Command::Cancelled { id } => {
+                    debug!("cancelled task {id} ended; nothing reported");
+                    self.metrics.task_ended(id, TaskOutcome::Cancelled);
+                }
+                Command::Answer(result) => answer = Some(result),
+            }
+        }
+        answer
     }
 }
 
@@ -167,418 +98,58 @@ impl Actor for WorkerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(HEARTBEAT, |actor, _| {
-            actor.metrics.observe_store(&actor.store);
-            let _ = actor.outbox.send(FromWorker::Heartbeat {
-                memory_used: actor.store.used() + actor.store.in_flight(),
-                running: actor.running.len() as u32,
-            });
+            actor.feed(Event::Tick);
         });
     }
 }
 
-fn spawn_compute<F>(compute: Arc<Semaphore>, me: Addr<WorkerActor>, id: u64, body: F)
-where
-    F: FnOnce() -> Result<Computed, String> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let Ok(_permit) = compute.acquire_owned().await else {
-            return;
-        };
-        let result = match tokio::task::spawn_blocking(body).await {
-            Ok(result) => result,
-            Err(e) => Err(format!("task panicked: {e}")),
-        };
-        me.do_send(Done { id, result });
-    });
-}
-
-/// Compute one batch on a compute thread and deliver it to `push.mailbox` on
-/// `to` (through our own actor when `to` is us); the task reports
-/// `Delivered` once the receiver holds it.
-fn compute_and_deliver<F>(
-    compute: Arc<Semaphore>,
-    me: Addr<WorkerActor>,
-    peers: Arc<PeerService>,
-    id: u64,
-    push: PeerPush,
-    to: PeerRef,
-    body: F,
-) where
-    F: FnOnce() -> Result<RecordBatch, String> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let result = async {
-            let _permit = compute.acquire_owned().await.map_err(|e| e.to_string())?;
-            let batch = tokio::task::spawn_blocking(body)
-                .await
-                .map_err(|e| format!("task panicked: {e}"))??;
-            let rows = batch.num_rows() as u64;
-            let bytes = if to.worker == push.from_worker {
-                me.send(Delivery {
-                    mailbox: push.mailbox,
-                    batches: vec![batch],
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                0
-            } else {
-                peers.send(&to, push, &batch.schema(), &[batch]).await?
-            };
-            Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
-        }
-        .await;
-        me.do_send(Done { id, result });
-    });
-}
-
-impl Handler<Run> for WorkerActor {
+impl Handler<Input> for WorkerActor {
     type Result = ();
-    fn handle(&mut self, msg: Run, ctx: &mut Context<Self>) {
-        for task in msg.0 {
-            let id = task.id;
-            self.running.insert(id);
-            self.metrics.task_started(id, &task.kind);
-            let me = ctx.address();
-            let compute = self.compute.clone();
-            match task.kind {
-                TaskKind::ListFiles { source } => spawn_compute(compute, me, id, move || {
-                    tasks::list_files(&source).map(Computed::Output)
-                }),
-                TaskKind::ReadFooters { files } => spawn_compute(compute, me, id, move || {
-                    tasks::read_footers(&files).map(Computed::Output)
-                }),
-                TaskKind::Load {
-                    key,
-                    input: LoadInput::Parquet(input),
-                    columns,
-                    steps,
-                } => spawn_compute(compute, me, id, move || {
-                    tasks::load(&input, columns.as_deref(), &steps)
-                        .map(|batches| Computed::Loaded { key, batches })
-                }),
-                TaskKind::Load {
-                    key,
-                    input: LoadInput::Persisted(parent),
-                    steps,
-                    ..
-                } => match self.held(&[parent]) {
-                    Ok(batches) => spawn_compute(compute, me, id, move || {
-                        tasks::derive(batches, &steps)
-                            .map(|batches| Computed::Loaded { key, batches })
-                    }),
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::GroupByPartial {
-                    partitions,
-                    spec,
-                    mailbox,
-                    deliver_to,
-                } => match self.held(&partitions) {
-                    Ok(batches) => {
-                        let push = PeerPush {
-                            mailbox,
-                            from_worker: self.id,
-                        };
-                        compute_and_deliver(
-                            compute,
-                            me,
-                            self.peers.clone(),
-                            id,
-                            push,
-                            deliver_to,
-                            move || tasks::groupby_partial(&batches, &spec),
-                        );
-                    }
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::GroupByMerge {
-                    spec,
-                    mailbox,
-                    expect,
-                    deliver_to,
-                    out,
-                } => match self.take_partials(&mailbox, expect) {
-                    Err(error) => self.refuse(id, error),
-                    Ok(partials) => {
-                        let push = PeerPush {
-                            mailbox: out,
-                            from_worker: self.id,
-                        };
-                        compute_and_deliver(
-                            compute,
-                            me,
-                            self.peers.clone(),
-                            id,
-                            push,
-                            deliver_to,
-                            move || tasks::groupby_merge(&partials, &spec),
-                        );
-                    }
-                },
-                TaskKind::GroupByFinal {
-                    spec,
-                    mailbox,
-                    expect,
-                } => match self.take_partials(&mailbox, expect) {
-                    Err(error) => self.refuse(id, error),
-                    Ok(batches) => spawn_compute(compute, me, id, move || {
-                        tasks::groupby_final(&batches, &spec).map(Computed::Output)
-                    }),
-                },
-                TaskKind::PrepareWrite { spec } => spawn_compute(compute, me, id, move || {
-                    tasks::prepare_write(&spec).map(Computed::Output)
-                }),
-                TaskKind::WriteParts { partitions, spec } => match self.held_each(&partitions) {
-                    Ok(parts) => spawn_compute(compute, me, id, move || {
-                        tasks::write_parts(&parts, &spec).map(Computed::Output)
-                    }),
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::CommitWrite { spec, staged } => {
-                    spawn_compute(compute, me, id, move || {
-                        tasks::commit_write(&spec, &staged).map(Computed::Output)
-                    })
-                }
-                TaskKind::AbortWrite { spec } => spawn_compute(compute, me, id, move || {
-                    tasks::abort_write(&spec).map(Computed::Output)
-                }),
-                TaskKind::Reduce {
-                    partitions,
-                    op: ReduceOp::SortSample { key, sample },
-                } => match self.held_each(&partitions) {
-                    Ok(parts) => spawn_compute(compute, me, id, move || {
-                        tasks::sort_sample(&parts, &key, sample as usize).map(Computed::Output)
-                    }),
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::ShuffleSend {
-                    partitions,
-                    key,
-                    boundaries_ipc,
-                    owners,
-                    job,
-                    tag_base,
-                } => match self.held(&partitions) {
-                    Ok(batches) => {
-                        let peers = self.peers.clone();
-                        let my_id = self.id;
-                        tokio::spawn(async move {
-                            let result = async {
-                                let _permit =
-                                    compute.acquire_owned().await.map_err(|e| e.to_string())?;
-                                let ranges = tokio::task::spawn_blocking(move || {
-                                    tasks::split_ranges(&batches, &key, &boundaries_ipc)
-                                })
-                                .await
-                                .map_err(|e| format!("task panicked: {e}"))??;
-                                let (mut rows, mut bytes) = (0u64, 0u64);
-                                // Deliveries to peers run concurrently (each waits
-                                // for its acknowledgement); ours go to our actor.
-                                let mut sends = tokio::task::JoinSet::new();
-                                for (r, range) in ranges.into_iter().enumerate() {
-                                    let Some(schema) = range.first().map(|b| b.schema()) else {
-                                        continue;
-                                    };
-                                    let owner =
-                                        owners.get(r).ok_or("sort: a range has no owner")?.clone();
-                                    let mailbox = MailboxKey {
-                                        job,
-                                        tag: tag_base + r as u32,
-                                    };
-                                    rows += range.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                                    if owner.worker == my_id {
-                                        me.send(Delivery {
-                                            mailbox,
-                                            batches: range,
-                                        })
-                                        .await
-                                        .map_err(|e| e.to_string())??;
-                                    } else {
-                                        let push = PeerPush {
-                                            mailbox,
-                                            from_worker: my_id,
-                                        };
-                                        let peers = peers.clone();
-                                        sends.spawn(async move {
-                                            peers.send(&owner, push, &schema, &range).await
-                                        });
-                                    }
-                                }
-                                while let Some(sent) = sends.join_next().await {
-                                    bytes +=
-                                        sent.map_err(|e| format!("delivery panicked: {e}"))??;
-                                }
-                                Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
-                            }
-                            .await;
-                            me.do_send(Done { id, result });
-                        });
-                    }
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::ShuffleCollect {
-                    ranges,
-                    key,
-                    job,
-                    tag_base,
-                    frame,
-                } => {
-                    let received: Vec<(u32, Vec<RecordBatch>)> = ranges
-                        .iter()
-                        .map(|r| {
-                            let mailbox = MailboxKey {
-                                job,
-                                tag: tag_base + r,
-                            };
-                            let batches = self
-                                .store
-                                .take_mailbox(&mailbox)
-                                .into_iter()
-                                .flatten()
-                                .collect();
-                            (*r, batches)
-                        })
-                        .collect();
-                    spawn_compute(compute, me, id, move || {
-                        let mut sorted = Vec::with_capacity(received.len());
-                        for (r, batches) in received {
-                            let batches = tasks::sort_range(&batches, &key)?;
-                            sorted.push((PartitionKey { frame, index: r }, batches));
-                        }
-                        Ok(Computed::LoadedMany(sorted))
-                    })
-                }
-                TaskKind::RebuildRanges {
-                    frame,
-                    parts,
-                    sources,
-                    key,
-                    boundaries_ipc,
-                    steps,
-                } => spawn_compute(compute, me, id, move || {
-                    let ranges: Vec<u32> = parts.iter().map(|&(r, _)| r).collect();
-                    let rebuilt =
-                        tasks::rebuild_ranges(&sources, &key, &boundaries_ipc, &ranges, &steps)?;
-                    Ok(Computed::LoadedMany(
-                        parts
-                            .iter()
-                            .zip(rebuilt)
-                            .map(|(&(_, index), (_, batches))| {
-                                (PartitionKey { frame, index }, batches)
-                            })
-                            .collect(),
-                    ))
-                }),
-                TaskKind::Reduce { partitions, op } => match self.held(&partitions) {
-                    Ok(batches) => spawn_compute(compute, me, id, move || {
-                        tasks::reduce(&batches, &op).map(Computed::Output)
-                    }),
-                    Err(error) => self.refuse(id, error),
-                },
-                TaskKind::Head {
-                    input: HeadInput::Parquet(input),
-                    n,
-                    columns,
-                } => spawn_compute(compute, me, id, move || {
-                    tasks::head_parquet(&input, n, columns.as_deref()).map(Computed::Output)
-                }),
-                TaskKind::Head {
-                    input: HeadInput::Persisted(key),
-                    n,
-                    columns,
-                } => match self.store.get(&key) {
-                    Some(p) => {
-                        let batches = p.batches.clone();
-                        spawn_compute(compute, me, id, move || {
-                            tasks::head_of(&batches, n, columns.as_deref()).map(Computed::Output)
-                        })
-                    }
-                    None => {
-                        self.running.remove(&id);
-                        self.report(TaskReport::Failed {
-                            id,
-                            error: format!(
-                                "worker '{}' does not hold partition {}/{}",
-                                self.name, key.frame, key.index
-                            ),
-                        });
-                    }
-                },
-            }
-        }
+    fn handle(&mut self, msg: Input, _: &mut Context<Self>) {
+        self.feed(msg.0);
     }
 }
 
-impl Handler<Done> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, msg: Done, _: &mut Context<Self>) {
-        let id = msg.id;
-        self.running.remove(&id);
-        if self.cancelled.remove(&id) {
-            debug!("dropping the result of cancelled task {id}");
-            self.metrics.task_ended(id, TaskOutcome::Cancelled);
-            return;
-        }
-        let report = match msg.result {
-            Ok(Computed::Output(output)) => TaskReport::Finished { id, output },
-            Ok(Computed::Loaded { key, batches }) => {
-                match self.store.insert(&self.name, key, batches) {
-                    Ok((rows, bytes)) => TaskReport::Finished {
-                        id,
-                        output: TaskOutput::Loaded { key, rows, bytes },
-                    },
-                    Err(error) => TaskReport::Failed { id, error },
-                }
-            }
-            Ok(Computed::LoadedMany(parts)) => {
-                let mut kept: Vec<(PartitionKey, u64, u64)> = Vec::with_capacity(parts.len());
-                let mut failure = None;
-                for (key, batches) in parts {
-                    match self.store.insert(&self.name, key, batches) {
-                        Ok((rows, bytes)) => kept.push((key, rows, bytes)),
-                        Err(error) => {
-                            failure = Some(error);
-                            break;
-                        }
-                    }
-                }
-                match failure {
-                    Some(error) => {
-                        for (key, _, _) in kept {
-                            self.store.remove(&key);
-                        }
-                        TaskReport::Failed { id, error }
-                    }
-                    None => TaskReport::Finished {
-                        id,
-                        output: TaskOutput::LoadedMany(kept),
-                    },
-                }
-            }
-            Err(error) => TaskReport::Failed { id, error },
-        };
-        self.report(report);
+impl Handler<Delivery> for WorkerActor {
+    type Result = Result<(), String>;
+    fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) -> Self::Result {
+        self.feed(Event::Delivery {
+            mailbox: msg.mailbox,
+            batches: msg.batches,
+        })
+        .unwrap_or_else(|| Err("the worker did not answer the delivery".into()))
     }
 }
 
-impl Handler<Cancel> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) {
-        for id in msg.0 {
-            if self.running.contains(&id) {
-                self.cancelled.insert(id);
-            }
-        }
-    }
+/// Deliveries to mailboxes through the actor at `actor`.
+fn deliver_to(actor: Addr<WorkerActor>) -> Deliver {
+    Arc::new(move |mailbox, _from, batches| {
+        let actor = actor.clone();
+        Box::pin(async move { deliver_through(&actor, mailbox, batches).await })
+    })
 }
 
-impl Handler<DropPartitions> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, msg: DropPartitions, _: &mut Context<Self>) {
-        for key in msg.0 {
-            self.store.remove(&key);
-        }
-    }
+/// The same, through a weak address (the actor's own tasks: they must not
+/// keep it alive).
+fn deliver_weak(actor: actix::WeakAddr<WorkerActor>) -> Deliver {
+    Arc::new(move |mailbox, _from, batches| {
+        let actor = actor.upgrade();
+        Box::pin(async move {
+            let actor = actor.ok_or("the worker is shutting down")?;
+            deliver_through(&actor, mailbox, batches).await
+        })
+    })
+}
+
+async fn deliver_through(
+    actor: &Addr<WorkerActor>,
+    mailbox: MailboxKey,
+    batches: Vec<RecordBatch>,
+) -> Result<(), String> {
+    actor
+        .send(Delivery { mailbox, batches })
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Settings of a worker process.
@@ -659,28 +230,33 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         .connections()
         .track(PeerKind::Scheduler, "scheduler", &conn);
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
-    let actor = WorkerActor {
+    let state = WorkerState::new(state::Config {
         name: config.name.clone(),
         id: my_id,
-        store: Store::new(config.memory_limit),
-        running: HashSet::new(),
-        cancelled: HashSet::new(),
-        outbox,
-        compute: Arc::new(Semaphore::new(config.nthreads.max(1) as usize)),
-        peers: peers.clone(),
-        metrics: config.metrics.clone(),
-    }
-    .start();
-    let mailbox_owner = actor.clone();
-    let deliver: Deliver = Arc::new(move |mailbox, _from, batches| {
-        let owner = mailbox_owner.clone();
-        Box::pin(async move {
-            owner
-                .send(Delivery { mailbox, batches })
-                .await
-                .map_err(|e| e.to_string())?
-        })
+        nthreads: config.nthreads,
+        memory_limit: config.memory_limit,
     });
+    let metrics = config.metrics.clone();
+    let exec_peers = peers.clone();
+    let actor = WorkerActor::create(move |ctx| {
+        let me = ctx.address().downgrade();
+        let done_to = me.clone();
+        WorkerActor {
+            state,
+            exec: Executor {
+                peers: exec_peers,
+                local: deliver_weak(me),
+                done: Arc::new(move |id, result| {
+                    if let Some(actor) = done_to.upgrade() {
+                        actor.do_send(Input(Event::TaskDone { id, result }));
+                    }
+                }),
+            },
+            outbox,
+            metrics,
+        }
+    });
+    let deliver = deliver_to(actor.clone());
     tokio::spawn(peers.clone().serve(deliver));
 
     // Writer: send heartbeats as they come, and batch reports that queued up.
@@ -731,7 +307,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                 let owned: Result<Vec<TaskAssignment>, _> =
                     tasks.iter().map(|t| to_owned(t, &peer)).collect();
                 match owned {
-                    Ok(tasks) => actor.do_send(Run(tasks)),
+                    Ok(tasks) => actor.do_send(Input(Event::Run(tasks))),
                     Err(e) => {
                         conn.close(2u32.into(), b"invalid frame");
                         break Err(e);
@@ -739,18 +315,22 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                 }
             }
             Ok(ArchivedToWorker::Cancel(ids)) => {
-                actor.do_send(Cancel(ids.iter().map(|i| i.to_native()).collect()));
+                actor.do_send(Input(Event::Cancel(
+                    ids.iter().map(|i| i.to_native()).collect(),
+                )));
             }
-            Ok(ArchivedToWorker::Forget { job }) => actor.do_send(Forget(job.to_native())),
+            Ok(ArchivedToWorker::Forget { job }) => actor.do_send(Input(Event::Forget {
+                job: job.to_native(),
+            })),
             Ok(ArchivedToWorker::Drop(keys)) => {
-                actor.do_send(DropPartitions(
+                actor.do_send(Input(Event::Drop(
                     keys.iter()
                         .map(|k| PartitionKey {
                             frame: k.frame.to_native(),
                             index: k.index.to_native(),
                         })
                         .collect(),
-                ));
+                )));
             }
             Err(e) => {
                 conn.close(2u32.into(), b"invalid frame");

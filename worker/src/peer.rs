@@ -7,7 +7,8 @@
 //!
 //! A delivery is one bidirectional stream: a [`PeerPush`] frame naming the
 //! mailbox, then an Arrow IPC stream to the end; the receiver hands the
-//! batches to its actor and answers one byte, so when the sender's task
+//! batches to its state machine (through its actor), which keeps or refuses
+//! them, and answers one byte (or a refusal), so when the sender's task
 //! reports, the data is already in the receiver's mailbox.
 
 use std::collections::HashMap;
@@ -38,7 +39,8 @@ pub struct PeerService {
     tracker: ConnectionTracker,
 }
 
-/// Something to do with delivered data (the worker's actor).
+/// Something to do with delivered data: hand it to the worker's state
+/// machine, which keeps it or refuses it with a reason.
 pub type Deliver = Arc<
     dyn Fn(MailboxKey, u64, Vec<RecordBatch>) -> futures_like::BoxFuture<Result<(), String>>
         + Send

@@ -1,0 +1,233 @@
+//! Runs the task bodies [`crate::state::WorkerState`] starts: the compute on
+//! a blocking thread (so QUIC I/O on the tokio runtime never waits for it),
+//! then, for tasks that deliver, the deliveries to mailboxes (a peer's over
+//! the peer endpoint, ours back through the actor). It decides nothing: the
+//! result goes back to the state machine as it came out.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use stratus_protocol::messages::{MailboxKey, PartitionKey, TaskOutput};
+
+use crate::peer::{Deliver, PeerService};
+use crate::state::{Computed, Destination, Ready, TaskId, Work};
+use crate::tasks;
+
+/// Called with a task body's result.
+pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, String>) + Send + Sync>;
+
+/// What task bodies need from the outside world.
+#[derive(Clone)]
+pub struct Executor {
+    /// Deliveries to other workers.
+    pub peers: Arc<PeerService>,
+    /// Deliveries to this worker's own mailboxes.
+    pub local: Deliver,
+    /// Where results go.
+    pub done: OnDone,
+}
+
+impl Executor {
+    /// Run a ready task in the background; its result goes to `done`.
+    pub fn start(&self, ready: Ready) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ready { id, work } = ready;
+            let result = this.run(work).await;
+            (this.done)(id, result);
+        });
+    }
+
+    async fn run(&self, work: Work) -> Result<Computed, String> {
+        let output = |r: Result<TaskOutput, String>| r.map(Computed::Output);
+        match work {
+            Work::ListFiles { source } => compute(move || output(tasks::list_files(&source))).await,
+            Work::ReadFooters { files } => {
+                compute(move || output(tasks::read_footers(&files))).await
+            }
+            Work::Load {
+                key,
+                input,
+                columns,
+                steps,
+            } => {
+                compute(move || {
+                    tasks::load(&input, columns.as_deref(), &steps)
+                        .map(|batches| Computed::Loaded { key, batches })
+                })
+                .await
+            }
+            Work::Derive {
+                key,
+                batches,
+                steps,
+            } => {
+                compute(move || {
+                    tasks::derive(batches, &steps).map(|batches| Computed::Loaded { key, batches })
+                })
+                .await
+            }
+            Work::GroupByPartial { batches, spec, to } => {
+                let batch = compute(move || tasks::groupby_partial(&batches, &spec)).await?;
+                self.deliver_one(to, batch).await
+            }
+            Work::GroupByMerge { partials, spec, to } => {
+                let batch = compute(move || tasks::groupby_merge(&partials, &spec)).await?;
+                self.deliver_one(to, batch).await
+            }
+            Work::GroupByFinal { partials, spec } => {
+                compute(move || output(tasks::groupby_final(&partials, &spec))).await
+            }
+            Work::PrepareWrite { spec } => {
+                compute(move || output(tasks::prepare_write(&spec))).await
+            }
+            Work::WriteParts { parts, spec } => {
+                compute(move || output(tasks::write_parts(&parts, &spec))).await
+            }
+            Work::CommitWrite { spec, staged } => {
+                compute(move || output(tasks::commit_write(&spec, &staged))).await
+            }
+            Work::AbortWrite { spec } => compute(move || output(tasks::abort_write(&spec))).await,
+            Work::SortSample { parts, key, sample } => {
+                compute(move || output(tasks::sort_sample(&parts, &key, sample))).await
+            }
+            Work::Reduce { batches, op } => {
+                compute(move || output(tasks::reduce(&batches, &op))).await
+            }
+            Work::HeadParquet { input, n, columns } => {
+                compute(move || output(tasks::head_parquet(&input, n, columns.as_deref()))).await
+            }
+            Work::HeadOf {
+                batches,
+                n,
+                columns,
+            } => compute(move || output(tasks::head_of(&batches, n, columns.as_deref()))).await,
+            Work::ShuffleSend {
+                batches,
+                key,
+                boundaries_ipc,
+                owners,
+                job,
+                tag_base,
+                me,
+            } => {
+                let ranges =
+                    compute(move || tasks::split_ranges(&batches, &key, &boundaries_ipc)).await?;
+                self.shuffle_send(ranges, owners, job, tag_base, me).await
+            }
+            Work::ShuffleCollect {
+                received,
+                key,
+                frame,
+            } => {
+                compute(move || {
+                    let mut sorted = Vec::with_capacity(received.len());
+                    for (r, batches) in received {
+                        let batches = tasks::sort_range(&batches, &key)?;
+                        sorted.push((PartitionKey { frame, index: r }, batches));
+                    }
+                    Ok(Computed::LoadedMany(sorted))
+                })
+                .await
+            }
+            Work::RebuildRanges {
+                frame,
+                parts,
+                sources,
+                key,
+                boundaries_ipc,
+                steps,
+            } => {
+                compute(move || {
+                    let ranges: Vec<u32> = parts.iter().map(|&(r, _)| r).collect();
+                    let rebuilt =
+                        tasks::rebuild_ranges(&sources, &key, &boundaries_ipc, &ranges, &steps)?;
+                    Ok(Computed::LoadedMany(
+                        parts
+                            .iter()
+                            .zip(rebuilt)
+                            .map(|(&(_, index), (_, batches))| {
+                                (PartitionKey { frame, index }, batches)
+                            })
+                            .collect(),
+                    ))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Deliver one computed batch; the task reports `Delivered` once the
+    /// receiver holds it (bytes sent: 0 for our own mailbox).
+    async fn deliver_one(&self, to: Destination, batch: RecordBatch) -> Result<Computed, String> {
+        let rows = batch.num_rows() as u64;
+        let bytes = self.deliver(to, vec![batch]).await?;
+        Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
+    }
+
+    /// Deliver batches; returns the bytes sent over the network.
+    async fn deliver(&self, to: Destination, batches: Vec<RecordBatch>) -> Result<u64, String> {
+        match to {
+            Destination::Local(push) => {
+                (self.local)(push.mailbox, push.from_worker, batches).await?;
+                Ok(0)
+            }
+            Destination::Peer { to, push } => {
+                let Some(schema) = batches.first().map(|b| b.schema()) else {
+                    return Ok(0);
+                };
+                self.peers.send(&to, push, &schema, &batches).await
+            }
+        }
+    }
+
+    /// Deliver range `r` to `owners[r]`. Deliveries to peers run
+    /// concurrently (each waits for its acknowledgement); ours are handed to
+    /// the actor in turn.
+    async fn shuffle_send(
+        &self,
+        ranges: Vec<Vec<RecordBatch>>,
+        owners: Vec<stratus_protocol::messages::PeerRef>,
+        job: u64,
+        tag_base: u32,
+        me: u64,
+    ) -> Result<Computed, String> {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut sends = tokio::task::JoinSet::new();
+        for (r, range) in ranges.into_iter().enumerate() {
+            if range.is_empty() {
+                continue;
+            }
+            let owner = owners.get(r).ok_or("sort: a range has no owner")?.clone();
+            let mailbox = MailboxKey {
+                job,
+                tag: tag_base + r as u32,
+            };
+            rows += range.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            match Destination::of(me, owner, mailbox) {
+                local @ Destination::Local(_) => {
+                    self.deliver(local, range).await?;
+                }
+                peer => {
+                    let this = self.clone();
+                    sends.spawn(async move { this.deliver(peer, range).await });
+                }
+            }
+        }
+        while let Some(sent) = sends.join_next().await {
+            bytes += sent.map_err(|e| format!("delivery panicked: {e}"))??;
+        }
+        Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
+    }
+}
+
+/// Run a task body on a blocking compute thread.
+async fn compute<T, F>(body: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, String> + Send + 'static,
+{
+    tokio::task::spawn_blocking(body)
+        .await
+        .map_err(|e| format!("task panicked: {e}"))?
+}

@@ -1,0 +1,310 @@
+//! The worker's decisions as a sans-IO state machine.
+//!
+//! [`WorkerState::handle`] takes one [`Event`] (tasks assigned, a task's body
+//! ended, data delivered to a mailbox, the scheduler cancelled or dropped
+//! something, time to heartbeat) and returns the [`Command`]s to carry out
+//! (run a task body now, send a report or a heartbeat, answer a delivery).
+//! It owns the [`Store`], the tasks waiting for a compute thread, the tasks
+//! running, and the cancelled ones whose results are to be discarded. It does
+//! no I/O, spawns nothing and reads no clock; [`crate::node`] feeds it and
+//! carries out its commands, [`crate::exec`] runs the task bodies.
+//!
+//! The rules:
+//! - at most `nthreads` tasks run at a time; the others wait here, in the
+//!   order they arrived, and start as running ones end;
+//! - a task's inputs are resolved when it arrives (held partitions are
+//!   cheap clones, a mailbox is emptied into the task); a task whose input is
+//!   missing fails at once with an error naming the worker and the input;
+//! - what a load produces is kept only if the store admits it under the
+//!   memory limit, otherwise the task fails (a shuffle's ranges are kept all
+//!   or none); deliveries to mailboxes count against the same limit, and
+//!   deliveries for a job the scheduler has forgotten are refused;
+//! - a cancelled task that waits never starts; a cancelled task that runs
+//!   finishes, but its result is dropped (nothing kept, nothing reported);
+//! - every task that is not cancelled is reported exactly once, finished or
+//!   failed; a heartbeat says the memory held and the tasks on the worker.
+
+mod work;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashSet, VecDeque};
+
+use arrow_array::RecordBatch;
+use stratus_protocol::messages::{
+    MailboxKey, PartitionKey, TaskAssignment, TaskOutput, TaskReport,
+};
+
+use crate::store::Store;
+
+pub use work::{Destination, Work};
+
+/// Identifies a task (the scheduler's id).
+pub type TaskId = u64;
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This worker's name, in error messages.
+    pub name: String,
+    /// Our id at the scheduler (peers see it as the sender of deliveries).
+    pub id: u64,
+    /// Tasks that run at a time (at least one).
+    pub nthreads: u32,
+    /// Bytes the store may hold (0 = no limit).
+    pub memory_limit: u64,
+}
+
+/// What a task body produced, for [`Event::TaskDone`].
+#[derive(Debug)]
+pub enum Computed {
+    /// An output to report as it is.
+    Output(TaskOutput),
+    /// A partition to keep.
+    Loaded {
+        key: PartitionKey,
+        batches: Vec<RecordBatch>,
+    },
+    /// Several partitions to keep (a shuffle's ranges).
+    LoadedMany(Vec<(PartitionKey, Vec<RecordBatch>)>),
+}
+
+/// Something that happened.
+#[derive(Debug)]
+pub enum Event {
+    /// The scheduler assigned these tasks.
+    Run(Vec<TaskAssignment>),
+    /// The scheduler no longer wants these tasks' results.
+    Cancel(Vec<TaskId>),
+    /// The scheduler released these partitions.
+    Drop(Vec<PartitionKey>),
+    /// The scheduler ended this job: release its mailboxes.
+    Forget { job: u64 },
+    /// Data for a mailbox, from a peer or from one of our own tasks.
+    /// Answered by one [`Command::Answer`].
+    Delivery {
+        mailbox: MailboxKey,
+        batches: Vec<RecordBatch>,
+    },
+    /// A task body started by [`Command::Execute`] ended.
+    TaskDone {
+        id: TaskId,
+        result: Result<Computed, String>,
+    },
+    /// Time to tell the scheduler we are alive.
+    Tick,
+}
+
+/// A task to run now, with its inputs.
+#[derive(Debug)]
+pub struct Ready {
+    pub id: TaskId,
+    pub work: Work,
+}
+
+/// Something to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Run this task body on a compute thread now and feed its result back
+    /// as [`Event::TaskDone`].
+    Execute(Box<Ready>),
+    /// Tell the scheduler how a task ended.
+    Report(TaskReport),
+    /// Tell the scheduler we are alive.
+    Heartbeat {
+        /// Bytes the store holds (partitions and mailboxes).
+        memory_used: u64,
+        /// Tasks on this worker: running, or waiting for a compute thread.
+        running: u32,
+    },
+    /// A cancelled task ended without a report (its result, if any, dropped).
+    Cancelled { id: TaskId },
+    /// The answer to the [`Event::Delivery`] just handled: kept, or refused
+    /// with the reason (sent back to the peer).
+    Answer(Result<(), String>),
+}
+
+/// The worker's state: store, waiting and running tasks.
+#[derive(Debug)]
+pub struct WorkerState {
+    name: String,
+    id: u64,
+    nthreads: usize,
+    store: Store,
+    /// Tasks waiting for a compute thread, in arrival order.
+    waiting: VecDeque<Ready>,
+    /// Their ids.
+    waiting_ids: HashSet<TaskId>,
+    /// Tasks whose bodies run.
+    running: HashSet<TaskId>,
+    /// Running tasks whose results are to be dropped.
+    cancelled: HashSet<TaskId>,
+}
+
+impl WorkerState {
+    pub fn new(config: Config) -> Self {
+        WorkerState {
+            name: config.name,
+            id: config.id,
+            nthreads: config.nthreads.max(1) as usize,
+            store: Store::new(config.memory_limit),
+            waiting: VecDeque::new(),
+            waiting_ids: HashSet::new(),
+            running: HashSet::new(),
+            cancelled: HashSet::new(),
+        }
+    }
+
+    /// What the worker holds (for metrics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Tasks whose bodies run.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Tasks waiting for a compute thread.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Handle one event; returns what to do, in order.
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Run(tasks) => {
+                for task in tasks {
+                    self.arrive(task, &mut out);
+                }
+                self.start_waiting(&mut out);
+            }
+            Event::Cancel(ids) => self.cancel(ids, &mut out),
+            Event::Drop(keys) => {
+                for key in keys {
+                    self.store.remove(&key);
+                }
+            }
+            Event::Forget { job } => self.store.forget_job(job),
+            Event::Delivery { mailbox, batches } => {
+                out.push(Command::Answer(
+                    self.store.deliver(&self.name, mailbox, batches),
+                ));
+            }
+            Event::TaskDone { id, result } => {
+                self.done(id, result, &mut out);
+                self.start_waiting(&mut out);
+            }
+            Event::Tick => out.push(Command::Heartbeat {
+                memory_used: self.store.used() + self.store.in_flight(),
+                running: (self.running.len() + self.waiting.len()) as u32,
+            }),
+        }
+        out
+    }
+
+    /// A task arrived: resolve its inputs and queue it, or fail it.
+    fn arrive(&mut self, task: TaskAssignment, out: &mut Vec<Command>) {
+        let id = task.id;
+        if self.running.contains(&id) || self.waiting_ids.contains(&id) {
+            // Already here (the scheduler sends each task once): one report.
+            return;
+        }
+        match work::resolve(&mut self.store, &self.name, self.id, task.kind) {
+            Ok(work) => {
+                self.waiting_ids.insert(id);
+                self.waiting.push_back(Ready { id, work });
+            }
+            Err(error) => out.push(Command::Report(TaskReport::Failed { id, error })),
+        }
+    }
+
+    /// Start waiting tasks while compute threads are free.
+    fn start_waiting(&mut self, out: &mut Vec<Command>) {
+        while self.running.len() < self.nthreads {
+            let Some(ready) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_ids.remove(&ready.id);
+            self.running.insert(ready.id);
+            out.push(Command::Execute(Box::new(ready)));
+        }
+    }
+
+    fn cancel(&mut self, ids: Vec<TaskId>, out: &mut Vec<Command>) {
+        let mut waiting = HashSet::new();
+        for id in ids {
+            if self.running.contains(&id) {
+                self.cancelled.insert(id);
+            } else if self.waiting_ids.remove(&id) {
+                waiting.insert(id);
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        // Waiting ones never start; their inputs are dropped with them.
+        self.waiting.retain(|task| {
+            let keep = !waiting.contains(&task.id);
+            if !keep {
+                out.push(Command::Cancelled { id: task.id });
+            }
+            keep
+        });
+    }
+
+    /// A running task's body ended: keep what it loaded and report it, or
+    /// drop its result if it was cancelled.
+    fn done(&mut self, id: TaskId, result: Result<Computed, String>, out: &mut Vec<Command>) {
+        if !self.running.remove(&id) {
+            return;
+        }
+        if self.cancelled.remove(&id) {
+            out.push(Command::Cancelled { id });
+            return;
+        }
+        let report = match result {
+            Ok(Computed::Output(output)) => TaskReport::Finished { id, output },
+            Ok(Computed::Loaded { key, batches }) => {
+                match self.store.insert(&self.name, key, batches) {
+                    Ok((rows, bytes)) => TaskReport::Finished {
+                        id,
+                        output: TaskOutput::Loaded { key, rows, bytes },
+                    },
+                    Err(error) => TaskReport::Failed { id, error },
+                }
+            }
+            Ok(Computed::LoadedMany(parts)) => match self.keep_all(parts) {
+                Ok(kept) => TaskReport::Finished {
+                    id,
+                    output: TaskOutput::LoadedMany(kept),
+                },
+                Err(error) => TaskReport::Failed { id, error },
+            },
+            Err(error) => TaskReport::Failed { id, error },
+        };
+        out.push(Command::Report(report));
+    }
+
+    /// Keep every partition, or none if one is refused.
+    fn keep_all(
+        &mut self,
+        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+    ) -> Result<Vec<(PartitionKey, u64, u64)>, String> {
+        let mut kept: Vec<(PartitionKey, u64, u64)> = Vec::with_capacity(parts.len());
+        for (key, batches) in parts {
+            match self.store.insert(&self.name, key, batches) {
+                Ok((rows, bytes)) => kept.push((key, rows, bytes)),
+                Err(error) => {
+                    for (key, _, _) in kept {
+                        self.store.remove(&key);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(kept)
+    }
+}

@@ -1,0 +1,541 @@
+//! Unit tests of the worker's state machine: events in, commands out, no
+//! sockets, threads or sleeps.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use stratus_protocol::messages::{
+    GroupBySpec, LoadInput, MailboxKey, ParquetPartition, PartitionKey, PeerRef, ReduceOp,
+    TaskAssignment, TaskKind, TaskOutput, TaskReport,
+};
+
+use super::*;
+
+fn batch(n: i64) -> RecordBatch {
+    RecordBatch::try_from_iter([(
+        "x",
+        Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+    )])
+    .unwrap()
+}
+
+/// Bytes one `batch(1000)` counts for.
+fn one() -> u64 {
+    stratus_engine::memory::batches_memory_bytes(&[batch(1000)]) as u64
+}
+
+fn worker(nthreads: u32, memory_limit: u64) -> WorkerState {
+    WorkerState::new(Config {
+        name: "w".into(),
+        id: 7,
+        nthreads,
+        memory_limit,
+    })
+}
+
+fn key(frame: u64, index: u32) -> PartitionKey {
+    PartitionKey { frame, index }
+}
+
+fn mailbox(job: u64, tag: u32) -> MailboxKey {
+    MailboxKey { job, tag }
+}
+
+fn list(id: u64) -> TaskAssignment {
+    TaskAssignment {
+        id,
+        kind: TaskKind::ListFiles {
+            source: format!("/data/{id}"),
+        },
+    }
+}
+
+fn load(id: u64, key: PartitionKey) -> TaskAssignment {
+    TaskAssignment {
+        id,
+        kind: TaskKind::Load {
+            key,
+            input: LoadInput::Parquet(ParquetPartition {
+                path: "/data/a.parquet".into(),
+                row_group_start: 0,
+                row_group_end: 1,
+                rows: 1000,
+                hive: vec![],
+            }),
+            columns: None,
+            steps: vec![],
+        },
+    }
+}
+
+fn reduce(id: u64, partitions: Vec<PartitionKey>) -> TaskAssignment {
+    TaskAssignment {
+        id,
+        kind: TaskKind::Reduce {
+            partitions,
+            op: ReduceOp::MemoryUsage,
+        },
+    }
+}
+
+fn spec() -> GroupBySpec {
+    GroupBySpec {
+        keys: vec!["x".into()],
+        aggs: vec![],
+    }
+}
+
+fn peer(worker: u64) -> PeerRef {
+    PeerRef {
+        worker,
+        address: format!("127.0.0.1:{}", 4000 + worker),
+        cert: String::new(),
+    }
+}
+
+/// The ids of the tasks the commands start, in order.
+fn executed(commands: &[Command]) -> Vec<TaskId> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Execute(ready) => Some(ready.id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The reports among the commands.
+fn reports(commands: &[Command]) -> Vec<&TaskReport> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one failure reported for task `id`.
+fn failure(commands: &[Command], id: TaskId) -> String {
+    match reports(commands).as_slice() {
+        [TaskReport::Failed { id: failed, error }] if *failed == id => error.clone(),
+        other => panic!("expected task {id} to fail, got {other:?}"),
+    }
+}
+
+/// Run a load to completion, keeping `batches` as `key`.
+fn hold(state: &mut WorkerState, id: TaskId, key: PartitionKey, batches: Vec<RecordBatch>) {
+    let started = state.handle(Event::Run(vec![load(id, key)]));
+    assert_eq!(executed(&started), vec![id]);
+    let done = state.handle(Event::TaskDone {
+        id,
+        result: Ok(Computed::Loaded { key, batches }),
+    });
+    assert!(
+        matches!(reports(&done).as_slice(), [TaskReport::Finished { .. }]),
+        "{done:?}"
+    );
+}
+
+fn heartbeat(state: &mut WorkerState) -> (u64, u32) {
+    match state.handle(Event::Tick).as_slice() {
+        [Command::Heartbeat {
+            memory_used,
+            running,
+        }] => (*memory_used, *running),
+        other => panic!("expected one heartbeat, got {other:?}"),
+    }
+}
+
+fn answer(commands: Vec<Command>) -> Result<(), String> {
+    match commands.as_slice() {
+        [Command::Answer(result)] => result.clone(),
+        other => panic!("expected one answer, got {other:?}"),
+    }
+}
+
+fn finished(id: TaskId) -> Event {
+    Event::TaskDone {
+        id,
+        result: Ok(Computed::Output(TaskOutput::Ok)),
+    }
+}
+
+#[test]
+fn runs_at_most_nthreads_and_queues_the_rest_in_order() {
+    let mut state = worker(2, 0);
+    let out = state.handle(Event::Run((1..=4).map(list).collect()));
+    assert_eq!(executed(&out), vec![1, 2]);
+    assert!(reports(&out).is_empty());
+    assert_eq!((state.running(), state.waiting()), (2, 2));
+    // The heartbeat counts tasks running and waiting.
+    assert_eq!(heartbeat(&mut state), (0, 4));
+
+    // Each task that ends frees a thread for the next in line.
+    let out = state.handle(finished(2));
+    assert_eq!(
+        reports(&out),
+        vec![&TaskReport::Finished {
+            id: 2,
+            output: TaskOutput::Ok
+        }]
+    );
+    assert_eq!(executed(&out), vec![3]);
+    let out = state.handle(Event::TaskDone {
+        id: 1,
+        result: Err("disk on fire".into()),
+    });
+    assert_eq!(failure(&out, 1), "disk on fire");
+    assert_eq!(executed(&out), vec![4]);
+    // Later arrivals wait behind nobody once threads are free.
+    state.handle(finished(3));
+    let out = state.handle(Event::Run(vec![list(5)]));
+    assert_eq!(executed(&out), vec![5]);
+    state.handle(finished(4));
+    state.handle(finished(5));
+    assert_eq!(heartbeat(&mut state), (0, 0));
+}
+
+#[test]
+fn zero_threads_still_runs_one_task() {
+    let mut state = worker(0, 0);
+    let out = state.handle(Event::Run(vec![list(1), list(2)]));
+    assert_eq!(executed(&out), vec![1]);
+}
+
+#[test]
+fn ends_of_unknown_tasks_and_repeated_assignments_are_ignored() {
+    let mut state = worker(1, 0);
+    assert!(state.handle(finished(9)).is_empty());
+    let out = state.handle(Event::Run(vec![list(1), list(1)]));
+    assert_eq!(executed(&out), vec![1]);
+    assert_eq!(state.waiting(), 0);
+    let out = state.handle(finished(1));
+    assert_eq!(reports(&out).len(), 1);
+    assert!(state.handle(finished(1)).is_empty(), "reported once");
+}
+
+#[test]
+fn a_cancelled_waiting_task_never_starts() {
+    let mut state = worker(1, 0);
+    state.handle(Event::Run(vec![list(1), list(2), list(3)]));
+    let out = state.handle(Event::Cancel(vec![2, 99]));
+    assert!(
+        matches!(out.as_slice(), [Command::Cancelled { id: 2 }]),
+        "{out:?}"
+    );
+    assert_eq!(state.waiting(), 1);
+    let out = state.handle(finished(1));
+    assert_eq!(executed(&out), vec![3]);
+    assert_eq!(reports(&out).len(), 1);
+    let out = state.handle(finished(3));
+    assert!(executed(&out).is_empty());
+    assert_eq!(heartbeat(&mut state), (0, 0));
+}
+
+#[test]
+fn a_cancelled_running_task_is_not_reported_and_keeps_nothing() {
+    let mut state = worker(1, 0);
+    let out = state.handle(Event::Run(vec![load(1, key(1, 0)), list(2)]));
+    assert_eq!(executed(&out), vec![1]);
+    // It runs on: cancelling it says nothing yet.
+    assert!(state.handle(Event::Cancel(vec![1])).is_empty());
+    assert_eq!(heartbeat(&mut state), (0, 2));
+    let out = state.handle(Event::TaskDone {
+        id: 1,
+        result: Ok(Computed::Loaded {
+            key: key(1, 0),
+            batches: vec![batch(1000)],
+        }),
+    });
+    assert!(reports(&out).is_empty(), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|c| matches!(c, Command::Cancelled { id: 1 })));
+    // Its thread goes to the next task; its partition was not kept.
+    assert_eq!(executed(&out), vec![2]);
+    assert!(state.store().is_empty());
+    assert_eq!(state.store().used(), 0);
+    // A failure of a cancelled task is not reported either.
+    let mut state = worker(1, 0);
+    state.handle(Event::Run(vec![list(3)]));
+    state.handle(Event::Cancel(vec![3]));
+    let out = state.handle(Event::TaskDone {
+        id: 3,
+        result: Err("gone".into()),
+    });
+    assert!(
+        matches!(out.as_slice(), [Command::Cancelled { id: 3 }]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn loads_over_the_memory_limit_are_refused() {
+    let one = one();
+    let mut state = worker(4, one * 2 + one / 2);
+    hold(&mut state, 1, key(1, 0), vec![batch(1000)]);
+    hold(&mut state, 2, key(1, 1), vec![batch(1000)]);
+    state.handle(Event::Run(vec![load(3, key(1, 2))]));
+    let out = state.handle(Event::TaskDone {
+        id: 3,
+        result: Ok(Computed::Loaded {
+            key: key(1, 2),
+            batches: vec![batch(1000)],
+        }),
+    });
+    let error = failure(&out, 3);
+    assert!(
+        error.contains("worker 'w': memory limit exceeded"),
+        "{error}"
+    );
+    assert_eq!(state.store().len(), 2);
+    assert_eq!(heartbeat(&mut state), (2 * one, 0));
+
+    // Dropping a partition makes room.
+    state.handle(Event::Drop(vec![key(1, 0)]));
+    assert_eq!(heartbeat(&mut state), (one, 0));
+    hold(&mut state, 4, key(1, 2), vec![batch(1000)]);
+}
+
+#[test]
+fn a_shuffle_keeps_all_its_ranges_or_none() {
+    let one = one();
+    let mut state = worker(1, one * 2 + one / 2);
+    let collect = |id| TaskAssignment {
+        id,
+        kind: TaskKind::ShuffleCollect {
+            ranges: vec![0, 1, 2],
+            key: "x".into(),
+            job: 5,
+            tag_base: 0,
+            frame: 2,
+        },
+    };
+    let ranges = || {
+        (0..3)
+            .map(|r| (key(2, r), vec![batch(1000)]))
+            .collect::<Vec<_>>()
+    };
+    state.handle(Event::Run(vec![collect(1)]));
+    let out = state.handle(Event::TaskDone {
+        id: 1,
+        result: Ok(Computed::LoadedMany(ranges())),
+    });
+    let error = failure(&out, 1);
+    assert!(error.contains("memory limit exceeded"), "{error}");
+    assert!(state.store().is_empty());
+    assert_eq!(state.store().used(), 0);
+
+    let mut state = worker(1, 0);
+    state.handle(Event::Run(vec![collect(2)]));
+    let out = state.handle(Event::TaskDone {
+        id: 2,
+        result: Ok(Computed::LoadedMany(ranges())),
+    });
+    match reports(&out).as_slice() {
+        [TaskReport::Finished {
+            id: 2,
+            output: TaskOutput::LoadedMany(kept),
+        }] => {
+            assert_eq!(kept.len(), 3);
+            assert!(kept
+                .iter()
+                .all(|&(_, rows, bytes)| rows == 1000 && bytes == one));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.store().len(), 3);
+}
+
+#[test]
+fn deliveries_count_against_the_limit_and_late_ones_are_refused() {
+    let one = one();
+    let mut state = worker(1, one * 2 + one / 2);
+    hold(&mut state, 1, key(1, 0), vec![batch(1000)]);
+    let deliver = |job, tag| Event::Delivery {
+        mailbox: mailbox(job, tag),
+        batches: vec![batch(1000)],
+    };
+    answer(state.handle(deliver(3, 0))).unwrap();
+    assert_eq!(heartbeat(&mut state), (2 * one, 0));
+    let error = answer(state.handle(deliver(3, 1))).unwrap_err();
+    assert!(
+        error.contains("worker 'w': memory limit exceeded"),
+        "{error}"
+    );
+    assert!(error.contains("job 3"), "{error}");
+    // A load that would not fit next to the mailbox is refused too.
+    state.handle(Event::Run(vec![load(2, key(1, 1))]));
+    let out = state.handle(Event::TaskDone {
+        id: 2,
+        result: Ok(Computed::Loaded {
+            key: key(1, 1),
+            batches: vec![batch(1000)],
+        }),
+    });
+    assert!(failure(&out, 2).contains("in flight"));
+
+    // Forgetting the job frees its mailboxes; its late deliveries are
+    // refused instead of held forever.
+    state.handle(Event::Forget { job: 3 });
+    assert_eq!(heartbeat(&mut state), (one, 0));
+    let error = answer(state.handle(deliver(3, 2))).unwrap_err();
+    assert!(error.contains("job 3 has ended"), "{error}");
+    assert_eq!(heartbeat(&mut state), (one, 0));
+    // Other jobs still deliver.
+    answer(state.handle(deliver(4, 0))).unwrap();
+}
+
+#[test]
+fn a_task_whose_partition_is_missing_fails_at_once() {
+    let mut state = worker(1, 0);
+    hold(&mut state, 1, key(1, 0), vec![batch(10)]);
+    let out = state.handle(Event::Run(vec![reduce(2, vec![key(1, 0), key(1, 1)])]));
+    assert!(executed(&out).is_empty());
+    assert_eq!(failure(&out, 2), "worker 'w' does not hold partition 1/1");
+    let used = state.store().used();
+    assert_eq!(heartbeat(&mut state), (used, 0));
+    // A dropped partition is missing too.
+    state.handle(Event::Drop(vec![key(1, 0)]));
+    let out = state.handle(Event::Run(vec![TaskAssignment {
+        id: 3,
+        kind: TaskKind::Load {
+            key: key(2, 0),
+            input: LoadInput::Persisted(key(1, 0)),
+            columns: None,
+            steps: vec![],
+        },
+    }]));
+    assert_eq!(failure(&out, 3), "worker 'w' does not hold partition 1/0");
+}
+
+#[test]
+fn a_merge_needs_every_partial_it_expects() {
+    let mut state = worker(1, 0);
+    answer(state.handle(Event::Delivery {
+        mailbox: mailbox(9, 1),
+        batches: vec![batch(5)],
+    }))
+    .unwrap();
+    let out = state.handle(Event::Run(vec![TaskAssignment {
+        id: 1,
+        kind: TaskKind::GroupByFinal {
+            spec: spec(),
+            mailbox: mailbox(9, 1),
+            expect: 2,
+        },
+    }]));
+    assert_eq!(
+        failure(&out, 1),
+        "worker 'w': expected 2 partial group-bys in mailbox 9/1, received 1"
+    );
+    // The mailbox was emptied all the same.
+    assert_eq!(state.store().in_flight(), 0);
+}
+
+#[test]
+fn inputs_are_resolved_without_copying() {
+    let mut state = worker(1, 0);
+    let held = batch(100);
+    hold(&mut state, 1, key(1, 0), vec![held.clone()]);
+    let out = state.handle(Event::Run(vec![reduce(2, vec![key(1, 0)])]));
+    let [Command::Execute(ready)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let Work::Reduce { batches, .. } = &ready.work else {
+        panic!("{:?}", ready.work);
+    };
+    // The same Arrow buffers as the held partition's.
+    assert!(Arc::ptr_eq(batches[0].column(0), held.column(0)));
+
+    // A mailbox's batches move into the task that takes them.
+    let delivered = batch(10);
+    for tag in [0, 1] {
+        answer(state.handle(Event::Delivery {
+            mailbox: mailbox(4, tag),
+            batches: vec![delivered.clone()],
+        }))
+        .unwrap();
+    }
+    state.handle(finished(2));
+    let out = state.handle(Event::Run(vec![TaskAssignment {
+        id: 3,
+        kind: TaskKind::ShuffleCollect {
+            ranges: vec![0, 1, 2],
+            key: "x".into(),
+            job: 4,
+            tag_base: 0,
+            frame: 3,
+        },
+    }]));
+    let [Command::Execute(ready)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let Work::ShuffleCollect { received, .. } = &ready.work else {
+        panic!("{:?}", ready.work);
+    };
+    assert_eq!(received.len(), 3);
+    assert!(Arc::ptr_eq(received[1].1[0].column(0), delivered.column(0)));
+    // Range 2 received nothing: it is empty, not missing.
+    assert!(received[2].1.is_empty());
+    assert_eq!(state.store().in_flight(), 0);
+}
+
+#[test]
+fn partials_go_to_our_own_mailbox_or_a_peers() {
+    let mut state = worker(2, 0);
+    hold(&mut state, 1, key(1, 0), vec![batch(10)]);
+    let partial = |id, to| TaskAssignment {
+        id,
+        kind: TaskKind::GroupByPartial {
+            partitions: vec![key(1, 0)],
+            spec: spec(),
+            mailbox: mailbox(2, 0),
+            deliver_to: peer(to),
+        },
+    };
+    let out = state.handle(Event::Run(vec![partial(2, 7), partial(3, 8)]));
+    let destinations: Vec<&Destination> = out
+        .iter()
+        .map(|c| match c {
+            Command::Execute(ready) => match &ready.work {
+                Work::GroupByPartial { to, .. } => to,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let push = stratus_protocol::messages::PeerPush {
+        mailbox: mailbox(2, 0),
+        from_worker: 7,
+    };
+    assert_eq!(destinations[0], &Destination::Local(push.clone()));
+    assert_eq!(destinations[1], &Destination::Peer { to: peer(8), push });
+}
+
+#[test]
+fn every_task_not_cancelled_is_reported_once() {
+    let mut state = worker(2, 0);
+    hold(&mut state, 1, key(1, 0), vec![batch(10)]);
+    let out = state.handle(Event::Run(vec![
+        list(2),
+        reduce(3, vec![key(5, 5)]),
+        list(4),
+        list(5),
+    ]));
+    // The failure is reported at once; the others run or wait.
+    assert_eq!(failure(&out, 3), "worker 'w' does not hold partition 5/5");
+    assert_eq!(executed(&out), vec![2, 4]);
+    state.handle(Event::Cancel(vec![4]));
+    let mut reported = Vec::new();
+    for id in [2, 4, 5] {
+        let out = state.handle(finished(id));
+        reported.extend(reports(&out).iter().map(|r| match r {
+            TaskReport::Finished { id, .. } | TaskReport::Failed { id, .. } => *id,
+        }));
+    }
+    assert_eq!(reported, vec![2, 5]);
+    let used = state.store().used();
+    assert_eq!(heartbeat(&mut state), (used, 0));
+}

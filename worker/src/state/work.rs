@@ -1,0 +1,331 @@
+//! A task with its inputs resolved: what [`super::WorkerState`] hands to the
+//! executor, and how a [`TaskKind`] becomes one. Resolving reads the store
+//! (held partitions: cheap `Arc` clones of their batches) or empties a
+//! mailbox (its batches move out), and fails with an error naming the worker
+//! and the missing input.
+
+use arrow_array::RecordBatch;
+use stratus_protocol::messages::{
+    FileRef, GroupBySpec, HeadInput, LoadInput, MailboxKey, ParquetPartition, PartitionKey,
+    PeerPush, PeerRef, RangeSource, ReduceOp, StagedFileWire, Step, TaskKind, WriteSpec,
+};
+
+use crate::store::Store;
+
+/// Where a computed batch goes: a mailbox of this worker, or a peer's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    /// Our own mailbox: handed back to this worker's state as a delivery.
+    Local(PeerPush),
+    /// A peer's mailbox, over the peer endpoint.
+    Peer { to: PeerRef, push: PeerPush },
+}
+
+impl Destination {
+    /// Mailbox `mailbox` on worker `to`, as seen by worker `me`.
+    pub fn of(me: u64, to: PeerRef, mailbox: MailboxKey) -> Destination {
+        let push = PeerPush {
+            mailbox,
+            from_worker: me,
+        };
+        if to.worker == me {
+            Destination::Local(push)
+        } else {
+            Destination::Peer { to, push }
+        }
+    }
+}
+
+/// A task body with everything it reads: the executor runs it without
+/// looking at the store.
+#[derive(Debug)]
+pub enum Work {
+    ListFiles {
+        source: String,
+    },
+    ReadFooters {
+        files: Vec<FileRef>,
+    },
+    /// Read a Parquet partition and keep it as `key`.
+    Load {
+        key: PartitionKey,
+        input: ParquetPartition,
+        columns: Option<Vec<String>>,
+        steps: Vec<Step>,
+    },
+    /// Derive a partition from a held one and keep it as `key`.
+    Derive {
+        key: PartitionKey,
+        batches: Vec<RecordBatch>,
+        steps: Vec<Step>,
+    },
+    GroupByPartial {
+        batches: Vec<RecordBatch>,
+        spec: GroupBySpec,
+        to: Destination,
+    },
+    GroupByMerge {
+        partials: Vec<RecordBatch>,
+        spec: GroupBySpec,
+        to: Destination,
+    },
+    GroupByFinal {
+        partials: Vec<RecordBatch>,
+        spec: GroupBySpec,
+    },
+    PrepareWrite {
+        spec: WriteSpec,
+    },
+    WriteParts {
+        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+        spec: WriteSpec,
+    },
+    CommitWrite {
+        spec: WriteSpec,
+        staged: Vec<StagedFileWire>,
+    },
+    AbortWrite {
+        spec: WriteSpec,
+    },
+    SortSample {
+        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+        key: String,
+        sample: usize,
+    },
+    /// Split by key ranges; range `r` goes to `owners[r]`, mailbox
+    /// `(job, tag_base + r)` (see [`Destination::of`] with `me`).
+    ShuffleSend {
+        batches: Vec<RecordBatch>,
+        key: String,
+        boundaries_ipc: Vec<u8>,
+        owners: Vec<PeerRef>,
+        job: u64,
+        tag_base: u32,
+        me: u64,
+    },
+    /// Sort each range's delivered batches and keep range `r` as `(frame, r)`.
+    ShuffleCollect {
+        received: Vec<(u32, Vec<RecordBatch>)>,
+        key: String,
+        frame: u64,
+    },
+    RebuildRanges {
+        frame: u64,
+        parts: Vec<(u32, u32)>,
+        sources: Vec<RangeSource>,
+        key: String,
+        boundaries_ipc: Vec<u8>,
+        steps: Vec<Step>,
+    },
+    Reduce {
+        batches: Vec<RecordBatch>,
+        op: ReduceOp,
+    },
+    HeadParquet {
+        input: ParquetPartition,
+        n: u64,
+        columns: Option<Vec<String>>,
+    },
+    HeadOf {
+        batches: Vec<RecordBatch>,
+        n: u64,
+        columns: Option<Vec<String>>,
+    },
+}
+
+/// Resolve the inputs of a task of worker `name` (peer id `me`).
+pub(super) fn resolve(
+    store: &mut Store,
+    name: &str,
+    me: u64,
+    kind: TaskKind,
+) -> Result<Work, String> {
+    Ok(match kind {
+        TaskKind::ListFiles { source } => Work::ListFiles { source },
+        TaskKind::ReadFooters { files } => Work::ReadFooters { files },
+        TaskKind::Load {
+            key,
+            input: LoadInput::Parquet(input),
+            columns,
+            steps,
+        } => Work::Load {
+            key,
+            input,
+            columns,
+            steps,
+        },
+        TaskKind::Load {
+            key,
+            input: LoadInput::Persisted(parent),
+            steps,
+            ..
+        } => Work::Derive {
+            key,
+            batches: held(store, name, &[parent])?,
+            steps,
+        },
+        TaskKind::GroupByPartial {
+            partitions,
+            spec,
+            mailbox,
+            deliver_to,
+        } => Work::GroupByPartial {
+            batches: held(store, name, &partitions)?,
+            spec,
+            to: Destination::of(me, deliver_to, mailbox),
+        },
+        TaskKind::GroupByMerge {
+            spec,
+            mailbox,
+            expect,
+            deliver_to,
+            out,
+        } => Work::GroupByMerge {
+            partials: take_partials(store, name, &mailbox, expect)?,
+            spec,
+            to: Destination::of(me, deliver_to, out),
+        },
+        TaskKind::GroupByFinal {
+            spec,
+            mailbox,
+            expect,
+        } => Work::GroupByFinal {
+            partials: take_partials(store, name, &mailbox, expect)?,
+            spec,
+        },
+        TaskKind::PrepareWrite { spec } => Work::PrepareWrite { spec },
+        TaskKind::WriteParts { partitions, spec } => Work::WriteParts {
+            parts: held_each(store, name, &partitions)?,
+            spec,
+        },
+        TaskKind::CommitWrite { spec, staged } => Work::CommitWrite { spec, staged },
+        TaskKind::AbortWrite { spec } => Work::AbortWrite { spec },
+        TaskKind::Reduce {
+            partitions,
+            op: ReduceOp::SortSample { key, sample },
+        } => Work::SortSample {
+            parts: held_each(store, name, &partitions)?,
+            key,
+            sample: sample as usize,
+        },
+        TaskKind::Reduce { partitions, op } => Work::Reduce {
+            batches: held(store, name, &partitions)?,
+            op,
+        },
+        TaskKind::ShuffleSend {
+            partitions,
+            key,
+            boundaries_ipc,
+            owners,
+            job,
+            tag_base,
+        } => Work::ShuffleSend {
+            batches: held(store, name, &partitions)?,
+            key,
+            boundaries_ipc,
+            owners,
+            job,
+            tag_base,
+            me,
+        },
+        // A range nothing was delivered to is empty, not missing.
+        TaskKind::ShuffleCollect {
+            ranges,
+            key,
+            job,
+            tag_base,
+            frame,
+        } => Work::ShuffleCollect {
+            received: ranges
+                .iter()
+                .map(|&r| {
+                    let mailbox = MailboxKey {
+                        job,
+                        tag: tag_base + r,
+                    };
+                    let batches = store.take_mailbox(&mailbox).into_iter().flatten();
+                    (r, batches.collect())
+                })
+                .collect(),
+            key,
+            frame,
+        },
+        TaskKind::RebuildRanges {
+            frame,
+            parts,
+            sources,
+            key,
+            boundaries_ipc,
+            steps,
+        } => Work::RebuildRanges {
+            frame,
+            parts,
+            sources,
+            key,
+            boundaries_ipc,
+            steps,
+        },
+        TaskKind::Head {
+            input: HeadInput::Parquet(input),
+            n,
+            columns,
+        } => Work::HeadParquet { input, n, columns },
+        TaskKind::Head {
+            input: HeadInput::Persisted(key),
+            n,
+            columns,
+        } => Work::HeadOf {
+            batches: held(store, name, &[key])?,
+            n,
+            columns,
+        },
+    })
+}
+
+/// The batches of these held partitions, in order (cheap clones).
+fn held(store: &Store, name: &str, keys: &[PartitionKey]) -> Result<Vec<RecordBatch>, String> {
+    let mut out = Vec::new();
+    for key in keys {
+        match store.get(key) {
+            Some(p) => out.extend(p.batches.iter().cloned()),
+            None => {
+                return Err(format!(
+                    "worker '{name}' does not hold partition {}/{}",
+                    key.frame, key.index
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Each held partition's batches, by key.
+fn held_each(
+    store: &Store,
+    name: &str,
+    keys: &[PartitionKey],
+) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, String> {
+    keys.iter()
+        .map(|key| Ok((*key, held(store, name, std::slice::from_ref(key))?)))
+        .collect()
+}
+
+/// The partial group-bys delivered to a mailbox: exactly `expect` of them.
+/// The mailbox is emptied either way.
+fn take_partials(
+    store: &mut Store,
+    name: &str,
+    mailbox: &MailboxKey,
+    expect: u32,
+) -> Result<Vec<RecordBatch>, String> {
+    let parts = store.take_mailbox(mailbox);
+    if parts.len() != expect as usize {
+        return Err(format!(
+            "worker '{name}': expected {expect} partial group-bys in mailbox {}/{}, received {}",
+            mailbox.job,
+            mailbox.tag,
+            parts.len()
+        ));
+    }
+    Ok(parts.into_iter().flatten().collect())
+}
