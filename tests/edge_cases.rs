@@ -45,7 +45,7 @@ fn batch(ts: Vec<i64>, temp: Vec<Option<f64>>, wind: Vec<Option<i32>>) -> Record
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn nan_all_null_empty_and_single_row_partitions()
+async fn describe_and_group_by_skip_nan_and_nulls_like_duckdb_across_empty_and_one_row_partitions()
 {
     let dir = TempDir::new("edges");
     let day = 86_400_000i64;

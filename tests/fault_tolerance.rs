@@ -10,7 +10,7 @@ use std::time::Duration;
 const ROWS: u64 = 1_000_000;
 
 #[tokio::test(flavor = "current_thread")]
-async fn killed_workers_lose_no_data() {
+async fn a_persist_survives_a_killed_worker_and_its_partitions_are_rebuilt_with_the_same_rows() {
     let data = TempDir::new("ft-data");
     stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
         rows: ROWS,
