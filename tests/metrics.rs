@@ -97,6 +97,14 @@ fn scheduler_and_workers_export_the_metric_contract() {
     assert_eq!(value(&s, "stratus_persisted_partitions", &[], &text), 144.0);
     assert!(value(&s, "stratus_persisted_bytes", &[], &text) > 0.0);
     assert_eq!(value(&s, "stratus_jobs_in_progress", &[], &text), 0.0);
+    assert_eq!(
+        value(&s, "stratus_scheduler_workers_lost_total", &[], &text),
+        0.0
+    );
+    assert_eq!(
+        value(&s, "stratus_scheduler_partitions_rebuilt_total", &[], &text),
+        0.0
+    );
     for kind in ["persist", "describe", "groupby"] {
         let ok = [("kind", kind), ("outcome", "ok")];
         assert_eq!(value(&s, "stratus_client_requests_total", &ok, &text), 1.0);
@@ -201,4 +209,56 @@ fn scheduler_and_workers_export_the_metric_contract() {
         peer_sent > 0.0,
         "the group-by sent nothing worker to worker"
     );
+}
+
+#[test]
+fn a_killed_worker_is_counted_lost_and_each_partition_it_held_counted_rebuilt() {
+    let local = start_local(2, &[]);
+    let f = local.file.as_path();
+    let out = ok(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(out.starts_with("isd: 60000 rows, 144 partitions"), "{out}");
+    let metrics = format!("{}metrics", local.dashboard());
+    let counters = |text: &str| {
+        let s = parse_exposition(text);
+        (
+            value(&s, "stratus_scheduler_workers_lost_total", &[], text),
+            value(&s, "stratus_scheduler_partitions_rebuilt_total", &[], text),
+        )
+    };
+    assert_eq!(counters(&http_get(&metrics)), (0.0, 0.0));
+
+    // The worker local-1, and how many partitions it holds.
+    let cluster = local.json("api/cluster");
+    let victim = cluster["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "local-1")
+        .unwrap_or_else(|| panic!("no local-1 in /api/cluster: {cluster}"));
+    let pid = victim["pid"].as_u64().expect("a worker's pid") as u32;
+    let held = victim["persisted_partitions"].as_u64().unwrap();
+    assert!(held > 0, "local-1 holds no partition: {cluster}");
+    kill9(pid);
+
+    // The scheduler drops it and rebuilds what it held on the survivor.
+    let cluster = eventually(
+        Duration::from_secs(60),
+        "local-1's partitions rebuilt",
+        || {
+            let cluster = local.json("api/cluster");
+            let workers = cluster["workers"].as_array().unwrap();
+            (workers.len() == 1 && workers[0]["persisted_partitions"] == 144).then_some(cluster)
+        },
+    );
+    assert_eq!(cluster["workers"][0]["name"], "local-0", "{cluster}");
+    let text = http_get(&metrics);
+    assert_eq!(
+        counters(&text),
+        (1.0, held as f64),
+        "(workers lost, partitions rebuilt) after killing local-1, which held {held} \
+         partitions:\n{text}"
+    );
+    let s = parse_exposition(&text);
+    assert_eq!(value(&s, "stratus_persisted_partitions", &[], &text), 144.0);
+    promtool_check("scheduler", &text);
 }
