@@ -1,62 +1,25 @@
 //! The analysis steps against an independent oracle: DuckDB (Python's
-//! `duckdb`, installed by .ci/run) on the same Parquet files. Counts, min, max
-//! and quantiles must match exactly; mean and std to 1e-9 relative.
+//! `duckdb`, installed by scripts/test) on the same Parquet files. Counts,
+//! min, max and quantiles must match exactly; mean and std to 1e-9 relative.
+//!
+//! The tests that only read share one cluster (two workers) with a generated
+//! data set persisted as `gen` and the derived frame `prep` of it; the test
+//! that kills a worker starts its own cluster.
 
 mod common;
 
+use common::cluster::{drop_at_exit, start_shared, Shared};
+use common::duckdb::{duckdb, python};
 use common::*;
-use std::process::Command;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 use arrow_array::{Array, RecordBatch};
-use stratus::local::{LocalCluster, LocalOptions};
-use stratus::{col, lit, Step, TruncUnit};
-
-/// Python prelude: DuckDB for the data, and pandas' (numpy's) linear
-/// interpolation applied to DuckDB's sorted values for the quantiles. DuckDB's
-/// own `quantile_cont` computes `lo + (hi - lo) * t`, which can differ from
-/// numpy's two-sided formula in the last bit; pandas is the reference.
-const PRELUDE: &str = r#"
-import duckdb, json, math
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-def pandas_quantile(v, q):
-    n = len(v)
-    if n == 0:
-        return None
-    p = q * (n - 1)
-    lo = math.floor(p)
-    hi = min(lo + 1, n - 1)
-    t = p - lo
-    a, b = float(v[lo]), float(v[hi])
-    d = b - a
-    return a + d * t if t < 0.5 else b - d * (1 - t)
-def clean(x):
-    return None if (isinstance(x, float) and x != x) else x
-"#;
-
-/// Run a DuckDB query from Python; rows as JSON arrays.
-fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
-    python(&format!(
-        "rows = con.execute({sql:?}).fetchall()\nprint(json.dumps([[clean(v) for v in r] for r in rows], default=str))"
-    ))
-}
-
-fn python(body: &str) -> Vec<Vec<serde_json::Value>> {
-    let script = format!("{PRELUDE}\n{body}");
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 (with duckdb: pip install duckdb) runs");
-    assert!(
-        out.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use stratus::{col, lit, Client, DataFrame, Step, TruncUnit};
+use stratus_protocol::messages::FrameSummary;
 
 fn stat(table: &RecordBatch, column: &str, row: usize) -> f64 {
     table
@@ -106,61 +69,181 @@ fn check_describe(table: &RecordBatch, parquet_glob: &str, columns: &[(&str, Str
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn describe_transforms_and_memory_match_duckdb() {
-    let data = TempDir::new("analysis");
-    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
-        rows: 150_000,
-        out: data.path().to_path_buf(),
-        seed: 11,
-    })
-    .unwrap();
-    let generated = format!("{}/year=*/month=*/*.parquet", data.path().display());
-    let fixture_glob = format!("{}/year=*/month=*/*.parquet", fixture());
-    let cluster = LocalCluster::start(&LocalOptions {
-        workers: 2,
-        threads_per_worker: 1,
-        memory_limit: Some(2 << 30),
-        dashboard_address: Some("127.0.0.1:0".into()),
-        ..LocalOptions::default()
-    })
-    .await
-    .unwrap();
-    let pids = cluster.worker_pids();
-    let client = stratus::Client::connect(&cluster.target).await.unwrap();
+/// The generated ISD-like data set: 150,000 rows (seed 11), generated once
+/// per test binary and removed when it exits.
+struct Data {
+    dir: PathBuf,
+    /// Its Parquet files, for DuckDB.
+    glob: String,
+    /// Rows with `year >= 2012`: the rows of `prep` (DuckDB's count).
+    prep_rows: u64,
+}
 
-    let measurements = [
-        "latitude",
-        "longitude",
-        "elevation",
-        "windAngle",
-        "windSpeed",
-        "temperature",
-        "seaLvlPressure",
-        "presentWeatherIndicator",
-        "pastWeatherIndicator",
-        "precipTime",
-        "precipDepth",
-        "snowDepth",
-        "year",
-        "day",
-    ];
-    let plain: Vec<(&str, String)> = measurements.iter().map(|c| (*c, c.to_string())).collect();
+fn data() -> &'static Data {
+    static DATA: OnceLock<Data> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let dir = TempDir::new("analysis");
+        stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+            rows: 150_000,
+            out: dir.path().to_path_buf(),
+            seed: 11,
+        })
+        .unwrap();
+        let glob = format!("{}/year=*/month=*/*.parquet", dir.path().display());
+        let prep_rows = duckdb(&format!(
+            "SELECT count(*) FROM read_parquet('{glob}') WHERE year >= 2012"
+        ))[0][0]
+            .as_u64()
+            .unwrap();
+        let data = Data {
+            dir: dir.path().to_path_buf(),
+            glob,
+            prep_rows,
+        };
+        drop_at_exit(dir);
+        data
+    })
+}
 
-    // Both datasets, every numeric column, exact quantiles.
-    for (source, glob, name) in [
-        (data.path().display().to_string(), generated.clone(), "gen"),
-        (fixture(), fixture_glob.clone(), "fixture"),
-    ] {
-        let df = client
-            .read_parquet(&source)
-            .with_column("date", col("datetime").floor(TruncUnit::Day));
-        let (isd, _) = df.persist(name).await.unwrap();
-        let table = isd.describe().await.unwrap();
-        check_describe(&table, &glob, &plain);
+/// The numeric columns of the ISD data.
+const MEASUREMENTS: [&str; 14] = [
+    "latitude",
+    "longitude",
+    "elevation",
+    "windAngle",
+    "windSpeed",
+    "temperature",
+    "seaLvlPressure",
+    "presentWeatherIndicator",
+    "pastWeatherIndicator",
+    "precipTime",
+    "precipDepth",
+    "snowDepth",
+    "year",
+    "day",
+];
+
+/// Every numeric column, each as its own SQL.
+fn measurements() -> Vec<(&'static str, String)> {
+    MEASUREMENTS.iter().map(|c| (*c, c.to_string())).collect()
+}
+
+/// Persist ISD Parquet files from `source` as `name`, with a `date` column
+/// (the day of `datetime`).
+async fn persist_with_date(client: &Client, source: &str, name: &str) -> FrameSummary {
+    let (_, summary) = client
+        .read_parquet(source)
+        .with_column("date", col("datetime").floor(TruncUnit::Day))
+        .persist(name)
+        .await
+        .unwrap();
+    summary
+}
+
+/// The derived frame of `gen` (Celsius to Fahrenheit, a product, fillna, a
+/// filter and a select), not yet persisted.
+fn prepared(client: &Client) -> DataFrame<'_> {
+    client
+        .frame("gen")
+        .filter(col("year").gt_eq(lit(2012)))
+        .with_column(
+            "temperature",
+            col("temperature") * lit(9) / lit(5) + lit(32),
+        )
+        // Tens of thousands of distinct values: its quantiles take the
+        // histogram rounds, not just the summary's distinct keys.
+        .with_column(
+            "heat",
+            col("temperature") * col("seaLvlPressure") / lit(1000),
+        )
+        .fillna(0.0)
+        .select(&[
+            "date",
+            "temperature",
+            "windSpeed",
+            "snowDepth",
+            "year",
+            "heat",
+        ])
+}
+
+/// The columns of `prep` as SQL over the generated Parquet files.
+fn prep_columns() -> Vec<(&'static str, String)> {
+    let filled = |c: &str| {
+        format!("CASE WHEN year >= 2012 THEN coalesce(CASE WHEN isnan({c}) THEN NULL ELSE {c} END, 0) END")
+    };
+    vec![
+        ("temperature", filled("temperature * 9 / 5 + 32")),
+        ("windSpeed", filled("windSpeed")),
+        ("snowDepth", filled("snowDepth")),
+        (
+            "heat",
+            filled("(temperature * 9 / 5 + 32) * seaLvlPressure / 1000"),
+        ),
+    ]
+}
+
+/// Persist `gen` (the generated data) and `prep` (derived from it); the
+/// summary of `prep`'s persist.
+async fn persist_gen_and_prep(client: &Client) -> FrameSummary {
+    persist_with_date(client, &data().dir.display().to_string(), "gen").await;
+    let (_, summary) = prepared(client).persist("prep").await.unwrap();
+    summary
+}
+
+/// The cluster the reading tests share, with `gen` and `prep` persisted.
+fn shared() -> &'static Shared<FrameSummary> {
+    static SHARED: OnceLock<Shared<FrameSummary>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        data();
+        start_shared(2, 2 << 30, |target| async move {
+            let client = Client::connect(&target).await.unwrap();
+            let prep = persist_gen_and_prep(&client).await;
+            client.close().await;
+            prep
+        })
+    })
+}
+
+/// The values of a describe row that must match: exactly, but for the mean
+/// and std (rows 1 and 2), which may differ in the last bits when partials
+/// merge in another order.
+fn same_stats(a: &RecordBatch, b: &RecordBatch, columns: &[&str], what: &str) {
+    for column in columns {
+        for row in 0..8 {
+            let (x, y) = (stat(a, column, row), stat(b, column, row));
+            let ok = if row == 1 || row == 2 {
+                close(x, y)
+            } else {
+                x == y
+            };
+            assert!(ok, "{what}: {column} row {row}: {x} vs {y}");
+        }
     }
+}
 
-    // Daily means (group-by on the day, partials merged worker to worker).
+#[tokio::test(flavor = "current_thread")]
+async fn describe_matches_duckdb_exactly_on_every_numeric_column() {
+    let cluster = shared();
+    let client = cluster.client().await;
+    // The generated data set and the pyarrow-written fixture (INT96
+    // datetimes): every numeric column, exact quantiles. (The cluster's work
+    // comes first: DuckDB blocks this thread, and with it the client's
+    // connection, which a 10 s silence closes.)
+    let generated = client.frame("gen").describe().await.unwrap();
+    persist_with_date(&client, &fixture(), "fixture").await;
+    let fixture_table = client.frame("fixture").describe().await.unwrap();
+    client.close().await;
+    check_describe(&generated, &data().glob, &measurements());
+    let fixture_glob = format!("{}/year=*/month=*/*.parquet", fixture());
+    check_describe(&fixture_table, &fixture_glob, &measurements());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn daily_means_and_std_merged_worker_to_worker_match_duckdb() {
+    let cluster = shared();
+    let client = cluster.client().await;
+    let generated = &data().glob;
     let daily = client
         .frame("gen")
         .groupby(&["date"])
@@ -171,6 +254,7 @@ async fn describe_transforms_and_memory_match_duckdb() {
         ])
         .await
         .unwrap();
+    client.close().await;
     let valid = |c: &str| format!("{c} IS NOT NULL AND NOT isnan({c})");
     let expect = duckdb(&format!(
         "SELECT avg(temperature) FILTER (WHERE {}), avg(seaLvlPressure) FILTER (WHERE {}), \
@@ -199,17 +283,23 @@ async fn describe_transforms_and_memory_match_duckdb() {
             assert!(close(o, e), "day {row} {name}: ours {o} vs DuckDB {e}");
         }
     }
+}
 
-    // Counts per (year, month): exact.
+#[tokio::test(flavor = "current_thread")]
+async fn counts_per_year_and_month_match_duckdb_exactly() {
+    let cluster = shared();
+    let client = cluster.client().await;
     let counts = client
         .frame("gen")
         .groupby(&["year", "month"])
         .count()
         .await
         .unwrap();
+    client.close().await;
     let expect = duckdb(&format!(
-        "SELECT year, month, count(windAngle), count(*) FROM read_parquet('{generated}', hive_partitioning = true) \
-         GROUP BY year, month ORDER BY year, month"
+        "SELECT year, month, count(windAngle), count(*) FROM read_parquet('{}', hive_partitioning = true) \
+         GROUP BY year, month ORDER BY year, month",
+        data().glob
     ));
     assert_eq!(counts.num_rows(), expect.len());
     let wind = counts
@@ -232,6 +322,12 @@ async fn describe_transforms_and_memory_match_duckdb() {
             "row count, group {row}"
         );
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn group_by_and_sort_on_an_unknown_column_name_it() {
+    let cluster = shared();
+    let client = cluster.client().await;
     let err = client
         .groupby(
             "gen",
@@ -243,67 +339,47 @@ async fn describe_transforms_and_memory_match_duckdb() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope"), "{err}");
+    let err = client
+        .sort("prep", "nope", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+    client.close().await;
+}
 
-    // A derived frame (Celsius to Fahrenheit, fillna, a filter) from the
-    // persisted one: computed next to its parent partitions.
-    let prepared = client
-        .frame("gen")
-        .filter(col("year").gt_eq(lit(2012)))
-        .with_column(
-            "temperature",
-            col("temperature") * lit(9) / lit(5) + lit(32),
-        )
-        // Tens of thousands of distinct values: its quantiles take the
-        // histogram rounds, not just the summary's distinct keys.
-        .with_column(
-            "heat",
-            col("temperature") * col("seaLvlPressure") / lit(1000),
-        )
-        .fillna(0.0)
-        .select(&[
-            "date",
-            "temperature",
-            "windSpeed",
-            "snowDepth",
-            "year",
-            "heat",
-        ]);
-    let (prep, summary) = prepared.persist("prep").await.unwrap();
-    let expected_rows = duckdb(&format!(
-        "SELECT count(*) FROM read_parquet('{generated}') WHERE year >= 2012"
-    ))[0][0]
-        .as_u64()
-        .unwrap();
-    assert_eq!(summary.rows, expected_rows);
-    let table = prep.describe().await.unwrap();
-    let filled = |c: &str| {
-        format!("CASE WHEN year >= 2012 THEN coalesce(CASE WHEN isnan({c}) THEN NULL ELSE {c} END, 0) END")
-    };
-    check_describe(
-        &table,
-        &generated,
-        &[
-            ("temperature", filled("temperature * 9 / 5 + 32")),
-            ("windSpeed", filled("windSpeed")),
-            ("snowDepth", filled("snowDepth")),
-            (
-                "heat",
-                filled("(temperature * 9 / 5 + 32) * seaLvlPressure / 1000"),
-            ),
-        ],
-    );
+#[tokio::test(flavor = "current_thread")]
+async fn derived_frames_apply_steps_next_to_their_parent() {
+    // `prep`: persisted from the persisted `gen` with a filter, derived
+    // columns, fillna and a select, computed where `gen`'s partitions are.
+    let cluster = shared();
+    let client = cluster.client().await;
+    let expected_rows = data().prep_rows;
+    assert_eq!(cluster.prepared.rows, expected_rows);
+    let table = client.frame("prep").describe().await.unwrap();
+    client.close().await;
+    check_describe(&table, &data().glob, &prep_columns());
     assert_eq!(
         stat(&table, "snowDepth", 0),
         expected_rows as f64,
         "fillna filled every row"
     );
+}
 
-    // Write the prepared frame as a dataset partitioned by year; DuckDB reads
-    // it back with the same rows; an existing dataset is refused.
+#[tokio::test(flavor = "current_thread")]
+async fn write_produces_a_hive_dataset_duckdb_reads_back() {
+    let cluster = shared();
+    let client = cluster.client().await;
+    let expected_rows = data().prep_rows;
     let out_dir = TempDir::new("written");
     let dest = out_dir.path().join("prepared");
     let dest_str = dest.display().to_string();
-    let (rows, files) = prep.to_parquet(&dest_str, &["year"], false).await.unwrap();
+    let (rows, files) = client
+        .frame("prep")
+        .to_parquet(&dest_str, &["year"], false)
+        .await
+        .unwrap();
+    client.close().await;
     assert_eq!(rows, expected_rows);
     assert!(files >= 8, "one file per partition and year: {files}");
     assert!(dest.join("_SUCCESS").exists());
@@ -312,7 +388,8 @@ async fn describe_transforms_and_memory_match_duckdb() {
         "SELECT count(*), sum(temperature), count(DISTINCT year), min(year) FROM read_parquet('{dest_str}/**/*.parquet', hive_partitioning = true)"
     ));
     let ours = duckdb(&format!(
-        "SELECT count(*), sum(coalesce(CASE WHEN isnan(temperature) THEN NULL ELSE temperature END * 9 / 5 + 32, 0)), count(DISTINCT year), min(year) FROM read_parquet('{generated}', hive_partitioning = true) WHERE year >= 2012"
+        "SELECT count(*), sum(coalesce(CASE WHEN isnan(temperature) THEN NULL ELSE temperature END * 9 / 5 + 32, 0)), count(DISTINCT year), min(year) FROM read_parquet('{}', hive_partitioning = true) WHERE year >= 2012",
+        data().glob
     ));
     assert_eq!(back[0][0], ours[0][0]);
     assert!(close(
@@ -321,6 +398,17 @@ async fn describe_transforms_and_memory_match_duckdb() {
     ));
     assert_eq!(back[0][2], ours[0][2]);
     assert_eq!(back[0][3], ours[0][3]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn write_refuses_an_existing_dataset_unless_told_to_overwrite() {
+    let cluster = shared();
+    let client = cluster.client().await;
+    let expected_rows = data().prep_rows;
+    let prep = client.frame("prep");
+    let out_dir = TempDir::new("overwritten");
+    let dest_str = out_dir.path().join("prepared").display().to_string();
+    prep.to_parquet(&dest_str, &["year"], false).await.unwrap();
     let err = prep
         .to_parquet(&dest_str, &["year"], false)
         .await
@@ -332,58 +420,74 @@ async fn describe_transforms_and_memory_match_duckdb() {
     );
     let (rows, _) = prep.to_parquet(&dest_str, &["year"], true).await.unwrap();
     assert_eq!(rows, expected_rows);
+    client.close().await;
+}
 
-    // Sorting: by the day (partitions already range it: sorted where they
-    // are) and by temperature (a shuffle, worker to worker). Every row is
-    // kept and the whole frame reads back in key order.
-    for (key, into) in [("date", "prep_by_date"), ("temperature", "prep_by_temp")] {
-        let (sorted, summary) = prep.sort_by(key, into).await.unwrap();
-        assert_eq!(summary.rows, expected_rows, "{key}");
-        let batches = sorted
-            .clone()
-            .select(&[key, "windSpeed"])
-            .head(expected_rows + 10)
-            .await
-            .unwrap();
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows as u64, expected_rows, "{key}: every row read back");
-        let keys: Vec<f64> = batches
-            .iter()
-            .flat_map(|b| {
-                let c = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Float64).unwrap();
-                c.as_primitive::<Float64Type>().values().to_vec()
-            })
-            .collect();
-        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{key}: not in order");
-        let wind: f64 = batches
-            .iter()
-            .map(|b| {
-                b.column(1)
-                    .as_primitive::<Float64Type>()
-                    .values()
-                    .iter()
-                    .sum::<f64>()
-            })
-            .sum();
-        let before = stat(&table, "windSpeed", 1) * expected_rows as f64;
-        assert!((wind - before).abs() / before < 1e-9, "{key}: rows changed");
-    }
-    let err = client
-        .sort("prep", "nope", None)
+/// Sort `prep` by `key` into `into`: every row is kept and the whole frame
+/// reads back in key order.
+async fn check_sort(key: &str, into: &str) {
+    let cluster = shared();
+    let client = cluster.client().await;
+    let expected_rows = data().prep_rows;
+    let prep = client.frame("prep");
+    let table = prep.describe().await.unwrap();
+    let (sorted, summary) = prep.sort_by(key, into).await.unwrap();
+    assert_eq!(summary.rows, expected_rows, "{key}");
+    let batches = sorted
+        .clone()
+        .select(&[key, "windSpeed"])
+        .head(expected_rows + 10)
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("nope"), "{err}");
+        .unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows as u64, expected_rows, "{key}: every row read back");
+    let keys: Vec<f64> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = arrow_cast::cast(b.column(0), &arrow_schema::DataType::Float64).unwrap();
+            c.as_primitive::<Float64Type>().values().to_vec()
+        })
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{key}: not in order");
+    let wind: f64 = batches
+        .iter()
+        .map(|b| {
+            b.column(1)
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .sum::<f64>()
+        })
+        .sum();
+    let before = stat(&table, "windSpeed", 1) * expected_rows as f64;
+    assert!((wind - before).abs() / before < 1e-9, "{key}: rows changed");
+    client.close().await;
+}
 
-    // memory_usage: per column, and the total equals what persist reported.
-    let memory = prep.memory_usage().await.unwrap();
+#[tokio::test(flavor = "current_thread")]
+async fn sort_by_day_keeps_every_row_in_key_order() {
+    // The partitions already range the day: each is sorted where it is.
+    check_sort("date", "prep_by_date").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sort_by_temperature_shuffles_every_row_into_key_order() {
+    // Rows move worker to worker.
+    check_sort("temperature", "prep_by_temp").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn memory_usage_lists_each_column_and_totals_what_persist_reported() {
+    let cluster = shared();
+    let client = cluster.client().await;
+    let memory = client.frame("prep").memory_usage().await.unwrap();
     let names = memory.column(0).as_string::<i32>();
     let bytes = memory
         .column(1)
         .as_primitive::<arrow_array::types::UInt64Type>();
     let last = memory.num_rows() - 1;
     assert_eq!(names.value(last), "total");
-    assert_eq!(bytes.value(last), summary.bytes);
+    assert_eq!(bytes.value(last), cluster.prepared.bytes);
     assert_eq!(
         (0..last).map(|i| names.value(i)).collect::<Vec<_>>(),
         vec![
@@ -395,8 +499,13 @@ async fn describe_transforms_and_memory_match_duckdb() {
             "heat"
         ]
     );
+    client.close().await;
+}
 
-    // A type error is clear and runs no task.
+#[tokio::test(flavor = "current_thread")]
+async fn a_type_error_names_the_function_and_the_column_type() {
+    let cluster = shared();
+    let client = cluster.client().await;
     let err = client
         .persist(
             "gen",
@@ -416,47 +525,50 @@ async fn describe_transforms_and_memory_match_duckdb() {
         err.contains("date_trunc") && err.contains("temperature is Float64"),
         "{err}"
     );
+    client.close().await;
+}
 
-    // Lineage through steps: kill a worker; the derived frame's lost
-    // partitions are rebuilt from Parquet with every step, and the shuffled
-    // frame's lost ranges from the Parquet inputs of its parent: same answers.
+#[tokio::test(flavor = "current_thread")]
+async fn derived_and_sorted_frames_are_rebuilt_after_their_worker_is_killed() {
+    // A cluster of its own, which this test kills a worker of: `stratus
+    // local` as a process (a second `LocalCluster` in this process would
+    // share the shared one's run directory).
+    let expected_rows = data().prep_rows;
+    let local = start_local(2, &["--memory-limit", "2GiB"]);
+    let victim = local.worker_pid("local-0");
+    let client = Client::connect(&local.target()).await.unwrap();
+    persist_gen_and_prep(&client).await;
+    let table = client.describe("prep", None).await.unwrap();
+    client
+        .sort("prep", "temperature", Some("prep_by_temp"))
+        .await
+        .unwrap();
     let by_temp_before = client.describe("prep_by_temp", None).await.unwrap();
-    kill9(pids[0]);
-    let started = std::time::Instant::now();
-    let again = loop {
+
+    // The derived frame's lost partitions are rebuilt from Parquet with
+    // every step, and the shuffled frame's lost ranges from the Parquet
+    // inputs of its parent: same answers.
+    kill9(victim);
+    let again = eventually_async(Duration::from_secs(60), "prep rebuilt", || async {
         let info = client.info().await.unwrap();
         let frames = client.list().await.unwrap();
         let prep = frames
             .iter()
             .find(|f| f.name == "prep")
             .expect("prep listed");
-        if info.workers == 1 && prep.partitions_held == prep.partitions {
-            break client.describe("prep", None).await.unwrap();
+        match info.workers == 1 && prep.partitions_held == prep.partitions {
+            true => Some(client.describe("prep", None).await.unwrap()),
+            false => None,
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "prep not rebuilt: {frames:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let by_temp = client.describe("prep_by_temp", None).await.unwrap();
-    for column in ["temperature", "windSpeed", "snowDepth", "heat"] {
-        for row in 0..8 {
-            let (a, b) = (
-                stat(&by_temp, column, row),
-                stat(&by_temp_before, column, row),
-            );
-            let ok = if row == 1 || row == 2 {
-                close(a, b)
-            } else {
-                a == b
-            };
-            assert!(
-                ok,
-                "prep_by_temp {column} row {row} after rebuild: {a} vs {b}"
-            );
-        }
-    }
+    same_stats(
+        &by_temp,
+        &by_temp_before,
+        &["temperature", "windSpeed", "snowDepth", "heat"],
+        "prep_by_temp after the rebuild",
+    );
     let frames = client.list().await.unwrap();
     let by_temp_frame = frames.iter().find(|f| f.name == "prep_by_temp").unwrap();
     assert_eq!(by_temp_frame.partitions_held, by_temp_frame.partitions);
@@ -478,19 +590,13 @@ async fn describe_transforms_and_memory_match_duckdb() {
         keys.windows(2).all(|w| w[0] <= w[1]),
         "rebuilt ranges in order"
     );
-    // Same answer; mean and std may differ in the last bits because the
-    // partials merge in another order now.
+    // Same answer for the derived frame.
     assert_eq!(again.schema(), table.schema());
-    for column in ["temperature", "windSpeed", "snowDepth", "year"] {
-        for row in 0..8 {
-            let (a, b) = (stat(&again, column, row), stat(&table, column, row));
-            let ok = if row == 1 || row == 2 {
-                close(a, b)
-            } else {
-                a == b
-            };
-            assert!(ok, "{column} row {row} after rebuild: {a} vs {b}");
-        }
-    }
+    same_stats(
+        &again,
+        &table,
+        &["temperature", "windSpeed", "snowDepth", "year"],
+        "prep after the rebuild",
+    );
     client.close().await;
 }

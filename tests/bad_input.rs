@@ -3,9 +3,9 @@
 
 mod common;
 
+use common::cluster::start_cluster;
 use common::*;
 use std::path::Path;
-use stratus::local::{LocalCluster, LocalOptions};
 
 fn copy_fixture_file(rel: &str, to: &Path) {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -34,15 +34,7 @@ fn write_int_temperature(path: &Path) {
 async fn bad_inputs_name_the_file_and_the_cluster_keeps_serving() {
     let dir = TempDir::new("bad");
     let root = dir.path();
-    let cluster = LocalCluster::start(&LocalOptions {
-        workers: 2,
-        threads_per_worker: 1,
-        memory_limit: Some(1 << 30),
-        dashboard_address: Some("127.0.0.1:0".into()),
-        ..LocalOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = start_cluster(2, 1 << 30).await;
     let client = stratus::Client::connect(&cluster.target).await.unwrap();
     let good = fixture();
     let check_still_serving = || async {

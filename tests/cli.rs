@@ -34,7 +34,7 @@ fn cluster_json(file: &std::path::Path) -> serde_json::Value {
 }
 
 #[test]
-fn len_persist_head_list_unpersist_on_the_pyarrow_fixture() {
+fn cli_commands_print_only_their_result_and_say_what_they_refuse() {
     let local = start_local(2, &[]);
     let f = local.file.as_path();
 

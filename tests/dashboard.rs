@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-// ---- a local cluster --------------------------------------------------------
-
-/// The dashboard URL (`http://127.0.0.1:PORT/`) from the scheduler file.
-fn dashboard_url(scheduler_file: &Path) -> String {
-    let text = std::fs::read_to_string(scheduler_file).expect("read the scheduler file");
-    let sf: Value = serde_json::from_str(&text).expect("scheduler file is JSON");
-    let url = sf["dashboard"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no dashboard URL in the scheduler file: {text}"))
-        .to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "dashboard URL {url}");
-    url
-}
-
 // ---- headless Chromium over the DevTools protocol ---------------------------
 
 /// A headless Chromium with a fresh profile, driven over
@@ -450,7 +436,7 @@ fn artifact_path() -> PathBuf {
 fn dashboard_shows_workers_and_jobs_live_in_headless_chromium() {
     let local = start_local(2, &[]);
     let f = local.file.as_path();
-    let url = dashboard_url(f);
+    let url = local.dashboard();
     let info = ok(f, &["info"]);
     assert!(info.contains(" workers=2 "), "{info}");
 

@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::cluster::start_cluster;
+use common::duckdb::duckdb;
 use common::*;
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -14,7 +15,6 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
     Array, ArrayRef, Float64Array, Int32Array, RecordBatch, TimestampMillisecondArray,
 };
-use stratus::local::{LocalCluster, LocalOptions};
 
 fn write(path: &std::path::Path, batch: &RecordBatch) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -44,24 +44,9 @@ fn batch(ts: Vec<i64>, temp: Vec<Option<f64>>, wind: Vec<Option<i32>>) -> Record
     .unwrap()
 }
 
-fn duckdb_rows(sql: &str) -> Vec<Vec<serde_json::Value>> {
-    let script = format!(
-        "import duckdb, json\ncon = duckdb.connect()\nrows = con.execute({sql:?}).fetchall()\nprint(json.dumps([[None if (isinstance(v, float) and v != v) else v for v in r] for r in rows], default=str))"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "current_thread")]
-async fn nan_all_null_empty_and_single_row_partitions() {
+async fn describe_and_group_by_skip_nan_and_nulls_like_duckdb_across_empty_and_one_row_partitions()
+{
     let dir = TempDir::new("edges");
     let day = 86_400_000i64;
     let t0 = 1_230_768_000_000i64; // 2009-01-01
@@ -102,15 +87,7 @@ async fn nan_all_null_empty_and_single_row_partitions() {
         &dir.path().join("year=2009/month=3/part-0.parquet"),
         &batch(Vec::new(), Vec::new(), Vec::new()),
     );
-    let cluster = LocalCluster::start(&LocalOptions {
-        workers: 2,
-        threads_per_worker: 1,
-        memory_limit: Some(1 << 30),
-        dashboard_address: Some("127.0.0.1:0".into()),
-        ..LocalOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = start_cluster(2, 1 << 30).await;
     let client = stratus::Client::connect(&cluster.target).await.unwrap();
     let src = dir.path().display().to_string();
     let (isd, summary) = client
@@ -133,7 +110,7 @@ async fn nan_all_null_empty_and_single_row_partitions() {
         ("windAngle", "windAngle::DOUBLE"),
     ] {
         let f = format!("FILTER (WHERE {cast} IS NOT NULL AND NOT isnan({cast}))");
-        let expect = &duckdb_rows(&format!(
+        let expect = &duckdb(&format!(
             "SELECT count({cast}) {f}, avg({cast}) {f}, stddev_samp({cast}) {f}, min({cast}) {f}, \
              quantile_cont({cast}, 0.25) {f}, quantile_cont({cast}, 0.5) {f}, quantile_cont({cast}, 0.75) {f}, max({cast}) {f} \
              FROM read_parquet('{glob}')"
@@ -163,7 +140,7 @@ async fn nan_all_null_empty_and_single_row_partitions() {
 
     // Daily means and counts: NaN skipped, the all-null column's mean is null.
     let daily = isd.groupby(&["date"]).mean().await.unwrap();
-    let expect = duckdb_rows(&format!(
+    let expect = duckdb(&format!(
         "SELECT avg(temperature) FILTER (WHERE NOT isnan(temperature)), avg(windAngle) FROM read_parquet('{glob}') \
          GROUP BY date_trunc('day', datetime) ORDER BY date_trunc('day', datetime)"
     ));

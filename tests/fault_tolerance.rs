@@ -3,14 +3,14 @@
 
 mod common;
 
+use common::cluster::start_cluster;
 use common::*;
 use std::time::Duration;
-use stratus::local::{LocalCluster, LocalOptions};
 
 const ROWS: u64 = 1_000_000;
 
 #[tokio::test(flavor = "current_thread")]
-async fn killed_workers_lose_no_data() {
+async fn a_persist_survives_a_killed_worker_and_its_partitions_are_rebuilt_with_the_same_rows() {
     let data = TempDir::new("ft-data");
     stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
         rows: ROWS,
@@ -19,15 +19,7 @@ async fn killed_workers_lose_no_data() {
     })
     .unwrap();
     let src = data.path().display().to_string();
-    let cluster = LocalCluster::start(&LocalOptions {
-        workers: 3,
-        threads_per_worker: 1,
-        memory_limit: Some(4 << 30),
-        dashboard_address: Some("127.0.0.1:0".into()),
-        ..LocalOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = start_cluster(3, 4 << 30).await;
     let pids = cluster.worker_pids();
     let client = stratus::Client::connect(&cluster.target).await.unwrap();
     assert_eq!(client.len(&src).await.unwrap(), ROWS);
@@ -64,31 +56,20 @@ async fn killed_workers_lose_no_data() {
     // Kill another worker after the persist: its partitions are rebuilt on
     // the survivor, and the frame answers as before.
     kill9(pids[1]);
-    let frames = eventually_async(Duration::from_secs(60), || async {
-        let info = client.info().await.unwrap();
-        let frames = client.list().await.unwrap();
-        let whole = frames[0].partitions_held == frames[0].partitions;
-        (info.workers == 1 && whole).then_some(frames)
-    })
+    let frames = eventually_async(
+        Duration::from_secs(60),
+        "the lost partitions rebuilt",
+        || async {
+            let info = client.info().await.unwrap();
+            let frames = client.list().await.unwrap();
+            let whole = frames[0].partitions_held == frames[0].partitions;
+            (info.workers == 1 && whole).then_some(frames)
+        },
+    )
     .await;
     assert_eq!(frames[0].rows, ROWS);
     assert_eq!(client.len("isd").await.unwrap(), ROWS);
     let after = client.head("isd", 20, None).await.unwrap();
     assert_eq!(before, after, "rebuilt partitions hold the same rows");
     client.close().await;
-}
-
-async fn eventually_async<T, F, Fut>(timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

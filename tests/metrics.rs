@@ -6,145 +6,15 @@
 
 mod common;
 
+use common::exposition::*;
 use common::*;
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// One sample of a Prometheus text exposition.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parse the samples of a text exposition (comments skipped).
-fn parse(text: &str) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            None => (series.to_string(), BTreeMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("labels end with }");
-                (name.to_string(), parse_labels(body))
-            }
-        };
-        samples.push(Sample {
-            name,
-            labels,
-            value,
-        });
-    }
-    samples
-}
-
-/// `a="x",b="y\"z"` into a map (escapes undone).
-fn parse_labels(body: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "label {key} is quoted");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim_start_matches(',').to_string(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    labels
-}
-
-/// The samples named `name` that carry every label of `with`.
-fn series<'a>(samples: &'a [Sample], name: &str, with: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| {
-            with.iter()
-                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect()
-}
-
-/// The value of the one sample named `name` with labels `with`.
-fn value(samples: &[Sample], name: &str, with: &[(&str, &str)], text: &str) -> f64 {
-    let found = series(samples, name, with);
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {name} with {with:?}, found {found:?} in\n{text}"
-    );
-    found[0].value
-}
-
-/// `promtool check metrics` must accept the exposition silently.
-fn promtool_check(what: &str, text: &str) {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "cannot run promtool ({e}): install Debian's `prometheus` package \
-             (apt-get install prometheus), which provides promtool"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics on the {what}'s metrics ({}):\n{said}\n--- exposition:\n{text}",
-        out.status
-    );
-}
-
-fn scheduler_file(local: &Local) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(&local.file).unwrap()).unwrap()
-}
 
 #[test]
 fn scheduler_and_workers_export_the_metric_contract() {
     let local = start_local(2, &[]);
     let f = local.file.as_path();
-    let sf = scheduler_file(&local);
+    let sf = local.scheduler_file();
     let address = sf["address"].as_str().unwrap().to_string();
     let dashboard = sf["dashboard"].as_str().unwrap().to_string();
 
@@ -184,12 +54,12 @@ fn scheduler_and_workers_export_the_metric_contract() {
         "heartbeats after the persist",
         || {
             let text = http_get(&format!("{dashboard}metrics"));
-            let samples = parse(&text);
+            let samples = parse_exposition(&text);
             let used = series(&samples, "stratus_cluster_worker_memory_used_bytes", &[]);
             (used.len() == 2 && used.iter().all(|s| s.value > 0.0)).then_some(text)
         },
     );
-    let s = parse(&text);
+    let s = parse_exposition(&text);
     let info = series(&s, "stratus_info", &[]);
     assert_eq!(info.len(), 1, "{text}");
     assert_eq!(info[0].value, 1.0);
@@ -227,6 +97,14 @@ fn scheduler_and_workers_export_the_metric_contract() {
     assert_eq!(value(&s, "stratus_persisted_partitions", &[], &text), 144.0);
     assert!(value(&s, "stratus_persisted_bytes", &[], &text) > 0.0);
     assert_eq!(value(&s, "stratus_jobs_in_progress", &[], &text), 0.0);
+    assert_eq!(
+        value(&s, "stratus_scheduler_workers_lost_total", &[], &text),
+        0.0
+    );
+    assert_eq!(
+        value(&s, "stratus_scheduler_partitions_rebuilt_total", &[], &text),
+        0.0
+    );
     for kind in ["persist", "describe", "groupby"] {
         let ok = [("kind", kind), ("outcome", "ok")];
         assert_eq!(value(&s, "stratus_client_requests_total", &ok, &text), 1.0);
@@ -265,7 +143,7 @@ fn scheduler_and_workers_export_the_metric_contract() {
     let (mut loads, mut peer_sent) = (0.0, 0.0);
     for (name, url) in &workers {
         let text = http_get(url);
-        let s = parse(&text);
+        let s = parse_exposition(&text);
         let info = series(&s, "stratus_worker_info", &[]);
         assert_eq!(info.len(), 1, "{text}");
         assert_eq!(info[0].value, 1.0);
@@ -331,4 +209,56 @@ fn scheduler_and_workers_export_the_metric_contract() {
         peer_sent > 0.0,
         "the group-by sent nothing worker to worker"
     );
+}
+
+#[test]
+fn a_killed_worker_is_counted_lost_and_each_partition_it_held_counted_rebuilt() {
+    let local = start_local(2, &[]);
+    let f = local.file.as_path();
+    let out = ok(f, &["persist", &fixture(), "--as", "isd"]);
+    assert!(out.starts_with("isd: 60000 rows, 144 partitions"), "{out}");
+    let metrics = format!("{}metrics", local.dashboard());
+    let counters = |text: &str| {
+        let s = parse_exposition(text);
+        (
+            value(&s, "stratus_scheduler_workers_lost_total", &[], text),
+            value(&s, "stratus_scheduler_partitions_rebuilt_total", &[], text),
+        )
+    };
+    assert_eq!(counters(&http_get(&metrics)), (0.0, 0.0));
+
+    // The worker local-1, and how many partitions it holds.
+    let cluster = local.json("api/cluster");
+    let victim = cluster["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "local-1")
+        .unwrap_or_else(|| panic!("no local-1 in /api/cluster: {cluster}"));
+    let pid = victim["pid"].as_u64().expect("a worker's pid") as u32;
+    let held = victim["persisted_partitions"].as_u64().unwrap();
+    assert!(held > 0, "local-1 holds no partition: {cluster}");
+    kill9(pid);
+
+    // The scheduler drops it and rebuilds what it held on the survivor.
+    let cluster = eventually(
+        Duration::from_secs(60),
+        "local-1's partitions rebuilt",
+        || {
+            let cluster = local.json("api/cluster");
+            let workers = cluster["workers"].as_array().unwrap();
+            (workers.len() == 1 && workers[0]["persisted_partitions"] == 144).then_some(cluster)
+        },
+    );
+    assert_eq!(cluster["workers"][0]["name"], "local-0", "{cluster}");
+    let text = http_get(&metrics);
+    assert_eq!(
+        counters(&text),
+        (1.0, held as f64),
+        "(workers lost, partitions rebuilt) after killing local-1, which held {held} \
+         partitions:\n{text}"
+    );
+    let s = parse_exposition(&text);
+    assert_eq!(value(&s, "stratus_persisted_partitions", &[], &text), 144.0);
+    promtool_check("scheduler", &text);
 }

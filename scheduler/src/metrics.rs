@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use stratus_protocol::metrics::{register, QuicCollector};
@@ -34,6 +34,8 @@ pub struct Metrics {
     worker_running_tasks: IntGaugeVec,
     tasks: IntGaugeVec,
     tasks_done: IntCounterVec,
+    workers_lost: IntCounter,
+    partitions_rebuilt: IntCounter,
     persisted_frames: IntGauge,
     persisted_partitions: IntGauge,
     persisted_bytes: IntGauge,
@@ -54,6 +56,10 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
     )
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(
         registry,
@@ -62,11 +68,10 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 }
 
 /// Advance a counter to `total` (the state keeps the running totals).
-fn advance(counter: &IntCounterVec, label: &str, total: u64) {
-    let c = counter.with_label_values(&[label]);
-    let seen = c.get();
+fn advance(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
     if total > seen {
-        c.inc_by(total - seen);
+        counter.inc_by(total - seen);
     }
 }
 
@@ -131,6 +136,18 @@ impl Metrics {
                 "stratus_tasks_completed_total",
                 "Tasks completed since start, by outcome (finished, failed, retried).",
                 &["outcome"],
+            ),
+            workers_lost: counter(
+                &registry,
+                "stratus_scheduler_workers_lost_total",
+                "Workers lost since start (connection closed or heartbeats missed); their \
+                 running tasks are retried and their persisted partitions rebuilt.",
+            ),
+            partitions_rebuilt: counter(
+                &registry,
+                "stratus_scheduler_partitions_rebuilt_total",
+                "Persisted partitions sent for a rebuild from their lineage since start, \
+                 because the worker holding them was lost.",
             ),
             persisted_frames: gauge(&registry, "stratus_persisted_frames", "Persisted frames."),
             persisted_partitions: gauge(
@@ -231,9 +248,15 @@ impl Metrics {
             .with_label_values(&["running"])
             .set(running as i64);
         let c = state.counters();
-        advance(&self.tasks_done, "finished", c.tasks_finished);
-        advance(&self.tasks_done, "failed", c.tasks_failed);
-        advance(&self.tasks_done, "retried", c.tasks_retried);
+        for (outcome, total) in [
+            ("finished", c.tasks_finished),
+            ("failed", c.tasks_failed),
+            ("retried", c.tasks_retried),
+        ] {
+            advance(&self.tasks_done.with_label_values(&[outcome]), total);
+        }
+        advance(&self.workers_lost, c.workers_lost);
+        advance(&self.partitions_rebuilt, c.partitions_rebuilt);
         let frames: Vec<_> = state.frames().collect();
         self.persisted_frames.set(frames.len() as i64);
         self.persisted_partitions

@@ -1,8 +1,23 @@
-//! Helpers shared by the integration tests: temp dirs, the fixture, running
-//! the real `stratus` binary, plain HTTP GETs against the dashboard port.
+//! Helpers shared by the integration tests: temp dirs, the fixture, files
+//! of the repository, running the real `stratus` binary, waiting, killing,
+//! and `stratus local` as a process. Submodules: [`cluster`] (the library's
+//! `LocalCluster`, per test or shared), [`duckdb`] (the oracle), [`http`]
+//! (plain GETs), [`exposition`] (Prometheus text format), [`prometheus`] (a
+//! real Prometheus server and promtool), [`promql`], [`grafana`].
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+pub mod cluster;
+pub mod duckdb;
+pub mod exposition;
+pub mod grafana;
+pub mod http;
+pub mod prometheus;
+pub mod promql;
+
+// Not every test file uses every one of them.
+#[allow(unused_imports)]
+pub use http::{get_json, get_ok, http_get, http_get_raw, try_get, HttpResponse};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,6 +58,23 @@ pub fn fixture() -> String {
 }
 
 pub const FIXTURE_ROWS: u64 = 60_000;
+
+/// A file under the repository's deploy/ directory.
+pub fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+/// A text file's contents (panics naming the file).
+pub fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Write a text file (panics naming the file).
+pub fn write_text(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
 
 /// Run `stratus ARGS` against a scheduler file.
 pub fn stratus(scheduler_file: &Path, args: &[&str]) -> Output {
@@ -92,83 +124,6 @@ pub fn fails(scheduler_file: &Path, args: &[&str]) -> String {
     stderr(&o)
 }
 
-/// An HTTP response.
-pub struct HttpResponse {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Vec<u8>,
-}
-
-/// GET an http://127.0.0.1:PORT/path URL, whatever the status.
-pub fn http_get_raw(url: &str) -> HttpResponse {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host).expect("connect dashboard");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP response");
-    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("HTTP status");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let body = &response[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    HttpResponse {
-        status,
-        content_type,
-        body,
-    }
-}
-
-/// GET an http://127.0.0.1:PORT/path URL that must answer 200; return the body.
-pub fn http_get(url: &str) -> String {
-    let response = http_get_raw(url);
-    let body = String::from_utf8_lossy(&response.body).into_owned();
-    assert_eq!(response.status, 200, "GET {url}: {body}");
-    body
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&body[..end]);
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        let start = end + 2;
-        out.extend_from_slice(&body[start..start + n]);
-        body = &body[start + n + 2..];
-    }
-    out
-}
-
 /// Poll `check` until it returns Some or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -178,6 +133,38 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         }
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Poll `check` every 250 ms until it succeeds or `timeout` passes; on
+/// timeout, the last error.
+pub fn poll<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(e) if start.elapsed() >= timeout => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Await `check` every 200 ms until it returns Some or `timeout` passes.
+pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -208,7 +195,19 @@ pub struct Local {
 }
 
 impl Drop for Local {
+    /// SIGTERM (it stops its children and removes its run directory), then
+    /// SIGKILL after 10 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -259,16 +258,67 @@ impl Local {
         )
     }
 
-    /// The dashboard URL, ending in `/`.
+    /// The scheduler file it wrote (address, dashboard, certificate).
+    pub fn scheduler_file(&self) -> serde_json::Value {
+        serde_json::from_str(&read_text(&self.file)).expect("the scheduler file is JSON")
+    }
+
+    /// The dashboard URL, `http://127.0.0.1:PORT/` (ending in `/`).
     pub fn dashboard(&self) -> String {
-        let sf: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&self.file).unwrap()).unwrap();
-        sf["dashboard"].as_str().unwrap().to_string()
+        let sf = self.scheduler_file();
+        let url = sf["dashboard"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no dashboard URL in the scheduler file: {sf}"));
+        assert!(url.starts_with("http://127.0.0.1:"), "dashboard URL {url}");
+        url.to_string()
+    }
+
+    /// The dashboard's `HOST:PORT`.
+    pub fn dashboard_address(&self) -> String {
+        let url = self.dashboard();
+        url["http://".len()..].trim_end_matches('/').to_string()
+    }
+
+    /// Where a library client connects to it.
+    pub fn target(&self) -> stratus::Target {
+        stratus::Locator {
+            scheduler_file: Some(self.file.clone()),
+            scheduler: None,
+            tls_ca: None,
+        }
+        .resolve()
+        .expect("the scheduler file names a cluster")
+    }
+
+    /// The process id of worker `name` (`local-0`, ...), from `/api/cluster`.
+    pub fn worker_pid(&self, name: &str) -> u32 {
+        let cluster = self.json("api/cluster");
+        cluster["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == name)
+            .and_then(|w| w["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no pid for {name} in /api/cluster: {cluster}"))
+            as u32
     }
 
     /// GET a JSON document under the dashboard URL (`api/cluster`, ...).
     pub fn json(&self, path: &str) -> serde_json::Value {
-        let url = format!("{}{path}", self.dashboard());
-        serde_json::from_str(&http_get(&url)).unwrap()
+        get_json(&format!("{}{path}", self.dashboard()))
+    }
+
+    /// Run `stratus ARGS` against it; stdout on success, else the failure.
+    pub fn client(&self, args: &[&str]) -> Result<String, String> {
+        let o = stratus(&self.file, args);
+        match o.status.success() {
+            true => Ok(stdout(&o)),
+            false => Err(format!(
+                "`stratus {}` failed ({}): {}",
+                args.join(" "),
+                o.status,
+                stderr(&o).trim()
+            )),
+        }
     }
 }
