@@ -557,13 +557,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 inherit_logs: true,
                 data_dir: Some(data_dir.clone()),
             };
-            let cluster = LocalCluster::start(&options).await?;
+            let mut cluster = LocalCluster::start(&options).await?;
             println!("scheduler {}", cluster.target.address);
             println!("dashboard {}", cluster.dashboard);
             if let Some(path) = &cluster.scheduler_file {
                 println!("scheduler-file {}", path.display());
             }
-            shutdown_signal().await;
+            // Replace dead workers until Ctrl-C / SIGTERM; the nanny is
+            // dropped (no more restarts) before the children are stopped.
+            let policy = stratus::local::RestartPolicy::default();
+            tokio::select! {
+                result = cluster.nanny(&policy) => result?,
+                _ = shutdown_signal() => {}
+            }
             eprintln!("stratus local: stopping");
             drop(cluster);
         }
