@@ -44,17 +44,25 @@ pub trait ProgressObserver: Send + Sync {
     fn finished(&self, kind: &str);
 }
 
-/// The run a client logs to: `STRATUS_RUN` if set, else a fresh name from
-/// the time and process id.
-pub fn default_run_name() -> String {
-    match std::env::var("STRATUS_RUN") {
-        Ok(name) if !name.trim().is_empty() => name,
-        _ => format!(
-            "run-{}-{}",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
-            std::process::id()
-        ),
-    }
+/// The run named by `STRATUS_RUN`, if set and not blank. Without one a
+/// session logs to no run: nothing is recorded unless a run is named.
+pub fn env_run_name() -> Option<String> {
+    run_name(std::env::var("STRATUS_RUN").ok())
+}
+
+/// `name` unless missing or blank (`--run ""` names no run).
+pub fn run_name(name: Option<String>) -> Option<String> {
+    name.filter(|n| !n.trim().is_empty())
+}
+
+/// A fresh run name from `prefix`, the time and the process id
+/// (`demo-20260101-120000-4242`), for a caller that wants a new run.
+pub fn generated_run_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        std::process::id()
+    )
 }
 
 /// Every live client connection of this process, so that a signal handler can
@@ -77,7 +85,7 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     address: String,
-    run: String,
+    run: Option<String>,
     observer: Option<std::sync::Arc<dyn ProgressObserver>>,
 }
 
@@ -92,13 +100,21 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Connect to the cluster described by `target` and say hello; work is
-    /// logged to the run [`default_run_name`] names.
+    /// logged to the run `STRATUS_RUN` names, or to no run if it is unset.
     pub async fn connect(target: &Target) -> Result<Client> {
-        Self::connect_run(target, &default_run_name()).await
+        Self::connect_with(target, env_run_name().as_deref()).await
     }
 
     /// Connect, logging this session's work to the run named `run`.
     pub async fn connect_run(target: &Target, run: &str) -> Result<Client> {
+        Self::connect_with(target, Some(run)).await
+    }
+
+    /// Connect, logging this session's work to `run`, or to no run (a blank
+    /// name is no run): request timings are then not recorded, and the
+    /// scheduler refuses [`Client::log_metrics`] and [`Client::log_artifact`].
+    pub async fn connect_with(target: &Target, run: Option<&str>) -> Result<Client> {
+        let run = run_name(run.map(str::to_string));
         let endpoint = stratus_protocol::transport::client_endpoint(&target.ca_pem)?;
         let conn = stratus_protocol::transport::connect(&endpoint, &target.address).await?;
         let peer = format!("scheduler {}", target.address);
@@ -111,7 +127,8 @@ impl Client {
             stratus_version: STRATUS_VERSION.to_string(),
             role: PeerRole::Client {
                 name: format!("stratus-client-{}", std::process::id()),
-                run: run.to_string(),
+                // The handshake's empty name means "no run".
+                run: run.clone().unwrap_or_default(),
             },
         };
         send_message(&mut send, &hello, &peer).await?;
@@ -135,14 +152,14 @@ impl Client {
             endpoint,
             conn,
             address: target.address.clone(),
-            run: run.to_string(),
+            run,
             observer: None,
         })
     }
 
-    /// The run this session logs to.
-    pub fn run(&self) -> &str {
-        &self.run
+    /// The run this session logs to, if any.
+    pub fn run(&self) -> Option<&str> {
+        self.run.as_deref()
     }
 
     /// Report the progress of every later request to `observer`.
@@ -152,6 +169,7 @@ impl Client {
 
     /// Log numbers (a step's duration, a row count, anything) to the run;
     /// returns the run's id (`/api/runs/{id}` on the dashboard address).
+    /// Without a run the scheduler refuses, saying how to name one.
     pub async fn log_metrics(&self, metrics: &[(&str, f64)]) -> Result<String> {
         let request = ClientRequest::LogMetrics {
             metrics: metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect(),

@@ -6,7 +6,14 @@
 //! if this process is killed hard; [`LocalCluster::stop`] (and `Drop`) sends
 //! them SIGTERM and waits. The user's scheduler file is written only once
 //! every worker has registered, so its existence means "ready".
+//!
+//! [`LocalCluster::nanny`] (what `stratus local` runs until Ctrl-C) replaces
+//! a worker that dies, as Dask's nanny does: it reaps the dead child, waits
+//! a back-off, and starts a new `stratus-worker` with the same settings as a
+//! direct child again. A worker that exits with status 0 was asked to stop
+//! and is not replaced; a slot that dies too often is given up.
 
+use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,10 +59,63 @@ impl Default for LocalOptions {
     }
 }
 
+/// How [`LocalCluster::nanny`] replaces dead workers.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    /// Wait before replacing a worker that died; doubled for each further
+    /// death of the same slot within `window`, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// A slot whose worker dies more than this many times within `window` is
+    /// given up on (logged, not replaced again).
+    pub max_restarts: u32,
+    pub window: Duration,
+    /// How often children are checked (and dead ones reaped).
+    pub poll: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_restarts: 5,
+            window: Duration::from_secs(300),
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How every worker of the cluster is started.
+struct WorkerSpec {
+    binary: PathBuf,
+    scheduler_file: PathBuf,
+    threads: u32,
+    memory_limit: u64,
+    inherit_logs: bool,
+}
+
+/// One of the `--workers` places: its current process, and its deaths.
+struct WorkerSlot {
+    index: u32,
+    /// The name of the current (or last) worker: `local-{index}` first, then
+    /// `local-{index}-r{restarts}`.
+    name: String,
+    child: Option<Child>,
+    restarts: u32,
+    /// When the slot's workers died, within the policy's window.
+    deaths: VecDeque<Instant>,
+    /// A replacement is due at this time.
+    restart_at: Option<Instant>,
+    /// No more replacements: the worker exited with 0, or died too often.
+    retired: bool,
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     scheduler: Child,
-    workers: Vec<Child>,
+    workers: Vec<WorkerSlot>,
+    spec: WorkerSpec,
     run_dir: PathBuf,
     /// The scheduler file written for the user, if any.
     pub scheduler_file: Option<PathBuf>,
@@ -157,6 +217,13 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             scheduler,
             workers: Vec::new(),
+            spec: WorkerSpec {
+                binary: worker_bin,
+                scheduler_file: internal_file.clone(),
+                threads: options.threads_per_worker,
+                memory_limit: 0,
+                inherit_logs: options.inherit_logs,
+            },
             run_dir: run_dir.clone(),
             scheduler_file: None,
             target: Target {
@@ -202,33 +269,34 @@ impl LocalCluster {
                     / options.workers.max(1) as u64
             }
         };
-        for i in 0..options.workers {
-            let name = format!("local-{i}");
-            let mut cmd = child_command(&worker_bin, log(&name).as_deref())?;
-            cmd.arg("--scheduler-file")
-                .arg(&internal_file)
-                .args(["--nthreads", &options.threads_per_worker.to_string()])
-                .args(["--memory-limit", &memory_limit.to_string()])
-                .args(["--name", &name]);
-            // Our own STRATUS_SCHEDULER must not override the file.
-            cmd.env_remove("STRATUS_SCHEDULER");
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("cannot start {}", worker_bin.display()))?;
-            cluster.workers.push(child);
+        cluster.spec.memory_limit = memory_limit;
+        for index in 0..options.workers {
+            let name = format!("local-{index}");
+            let child = cluster.spawn_worker(&name)?;
+            cluster.workers.push(WorkerSlot {
+                index,
+                name,
+                child: Some(child),
+                restarts: 0,
+                deaths: VecDeque::new(),
+                restart_at: None,
+                retired: false,
+            });
         }
 
-        let client = Client::connect(&cluster.target).await?;
+        // No run: waiting for workers logs nothing.
+        let client = Client::connect_with(&cluster.target, None).await?;
         let wait = client.wait_for_workers(options.workers, Duration::from_secs(60));
         let result = wait.await;
         client.close().await;
         if let Err(e) = result {
-            for (i, w) in cluster.workers.iter_mut().enumerate() {
-                if let Some(status) = w.try_wait()? {
-                    bail!(
-                        "worker local-{i} exited ({status}){}",
-                        cluster.log_hint(&format!("local-{i}"))
-                    );
+            for i in 0..cluster.workers.len() {
+                let Some(child) = cluster.workers[i].child.as_mut() else {
+                    continue;
+                };
+                if let Some(status) = child.try_wait()? {
+                    let name = &cluster.workers[i].name;
+                    bail!("worker {name} exited ({status}){}", cluster.log_hint(name));
                 }
             }
             return Err(e.into());
@@ -238,6 +306,96 @@ impl LocalCluster {
             cluster.scheduler_file = Some(path.clone());
         }
         Ok(cluster)
+    }
+
+    /// Start a `stratus-worker` named `name` as a direct child.
+    fn spawn_worker(&self, name: &str) -> anyhow::Result<Child> {
+        let spec = &self.spec;
+        let log = (!spec.inherit_logs).then(|| self.run_dir.join(format!("{name}.log")));
+        let mut cmd = child_command(&spec.binary, log.as_deref())?;
+        cmd.arg("--scheduler-file")
+            .arg(&spec.scheduler_file)
+            .args(["--nthreads", &spec.threads.to_string()])
+            .args(["--memory-limit", &spec.memory_limit.to_string()])
+            .args(["--name", name]);
+        // Our own STRATUS_SCHEDULER must not override the file.
+        cmd.env_remove("STRATUS_SCHEDULER");
+        cmd.spawn()
+            .with_context(|| format!("cannot start {}", spec.binary.display()))
+    }
+
+    /// Watch the children until the scheduler exits (an error: the cluster is
+    /// gone), replacing workers that die, as Dask's nanny does. Each check
+    /// reaps dead children, so none stays a zombie. A worker that exits with
+    /// status 0 was asked to stop and is not replaced; one that dies (a
+    /// signal, a failure) is replaced after `policy.backoff`, doubled for
+    /// each further death of its slot within `policy.window`; a slot that
+    /// dies more than `policy.max_restarts` times within the window is given
+    /// up. Every death and restart is logged to stderr.
+    ///
+    /// Nothing is restarted once this future is dropped: `stratus local`
+    /// stops awaiting it when Ctrl-C or SIGTERM arrives, before it stops the
+    /// children, and a worker killed by the terminal's Ctrl-C is still in its
+    /// back-off (or exited with 0) when that happens.
+    pub async fn nanny(&mut self, policy: &RestartPolicy) -> anyhow::Result<()> {
+        loop {
+            if let Some(status) = self.scheduler.try_wait()? {
+                // Leave a stop signal (which ends the scheduler too) time to
+                // win over this report.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                bail!(
+                    "stratus-scheduler exited ({status}){}",
+                    self.log_hint("scheduler")
+                );
+            }
+            let now = Instant::now();
+            for i in 0..self.workers.len() {
+                let exited = match self.workers[i].child.as_mut() {
+                    Some(child) => child.try_wait()?,
+                    None => None,
+                };
+                if let Some(status) = exited {
+                    let slot = &mut self.workers[i];
+                    let pid = slot.child.take().map_or(0, |c| c.id());
+                    if status.success() {
+                        eprintln!(
+                            "stratus local: worker {} (pid {pid}) exited normally; not restarting it",
+                            slot.name
+                        );
+                        slot.retired = true;
+                    } else {
+                        slot.died(&format!("(pid {pid}) died ({status});"), now, policy);
+                    }
+                }
+                let slot = &self.workers[i];
+                if slot.retired || slot.restart_at.is_none_or(|t| t > now) {
+                    continue;
+                }
+                let name = format!("local-{}-r{}", slot.index, slot.restarts + 1);
+                let spawned = self.spawn_worker(&name);
+                let slot = &mut self.workers[i];
+                slot.restart_at = None;
+                slot.restarts += 1;
+                match spawned {
+                    Ok(child) => {
+                        eprintln!(
+                            "stratus local: restarted worker {} as {name} (pid {}, restart {} of slot {})",
+                            slot.name,
+                            child.id(),
+                            slot.restarts,
+                            slot.index
+                        );
+                        slot.name = name;
+                        slot.child = Some(child);
+                    }
+                    Err(e) => {
+                        slot.name = name;
+                        slot.died(&format!("could not start: {e:#};"), now, policy);
+                    }
+                }
+            }
+            tokio::time::sleep(policy.poll).await;
+        }
     }
 
     fn log_hint(&self, name: &str) -> String {
@@ -252,9 +410,12 @@ impl LocalCluster {
         }
     }
 
-    /// Process ids of the workers, in start order.
+    /// Process ids of the running workers, in slot order.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers.iter().map(|w| w.id()).collect()
+        self.workers
+            .iter()
+            .filter_map(|w| w.child.as_ref().map(Child::id))
+            .collect()
     }
 
     /// Process id of the scheduler.
@@ -270,7 +431,11 @@ impl LocalCluster {
     /// Stop every child (SIGTERM, then SIGKILL after 5 s) and remove the
     /// scheduler file.
     pub fn stop(&mut self) {
-        let mut children: Vec<&mut Child> = self.workers.iter_mut().collect();
+        let mut children: Vec<&mut Child> = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| w.child.as_mut())
+            .collect();
         children.push(&mut self.scheduler);
         for child in children.iter_mut() {
             if let Ok(None) = child.try_wait() {
@@ -303,8 +468,96 @@ impl LocalCluster {
     }
 }
 
+impl WorkerSlot {
+    /// The slot's worker died (`what` says how): give the slot up or
+    /// schedule its replacement, and say which on stderr.
+    fn died(&mut self, what: &str, now: Instant, policy: &RestartPolicy) {
+        self.deaths.push_back(now);
+        while self
+            .deaths
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > policy.window)
+        {
+            self.deaths.pop_front();
+        }
+        let deaths = self.deaths.len() as u32;
+        if deaths > policy.max_restarts {
+            eprintln!(
+                "stratus local: worker {} {what} giving up on slot {}: {deaths} deaths within {} s (the cluster runs one worker short)",
+                self.name,
+                self.index,
+                policy.window.as_secs()
+            );
+            self.retired = true;
+            return;
+        }
+        let backoff = policy
+            .backoff
+            .saturating_mul(1 << (deaths - 1).min(16))
+            .min(policy.max_backoff);
+        eprintln!(
+            "stratus local: worker {} {what} restarting it in {:.1} s",
+            self.name,
+            backoff.as_secs_f64()
+        );
+        self.restart_at = Some(now + backoff);
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> WorkerSlot {
+        WorkerSlot {
+            index: 0,
+            name: "local-0".into(),
+            child: None,
+            restarts: 0,
+            deaths: VecDeque::new(),
+            restart_at: None,
+            retired: false,
+        }
+    }
+
+    #[test]
+    fn back_off_doubles_and_a_slot_that_dies_too_often_is_given_up() {
+        let policy = RestartPolicy {
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            max_restarts: 4,
+            window: Duration::from_secs(60),
+            poll: Duration::from_millis(200),
+        };
+        let mut slot = slot();
+        let t0 = Instant::now();
+        let mut waits = Vec::new();
+        for k in 0..4 {
+            let now = t0 + Duration::from_secs(k);
+            slot.died("(pid 1) died;", now, &policy);
+            assert!(!slot.retired);
+            waits.push(slot.restart_at.take().unwrap() - now);
+        }
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 5]);
+        // A fifth death within the window: given up.
+        slot.died("(pid 1) died;", t0 + Duration::from_secs(5), &policy);
+        assert!(slot.retired && slot.restart_at.is_none());
+
+        // Deaths spread wider than the window never give up, and the back-off
+        // starts over.
+        let mut slot = self::slot();
+        for k in 0..10 {
+            let now = t0 + Duration::from_secs(61 * k);
+            slot.died("(pid 1) died;", now, &policy);
+            assert!(!slot.retired);
+            assert_eq!(slot.restart_at.take().unwrap() - now, policy.backoff);
+        }
     }
 }

@@ -34,7 +34,7 @@ struct Cli {
     /// Seconds to wait for a first worker before giving up.
     #[arg(long, global = true, default_value_t = 30.0)]
     wait_for_workers: f64,
-    /// The run this command's work is logged to (default: a new one).
+    /// The run this command's work is logged to (default: none, nothing is logged).
     #[arg(long, global = true, env = "STRATUS_RUN")]
     run: Option<String>,
     /// More output on stderr.
@@ -292,14 +292,23 @@ fn locator(cli: &Cli) -> Locator {
     }
 }
 
-async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+/// The run the command names (`--run` or `STRATUS_RUN`; blank is none).
+fn run_of(cli: &Cli) -> Option<String> {
+    stratus::client::run_name(cli.run.clone())
+}
+
+/// Connect, logging to the run the command names (if any), without waiting
+/// for workers.
+async fn connect_now(cli: &Cli) -> anyhow::Result<Client> {
     let target = locator(cli).resolve()?;
-    let run = cli
-        .run
-        .clone()
-        .unwrap_or_else(stratus::client::default_run_name);
-    let mut client = Client::connect_run(&target, &run).await?;
+    let mut client = Client::connect_with(&target, run_of(cli).as_deref()).await?;
     client.set_progress(stratus::progress::Reporter::new(cli.verbose > 0));
+    Ok(client)
+}
+
+/// Connect as [`connect_now`], then wait for a first worker.
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let client = connect_now(cli).await?;
     client
         .wait_for_workers(1, Duration::from_secs_f64(cli.wait_for_workers.max(0.0)))
         .await?;
@@ -313,7 +322,7 @@ fn elapsed(start: Instant) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Cmd::Info => {
-            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            let client = connect_now(&cli).await?;
             let info = client.info().await?;
             println!(
                 "<Client: {} workers={} threads={} memory={}>",
@@ -480,6 +489,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             log,
             no_stations,
         } => {
+            if *log && run_of(&cli).is_none() {
+                bail!("--log stores the plots with a run, and this command names none: pass --run NAME or set STRATUS_RUN");
+            }
             let client = connect(&cli).await?;
             let start = Instant::now();
             let mut files = stratus::plots::plot_daily(
@@ -506,19 +518,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!(
                     "logged {} plots to run '{}': {}api/runs/{run_id}",
                     files.len(),
-                    client.run(),
+                    client.run().unwrap_or_default(),
                     dashboard
                 );
             }
             client.close().await;
         }
         Cmd::Unpersist { name } => {
-            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            let client = connect_now(&cli).await?;
             client.unpersist(name).await?;
             client.close().await;
         }
         Cmd::List => {
-            let client = Client::connect(&locator(&cli).resolve()?).await?;
+            let client = connect_now(&cli).await?;
             let frames = client.list().await?;
             print_frames(&frames);
             client.close().await;
@@ -545,13 +557,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 inherit_logs: true,
                 data_dir: Some(data_dir.clone()),
             };
-            let cluster = LocalCluster::start(&options).await?;
+            let mut cluster = LocalCluster::start(&options).await?;
             println!("scheduler {}", cluster.target.address);
             println!("dashboard {}", cluster.dashboard);
             if let Some(path) = &cluster.scheduler_file {
                 println!("scheduler-file {}", path.display());
             }
-            shutdown_signal().await;
+            // Replace dead workers until Ctrl-C / SIGTERM; the nanny is
+            // dropped (no more restarts) before the children are stopped.
+            let policy = stratus::local::RestartPolicy::default();
+            tokio::select! {
+                result = cluster.nanny(&policy) => result?,
+                _ = shutdown_signal() => {}
+            }
             eprintln!("stratus local: stopping");
             drop(cluster);
         }
@@ -589,7 +607,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 threads_per_worker: *threads_per_worker,
                 data_dir: data_dir.clone(),
                 plots: plots.clone(),
-                run: cli.run.clone(),
+                run: run_of(&cli),
             };
             demo(&options).await?
         }
@@ -746,12 +764,11 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
     );
     println!("dashboard: {}", cluster.dashboard);
 
-    let run = options.run.clone().unwrap_or_else(|| {
-        format!(
-            "demo-{}",
-            stratus::client::default_run_name().trim_start_matches("run-")
-        )
-    });
+    // The demo always logs: to the run named, else to a new one it names.
+    let run = options
+        .run
+        .clone()
+        .unwrap_or_else(|| stratus::client::generated_run_name("demo"));
     let mut client = Client::connect_run(&cluster.target, &run).await?;
     client.set_progress(stratus::progress::Reporter::new(false));
     println!("run: '{run}' (steps, timings and plots are logged to it)");

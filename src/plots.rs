@@ -79,10 +79,12 @@ async fn write_and_log(
     std::fs::write(&path, &png).with_context(|| format!("cannot write {}", path.display()))?;
     let bytes = png.len();
     if log {
-        client
-            .log_artifact(&name, "image/png", png)
-            .await
-            .with_context(|| format!("logging {name} to run '{}'", client.run()))?;
+        let logged = client.log_artifact(&name, "image/png", png).await;
+        match client.run() {
+            Some(run) => logged.with_context(|| format!("logging {name} to run '{run}'"))?,
+            // No run: the error says how to name one.
+            None => logged?,
+        };
     }
     Ok(PlotFile { name, path, bytes })
 }

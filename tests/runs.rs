@@ -180,3 +180,172 @@ fn runs_log_steps_and_plots_and_survive_a_restart() {
     let metrics = http_get(&format!("{}metrics", local.dashboard()));
     assert!(metrics.contains("stratus_run_metric{metric=\"accuracy\",run=\"nightly\"} 0.93"));
 }
+
+/// `stratus ARGS` against `local`, with `STRATUS_RUN` set to `run` or removed.
+fn stratus_env(local: &Local, run: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"));
+    command
+        .arg("--scheduler-file")
+        .arg(&local.file)
+        .args(args)
+        .env_remove("STRATUS_SCHEDULER")
+        .env_remove("STRATUS_TLS_CA");
+    match run {
+        Some(run) => command.env("STRATUS_RUN", run),
+        None => command.env_remove("STRATUS_RUN"),
+    };
+    command.output().unwrap()
+}
+
+fn run_names(local: &Local) -> Vec<String> {
+    local
+        .json("api/runs")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A CLI session touching every kind of command (and every one that logs).
+fn session(fixture: &str, plots: &str) -> Vec<Vec<String>> {
+    let session: Vec<Vec<&str>> = vec![
+        vec!["info"],
+        vec!["len", fixture],
+        vec![
+            "persist",
+            fixture,
+            "--as",
+            "isd",
+            "--with-column",
+            "date=date_trunc('day', datetime)",
+        ],
+        vec!["len", "isd"],
+        vec!["head", "isd", "-n", "2"],
+        vec!["list"],
+        vec!["describe", "isd", "--columns", "temperature"],
+        vec!["groupby", "isd", "--by", "year", "--agg", "count"],
+        vec!["plot", "isd", "--columns", "temperature", "--out", plots],
+        vec!["unpersist", "isd"],
+    ];
+    session
+        .into_iter()
+        .map(|args| args.into_iter().map(str::to_string).collect())
+        .collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn commands_without_a_run_create_no_run_and_logging_asks_for_one() {
+    let local = start_local(2, &[]);
+    let plots = TempDir::new("no-run-plots");
+    let plots = plots.path().display().to_string();
+    let fixture = fixture();
+    // No run named: every command works, and no run is created.
+    for args in &session(&fixture, &plots) {
+        let o = stratus_env(&local, None, &strs(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(local.json("api/runs"), serde_json::json!([]));
+    // A blank STRATUS_RUN names no run either.
+    let o = stratus_env(&local, Some(" "), &["len", &fixture]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(local.json("api/runs"), serde_json::json!([]));
+
+    // Logging needs a run: a clear error, from the CLI and from the scheduler.
+    let o = stratus_env(
+        &local,
+        None,
+        &[
+            "plot",
+            "isd",
+            "--columns",
+            "temperature",
+            "--out",
+            &plots,
+            "--log",
+        ],
+    );
+    assert!(!o.status.success() && o.stdout.is_empty());
+    let e = stderr(&o);
+    assert!(e.contains("--run NAME") && e.contains("STRATUS_RUN"), "{e}");
+    let (runtime, client) = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let target = stratus::Locator {
+            scheduler_file: Some(local.file.clone()),
+            scheduler: None,
+            tls_ca: None,
+        }
+        .resolve()
+        .unwrap();
+        let client = runtime
+            .block_on(stratus::Client::connect_with(&target, None))
+            .unwrap();
+        (runtime, client)
+    };
+    assert_eq!(client.run(), None);
+    for e in [
+        runtime
+            .block_on(client.log_metrics(&[("accuracy", 0.9)]))
+            .unwrap_err()
+            .to_string(),
+        runtime
+            .block_on(client.log_artifact("a.png", "image/png", b"\x89PNG".to_vec()))
+            .unwrap_err()
+            .to_string(),
+    ] {
+        assert!(
+            e.contains("no run") && e.contains("--run NAME") && e.contains("STRATUS_RUN"),
+            "{e}"
+        );
+    }
+    runtime.block_on(client.close());
+    drop(runtime);
+    assert_eq!(local.json("api/runs"), serde_json::json!([]));
+}
+
+#[test]
+fn every_command_logs_to_the_run_named_by_flag_or_environment() {
+    let local = start_local(2, &[]);
+    let plots = TempDir::new("run-r-plots");
+    let plots = plots.path().display().to_string();
+    let fixture = fixture();
+    // The same session with --run R: every command lands in R, unpersist too.
+    for args in &session(&fixture, &plots) {
+        let args: Vec<&str> = ["--run", "R"].into_iter().chain(strs(args)).collect();
+        let o = stratus_env(&local, None, &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    // And by STRATUS_RUN, for the commands that connected without it.
+    for args in [
+        vec!["info"],
+        vec!["persist", &fixture, "--as", "isd2"],
+        vec!["list"],
+        vec!["unpersist", "isd2"],
+    ] {
+        let o = stratus_env(&local, Some("R"), &args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(run_names(&local), ["R"]);
+    let detail = local.json("api/runs/R");
+    let count = |name: &str| {
+        detail["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == name)
+            .count()
+    };
+    assert_eq!(count("unpersist.seconds"), 2, "{detail}");
+    assert_eq!(count("persist.seconds"), 2, "{detail}");
+    assert_eq!(count("len.seconds"), 2, "{detail}");
+    assert_eq!(count("describe.seconds"), 1, "{detail}");
+    assert_eq!(count("groupby.seconds"), 3, "{detail}"); // the plot's group-by too
+    assert_eq!(detail["latest"]["persist.rows"], 60000.0, "{detail}");
+}

@@ -35,6 +35,8 @@ pub const MAX_POINTS_PER_RUN: usize = 100_000;
 /// Why a log was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("this session logs to no run: pass --run NAME or set STRATUS_RUN to log metrics and artifacts")]
+    NoRun,
     #[error("run name {0:?} is not allowed: use 1 to 100 printable characters")]
     BadRunName(String),
     #[error("metric name {0:?} is not allowed: use 1 to 100 printable characters")]

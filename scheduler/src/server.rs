@@ -25,7 +25,7 @@ use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::{PROTOCOL_VERSION, STRATUS_VERSION};
 
 use crate::metrics::Metrics;
-use crate::runs::RunStore;
+use crate::runs::{RunError, RunStore};
 use stratus_scheduler_core::activity::RequestState;
 use stratus_scheduler_core::{Command, Event, RequestId, SchedulerState, WorkerId};
 
@@ -51,8 +51,8 @@ pub struct RequestUp {
     pub id: RequestId,
     pub body: ClientRequest,
     pub tx: mpsc::UnboundedSender<ToClient>,
-    /// The run of the client's session.
-    pub run: String,
+    /// The run of the client's session; `None` if it named none.
+    pub run: Option<String>,
 }
 
 /// Read the cluster as JSON for `/api/cluster`.
@@ -85,7 +85,8 @@ struct OpenRequest {
     kind: &'static str,
     tx: mpsc::UnboundedSender<ToClient>,
     started: Instant,
-    run: String,
+    /// `None`: the session named no run, nothing is logged.
+    run: Option<String>,
 }
 
 /// Static facts about this scheduler.
@@ -171,6 +172,11 @@ impl SchedulerActor {
         }
         let shared = self.shared.clone();
         let OpenRequest { tx, run, .. } = request;
+        let Some(run) = run else {
+            // No run named: no run is created or logged to.
+            let _ = tx.send(message);
+            return;
+        };
         tokio::task::spawn_blocking(move || {
             if let Err(e) = shared.runs.log_metrics(&run, &metrics) {
                 warn!("cannot log to run '{run}': {e}");
@@ -427,7 +433,7 @@ impl Handler<RequestUp> for SchedulerActor {
         self.apply(Event::Request {
             request: msg.id,
             body: msg.body,
-            run: Some(msg.run),
+            run: msg.run,
         });
     }
 }
@@ -545,6 +551,8 @@ async fn serve_connection(
         }
         stratus_protocol::messages::PeerRole::Client { name, run } => {
             let peer = format!("client '{name}' ({remote})");
+            // An empty name in the handshake means the session names no run.
+            let run = (!run.trim().is_empty()).then_some(run);
             let tracker = shared.metrics.connections();
             let _tracked = tracker.track(PeerKind::Client, &remote, &conn);
             serve_client(conn, actor, peer, run, shared).await
@@ -615,7 +623,7 @@ async fn serve_client(
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
     peer: String,
-    run: String,
+    run: Option<String>,
     shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     loop {
@@ -642,7 +650,7 @@ async fn serve_request(
     mut recv: quinn::RecvStream,
     actor: Addr<SchedulerActor>,
     peer: &str,
-    run: String,
+    run: Option<String>,
     shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     let Some(frame) = read_frame(&mut recv, peer).await? else {
@@ -664,14 +672,19 @@ async fn serve_request(
         let kind = body.kind();
         let started = Instant::now();
         let store = shared.clone();
-        let logged = tokio::task::spawn_blocking(move || match &body {
-            ClientRequest::LogMetrics { metrics } => store.runs.log_metrics(&run, metrics),
-            ClientRequest::LogArtifact {
-                name,
-                content_type,
-                data,
-            } => store.runs.log_artifact(&run, name, content_type, data),
-            _ => Ok(String::new()),
+        let logged = tokio::task::spawn_blocking(move || {
+            let Some(run) = run else {
+                return Err(RunError::NoRun);
+            };
+            match &body {
+                ClientRequest::LogMetrics { metrics } => store.runs.log_metrics(&run, metrics),
+                ClientRequest::LogArtifact {
+                    name,
+                    content_type,
+                    data,
+                } => store.runs.log_artifact(&run, name, content_type, data),
+                _ => Ok(String::new()),
+            }
         })
         .await;
         let answer = match logged {
