@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use arrow_buffer::Buffer;
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
@@ -336,7 +335,7 @@ impl Client {
         let ArchivedToClient::Table(bytes) = access::<ArchivedToClient>(&frame, &peer)? else {
             return Err(ClientError::Unexpected("expected a table".into()));
         };
-        decode_tables(bytes.as_slice())
+        Ok(stratus_protocol::ipc::decode_table_payload(bytes.as_slice())?)
     }
 
     /// Release a persisted frame.
@@ -353,7 +352,7 @@ impl Client {
         let ArchivedToClient::Table(bytes) = access::<ArchivedToClient>(&frame, &peer)? else {
             return Err(ClientError::Unexpected("expected a table".into()));
         };
-        decode_tables(bytes.as_slice())?
+        stratus_protocol::ipc::decode_table_payload(bytes.as_slice())?
             .pop()
             .ok_or_else(|| ClientError::Unexpected("empty table".into()))
     }
@@ -480,36 +479,4 @@ pub fn normalize_source(source: &str) -> String {
         }
     }
     source.to_string()
-}
-
-/// Decode the head answer: length-prefixed Arrow IPC streams, one per
-/// partition read. The bytes sit at an arbitrary offset inside the frame, so
-/// they are copied once into an aligned buffer; decoding is then zero-copy.
-fn decode_tables(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
-    let aligned = Buffer::from(bytes);
-    let mut batches = Vec::new();
-    let mut offset = 0usize;
-    while offset + 8 <= aligned.len() {
-        let len = u64::from_le_bytes(
-            aligned.as_slice()[offset..offset + 8]
-                .try_into()
-                .expect("8 bytes"),
-        ) as usize;
-        offset += 8;
-        if offset + len > aligned.len() {
-            return Err(ClientError::Unexpected("truncated table".into()));
-        }
-        if len > 0 {
-            // Keep each stream 8-byte aligned for the zero-copy decoder.
-            let part = if offset.is_multiple_of(8) {
-                aligned.slice_with_length(offset, len)
-            } else {
-                Buffer::from(&aligned.as_slice()[offset..offset + len])
-            };
-            let (_, mut b) = stratus_protocol::ipc::decode_batches(part)?;
-            batches.append(&mut b);
-        }
-        offset += len;
-    }
-    Ok(batches)
 }

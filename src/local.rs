@@ -185,10 +185,15 @@ impl LocalCluster {
     pub async fn start(options: &LocalOptions) -> anyhow::Result<LocalCluster> {
         let scheduler_bin = sibling_binary("stratus-scheduler")?;
         let worker_bin = sibling_binary("stratus-worker")?;
+        // Unique per cluster, also for several clusters in one process.
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let run_dir = std::env::temp_dir().join(format!(
-            "stratus-local-{}-{}",
+            "stratus-local-{}-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
         ));
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
