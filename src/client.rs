@@ -335,7 +335,9 @@ impl Client {
         let ArchivedToClient::Table(bytes) = access::<ArchivedToClient>(&frame, &peer)? else {
             return Err(ClientError::Unexpected("expected a table".into()));
         };
-        Ok(stratus_protocol::ipc::decode_table_payload(bytes.as_slice())?)
+        Ok(stratus_protocol::ipc::decode_table_payload(
+            bytes.as_slice(),
+        )?)
     }
 
     /// Release a persisted frame.
