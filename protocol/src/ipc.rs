@@ -176,7 +176,7 @@ mod tests {
         let batch =
             RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![7, 8]))])
                 .unwrap();
-        let one = encode_batches(&schema, &[batch.clone()]).unwrap();
+        let one = encode_batches(&schema, std::slice::from_ref(&batch)).unwrap();
         let payload = encode_table_payload([one.as_slice(), &[], one.as_slice()]);
         let batches = decode_table_payload(&payload).unwrap();
         assert_eq!(batches, vec![batch.clone(), batch]);
