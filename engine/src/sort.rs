@@ -94,6 +94,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
+use crate::num::{float_key, signed_from_key};
 
 /// How a key type is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +188,6 @@ fn key_columns<'a>(batches: &'a [RecordBatch], key: &str) -> Result<(Vec<&'a Arr
 // Codes
 // ---------------------------------------------------------------------------------------
 
-/// Order-preserving `i64` code of a float; NaN must be excluded by the caller.
-#[inline]
-fn float_code(v: f64) -> i64 {
-    let v = if v == 0.0 { 0.0 } else { v };
-    let bits = v.to_bits() as i64;
-    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
-}
-
 fn widen<T: ArrowPrimitiveType>(arr: &dyn Array) -> Cow<'_, [i64]>
 where
     T::Native: Into<i64>,
@@ -240,7 +233,7 @@ fn codes(arr: &dyn Array) -> Option<(Cow<'_, [i64]>, Option<BooleanBuffer>)> {
                 if v.is_nan() {
                     0
                 } else {
-                    float_code(v)
+                    signed_from_key(float_key(v))
                 }
             })
             .collect();

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::DataType;
 use std::collections::BTreeMap;
-use stratus_engine::describe::{
-    merge_distinct, merge_histograms, DistinctKeys, KeyRange, Moments, QuantileSearch,
-    RangeHistogram,
-};
+use stratus_engine::describe::{merge_distinct, merge_histograms, QuantileSearch};
+use stratus_plan::{DistinctKeys, KeyRange, Moments, RangeHistogram};
 use stratus_protocol::messages::{
-    ColumnRanges, GroupBySpec, KeyRangeWire, MailboxKey, PartitionKey, PeerRef, ReduceOp,
-    StagedFileWire, TaskKind, TaskOutput, WriteSpec,
+    ColumnRanges, GroupBySpec, MailboxKey, PartitionKey, PeerRef, ReduceOp, StagedFileWire,
+    TaskKind, TaskOutput, WriteSpec,
 };
 
 /// The quartiles `describe` reports.
@@ -644,7 +642,7 @@ impl DescribeJob {
                         column: c.clone(),
                         ranges: r
                             .iter()
-                            .map(|k| KeyRangeWire {
+                            .map(|k| KeyRange {
                                 prefix: k.prefix,
                                 prefix_bits: k.prefix_bits,
                             })
@@ -1065,7 +1063,7 @@ mod tests {
             keys: vec!["city".into()],
             aggs: vec![(
                 "temperature".into(),
-                stratus_protocol::messages::AggFuncWire::Mean,
+                stratus_protocol::messages::AggFunc::Mean,
             )],
         }
     }

@@ -30,7 +30,7 @@ use crate::reduce::{
 };
 use arrow_schema::{Schema, SchemaRef};
 use stratus_protocol::messages::{
-    AggFuncWire, GroupBySpec, LoadInput, PeerRef, RangeSource, Step, WriteSpec,
+    AggFunc, GroupBySpec, LoadInput, PeerRef, RangeSource, Step, WriteSpec,
 };
 
 /// Identifies a worker connection.
@@ -812,8 +812,8 @@ impl SchedulerState {
         request: RequestId,
         source: String,
         keys: Vec<String>,
-        mut aggs: Vec<(String, AggFuncWire)>,
-        all_numeric: Option<AggFuncWire>,
+        mut aggs: Vec<(String, AggFunc)>,
+        all_numeric: Option<AggFunc>,
         out: &mut Vec<Command>,
     ) {
         let reply = |message| Command::Reply { request, message };
@@ -825,8 +825,7 @@ impl SchedulerState {
         if let Some(func) = all_numeric {
             for f in schema.fields() {
                 // pandas: count() covers every column, the others numeric ones.
-                let eligible =
-                    func == AggFuncWire::Count || stratus_plan::is_numeric(f.data_type());
+                let eligible = func == AggFunc::Count || stratus_plan::is_numeric(f.data_type());
                 if eligible && !keys.contains(f.name()) {
                     aggs.push((f.name().clone(), func));
                 }
@@ -839,7 +838,7 @@ impl SchedulerState {
             aggs: spec
                 .aggs
                 .iter()
-                .map(|(c, f)| stratus_engine::groupby::AggSpec::new(c.clone(), agg_func(*f)))
+                .map(|(c, f)| stratus_engine::groupby::AggSpec::new(c.clone(), *f))
                 .collect(),
         };
         if let Err(e) = engine_spec.partial_schema(&schema) {
@@ -2064,17 +2063,4 @@ fn frame_schema(
         None => dataset.clone(),
     };
     stratus_plan::steps_schema(&projected, steps).map_err(|e| e.to_string())
-}
-
-fn agg_func(f: AggFuncWire) -> stratus_engine::groupby::AggFunc {
-    use stratus_engine::groupby::AggFunc;
-    match f {
-        AggFuncWire::Count => AggFunc::Count,
-        AggFuncWire::Sum => AggFunc::Sum,
-        AggFuncWire::Mean => AggFunc::Mean,
-        AggFuncWire::Min => AggFunc::Min,
-        AggFuncWire::Max => AggFunc::Max,
-        AggFuncWire::Std => AggFunc::Std,
-        AggFuncWire::Var => AggFunc::Var,
-    }
 }

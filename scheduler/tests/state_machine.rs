@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::{DataType, Field, Schema};
 use stratus_protocol::messages::{
-    AggFuncWire, ClientRequest, FileRef, FooterMeta, FrameSummary, HeadInput, LoadInput,
-    MailboxKey, ParquetPartition, PartitionKey, RowGroupMeta, TaskAssignment, TaskKind, TaskOutput,
-    TaskReport, ToClient, ToWorker, WorkerInfo,
+    AggFunc, ClientRequest, FileRef, FooterMeta, FrameSummary, HeadInput, LoadInput, MailboxKey,
+    ParquetPartition, PartitionKey, RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport,
+    ToClient, ToWorker, WorkerInfo,
 };
 use stratus_scheduler::activity::RequestState;
 use stratus_scheduler::state::{
@@ -1429,7 +1429,7 @@ fn groupby_mean(source: &str) -> ClientRequest {
     ClientRequest::GroupBy {
         source: source.to_string(),
         keys: vec!["city".into()],
-        aggs: vec![("temperature".into(), AggFuncWire::Mean)],
+        aggs: vec![("temperature".into(), AggFunc::Mean)],
         all_numeric: None,
     }
 }
