@@ -9,8 +9,8 @@ use arrow_array::RecordBatch;
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
-    AggFuncWire, ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary,
-    Hello, PeerRole, Step, ToClient,
+    AggFunc, ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary, Hello,
+    PeerRole, Step, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
 use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
@@ -386,8 +386,8 @@ impl Client {
         &self,
         frame: &str,
         keys: Vec<String>,
-        aggs: Vec<(String, AggFuncWire)>,
-        all_numeric: Option<AggFuncWire>,
+        aggs: Vec<(String, AggFunc)>,
+        all_numeric: Option<AggFunc>,
     ) -> Result<RecordBatch> {
         self.table(&ClientRequest::GroupBy {
             source: frame.to_string(),

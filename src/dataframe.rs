@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use stratus_plan::{Expr, Step};
-use stratus_protocol::messages::{AggFuncWire, FrameSummary};
+use stratus_protocol::messages::{AggFunc, FrameSummary};
 
 use crate::client::{Client, Result};
 
@@ -228,11 +228,7 @@ pub struct GroupedFrame<'f, 'c> {
 }
 
 impl GroupedFrame<'_, '_> {
-    async fn run(
-        &self,
-        aggs: Vec<(String, AggFuncWire)>,
-        all: Option<AggFuncWire>,
-    ) -> Result<RecordBatch> {
+    async fn run(&self, aggs: Vec<(String, AggFunc)>, all: Option<AggFunc>) -> Result<RecordBatch> {
         let keys = self.keys.clone();
         self.frame
             .on_persisted(
@@ -243,21 +239,21 @@ impl GroupedFrame<'_, '_> {
 
     /// Mean of every numeric column per group.
     pub async fn mean(&self) -> Result<RecordBatch> {
-        self.run(Vec::new(), Some(AggFuncWire::Mean)).await
+        self.run(Vec::new(), Some(AggFunc::Mean)).await
     }
 
     /// Non-null count of every column per group.
     pub async fn count(&self) -> Result<RecordBatch> {
-        self.run(Vec::new(), Some(AggFuncWire::Count)).await
+        self.run(Vec::new(), Some(AggFunc::Count)).await
     }
 
     /// Sum of every numeric column per group.
     pub async fn sum(&self) -> Result<RecordBatch> {
-        self.run(Vec::new(), Some(AggFuncWire::Sum)).await
+        self.run(Vec::new(), Some(AggFunc::Sum)).await
     }
 
     /// Chosen aggregations: `(column, function)`.
-    pub async fn agg(&self, aggs: &[(&str, AggFuncWire)]) -> Result<RecordBatch> {
+    pub async fn agg(&self, aggs: &[(&str, AggFunc)]) -> Result<RecordBatch> {
         self.run(
             aggs.iter().map(|(c, f)| (c.to_string(), *f)).collect(),
             None,

@@ -17,5 +17,5 @@ pub mod sql;
 pub use client::{Client, ClientError};
 pub use dataframe::DataFrame;
 pub use stratus_plan::{col, lit, CastType, DatePart, Expr, Step, TruncUnit};
-pub use stratus_protocol::messages::AggFuncWire as Agg;
+pub use stratus_protocol::messages::AggFunc as Agg;
 pub use stratus_protocol::scheduler_file::{Locator, Target};

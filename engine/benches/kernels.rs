@@ -40,12 +40,16 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use stratus_engine::datagen::{generate_isd, DatagenOptions};
-use stratus_engine::describe::{describable_columns, describe_partitions};
+use stratus_engine::describe::{describable_columns, MAX_DISTINCT};
 use stratus_engine::expr::apply_steps;
 use stratus_engine::scan::{list_files, plan_partitions, read_footer, read_partition};
 use stratus_engine::sort::{choose_boundaries, sample_keys, sort_batches, split_by_ranges};
 use stratus_engine::write::{write_partition, WriteOptions};
 use stratus_plan::{col, Step, TruncUnit};
+
+#[path = "../tests/describe_rounds/mod.rs"]
+mod describe_rounds;
+use describe_rounds::describe_rounds;
 
 // Workers run on mimalloc (without transparent huge pages): measure with the same allocator.
 #[global_allocator]
@@ -242,7 +246,8 @@ fn bench_write(parts: &[Vec<RecordBatch>], runs: usize, keep: Option<&Path>) {
 fn bench_describe(parts: &[Vec<RecordBatch>], runs: usize) {
     let rows: usize = parts.iter().map(|p| rows_of(p)).sum();
     let worker: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
-    let columns = describable_columns(worker[0].schema_ref());
+    let schema = worker[0].schema();
+    let columns = describable_columns(&schema);
     let mut times = Vec::new();
     let mut rounds = Vec::new();
     for _ in 0..runs {
@@ -250,9 +255,17 @@ fn bench_describe(parts: &[Vec<RecordBatch>], runs: usize) {
             columns
                 .iter()
                 .map(|c| {
-                    describe_partitions(std::slice::from_ref(&worker), c, &[0.25, 0.5, 0.75])
-                        .expect("describe")
-                        .rounds
+                    let dt = schema.field_with_name(c).expect("column").data_type();
+                    let d = describe_rounds(
+                        std::slice::from_ref(&worker),
+                        c,
+                        dt,
+                        &[0.25, 0.5, 0.75],
+                        MAX_DISTINCT,
+                    )
+                    .expect("describe");
+                    assert!(d.moments.count as usize <= rows && d.quantiles.len() == 3);
+                    d.rounds
                 })
                 .collect::<Vec<_>>()
         });

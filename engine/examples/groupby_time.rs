@@ -14,7 +14,8 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use stratus_engine::groupby::{finalize, merge, partial, AggFunc, GroupBy};
+use stratus_engine::groupby::{finalize, merge, partial, GroupBy};
+use stratus_plan::AggFunc;
 
 const NCOLS: usize = 12;
 const DAY_US: i64 = 86_400_000_000;

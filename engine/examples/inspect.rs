@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// count / mean / std of every Float64 column, over all partitions.
-fn print_stats(parts: &[scan::PartitionSpec]) -> Result<(), Box<dyn std::error::Error>> {
+fn print_stats(parts: &[stratus_plan::ParquetPartition]) -> Result<(), Box<dyn std::error::Error>> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Float64Type;
     use arrow_array::Array;

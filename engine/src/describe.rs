@@ -1,8 +1,11 @@
 //! `describe` kernels: count, mean, std, min, exact quantiles and max of numeric columns
 //! spread over many partitions, without ever shipping a column.
 //!
-//! This module owns the per-partition kernels that workers run and the sans-IO driver the
-//! scheduler runs; it knows nothing about the network.
+//! This module owns the kernels that workers run ([`summaries`] and [`range_histograms`]
+//! answer a round for all the partitions a worker holds) and the sans-IO pieces the
+//! scheduler's driver runs ([`merge_distinct`], [`merge_histograms`], [`QuantileSearch`]);
+//! it knows nothing about the network. The data exchanged ([`ColumnSummary`], [`KeyRange`],
+//! [`RangeHistogram`], ...) is defined in `stratus_plan::describe`.
 //!
 //! Algorithm:
 //! - **Summary round** ([`column_summary`]): one pass over each column gives its moments and,
@@ -12,8 +15,9 @@
 //!   L1 cache) and blocks, partitions and workers are combined with Chan et al.'s pairwise
 //!   formula ([`Moments::merge`]), so a column like sea-level pressure (mean 1014.6, std
 //!   9.4) keeps its digits. Nulls and NaN are skipped (pandas' rule); everything is in `f64`.
-//! - **Distinct keys**: every value maps to an order-preserving 64-bit key ([`float_key`],
-//!   [`signed_key`], unsigned as is). A worker counts distinct keys in a small hash table
+//! - **Distinct keys**: every value maps to an order-preserving 64-bit key
+//!   ([`float_key`](crate::num::float_key), [`signed_key`](crate::num::signed_key), unsigned
+//!   as is). A worker counts distinct keys in a small hash table
 //!   ([`KeyCounter`]) until there are more than `max_distinct`, then gives up on them. Measured
 //!   weather data is recorded to a tenth of a unit (ISD's temperatures take ~1,500 values over
 //!   billions of rows), so for most columns every worker's table fits, the scheduler adds
@@ -44,7 +48,10 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
 use arrow_schema::{DataType, Schema};
 
+use stratus_plan::{ColumnRanges, ColumnSummary, DistinctKeys, KeyRange, Moments, RangeHistogram};
+
 use crate::error::EngineError;
+use crate::num::{float_from_key, float_key, signed_from_key, signed_key, Num};
 use crate::Result;
 
 /// The percentiles pandas' `describe()` reports by default.
@@ -57,118 +64,13 @@ pub const ROUND_BITS: u32 = 16;
 /// gives up on them (and sends only a histogram).
 pub const MAX_DISTINCT: usize = 4096;
 
-/// Distinct value keys with their counts, sorted by key.
-pub type DistinctKeys = Vec<(u64, u64)>;
-
 /// Values per block of the one-pass moments: small enough that a block's second pass reads
 /// L1 cache.
 pub const BLOCK: usize = 1024;
 
-const SIGN: u64 = 1 << 63;
-
 // ---------------------------------------------------------------------------------------
 // Moments
 // ---------------------------------------------------------------------------------------
-
-/// Mergeable moments of one column over some rows (nulls and NaN skipped).
-///
-/// `m2` is the sum of squared deviations from `mean`. With `count == 0` the other fields
-/// are meaningless (zero by default); use the `*_or_nan` accessors to report them.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Moments {
-    /// Number of non-null, non-NaN values.
-    pub count: u64,
-    /// Their mean.
-    pub mean: f64,
-    /// Sum of squared deviations from the mean.
-    pub m2: f64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-}
-
-impl Moments {
-    /// Moments of a sequence of values (NaN skipped), by the corrected two-pass method.
-    pub fn from_values(values: &[f64]) -> Moments {
-        let mut acc = PassOne::default();
-        for &x in values {
-            acc.push(x);
-        }
-        let mut two = acc.second_pass();
-        for &x in values {
-            two.push(x);
-        }
-        two.finish()
-    }
-
-    /// Combine with another partition's moments (Chan et al.). Empty (count 0) is the
-    /// identity; min/max of an empty Moments are ignored.
-    pub fn merge(&mut self, other: &Moments) {
-        if other.count == 0 {
-            return;
-        }
-        if self.count == 0 {
-            *self = *other;
-            return;
-        }
-        let na = self.count as f64;
-        let nb = other.count as f64;
-        let n = na + nb;
-        let delta = other.mean - self.mean;
-        self.mean += delta * (nb / n);
-        self.m2 += other.m2 + delta * delta * (na * (nb / n));
-        self.count = self.count.saturating_add(other.count);
-        if other.min < self.min {
-            self.min = other.min;
-        }
-        if other.max > self.max {
-            self.max = other.max;
-        }
-    }
-
-    /// Sample variance (ddof = 1); None when count < 2.
-    pub fn variance(&self) -> Option<f64> {
-        (self.count >= 2).then(|| self.m2 / (self.count - 1) as f64)
-    }
-
-    /// Sample standard deviation (ddof = 1); None when count < 2.
-    pub fn std(&self) -> Option<f64> {
-        self.variance().map(f64::sqrt)
-    }
-
-    /// The mean, or NaN when count is 0.
-    pub fn mean_or_nan(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.mean
-        }
-    }
-
-    /// The sample standard deviation, or NaN when count < 2 (as pandas).
-    pub fn std_or_nan(&self) -> f64 {
-        self.std().unwrap_or(f64::NAN)
-    }
-
-    /// The minimum, or NaN when count is 0.
-    pub fn min_or_nan(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.min
-        }
-    }
-
-    /// The maximum, or NaN when count is 0.
-    pub fn max_or_nan(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.max
-        }
-    }
-}
 
 /// Moments of a block of values without NaN (a few thousand at most, so that the second
 /// pass reads them from L1 cache): the corrected two-pass of [`Moments::from_values`], with
@@ -223,100 +125,6 @@ fn block_moments(xs: &[f64]) -> Moments {
     }
 }
 
-/// First pass of the two-pass moments: count, sum, min, max.
-#[derive(Default)]
-struct PassOne {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-}
-
-impl PassOne {
-    #[inline]
-    fn push(&mut self, x: f64) {
-        if x.is_nan() {
-            return;
-        }
-        if self.count == 0 {
-            self.min = x;
-            self.max = x;
-        } else {
-            if x < self.min {
-                self.min = x;
-            }
-            if x > self.max {
-                self.max = x;
-            }
-        }
-        self.count += 1;
-        self.sum += x;
-    }
-
-    fn second_pass(&self) -> PassTwo {
-        let mean = if self.count == 0 {
-            0.0
-        } else {
-            self.sum / self.count as f64
-        };
-        PassTwo {
-            first: PassOne {
-                count: self.count,
-                sum: self.sum,
-                min: self.min,
-                max: self.max,
-            },
-            mean,
-            sd: 0.0,
-            sdd: 0.0,
-        }
-    }
-}
-
-/// Second pass: deviations from the first-pass mean.
-struct PassTwo {
-    first: PassOne,
-    mean: f64,
-    sd: f64,
-    sdd: f64,
-}
-
-impl PassTwo {
-    #[inline]
-    fn push(&mut self, x: f64) {
-        if x.is_nan() {
-            return;
-        }
-        let d = x - self.mean;
-        self.sd += d;
-        self.sdd += d * d;
-    }
-
-    fn finish(self) -> Moments {
-        let n = self.first.count;
-        if n == 0 {
-            return Moments::default();
-        }
-        let nf = n as f64;
-        let mut m2 = self.sdd - self.sd * (self.sd / nf);
-        if m2 < 0.0 {
-            m2 = 0.0;
-        }
-        let mut mean = self.mean + self.sd / nf;
-        if !mean.is_finite() {
-            // Infinite values: the refinement is meaningless; keep the plain sum / n.
-            mean = self.mean;
-        }
-        Moments {
-            count: n,
-            mean,
-            m2,
-            min: self.first.min,
-            max: self.first.max,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Types, keys and column access
 // ---------------------------------------------------------------------------------------
@@ -335,42 +143,6 @@ pub fn describable_columns(schema: &Schema) -> Vec<String> {
         .filter(|f| is_describable(f.data_type()))
         .map(|f| f.name().clone())
         .collect()
-}
-
-/// Order-preserving key of a float: flip all bits of negatives, the sign bit of the others.
-/// -0.0 keys as +0.0 (they compare equal, so quantiles report 0.0 for either, and a column
-/// whose min and max are both zero needs no search). `f32` values are keyed as their exact
-/// `f64`. Never called with NaN (skipped before).
-#[inline]
-pub fn float_key(x: f64) -> u64 {
-    let b = if x == 0.0 { 0 } else { x.to_bits() };
-    if b & SIGN != 0 {
-        !b
-    } else {
-        b | SIGN
-    }
-}
-
-/// Inverse of [`float_key`].
-#[inline]
-pub fn float_from_key(k: u64) -> f64 {
-    if k & SIGN != 0 {
-        f64::from_bits(k & !SIGN)
-    } else {
-        f64::from_bits(!k)
-    }
-}
-
-/// Order-preserving key of a signed integer: its two's complement with the sign bit flipped.
-#[inline]
-pub fn signed_key(x: i64) -> u64 {
-    (x as u64) ^ SIGN
-}
-
-/// Inverse of [`signed_key`].
-#[inline]
-pub fn signed_from_key(k: u64) -> i64 {
-    (k ^ SIGN) as i64
 }
 
 /// How a column's keys decode back to values.
@@ -429,71 +201,6 @@ fn lerp(a: f64, b: f64, diff: f64, t: f64) -> f64 {
         b - diff * (1.0 - t)
     } else {
         a + diff * t
-    }
-}
-
-/// A native value of a describable column.
-trait Num: Copy {
-    fn to_f64(self) -> f64;
-    fn is_nan(self) -> bool;
-    /// The order-preserving key; only called on non-NaN values.
-    fn key(self) -> u64;
-}
-
-macro_rules! num_signed {
-    ($($t:ty),*) => {$(
-        impl Num for $t {
-            #[inline]
-            fn to_f64(self) -> f64 { self as f64 }
-            #[inline]
-            fn is_nan(self) -> bool { false }
-            #[inline]
-            fn key(self) -> u64 { signed_key(self as i64) }
-        }
-    )*};
-}
-macro_rules! num_unsigned {
-    ($($t:ty),*) => {$(
-        impl Num for $t {
-            #[inline]
-            fn to_f64(self) -> f64 { self as f64 }
-            #[inline]
-            fn is_nan(self) -> bool { false }
-            #[inline]
-            fn key(self) -> u64 { self as u64 }
-        }
-    )*};
-}
-num_signed!(i8, i16, i32, i64);
-num_unsigned!(u8, u16, u32, u64);
-
-impl Num for f32 {
-    #[inline]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    #[inline]
-    fn key(self) -> u64 {
-        float_key(self as f64)
-    }
-}
-
-impl Num for f64 {
-    #[inline]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline]
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    #[inline]
-    fn key(self) -> u64 {
-        float_key(self)
     }
 }
 
@@ -682,17 +389,6 @@ impl KeyCounter {
     }
 }
 
-/// What one pass over a column gives: its moments and, when it has at most `max_distinct`
-/// distinct values, their keys with counts.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ColumnSummary {
-    /// Count, mean, M2, min and max (nulls and NaN skipped).
-    pub moments: Moments,
-    /// `(key, count)` of every distinct value, sorted by key; None when there were more than
-    /// `max_distinct` of them.
-    pub distinct: Option<DistinctKeys>,
-}
-
 /// [`ColumnSummary`] of a column over batches (a worker's partitions), in one pass: error if
 /// the column is missing or not numeric. No batches give empty moments (count 0) and no keys.
 pub fn column_summary(
@@ -826,48 +522,6 @@ fn check_distinct(distinct: &[(u64, u64)], range: &KeyRange, total: u64) -> Resu
 // ---------------------------------------------------------------------------------------
 // Histograms
 // ---------------------------------------------------------------------------------------
-
-/// A request to narrow the search: among values whose key's top `prefix_bits` bits equal
-/// `prefix` (prefix_bits = 0: all values), count them by their next `bits` bits
-/// (1 <= bits <= 16, prefix_bits + bits <= 64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyRange {
-    /// The top `prefix_bits` bits of the keys in the range (right-aligned).
-    pub prefix: u64,
-    /// How many leading key bits the range fixes.
-    pub prefix_bits: u32,
-}
-
-impl KeyRange {
-    /// Whether `key` lies in the range.
-    #[inline]
-    pub fn contains(&self, key: u64) -> bool {
-        key.checked_shr(64u32.saturating_sub(self.prefix_bits))
-            .unwrap_or(0)
-            == self.prefix
-    }
-}
-
-/// Sparse histogram of one KeyRange over a partition: (bucket, count) pairs with count > 0,
-/// sorted by bucket; plus, when the range holds at most `max_distinct` distinct keys in this
-/// partition, those keys with their counts.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RangeHistogram {
-    /// `(bucket, count)` for non-empty buckets, sorted by bucket.
-    pub buckets: Vec<(u32, u64)>,
-    /// The range's distinct keys with counts, sorted by key, when there were at most
-    /// `max_distinct` of them.
-    pub distinct: Option<DistinctKeys>,
-}
-
-impl RangeHistogram {
-    /// Number of values in the range.
-    pub fn total(&self) -> u64 {
-        self.buckets
-            .iter()
-            .fold(0u64, |acc, &(_, c)| acc.saturating_add(c))
-    }
-}
 
 /// Per-range accumulator of [`histograms`].
 struct RangeAcc {
@@ -1337,130 +991,45 @@ fn bounds_keys(kind: KeyKind, min: f64, max: f64) -> Option<(u64, u64)> {
 }
 
 // ---------------------------------------------------------------------------------------
-// In-process driver
+// A worker's rounds
 // ---------------------------------------------------------------------------------------
 
-/// The `describe` row of one column.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ColumnDescription {
-    /// Non-null, non-NaN values.
-    pub count: u64,
-    /// Mean (NaN when count is 0).
-    pub mean: f64,
-    /// Sample standard deviation, ddof = 1 (NaN when count < 2).
-    pub std: f64,
-    /// Minimum (NaN when count is 0).
-    pub min: f64,
-    /// One value per requested quantile (NaN when count is 0).
-    pub quantiles: Vec<f64>,
-    /// Maximum (NaN when count is 0).
-    pub max: f64,
-    /// Histogram rounds the quantile search took.
-    pub rounds: usize,
+/// A worker's answer to a describe's summary round: the [`column_summary`] of each of
+/// `columns` (in order) over `batches`, all the partitions it holds for the frame.
+pub fn summaries(
+    batches: &[RecordBatch],
+    columns: &[String],
+    max_distinct: usize,
+) -> Result<Vec<ColumnSummary>> {
+    columns
+        .iter()
+        .map(|c| column_summary(batches, c, max_distinct))
+        .collect()
 }
 
-/// The whole distributed describe of one column run in-process over `partitions` (each
-/// standing for a worker's): the summary round (moments and distinct keys) merged, then, if
-/// some partition had too many distinct keys, the quantile search with one [`histograms`]
-/// call per partition per round. This is exactly what the scheduler does across workers
-/// (and a reference for it).
-pub fn describe_partitions(
-    partitions: &[Vec<RecordBatch>],
-    column: &str,
-    quantiles: &[f64],
-) -> Result<ColumnDescription> {
-    let mut moments = Moments::default();
-    let mut distinct = Vec::with_capacity(partitions.len());
-    let mut data_type: Option<DataType> = None;
-    for p in partitions {
-        let summary = column_summary(p, column, MAX_DISTINCT)?;
-        moments.merge(&summary.moments);
-        if summary.moments.count > 0 {
-            distinct.push(summary.distinct);
-        }
-        if data_type.is_none() {
-            if let Some(b) = p.first() {
-                data_type = Some(column_of(b, column)?.data_type().clone());
-            }
-        }
-    }
-    // No batch anywhere: nothing to describe, and no type to check.
-    let dt = data_type.unwrap_or(DataType::Float64);
-    let mut search = QuantileSearch::from_moments(&moments, quantiles, &dt)?;
-    if let Some(all) = merge_distinct(&distinct) {
-        if !search.is_done() {
-            search.feed_distinct(&all)?;
-        }
-    }
-    // Each round narrows every rank by at least one bit, so 64 rounds is a hard bound.
-    for _ in 0..=64 {
-        let ranges = search.next_round();
-        if ranges.is_empty() {
-            break;
-        }
-        let bits = search.round_bits();
-        let mut per_range: Vec<Vec<RangeHistogram>> = vec![Vec::new(); ranges.len()];
-        for p in partitions {
-            for (i, h) in histograms(p, column, &ranges, bits, search.max_distinct())?
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(v) = per_range.get_mut(i) {
-                    v.push(h);
-                }
-            }
-        }
-        let merged: Vec<RangeHistogram> = per_range.iter().map(|v| merge_histograms(v)).collect();
-        search.feed(&merged)?;
-    }
-    let quantiles = search.result().ok_or_else(|| {
-        EngineError::Argument(format!(
-            "describe: quantile search of '{column}' did not finish"
-        ))
-    })?;
-    Ok(ColumnDescription {
-        count: moments.count,
-        mean: moments.mean_or_nan(),
-        std: moments.std_or_nan(),
-        min: moments.min_or_nan(),
-        quantiles,
-        max: moments.max_or_nan(),
-        rounds: search.rounds(),
-    })
+/// A worker's answer to a describe's histogram round: for each column asked (in order), the
+/// [`histograms`] of its ranges over `batches`, all the partitions it holds for the frame.
+pub fn range_histograms(
+    batches: &[RecordBatch],
+    columns: &[ColumnRanges],
+) -> Result<Vec<Vec<RangeHistogram>>> {
+    columns
+        .iter()
+        .map(|c| {
+            histograms(
+                batches,
+                &c.column,
+                &c.ranges,
+                c.bits,
+                c.max_distinct as usize,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn describe_keys_preserve_order() {
-        let xs = [
-            f64::NEG_INFINITY,
-            -1e300,
-            -1.0,
-            -f64::MIN_POSITIVE,
-            0.0,
-            5e-324,
-            1.0,
-            1e300,
-            f64::INFINITY,
-        ];
-        for w in xs.windows(2) {
-            assert!(float_key(w[0]) < float_key(w[1]), "{} {}", w[0], w[1]);
-        }
-        for &x in &xs {
-            assert_eq!(float_from_key(float_key(x)).to_bits(), x.to_bits());
-        }
-        assert_eq!(float_key(-0.0), float_key(0.0));
-        let is = [i64::MIN, -1, 0, 1, i64::MAX];
-        for w in is.windows(2) {
-            assert!(signed_key(w[0]) < signed_key(w[1]));
-        }
-        for &x in &is {
-            assert_eq!(signed_from_key(signed_key(x)), x);
-        }
-    }
 
     #[test]
     fn describe_lerp_is_numpys() {

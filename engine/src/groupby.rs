@@ -28,8 +28,9 @@
 //! | `min` / `max` | input type | `Min` / `Max` (null when `count` is 0) |
 //!
 //! `mean`/`m2` are computed per partition with a corrected two-pass algorithm and
-//! merged with Chan et al.'s parallel formula, so a column with mean 1014.6 and std 9.4
-//! loses no digits. State columns are shared by all aggregations of one column.
+//! merged with Chan et al.'s parallel formula ([`Moments::merge`]), so a column with mean
+//! 1014.6 and std 9.4 loses no digits. State columns are shared by all aggregations of one
+//! column.
 //!
 //! # Result
 //!
@@ -74,42 +75,10 @@ use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use stratus_plan::{AggFunc, Moments};
+
 use crate::error::{EngineError, Result};
-
-/// Aggregate functions (pandas semantics: nulls and NaN skipped; count counts non-null
-/// non-NaN values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AggFunc {
-    /// Number of non-null, non-NaN values (any column type: non-null values).
-    Count,
-    /// Sum of the values, as Float64.
-    Sum,
-    /// Arithmetic mean, as Float64.
-    Mean,
-    /// Minimum, in the input type.
-    Min,
-    /// Maximum, in the input type.
-    Max,
-    /// Sample standard deviation (`ddof = 1`), as Float64.
-    Std,
-    /// Sample variance (`ddof = 1`), as Float64.
-    Var,
-}
-
-impl AggFunc {
-    /// The lower-case name used in output column names (`"mean"`, `"max"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            AggFunc::Count => "count",
-            AggFunc::Sum => "sum",
-            AggFunc::Mean => "mean",
-            AggFunc::Min => "min",
-            AggFunc::Max => "max",
-            AggFunc::Std => "std",
-            AggFunc::Var => "var",
-        }
-    }
-}
+use crate::num::Num;
 
 /// One output column: `func` of `column`.
 #[derive(Debug, Clone, PartialEq)]
@@ -844,42 +813,6 @@ fn key_output(
 // Value kernels.
 // ---------------------------------------------------------------------------------
 
-/// Native numeric value types.
-trait Num: Copy + PartialOrd + Default + Send + Sync + 'static {
-    const LO: Self;
-    const HI: Self;
-    fn f(self) -> f64;
-    fn nan(self) -> bool;
-}
-
-macro_rules! num_int {
-    ($($t:ty),*) => {$(
-        impl Num for $t {
-            const LO: Self = <$t>::MIN;
-            const HI: Self = <$t>::MAX;
-            #[inline(always)]
-            fn f(self) -> f64 { self as f64 }
-            #[inline(always)]
-            fn nan(self) -> bool { false }
-        }
-    )*};
-}
-num_int!(i8, i16, i32, i64, u8, u16, u32, u64);
-
-macro_rules! num_float {
-    ($($t:ty),*) => {$(
-        impl Num for $t {
-            const LO: Self = <$t>::NEG_INFINITY;
-            const HI: Self = <$t>::INFINITY;
-            #[inline(always)]
-            fn f(self) -> f64 { self as f64 }
-            #[inline(always)]
-            fn nan(self) -> bool { self.is_nan() }
-        }
-    )*};
-}
-num_float!(f32, f64);
-
 /// An accumulator of values of type `T`; `Ctx` is a per-group constant.
 trait Lane<T: Num>: Copy {
     type Ctx: Copy;
@@ -985,13 +918,13 @@ fn visit<T: Num, S: Sink>(
             for ch in &mut chunks {
                 let mut x = [0.0; 8];
                 for j in 0..8 {
-                    x[j] = ch[j].f();
+                    x[j] = ch[j].to_f64();
                 }
                 sink.eight(row, &x, &[u64::MAX; 8]);
                 row += 8;
             }
             for &v in chunks.remainder() {
-                sink.one(row, v.f(), true);
+                sink.one(row, v.to_f64(), true);
                 row += 1;
             }
         }
@@ -1007,7 +940,7 @@ fn visit<T: Num, S: Sink>(
                     let m = &MASKS[((word >> (8 * k)) & 0xff) as usize];
                     let mut x = [0.0; 8];
                     for j in 0..8 {
-                        x[j] = ch[k * 8 + j].f();
+                        x[j] = ch[k * 8 + j].to_f64();
                     }
                     sink.eight(start + base + k * 8, &x, m);
                 }
@@ -1015,7 +948,7 @@ fn visit<T: Num, S: Sink>(
             }
             let word = bits.remainder_bits();
             for (i, &v) in seg[base..].iter().enumerate() {
-                sink.one(start + base + i, v.f(), (word >> i) & 1 == 1);
+                sink.one(start + base + i, v.to_f64(), (word >> i) & 1 == 1);
             }
         }
     }
@@ -1261,11 +1194,11 @@ fn segment<T: Num, L: Lane<T>>(
             for ch in &mut chunks {
                 for j in 0..8 {
                     let v = ch[j];
-                    lanes[j].push(v, !v.nan(), c);
+                    lanes[j].push(v, !v.is_nan(), c);
                 }
             }
             for (j, &v) in chunks.remainder().iter().enumerate() {
-                lanes[j].push(v, !v.nan(), c);
+                lanes[j].push(v, !v.is_nan(), c);
             }
         }
         Some(nb) => {
@@ -1280,14 +1213,14 @@ fn segment<T: Num, L: Lane<T>>(
                     for (j, lane) in lanes.iter_mut().enumerate() {
                         let i = k * 8 + j;
                         let v = ch[i];
-                        lane.push(v, ((word >> i) & 1 == 1) & !v.nan(), c);
+                        lane.push(v, ((word >> i) & 1 == 1) & !v.is_nan(), c);
                     }
                 }
                 base += 64;
             }
             let word = bits.remainder_bits();
             for (i, &v) in seg[base..].iter().enumerate() {
-                lanes[i & 7].push(v, ((word >> i) & 1 == 1) & !v.nan(), c);
+                lanes[i & 7].push(v, ((word >> i) & 1 == 1) & !v.is_nan(), c);
             }
         }
     }
@@ -1308,7 +1241,7 @@ fn rows<T: Num, L: Lane<T>>(
         None => {
             for (&g, &v) in gids.iter().zip(vals) {
                 let g = g as usize;
-                st[g].push(v, !v.nan(), ctx[g]);
+                st[g].push(v, !v.is_nan(), ctx[g]);
             }
         }
         Some(nb) => {
@@ -1318,7 +1251,7 @@ fn rows<T: Num, L: Lane<T>>(
                 for i in 0..64 {
                     let g = gids[base + i] as usize;
                     let v = vals[base + i];
-                    st[g].push(v, ((word >> i) & 1 == 1) & !v.nan(), ctx[g]);
+                    st[g].push(v, ((word >> i) & 1 == 1) & !v.is_nan(), ctx[g]);
                 }
                 base += 64;
             }
@@ -1326,7 +1259,7 @@ fn rows<T: Num, L: Lane<T>>(
             for i in 0..n - base {
                 let g = gids[base + i] as usize;
                 let v = vals[base + i];
-                st[g].push(v, ((word >> i) & 1 == 1) & !v.nan(), ctx[g]);
+                st[g].push(v, ((word >> i) & 1 == 1) & !v.is_nan(), ctx[g]);
             }
         }
     }
@@ -1561,12 +1494,11 @@ pub fn partial_with_schema(
     RecordBatch::try_new(plan.schema, cols).map_err(|e| arrow_err("building the partial", e))
 }
 
-/// Merged moments of one column.
-struct Moments {
-    count: Vec<u64>,
+/// Merged states of one column, per group slot: the sums, and the count, mean and M2 as
+/// [`Moments`] (their min and max unused: min/max states keep the input type).
+struct Merged {
     sum: Vec<f64>,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
+    moments: Vec<Moments>,
 }
 
 fn f64_col(b: &RecordBatch, i: Option<usize>) -> Option<&[f64]> {
@@ -1574,13 +1506,11 @@ fn f64_col(b: &RecordBatch, i: Option<usize>) -> Option<&[f64]> {
         .map(|a| a.values().as_ref())
 }
 
-fn merge_moments(partials: &[RecordBatch], groups: &Groups, sc: &StateCols) -> Result<Moments> {
+fn merge_moments(partials: &[RecordBatch], groups: &Groups, sc: &StateCols) -> Result<Merged> {
     let slots = groups.slots();
-    let mut m = Moments {
-        count: vec![0; slots],
+    let mut m = Merged {
         sum: vec![0.0; slots],
-        mean: vec![0.0; slots],
-        m2: vec![0.0; slots],
+        moments: vec![Moments::default(); slots],
     };
     for (b, p) in partials.iter().enumerate() {
         let count = p
@@ -1591,6 +1521,7 @@ fn merge_moments(partials: &[RecordBatch], groups: &Groups, sc: &StateCols) -> R
         let sum = f64_col(p, sc.sum);
         let mean = f64_col(p, sc.mean);
         let m2 = f64_col(p, sc.m2);
+        let at = |col: Option<&[f64]>, i: usize| col.and_then(|c| c.get(i).copied());
         for (i, &g) in groups.gids[b].iter().enumerate() {
             let g = g as usize;
             let nb = count.get(i).copied().unwrap_or(0).max(0) as u64;
@@ -1600,23 +1531,13 @@ fn merge_moments(partials: &[RecordBatch], groups: &Groups, sc: &StateCols) -> R
             if let Some(s) = sum {
                 m.sum[g] += s.get(i).copied().unwrap_or(0.0);
             }
-            let na = m.count[g];
-            let n = na + nb;
-            if let Some(mb) = mean {
-                let mb = mb.get(i).copied().unwrap_or(0.0);
-                let delta = mb - m.mean[g];
-                let (fa, fb, fn_) = (na as f64, nb as f64, n as f64);
-                m.mean[g] = if na == 0 {
-                    mb
-                } else {
-                    m.mean[g] + delta * (fb / fn_)
-                };
-                if let Some(q) = m2 {
-                    let q = q.get(i).copied().unwrap_or(0.0);
-                    m.m2[g] += q + delta * delta * (fa * fb / fn_);
-                }
-            }
-            m.count[g] = n;
+            m.moments[g].merge(&Moments {
+                count: nb,
+                mean: at(mean, i).unwrap_or(0.0),
+                m2: at(m2, i).unwrap_or(0.0),
+                min: 0.0,
+                max: 0.0,
+            });
         }
     }
     Ok(m)
@@ -1691,17 +1612,22 @@ pub fn merge(partials: &[RecordBatch], spec: &GroupBy) -> Result<RecordBatch> {
     let mut cols = key_output(&keys, &key_types, &groups)?;
     for sc in &layout.cols {
         let m = merge_moments(partials, &groups, sc)?;
+        let count: Vec<u64> = m.moments.iter().map(|s| s.count).collect();
         cols.push(Arc::new(Int64Array::from_iter_values(
-            m.count[1..].iter().map(|&c| c as i64),
+            count[1..].iter().map(|&c| c as i64),
         )));
         if sc.sum.is_some() {
             cols.push(Arc::new(Float64Array::from(m.sum[1..].to_vec())));
         }
         if sc.mean.is_some() {
-            cols.push(Arc::new(Float64Array::from(m.mean[1..].to_vec())));
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                m.moments[1..].iter().map(|s| s.mean),
+            )));
         }
         if sc.m2.is_some() {
-            cols.push(Arc::new(Float64Array::from(m.m2[1..].to_vec())));
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                m.moments[1..].iter().map(|s| s.m2),
+            )));
         }
         for (idx, is_min) in [(sc.min, true), (sc.max, false)] {
             if let Some(i) = idx {
@@ -1712,7 +1638,7 @@ pub fn merge(partials: &[RecordBatch], spec: &GroupBy) -> Result<RecordBatch> {
                     partials,
                     &groups,
                     i,
-                    &m.count,
+                    &count,
                     is_min,
                     &dt
                 )?);

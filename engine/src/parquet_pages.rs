@@ -43,6 +43,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnPath;
+use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -157,41 +158,13 @@ pub(crate) fn byte_dicts_fit(arrays: &[ArrayRef], limit: usize) -> bool {
     true
 }
 
-/// FxHash (rustc's hasher): plenty for interning a few thousand strings, and much cheaper
-/// than SipHash.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Dictionary ids (in order of first appearance) of the valid rows of Arrow dictionary
 /// arrays of byte strings, the dictionary page (PLAIN) and its number of values.
 #[derive(Default)]
 struct ByteDictEncoder {
-    ids: HashMap<Vec<u8>, u32, std::hash::BuildHasherDefault<FxHasher>>,
+    /// Id of every value seen. Fx hash (rustc's): plenty for interning a few thousand
+    /// strings, and much cheaper than SipHash.
+    ids: HashMap<Vec<u8>, u32, FxBuildHasher>,
     page: Vec<u8>,
     count: u32,
     /// Remapping of the last Arrow dictionary seen: its values and the id of each (or

@@ -33,6 +33,8 @@ use parquet::arrow::{parquet_to_arrow_schema, ProjectionMask};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
+use stratus_plan::{FileRef, ParquetPartition, RowGroupMeta};
+
 use crate::error::{EngineError, Result};
 
 /// Rows per record batch produced by [`read_partition`].
@@ -43,53 +45,17 @@ const MAX_DEPTH: usize = 64;
 
 const MAGIC: &[u8; 4] = b"PAR1";
 
-/// One Parquet file found for a source, with the hive partition values parsed from its
-/// path (`key=value` directory segments, in path order).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceFile {
-    /// Path of the file, as found (not canonicalized).
-    pub path: String,
-    /// Size of the file in bytes.
-    pub size: u64,
-    /// Hive partition values from the directory segments, in path order.
-    pub hive: Vec<(String, String)>,
-}
-
-/// Size of one row group, from the footer.
-#[derive(Debug, Clone)]
-pub struct RowGroupInfo {
-    /// Rows in the row group.
-    pub rows: u64,
-    /// Uncompressed size of its column data in bytes.
-    pub uncompressed_bytes: u64,
-}
-
 /// What a file's footer says, turned into Stratus terms.
 #[derive(Debug, Clone)]
 pub struct FileFooter {
     /// The file.
-    pub file: SourceFile,
+    pub file: FileRef,
     /// Total rows in the file.
     pub num_rows: u64,
     /// Its row groups, in file order.
-    pub row_groups: Vec<RowGroupInfo>,
+    pub row_groups: Vec<RowGroupMeta>,
     /// The dataset schema: file columns as Stratus reads them, then hive-only columns.
     pub schema: SchemaRef,
-}
-
-/// A unit of work: a whole file or a contiguous range of its row groups.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionSpec {
-    /// The file to read.
-    pub path: String,
-    /// First row group (inclusive).
-    pub row_group_start: u32,
-    /// Last row group (exclusive).
-    pub row_group_end: u32,
-    /// Rows in these row groups.
-    pub rows: u64,
-    /// Hive partition values of the file.
-    pub hive: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -101,7 +67,7 @@ pub struct PartitionSpec {
 /// `_SUCCESS`), or a glob like `DIR/year=*/month=*/*.parquet` (directories a glob matches
 /// are walked like bare directories). Sorted by path in natural order (`month=2` before
 /// `month=10`). Errors if nothing matches or the path does not exist.
-pub fn list_files(source: &str) -> Result<Vec<SourceFile>> {
+pub fn list_files(source: &str) -> Result<Vec<FileRef>> {
     if source.trim().is_empty() {
         return Err(EngineError::Argument("empty source path".into()));
     }
@@ -170,7 +136,7 @@ pub fn list_files(source: &str) -> Result<Vec<SourceFile>> {
         let size = fs::metadata(&p)
             .map_err(|e| EngineError::io(path, e))?
             .len();
-        files.push(SourceFile {
+        files.push(FileRef {
             path: path.to_string(),
             size,
             hive: parse_hive(&p),
@@ -472,13 +438,13 @@ fn file_schemas(
 
 /// Read only the footer (metadata) of a file. Errors name the file: not Parquet,
 /// truncated, unreadable.
-pub fn read_footer(file: &SourceFile) -> Result<FileFooter> {
+pub fn read_footer(file: &FileRef) -> Result<FileFooter> {
     let (_f, metadata) = open_parquet(&file.path)?;
     let (_, schema) = file_schemas(&file.path, &metadata, &file.hive)?;
     let row_groups = metadata
         .row_groups()
         .iter()
-        .map(|rg| RowGroupInfo {
+        .map(|rg| RowGroupMeta {
             rows: u64::try_from(rg.num_rows()).unwrap_or(0),
             uncompressed_bytes: u64::try_from(rg.total_byte_size()).unwrap_or(0),
         })
@@ -565,7 +531,7 @@ struct Part {
     end: usize,
 }
 
-fn rg_weight(rg: &RowGroupInfo) -> u64 {
+fn rg_weight(rg: &RowGroupMeta) -> u64 {
     rg.uncompressed_bytes.max(1)
 }
 
@@ -585,7 +551,7 @@ pub fn plan_partitions(
     footers: &[FileFooter],
     target_bytes: u64,
     min_partitions: usize,
-) -> Vec<PartitionSpec> {
+) -> Vec<ParquetPartition> {
     let target = target_bytes.max(1);
     let mut parts: Vec<Part> = Vec::new();
     for (fi, f) in footers.iter().enumerate() {
@@ -664,7 +630,7 @@ pub fn plan_partitions(
         .into_iter()
         .map(|p| {
             let f = &footers[p.footer];
-            PartitionSpec {
+            ParquetPartition {
                 path: f.file.path.clone(),
                 row_group_start: u32::try_from(p.start).unwrap_or(u32::MAX),
                 row_group_end: u32::try_from(p.end).unwrap_or(u32::MAX),
@@ -698,7 +664,7 @@ enum Source {
 /// value (checked from the row-group statistics when they prove it, else on the values).
 /// `limit`: stop after that many rows. The result may be empty (e.g. `limit == Some(0)`).
 pub fn read_partition(
-    spec: &PartitionSpec,
+    spec: &ParquetPartition,
     columns: Option<&[String]>,
     limit: Option<usize>,
 ) -> Result<Vec<RecordBatch>> {

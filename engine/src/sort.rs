@@ -75,7 +75,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -92,8 +91,10 @@ use arrow_select::interleave::interleave;
 use arrow_select::take::take;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rustc_hash::FxBuildHasher;
 
 use crate::error::{EngineError, Result};
+use crate::num::{float_key, signed_from_key};
 
 /// How a key type is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +188,6 @@ fn key_columns<'a>(batches: &'a [RecordBatch], key: &str) -> Result<(Vec<&'a Arr
 // Codes
 // ---------------------------------------------------------------------------------------
 
-/// Order-preserving `i64` code of a float; NaN must be excluded by the caller.
-#[inline]
-fn float_code(v: f64) -> i64 {
-    let v = if v == 0.0 { 0.0 } else { v };
-    let bits = v.to_bits() as i64;
-    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
-}
-
 fn widen<T: ArrowPrimitiveType>(arr: &dyn Array) -> Cow<'_, [i64]>
 where
     T::Native: Into<i64>,
@@ -240,7 +233,7 @@ fn codes(arr: &dyn Array) -> Option<(Cow<'_, [i64]>, Option<BooleanBuffer>)> {
                 if v.is_nan() {
                     0
                 } else {
-                    float_code(v)
+                    signed_from_key(float_key(v))
                 }
             })
             .collect();
@@ -877,37 +870,9 @@ fn output_schema(batches: &[RecordBatch], first: &RecordBatch) -> SchemaRef {
 // Moving rows: one copy of every value, no per-range concatenation
 // ---------------------------------------------------------------------------------------
 
-/// FxHash's mixing with a murmur finalizer: a fast hasher for deduplicating dictionary
-/// values (they come from our own partitions, so flooding is no concern).
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// Hash map for deduplicating dictionary values: they come from our own partitions, so
+/// flooding is no concern and rustc's Fx hash does.
+type FastMap<K, V> = HashMap<K, V, FxBuildHasher>;
 
 /// The values of a byte-array (strings or binaries) as byte slices, None where null; None
 /// for other types.

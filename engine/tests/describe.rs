@@ -12,10 +12,15 @@ use arrow_schema::{DataType, Field, Schema};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use stratus_engine::describe::{
-    column_moments, column_summary, describable_columns, describe_partitions, float_key,
-    histograms, is_describable, merge_distinct, merge_histograms, KeyCounter, KeyRange, Moments,
-    QuantileSearch, RangeHistogram, DEFAULT_PERCENTILES, MAX_DISTINCT,
+    column_moments, column_summary, describable_columns, histograms, is_describable,
+    merge_distinct, merge_histograms, range_histograms, summaries, KeyCounter, QuantileSearch,
+    DEFAULT_PERCENTILES, MAX_DISTINCT,
 };
+use stratus_engine::num::float_key;
+use stratus_plan::{ColumnRanges, KeyRange, Moments, RangeHistogram};
+
+mod describe_rounds;
+use describe_rounds::{describe_rounds, Described};
 
 const COL: &str = "x";
 const QS: [f64; 7] = [0.0, 0.25, 0.5, 0.75, 1.0, 0.1, 0.999];
@@ -238,6 +243,16 @@ fn run(
     }
 }
 
+/// The whole describe of [`COL`] as workers and the scheduler run it.
+fn describe(
+    parts: &[Vec<RecordBatch>],
+    dt: &DataType,
+    qs: &[f64],
+    max_distinct: usize,
+) -> Described {
+    describe_rounds(parts, COL, dt, qs, max_distinct).unwrap()
+}
+
 fn close(a: f64, b: f64, rel: f64, scale: f64) -> bool {
     a == b || (a - b).abs() <= rel * b.abs().max(scale)
 }
@@ -287,10 +302,14 @@ fn check<T: TestVal>(values: &[Option<T>], parts: usize, seed: u64, check_moment
             assert!(close(got, std, 1e-12, 0.0), "std {got} vs {std}");
         }
     }
-    // The in-process driver agrees.
-    let d = describe_partitions(&parted, COL, &QS).unwrap();
-    for (got, want) in d.quantiles.iter().zip(&expected) {
-        assert_eq!(got.to_bits(), want.to_bits());
+    // The rounds as workers and the scheduler run them agree, whatever the distinct-key
+    // limit (the scheduler's depends on the cluster's size).
+    for max_distinct in [MAX_DISTINCT, 16, 0] {
+        let d = describe(&parted, &T::data_type(), &QS, max_distinct);
+        assert_eq!(d.moments.count, sorted.len() as u64);
+        for (got, want) in d.quantiles.iter().zip(&expected) {
+            assert_eq!(got.to_bits(), want.to_bits(), "max_distinct {max_distinct}");
+        }
     }
     max_rounds
 }
@@ -505,9 +524,9 @@ fn values_to_a_tenth_resolve_in_the_summary_round() {
     let mut rng = SmallRng::seed_from_u64(12);
     let parted = partition(&values, 5, &mut rng);
     let sorted = sorted_oracle(&values);
-    let d = describe_partitions(&parted, COL, &QS).unwrap();
+    let d = describe(&parted, &DataType::Float64, &QS, MAX_DISTINCT);
     assert_eq!(d.rounds, 0, "no histogram round is needed");
-    assert_eq!(d.count, sorted.len() as u64);
+    assert_eq!(d.moments.count, sorted.len() as u64);
     for (&q, got) in QS.iter().zip(&d.quantiles) {
         assert_eq!(
             got.to_bits(),
@@ -690,10 +709,17 @@ fn all_null_column() {
     let nans = vec![Some(f64::NAN); 10];
     let m = column_moments(&[batch_of(&nans)], COL).unwrap();
     assert_eq!(m.count, 0);
-    let d = describe_partitions(&[vec![batch_of(&nans)]], COL, &DEFAULT_PERCENTILES).unwrap();
-    assert_eq!(d.count, 0);
-    assert!(d.mean.is_nan() && d.std.is_nan() && d.min.is_nan() && d.max.is_nan());
-    assert!(d.quantiles.iter().all(|q| q.is_nan()));
+    let d = describe(
+        &[vec![batch_of(&nans)]],
+        &DataType::Float64,
+        &DEFAULT_PERCENTILES,
+        MAX_DISTINCT,
+    );
+    let m = d.moments;
+    assert_eq!((m.count, d.rounds), (0, 0));
+    assert!(m.mean_or_nan().is_nan() && m.std_or_nan().is_nan());
+    assert!(m.min_or_nan().is_nan() && m.max_or_nan().is_nan());
+    assert!(d.quantiles.iter().all(|q| q.is_nan()) && d.quantiles.len() == 3);
     let s = QuantileSearch::new(0, &DEFAULT_PERCENTILES, &DataType::Int32).unwrap();
     assert!(s.next_round().is_empty());
     assert_eq!(s.result().map(|v| v.len()), Some(3));
@@ -706,12 +732,22 @@ fn single_value_and_single_row_partition() {
         vec![],
         vec![batch_of::<i32>(&[])],
     ];
-    let d = describe_partitions(&parted, COL, &DEFAULT_PERCENTILES).unwrap();
-    assert_eq!(d.count, 1);
-    assert_eq!(d.mean, 42.0);
-    assert!(d.std.is_nan());
-    assert_eq!((d.min, d.max), (42.0, 42.0));
+    // Empty workers send their (empty) keys too: read off in the summary round.
+    let d = describe(
+        &parted,
+        &DataType::Int32,
+        &DEFAULT_PERCENTILES,
+        MAX_DISTINCT,
+    );
+    let m = d.moments;
+    assert_eq!((m.count, d.rounds), (1, 0));
+    assert_eq!(m.mean_or_nan(), 42.0);
+    assert!(m.std_or_nan().is_nan());
+    assert_eq!((m.min_or_nan(), m.max_or_nan()), (42.0, 42.0));
     assert_eq!(d.quantiles, vec![42.0; 3]);
+    // Without keys: the search from min = max needs no round either.
+    let d = describe(&parted, &DataType::Int32, &DEFAULT_PERCENTILES, 0);
+    assert_eq!((d.quantiles, d.rounds), (vec![42.0; 3], 0));
     let m = column_moments(&parted[0], COL).unwrap();
     assert_eq!(m.std(), None);
     // Unbounded search over one value: 4 rounds without keys, 1 with.
@@ -766,10 +802,30 @@ fn empty_partitions_and_no_batches() {
         }]
     );
     assert_eq!(histograms(&[], COL, &[all, all], 16, 8).unwrap().len(), 2);
-    let d = describe_partitions(&[vec![], vec![]], COL, &DEFAULT_PERCENTILES).unwrap();
-    assert_eq!(d.count, 0);
-    let d = describe_partitions(&[], COL, &DEFAULT_PERCENTILES).unwrap();
-    assert!(d.quantiles.iter().all(|q| q.is_nan()));
+    // Workers holding no batches, or none at all: nothing to describe, whatever the type.
+    for dt in [DataType::Float64, DataType::Int32, DataType::UInt8] {
+        for max_distinct in [MAX_DISTINCT, 0] {
+            let d = describe(&[vec![], vec![]], &dt, &DEFAULT_PERCENTILES, max_distinct);
+            assert_eq!((d.moments.count, d.rounds), (0, 0));
+            assert!(d.quantiles.iter().all(|q| q.is_nan()) && d.quantiles.len() == 3);
+            let d = describe(&[], &dt, &DEFAULT_PERCENTILES, max_distinct);
+            assert!(d.quantiles.iter().all(|q| q.is_nan()) && d.quantiles.len() == 3);
+        }
+    }
+    // An empty worker among others with values: its empty keys merge in.
+    let parted = vec![
+        vec![],
+        vec![batch_of(&[Some(2.0f64), Some(1.0)])],
+        vec![batch_of::<f64>(&[])],
+    ];
+    let d = describe(
+        &parted,
+        &DataType::Float64,
+        &DEFAULT_PERCENTILES,
+        MAX_DISTINCT,
+    );
+    assert_eq!((d.moments.count, d.rounds), (2, 0));
+    assert_eq!(d.quantiles, vec![1.25, 1.5, 1.75]);
 }
 
 #[test]
@@ -783,9 +839,23 @@ fn missing_and_non_numeric_columns_are_errors() {
         prefix: 0,
         prefix_bits: 0,
     };
-    let e = histograms(&[b], "nope", &[all], 16, 8)
+    let e = histograms(std::slice::from_ref(&b), "nope", &[all], 16, 8)
         .unwrap_err()
         .to_string();
+    assert!(e.contains("'nope'"), "{e}");
+    // A worker's rounds: the first bad column fails the answer.
+    let columns = ["x".to_string(), "nope".to_string()];
+    let e = summaries(std::slice::from_ref(&b), &columns, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'nope'"), "{e}");
+    let ask = columns.map(|column| ColumnRanges {
+        column,
+        ranges: vec![all],
+        bits: 16,
+        max_distinct: 8,
+    });
+    let e = range_histograms(&[b], &ask).unwrap_err().to_string();
     assert!(e.contains("'nope'"), "{e}");
 
     let schema = Arc::new(Schema::new(vec![Field::new(

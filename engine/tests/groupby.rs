@@ -15,9 +15,8 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use stratus_engine::groupby::{
-    finalize, merge, partial, partial_with_schema, AggFunc, AggSpec, GroupBy,
-};
+use stratus_engine::groupby::{finalize, merge, partial, partial_with_schema, AggSpec, GroupBy};
+use stratus_plan::AggFunc;
 
 // ---------------------------------------------------------------------------------
 // Random data

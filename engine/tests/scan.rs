@@ -14,8 +14,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use stratus_engine::scan::{
     check_schemas, list_files, plan_partitions, read_footer, read_partition, FileFooter,
-    PartitionSpec, RowGroupInfo, SourceFile,
 };
+use stratus_plan::{FileRef, ParquetPartition, RowGroupMeta};
 
 /// A unique temporary directory removed on drop.
 struct TempDir(PathBuf);
@@ -82,9 +82,9 @@ fn p(s: &Path) -> String {
     s.to_str().unwrap().to_string()
 }
 
-fn whole(file: &SourceFile) -> PartitionSpec {
+fn whole(file: &FileRef) -> ParquetPartition {
     let footer = read_footer(file).unwrap();
-    PartitionSpec {
+    ParquetPartition {
         path: file.path.clone(),
         row_group_start: 0,
         row_group_end: footer.row_groups.len() as u32,
@@ -177,7 +177,7 @@ fn bad_files_name_the_file() {
         e.starts_with(&format!("file {}: truncated", p(&cut))),
         "{e}"
     );
-    let spec = PartitionSpec {
+    let spec = ParquetPartition {
         path: p(&cut),
         row_group_start: 0,
         row_group_end: 1,
@@ -342,7 +342,7 @@ fn hive_columns_projection_and_limit() {
     let batches = read_partition(&spec, None, Some(10)).unwrap();
     assert_eq!(total_rows(&batches), 10);
     assert!(read_partition(&spec, None, Some(0)).unwrap().is_empty());
-    let mid = PartitionSpec {
+    let mid = ParquetPartition {
         row_group_start: 1,
         row_group_end: 3,
         rows: 600,
@@ -361,7 +361,7 @@ fn hive_columns_projection_and_limit() {
 
 fn footer(path: &str, rgs: &[u64]) -> FileFooter {
     FileFooter {
-        file: SourceFile {
+        file: FileRef {
             path: path.into(),
             size: 0,
             hive: vec![],
@@ -369,7 +369,7 @@ fn footer(path: &str, rgs: &[u64]) -> FileFooter {
         num_rows: rgs.len() as u64 * 10,
         row_groups: rgs
             .iter()
-            .map(|&b| RowGroupInfo {
+            .map(|&b| RowGroupMeta {
                 rows: 10,
                 uncompressed_bytes: b,
             })
@@ -378,7 +378,7 @@ fn footer(path: &str, rgs: &[u64]) -> FileFooter {
     }
 }
 
-fn ranges(parts: &[PartitionSpec]) -> Vec<(String, u32, u32)> {
+fn ranges(parts: &[ParquetPartition]) -> Vec<(String, u32, u32)> {
     parts
         .iter()
         .map(|p| (p.path.clone(), p.row_group_start, p.row_group_end))

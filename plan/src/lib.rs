@@ -3,6 +3,22 @@
 //! Arrow schema ([`expr_type`], [`steps_schema`]) so that a bad plan is a clear
 //! error before any task runs. Evaluation lives in `stratus-engine`; parsing
 //! SQL expression text lives in the `stratus` CLI.
+//!
+//! It also owns the plain data that the wire messages and the engine share, defined once:
+//! - [`source`]: Parquet files, their row groups and the partitions cut from them;
+//! - [`agg`]: the aggregate functions of a group-by;
+//! - [`moments`]: mergeable moments of a column (count, mean, M2, min, max);
+//! - [`describe`]: what a distributed `describe()` asks workers and what they answer.
+
+pub mod agg;
+pub mod describe;
+pub mod moments;
+pub mod source;
+
+pub use agg::AggFunc;
+pub use describe::{ColumnRanges, ColumnSummary, DistinctKeys, KeyRange, RangeHistogram};
+pub use moments::Moments;
+pub use source::{FileRef, ParquetPartition, RowGroupMeta};
 
 use std::fmt;
 use std::sync::Arc;

@@ -12,7 +12,10 @@
 //!   [`ToClient`] frames ending in a final `Done`/`Error`.
 
 use rkyv::{Archive, Deserialize, Serialize};
-pub use stratus_plan::Step;
+pub use stratus_plan::{
+    AggFunc, ColumnRanges, ColumnSummary, FileRef, KeyRange, Moments, ParquetPartition,
+    RangeHistogram, RowGroupMeta, Step,
+};
 
 /// First frame on a new connection.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -75,18 +78,6 @@ pub struct PeerPush {
     pub from_worker: u64,
 }
 
-/// Aggregate functions of a group-by.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggFuncWire {
-    Count,
-    Sum,
-    Mean,
-    Min,
-    Max,
-    Std,
-    Var,
-}
-
 /// A dataset write (see `stratus_engine::write`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WriteSpec {
@@ -109,7 +100,7 @@ pub struct StagedFileWire {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct GroupBySpec {
     pub keys: Vec<String>,
-    pub aggs: Vec<(String, AggFuncWire)>,
+    pub aggs: Vec<(String, AggFunc)>,
 }
 
 /// The scheduler's answer to a [`Hello`].
@@ -132,31 +123,6 @@ pub enum Welcome {
 pub struct PartitionKey {
     pub frame: u64,
     pub index: u32,
-}
-
-/// A Parquet file of a source, with its hive partition values.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct FileRef {
-    pub path: String,
-    pub size: u64,
-    pub hive: Vec<(String, String)>,
-}
-
-/// A unit of input: a Parquet file or a contiguous range of its row groups.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ParquetPartition {
-    pub path: String,
-    pub row_group_start: u32,
-    pub row_group_end: u32,
-    pub rows: u64,
-    pub hive: Vec<(String, String)>,
-}
-
-/// Row count and size of one row group.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RowGroupMeta {
-    pub rows: u64,
-    pub uncompressed_bytes: u64,
 }
 
 /// What a worker learned from one file's footer.
@@ -185,23 +151,6 @@ pub enum LoadInput {
     Persisted(PartitionKey),
 }
 
-/// A prefix of order-preserving value keys (see `stratus_engine::describe`).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyRangeWire {
-    pub prefix: u64,
-    pub prefix_bits: u32,
-}
-
-/// Histogram requests for one column.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ColumnRanges {
-    pub column: String,
-    pub ranges: Vec<KeyRangeWire>,
-    pub bits: u32,
-    /// Distinct keys a range may have for the worker to send them (with counts).
-    pub max_distinct: u64,
-}
-
 /// A computation over partitions one worker holds, with a small result.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ReduceOp {
@@ -228,32 +177,6 @@ pub struct PartitionBoundsWire {
     /// when the partition has no valid key.
     pub bounds_ipc: Option<Vec<u8>>,
     pub invalid: u64,
-}
-
-/// Moments of one column (see `stratus_engine::describe::Moments`).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
-pub struct MomentsWire {
-    pub count: u64,
-    pub mean: f64,
-    pub m2: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-/// Histogram of one key range.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RangeHistogramWire {
-    pub buckets: Vec<(u32, u64)>,
-    /// `(key, count)` sorted by key, when the range has few distinct keys.
-    pub distinct: Option<Vec<(u64, u64)>>,
-}
-
-/// One pass over a column (see `stratus_engine::describe::ColumnSummary`).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ColumnSummaryWire {
-    pub moments: MomentsWire,
-    /// `(key, count)` sorted by key; None past `max_distinct` distinct keys.
-    pub distinct: Option<Vec<(u64, u64)>>,
 }
 
 /// One Parquet input of a sorted frame's parent, as its partition was read:
@@ -448,9 +371,9 @@ pub enum TaskOutput {
         ipc: Vec<u8>,
     },
     /// One per requested column.
-    Summaries(Vec<ColumnSummaryWire>),
+    Summaries(Vec<ColumnSummary>),
     /// Per column, per range.
-    Histograms(Vec<Vec<RangeHistogramWire>>),
+    Histograms(Vec<Vec<RangeHistogram>>),
     /// Bytes per column, in schema order.
     ColumnBytes(Vec<(String, u64)>),
     /// Data delivered to a peer's mailbox (and acknowledged).
@@ -546,8 +469,8 @@ pub enum ClientRequest {
     GroupBy {
         source: String,
         keys: Vec<String>,
-        aggs: Vec<(String, AggFuncWire)>,
-        all_numeric: Option<AggFuncWire>,
+        aggs: Vec<(String, AggFunc)>,
+        all_numeric: Option<AggFunc>,
     },
     Unpersist {
         name: String,

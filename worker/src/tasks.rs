@@ -2,61 +2,29 @@
 //! compute thread. Errors are strings for the client, naming the file at fault.
 
 use arrow_array::RecordBatch;
-use stratus_engine::scan::{self, PartitionSpec, SourceFile};
+use stratus_engine::scan;
 use stratus_protocol::messages::{
-    AggFuncWire, ColumnSummaryWire, FileRef, FooterMeta, GroupBySpec, MomentsWire,
-    ParquetPartition, PartitionBoundsWire, PartitionKey, RangeHistogramWire, RangeSource, ReduceOp,
-    RowGroupMeta, StagedFileWire, Step, TaskOutput, WriteSpec,
+    FileRef, FooterMeta, GroupBySpec, ParquetPartition, PartitionBoundsWire, PartitionKey,
+    RangeSource, ReduceOp, StagedFileWire, Step, TaskOutput, WriteSpec,
 };
-
-fn to_spec(p: &ParquetPartition) -> PartitionSpec {
-    PartitionSpec {
-        path: p.path.clone(),
-        row_group_start: p.row_group_start,
-        row_group_end: p.row_group_end,
-        rows: p.rows,
-        hive: p.hive.clone(),
-    }
-}
 
 /// Expand a source into its files.
 pub fn list_files(source: &str) -> Result<TaskOutput, String> {
     let files = scan::list_files(source).map_err(|e| e.to_string())?;
-    Ok(TaskOutput::Files(
-        files
-            .into_iter()
-            .map(|f| FileRef {
-                path: f.path,
-                size: f.size,
-                hive: f.hive,
-            })
-            .collect(),
-    ))
+    Ok(TaskOutput::Files(files))
 }
 
 /// Read the footers of these files.
 pub fn read_footers(files: &[FileRef]) -> Result<TaskOutput, String> {
     let mut out = Vec::with_capacity(files.len());
     for f in files {
-        let footer = scan::read_footer(&SourceFile {
-            path: f.path.clone(),
-            size: f.size,
-            hive: f.hive.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        let footer = scan::read_footer(f).map_err(|e| e.to_string())?;
         let schema_ipc = stratus_protocol::ipc::encode_schema(&footer.schema)
             .map_err(|e| format!("file {}: {e}", f.path))?;
         out.push(FooterMeta {
-            file: f.clone(),
+            file: footer.file,
             num_rows: footer.num_rows,
-            row_groups: footer
-                .row_groups
-                .iter()
-                .map(|g| RowGroupMeta {
-                    rows: g.rows,
-                    uncompressed_bytes: g.uncompressed_bytes,
-                })
-                .collect(),
+            row_groups: footer.row_groups,
             schema_ipc,
         });
     }
@@ -69,8 +37,7 @@ pub fn load(
     columns: Option<&[String]>,
     steps: &[Step],
 ) -> Result<Vec<RecordBatch>, String> {
-    let batches =
-        scan::read_partition(&to_spec(input), columns, None).map_err(|e| e.to_string())?;
+    let batches = scan::read_partition(input, columns, None).map_err(|e| e.to_string())?;
     stratus_engine::expr::apply_steps(batches, steps)
         .map_err(|e| format!("partition of {}: {e}", input.path))
 }
@@ -81,26 +48,13 @@ pub fn derive(batches: Vec<RecordBatch>, steps: &[Step]) -> Result<Vec<RecordBat
 }
 
 fn groupby_spec(spec: &GroupBySpec) -> stratus_engine::groupby::GroupBy {
-    use stratus_engine::groupby::{AggFunc, AggSpec, GroupBy};
+    use stratus_engine::groupby::{AggSpec, GroupBy};
     GroupBy {
         keys: spec.keys.clone(),
         aggs: spec
             .aggs
             .iter()
-            .map(|(column, f)| {
-                AggSpec::new(
-                    column.clone(),
-                    match f {
-                        AggFuncWire::Count => AggFunc::Count,
-                        AggFuncWire::Sum => AggFunc::Sum,
-                        AggFuncWire::Mean => AggFunc::Mean,
-                        AggFuncWire::Min => AggFunc::Min,
-                        AggFuncWire::Max => AggFunc::Max,
-                        AggFuncWire::Std => AggFunc::Std,
-                        AggFuncWire::Var => AggFunc::Var,
-                    },
-                )
-            })
+            .map(|(column, f)| AggSpec::new(column.clone(), *f))
             .collect(),
     }
 }
@@ -307,56 +261,12 @@ pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, Stri
         ReduceOp::Summary {
             columns,
             max_distinct,
-        } => {
-            let mut out = Vec::with_capacity(columns.len());
-            for c in columns {
-                let s = describe::column_summary(batches, c, *max_distinct as usize)
-                    .map_err(|e| e.to_string())?;
-                let m = s.moments;
-                out.push(ColumnSummaryWire {
-                    moments: MomentsWire {
-                        count: m.count,
-                        mean: m.mean,
-                        m2: m.m2,
-                        min: m.min,
-                        max: m.max,
-                    },
-                    distinct: s.distinct,
-                });
-            }
-            Ok(TaskOutput::Summaries(out))
-        }
-        ReduceOp::Histograms { columns } => {
-            let mut out = Vec::with_capacity(columns.len());
-            for c in columns {
-                let ranges: Vec<describe::KeyRange> = c
-                    .ranges
-                    .iter()
-                    .map(|r| describe::KeyRange {
-                        prefix: r.prefix,
-                        prefix_bits: r.prefix_bits,
-                    })
-                    .collect();
-                let hists = describe::histograms(
-                    batches,
-                    &c.column,
-                    &ranges,
-                    c.bits,
-                    c.max_distinct as usize,
-                )
-                .map_err(|e| e.to_string())?;
-                out.push(
-                    hists
-                        .into_iter()
-                        .map(|h| RangeHistogramWire {
-                            buckets: h.buckets,
-                            distinct: h.distinct,
-                        })
-                        .collect(),
-                );
-            }
-            Ok(TaskOutput::Histograms(out))
-        }
+        } => describe::summaries(batches, columns, *max_distinct as usize)
+            .map(TaskOutput::Summaries)
+            .map_err(|e| e.to_string()),
+        ReduceOp::Histograms { columns } => describe::range_histograms(batches, columns)
+            .map(TaskOutput::Histograms)
+            .map_err(|e| e.to_string()),
         ReduceOp::SortSample { .. } => Err("sort samples need partitions one by one".into()),
         ReduceOp::MemoryUsage => {
             let Some(first) = batches.first() else {
@@ -426,8 +336,8 @@ pub fn head_parquet(
     n: u64,
     columns: Option<&[String]>,
 ) -> Result<TaskOutput, String> {
-    let batches = scan::read_partition(&to_spec(input), columns, Some(n as usize))
-        .map_err(|e| e.to_string())?;
+    let batches =
+        scan::read_partition(input, columns, Some(n as usize)).map_err(|e| e.to_string())?;
     head_of(&batches, n, None)
 }
 
@@ -460,7 +370,7 @@ mod tests {
 
     #[test]
     fn merging_partials_in_a_tree_gives_the_star_result() {
-        use AggFuncWire::*;
+        use stratus_protocol::messages::AggFunc::*;
         let spec = GroupBySpec {
             keys: vec!["city".into()],
             aggs: [Count, Sum, Mean, Std, Min, Max]

@@ -3,11 +3,11 @@
 //! Workers read footers (spread over the cluster); the scheduler checks that
 //! every file agrees on the schema and splits files into partitions sized so
 //! that every worker thread gets work. The checks and the splitting rules live
-//! in `stratus-engine`; this module converts between wire and engine types.
+//! in `stratus-engine`; this module decodes the footers' schemas.
 
 use arrow_schema::SchemaRef;
-use stratus_engine::scan::{FileFooter, PartitionSpec, RowGroupInfo, SourceFile};
-use stratus_protocol::messages::{FileRef, FooterMeta, ParquetPartition};
+use stratus_engine::scan::FileFooter;
+use stratus_protocol::messages::{FooterMeta, ParquetPartition};
 
 /// Target uncompressed bytes per partition (Dask aims at ~100 MB).
 pub const PARTITION_TARGET_BYTES: u64 = 128 << 20;
@@ -17,37 +17,11 @@ fn to_engine_footer(meta: &FooterMeta) -> Result<FileFooter, String> {
         stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(meta.schema_ipc.clone()))
             .map_err(|e| format!("file {}: bad schema from worker: {e}", meta.file.path))?;
     Ok(FileFooter {
-        file: to_engine_file(&meta.file),
+        file: meta.file.clone(),
         num_rows: meta.num_rows,
-        row_groups: meta
-            .row_groups
-            .iter()
-            .map(|g| RowGroupInfo {
-                rows: g.rows,
-                uncompressed_bytes: g.uncompressed_bytes,
-            })
-            .collect(),
+        row_groups: meta.row_groups.clone(),
         schema,
     })
-}
-
-fn to_engine_file(file: &FileRef) -> SourceFile {
-    SourceFile {
-        path: file.path.clone(),
-        size: file.size,
-        hive: file.hive.clone(),
-    }
-}
-
-/// Convert an engine partition to its wire form.
-pub fn to_wire_partition(spec: PartitionSpec) -> ParquetPartition {
-    ParquetPartition {
-        path: spec.path,
-        row_group_start: spec.row_group_start,
-        row_group_end: spec.row_group_end,
-        rows: spec.rows,
-        hive: spec.hive,
-    }
 }
 
 /// Check the footers agree on a schema and split the files into partitions.
@@ -61,7 +35,8 @@ pub fn plan(
         .map(to_engine_footer)
         .collect::<Result<Vec<_>, _>>()?;
     let schema = stratus_engine::scan::check_schemas(&footers).map_err(|e| e.to_string())?;
-    let parts =
-        stratus_engine::scan::plan_partitions(&footers, PARTITION_TARGET_BYTES, min_partitions);
-    Ok((schema, parts.into_iter().map(to_wire_partition).collect()))
+    Ok((
+        schema,
+        stratus_engine::scan::plan_partitions(&footers, PARTITION_TARGET_BYTES, min_partitions),
+    ))
 }

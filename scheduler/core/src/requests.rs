@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Schema, SchemaRef};
-use stratus_protocol::messages::{AggFuncWire, GroupBySpec, Step};
+use stratus_protocol::messages::{AggFunc, GroupBySpec, Step};
 
 /// The error for a step that needs a persisted frame.
 pub fn not_persisted(source: &str) -> String {
@@ -93,12 +93,12 @@ pub fn groupby_spec(
     schema: &SchemaRef,
     source: &str,
     keys: Vec<String>,
-    mut aggs: Vec<(String, AggFuncWire)>,
-    all_numeric: Option<AggFuncWire>,
+    mut aggs: Vec<(String, AggFunc)>,
+    all_numeric: Option<AggFunc>,
 ) -> Result<GroupBySpec, String> {
     if let Some(func) = all_numeric {
         for f in schema.fields() {
-            let eligible = func == AggFuncWire::Count || stratus_plan::is_numeric(f.data_type());
+            let eligible = func == AggFunc::Count || stratus_plan::is_numeric(f.data_type());
             if eligible && !keys.contains(f.name()) {
                 aggs.push((f.name().clone(), func));
             }
@@ -110,7 +110,7 @@ pub fn groupby_spec(
         aggs: spec
             .aggs
             .iter()
-            .map(|(c, f)| stratus_engine::groupby::AggSpec::new(c.clone(), agg_func(*f)))
+            .map(|(c, f)| stratus_engine::groupby::AggSpec::new(c.clone(), *f))
             .collect(),
     };
     engine_spec
@@ -134,19 +134,6 @@ pub fn check_partition_by(schema: &Schema, source: &str, by: &[String]) -> Resul
             "write: '{source}' has no column '{missing}' to partition by"
         )),
         None => Ok(()),
-    }
-}
-
-fn agg_func(f: AggFuncWire) -> stratus_engine::groupby::AggFunc {
-    use stratus_engine::groupby::AggFunc;
-    match f {
-        AggFuncWire::Count => AggFunc::Count,
-        AggFuncWire::Sum => AggFunc::Sum,
-        AggFuncWire::Mean => AggFunc::Mean,
-        AggFuncWire::Min => AggFunc::Min,
-        AggFuncWire::Max => AggFunc::Max,
-        AggFuncWire::Std => AggFunc::Std,
-        AggFuncWire::Var => AggFunc::Var,
     }
 }
 
@@ -193,19 +180,16 @@ mod tests {
             "t",
             vec!["year".into()],
             vec![],
-            Some(AggFuncWire::Mean),
+            Some(AggFunc::Mean),
         )
         .unwrap();
-        assert_eq!(
-            mean.aggs,
-            vec![("temperature".to_string(), AggFuncWire::Mean)]
-        );
+        assert_eq!(mean.aggs, vec![("temperature".to_string(), AggFunc::Mean)]);
         let count = groupby_spec(
             &schema(),
             "t",
             vec!["year".into()],
             vec![],
-            Some(AggFuncWire::Count),
+            Some(AggFunc::Count),
         )
         .unwrap();
         assert_eq!(count.aggs.len(), 2);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use stratus_protocol::messages::{AggFuncWire, MailboxKey};
+use stratus_protocol::messages::{AggFunc, MailboxKey};
 
 // ----- 11. group-by merge tree -----------------------------------------------
 
@@ -12,7 +12,7 @@ fn groupby_mean(source: &str) -> ClientRequest {
     ClientRequest::GroupBy {
         source: source.to_string(),
         keys: vec!["city".into()],
-        aggs: vec![("temperature".into(), AggFuncWire::Mean)],
+        aggs: vec![("temperature".into(), AggFunc::Mean)],
         all_numeric: None,
     }
 }

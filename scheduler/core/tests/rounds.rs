@@ -9,9 +9,7 @@ mod common;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use common::*;
 use stratus_engine::describe;
-use stratus_protocol::messages::{
-    ColumnSummaryWire, MomentsWire, RangeHistogramWire, ReduceOp, StagedFileWire,
-};
+use stratus_protocol::messages::{ReduceOp, StagedFileWire};
 
 /// The temperatures of partition `index`: `per` values. With `step` 0.1
 /// they repeat (few distinct keys); with an irrational step every value is
@@ -40,8 +38,7 @@ fn batch_of(values: &[f64]) -> RecordBatch {
     .unwrap()
 }
 
-/// What a worker answers to a describe round, over the partitions it holds,
-/// computed by the engine's kernels.
+/// What a worker answers to a describe round, over the partitions it holds.
 fn reduce_answer(kind: &TaskKind, data: &dyn Fn(u32) -> Vec<f64>) -> TaskOutput {
     let TaskKind::Reduce { partitions, op } = kind else {
         panic!("not a reduce: {kind:?}")
@@ -50,57 +47,17 @@ fn reduce_answer(kind: &TaskKind, data: &dyn Fn(u32) -> Vec<f64>) -> TaskOutput 
         .iter()
         .map(|k| batch_of(&data(k.index)))
         .collect();
+    // The same driver the workers run.
     match op {
         ReduceOp::Summary {
             columns,
             max_distinct,
         } => TaskOutput::Summaries(
-            columns
-                .iter()
-                .map(|c| {
-                    let s = describe::column_summary(&batches, c, *max_distinct as usize).unwrap();
-                    ColumnSummaryWire {
-                        moments: MomentsWire {
-                            count: s.moments.count,
-                            mean: s.moments.mean,
-                            m2: s.moments.m2,
-                            min: s.moments.min,
-                            max: s.moments.max,
-                        },
-                        distinct: s.distinct,
-                    }
-                })
-                .collect(),
+            describe::summaries(&batches, columns, *max_distinct as usize).unwrap(),
         ),
-        ReduceOp::Histograms { columns } => TaskOutput::Histograms(
-            columns
-                .iter()
-                .map(|c| {
-                    let ranges: Vec<describe::KeyRange> = c
-                        .ranges
-                        .iter()
-                        .map(|r| describe::KeyRange {
-                            prefix: r.prefix,
-                            prefix_bits: r.prefix_bits,
-                        })
-                        .collect();
-                    describe::histograms(
-                        &batches,
-                        &c.column,
-                        &ranges,
-                        c.bits,
-                        c.max_distinct as usize,
-                    )
-                    .unwrap()
-                    .into_iter()
-                    .map(|h| RangeHistogramWire {
-                        buckets: h.buckets,
-                        distinct: h.distinct,
-                    })
-                    .collect()
-                })
-                .collect(),
-        ),
+        ReduceOp::Histograms { columns } => {
+            TaskOutput::Histograms(describe::range_histograms(&batches, columns).unwrap())
+        }
         other => panic!("unexpected op {other:?}"),
     }
 }

@@ -11,11 +11,9 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
-use stratus_engine::describe::{
-    merge_distinct, merge_histograms, DistinctKeys, KeyRange, Moments, QuantileSearch,
-    RangeHistogram,
-};
-use stratus_protocol::messages::{ColumnRanges, KeyRangeWire, ReduceOp, TaskKind, TaskOutput};
+use stratus_engine::describe::{merge_distinct, merge_histograms, QuantileSearch};
+use stratus_plan::{DistinctKeys, KeyRange, Moments, RangeHistogram};
+use stratus_protocol::messages::{ColumnRanges, ReduceOp, TaskKind, TaskOutput};
 
 use super::rounds::{per_holder, table_answer, Holders, PeerOf, Reduction, Rounds};
 use super::{Flow, Job, JobCx, Planning};
@@ -104,13 +102,7 @@ impl Describe {
                     .filter(|((_, r), _)| !r.is_empty())
                     .map(|((c, r), s)| ColumnRanges {
                         column: c.clone(),
-                        ranges: r
-                            .iter()
-                            .map(|k| KeyRangeWire {
-                                prefix: k.prefix,
-                                prefix_bits: k.prefix_bits,
-                            })
-                            .collect(),
+                        ranges: r.clone(),
                         bits: s.round_bits(),
                         max_distinct: s.max_distinct() as u64,
                     })
@@ -149,13 +141,7 @@ impl Describe {
                     .zip(&mut self.round_distinct)
                     .zip(m)
                 {
-                    acc.merge(&Moments {
-                        count: w.moments.count,
-                        mean: w.moments.mean,
-                        m2: w.moments.m2,
-                        min: w.moments.min,
-                        max: w.moments.max,
-                    });
+                    acc.merge(&w.moments);
                     distinct.push(w.distinct);
                 }
                 Ok(())
@@ -176,10 +162,7 @@ impl Describe {
                         );
                     }
                     for (r, hist) in per_range.into_iter().enumerate() {
-                        parts[c][r].push(RangeHistogram {
-                            buckets: hist.buckets,
-                            distinct: hist.distinct,
-                        });
+                        parts[c][r].push(hist);
                     }
                 }
                 Ok(())

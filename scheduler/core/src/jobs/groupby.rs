@@ -3,7 +3,7 @@
 //! fan-in (as Dask's tree reductions), finalized on the root.
 
 use stratus_protocol::messages::{
-    AggFuncWire, GroupBySpec, MailboxKey, TaskKind, TaskOutput, ToClient,
+    AggFunc, GroupBySpec, MailboxKey, TaskKind, TaskOutput, ToClient,
 };
 
 use super::rounds::{Holders, PeerOf, Reduction, Rounds};
@@ -16,8 +16,8 @@ pub fn plan(
     at: &Planning,
     source: String,
     keys: Vec<String>,
-    aggs: Vec<(String, AggFuncWire)>,
-    all_numeric: Option<AggFuncWire>,
+    aggs: Vec<(String, AggFunc)>,
+    all_numeric: Option<AggFunc>,
 ) -> Result<Box<dyn Job>, String> {
     let frame = at.persisted(&source)?;
     let schema = &at.frames.get(frame).expect("frame by name").schema;
@@ -371,7 +371,7 @@ mod tests {
             keys: vec!["city".into()],
             aggs: vec![(
                 "temperature".into(),
-                stratus_protocol::messages::AggFuncWire::Mean,
+                stratus_protocol::messages::AggFunc::Mean,
             )],
         }
     }
