@@ -9,11 +9,10 @@ use arrow_array::RecordBatch;
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
-    AggFunc, ArchivedToClient, ArchivedWelcome, ClientRequest, ClusterInfo, FrameSummary, Hello,
-    PeerRole, Step, ToClient,
+    AggFunc, ArchivedToClient, ClientRequest, ClusterInfo, FrameSummary, PeerRole, Step, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
-use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
+use stratus_protocol::ProtocolError;
 
 /// What can go wrong for a client.
 #[derive(Debug, thiserror::Error)]
@@ -117,33 +116,13 @@ impl Client {
         let endpoint = stratus_protocol::transport::client_endpoint(&target.ca_pem)?;
         let conn = stratus_protocol::transport::connect(&endpoint, &target.address).await?;
         let peer = format!("scheduler {}", target.address);
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
-            peer: peer.clone(),
-            what: format!("cannot open a stream: {e}"),
-        })?;
-        let hello = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            stratus_version: STRATUS_VERSION.to_string(),
-            role: PeerRole::Client {
-                name: format!("stratus-client-{}", std::process::id()),
-                // The handshake's empty name means "no run".
-                run: run.clone().unwrap_or_default(),
-            },
+        let role = PeerRole::Client {
+            name: format!("stratus-client-{}", std::process::id()),
+            // The handshake's empty name means "no run".
+            run: run.clone().unwrap_or_default(),
         };
-        send_message(&mut send, &hello, &peer).await?;
-        let frame = read_frame(&mut recv, &peer)
-            .await?
-            .ok_or_else(|| ProtocolError::Peer {
-                peer: peer.clone(),
-                what: "closed the connection during the handshake".into(),
-            })?;
-        if let ArchivedWelcome::Rejected { reason } = access::<ArchivedWelcome>(&frame, &peer)? {
-            return Err(ProtocolError::Peer {
-                peer,
-                what: format!("refused this client: {reason}"),
-            }
-            .into());
-        }
+        // Requests each open a stream of their own; the handshake's ends here.
+        stratus_protocol::handshake::introduce(&conn, role, &peer).await?;
         OPEN.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((endpoint.clone(), conn.clone()));

@@ -3,7 +3,8 @@
 //! This crate owns everything that crosses a process boundary: the rkyv control
 //! messages ([`messages`]), their length-prefixed framing and validation
 //! ([`framing`]), Arrow IPC table data ([`ipc`]), TLS material ([`tls`]), QUIC
-//! endpoint setup ([`transport`]), statistics of live QUIC connections for
+//! endpoint setup ([`transport`]), the handshake every connection starts with
+//! ([`handshake`]), statistics of live QUIC connections for
 //! metrics ([`netstats`]) and the scheduler file that tells clients and
 //! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
 //! scheduling or compute.
@@ -13,6 +14,8 @@
 //! plain data, which is what the scheduler's sans-IO core depends on.
 
 pub mod framing;
+#[cfg(feature = "transport")]
+pub mod handshake;
 pub mod ipc;
 pub mod messages;
 #[cfg(feature = "prometheus")]

@@ -17,12 +17,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{self, access, read_frame, send_message, to_owned};
+use stratus_protocol::handshake::{self, Received};
 use stratus_protocol::messages::{
-    ArchivedClientRequest, ArchivedFromWorker, ArchivedHello, ClientRequest, Hello, ToClient,
-    ToWorker, Welcome, WorkerInfo,
+    ArchivedClientRequest, ArchivedFromWorker, ClientRequest, ToClient, ToWorker, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
-use stratus_protocol::{PROTOCOL_VERSION, STRATUS_VERSION};
+use stratus_protocol::STRATUS_VERSION;
 
 use crate::metrics::Metrics;
 use crate::runs::{RunError, RunStore};
@@ -488,60 +488,13 @@ async fn serve_connection(
 ) -> stratus_protocol::Result<()> {
     let remote = conn.remote_address().to_string();
     let peer = format!("peer {remote}");
-    let (mut send, mut recv) =
-        conn.accept_bi()
-            .await
-            .map_err(|e| stratus_protocol::ProtocolError::Peer {
-                peer: remote.clone(),
-                what: format!("no handshake stream: {e}"),
-            })?;
-    let hello = match read_frame(&mut recv, &peer).await {
-        Ok(Some(frame)) => {
-            access::<ArchivedHello>(&frame, &peer).and_then(|h| to_owned::<_, Hello>(h, &peer))
-        }
-        Ok(None) => Err(stratus_protocol::ProtocolError::Peer {
-            peer: remote.clone(),
-            what: "closed before its handshake".into(),
-        }),
-        Err(e) => Err(e),
-    };
-    let hello = match hello {
-        Ok(hello) => hello,
-        Err(e) => {
-            conn.close(2u32.into(), b"invalid handshake frame");
-            return Err(e);
-        }
-    };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        let reason = format!(
-            "protocol version mismatch: scheduler speaks {PROTOCOL_VERSION} (stratus {STRATUS_VERSION}), peer {remote} speaks {} (stratus {})",
-            hello.protocol_version, hello.stratus_version
-        );
-        send_message(
-            &mut send,
-            &Welcome::Rejected {
-                reason: reason.clone(),
-            },
-            &peer,
-        )
-        .await?;
-        let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-        return Err(stratus_protocol::ProtocolError::Peer {
-            peer: remote,
-            what: reason,
-        });
-    }
+    let Received {
+        mut send,
+        recv,
+        hello,
+    } = handshake::receive(&conn, &remote).await?;
     let id = next_id();
-    send_message(
-        &mut send,
-        &Welcome::Accepted {
-            peer_id: id,
-            scheduler_version: STRATUS_VERSION.to_string(),
-        },
-        &peer,
-    )
-    .await?;
+    handshake::welcome(&mut send, id, &peer).await?;
     match hello.role {
         stratus_protocol::messages::PeerRole::Worker(info) => {
             let peer = format!("worker '{}' ({remote})", info.name);

@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
+use stratus_protocol::handshake::Introduced;
 use stratus_protocol::messages::{
-    ArchivedToWorker, ArchivedWelcome, FromWorker, Hello, MailboxKey, PartitionKey, PeerRole,
-    TaskAssignment, WorkerInfo,
+    ArchivedToWorker, FromWorker, MailboxKey, PartitionKey, PeerRole, TaskAssignment, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
-use stratus_protocol::{ProtocolError, PROTOCOL_VERSION, STRATUS_VERSION};
+use stratus_protocol::ProtocolError;
 
 use crate::exec::Executor;
 use crate::metrics::{TaskOutcome, WorkerMetrics};
@@ -178,52 +178,29 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let peers = PeerService::bind(local_ip, config.metrics.connections().clone())?;
     let peer = format!("scheduler {}", config.address);
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
-        peer: peer.clone(),
-        what: format!("cannot open control stream: {e}"),
-    })?;
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        stratus_version: STRATUS_VERSION.to_string(),
-        role: PeerRole::Worker(WorkerInfo {
-            name: config.name.clone(),
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-            pid: std::process::id(),
-            nthreads: config.nthreads,
-            memory_limit: config.memory_limit,
-            metrics_address: config
-                .metrics_bound
-                .map(|bound| crate::metrics::public_address(bound, local_ip)),
-            peer_address: peers.address.clone(),
-            peer_cert: peers.cert_pem.clone(),
-        }),
-    };
-    send_message(&mut send, &hello, &peer).await?;
-    let frame = read_frame(&mut recv, &peer)
-        .await?
-        .ok_or_else(|| ProtocolError::Peer {
-            peer: peer.clone(),
-            what: "closed the connection during the handshake".into(),
-        })?;
-    let my_id = match access::<ArchivedWelcome>(&frame, &peer)? {
-        ArchivedWelcome::Accepted { peer_id, .. } => {
-            info!(
-                "worker '{}' registered with {} as #{}",
-                config.name,
-                config.address,
-                peer_id.to_native()
-            );
-            peer_id.to_native()
-        }
-        ArchivedWelcome::Rejected { reason } => {
-            return Err(ProtocolError::Peer {
-                peer,
-                what: format!("refused this worker: {reason}"),
-            })
-        }
-    };
+    let role = PeerRole::Worker(WorkerInfo {
+        name: config.name.clone(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        nthreads: config.nthreads,
+        memory_limit: config.memory_limit,
+        metrics_address: config
+            .metrics_bound
+            .map(|bound| crate::metrics::public_address(bound, local_ip)),
+        peer_address: peers.address.clone(),
+        peer_cert: peers.cert_pem.clone(),
+    });
+    let Introduced {
+        mut send,
+        mut recv,
+        peer_id: my_id,
+    } = stratus_protocol::handshake::introduce(&conn, role, &peer).await?;
+    info!(
+        "worker '{}' registered with {} as #{my_id}",
+        config.name, config.address
+    );
 
     let _tracked = config
         .metrics

@@ -1,0 +1,129 @@
+//! The handshake every connection to the scheduler starts with, written
+//! once for both sides: the connecting side ([`introduce`]: clients and
+//! workers) opens the control stream, sends [`Hello`] with its role and
+//! versions and reads [`Welcome`]; the scheduler ([`receive`], then
+//! [`welcome`] or [`refuse`]) reads and validates the `Hello` and refuses a
+//! peer that speaks another protocol version, naming both versions.
+
+use std::time::Duration;
+
+use crate::framing::{access, read_frame, send_message, to_owned};
+use crate::messages::{ArchivedHello, ArchivedWelcome, Hello, PeerRole, Welcome};
+use crate::{ProtocolError, Result, PROTOCOL_VERSION, STRATUS_VERSION};
+
+/// The control stream of a connection whose handshake succeeded.
+pub struct Introduced {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    /// The id the scheduler gave this peer.
+    pub peer_id: u64,
+}
+
+/// Introduce ourselves to the scheduler at the other end of `conn` as `role`;
+/// `peer` names the scheduler in errors.
+pub async fn introduce(conn: &quinn::Connection, role: PeerRole, peer: &str) -> Result<Introduced> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
+        peer: peer.to_string(),
+        what: format!("cannot open the control stream: {e}"),
+    })?;
+    let refused_as = match &role {
+        PeerRole::Worker(_) => "this worker",
+        PeerRole::Client { .. } => "this client",
+    };
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        stratus_version: STRATUS_VERSION.to_string(),
+        role,
+    };
+    send_message(&mut send, &hello, peer).await?;
+    let frame = read_frame(&mut recv, peer)
+        .await?
+        .ok_or_else(|| ProtocolError::Peer {
+            peer: peer.to_string(),
+            what: "closed the connection during the handshake".into(),
+        })?;
+    match access::<ArchivedWelcome>(&frame, peer)? {
+        ArchivedWelcome::Accepted { peer_id, .. } => Ok(Introduced {
+            send,
+            recv,
+            peer_id: peer_id.to_native(),
+        }),
+        ArchivedWelcome::Rejected { reason } => Err(ProtocolError::Peer {
+            peer: peer.to_string(),
+            what: format!("refused {refused_as}: {reason}"),
+        }),
+    }
+}
+
+/// A peer's `Hello`, read and validated, with its control stream.
+pub struct Received {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub hello: Hello,
+}
+
+/// Accept a peer's control stream and read its `Hello`. A frame that is not
+/// a valid `Hello` closes the connection; a peer speaking another protocol
+/// version is refused (told why, then closed). Errors name `remote`.
+pub async fn receive(conn: &quinn::Connection, remote: &str) -> Result<Received> {
+    let peer = format!("peer {remote}");
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| ProtocolError::Peer {
+        peer: remote.to_string(),
+        what: format!("no handshake stream: {e}"),
+    })?;
+    let hello = match read_frame(&mut recv, &peer).await {
+        Ok(Some(frame)) => {
+            access::<ArchivedHello>(&frame, &peer).and_then(|h| to_owned::<_, Hello>(h, &peer))
+        }
+        Ok(None) => Err(ProtocolError::Peer {
+            peer: remote.to_string(),
+            what: "closed before its handshake".into(),
+        }),
+        Err(e) => Err(e),
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(e) => {
+            conn.close(2u32.into(), b"invalid handshake frame");
+            return Err(e);
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version mismatch: scheduler speaks {PROTOCOL_VERSION} (stratus {STRATUS_VERSION}), peer {remote} speaks {} (stratus {})",
+            hello.protocol_version, hello.stratus_version
+        );
+        refuse(conn, &mut send, &reason, &peer).await?;
+        return Err(ProtocolError::Peer {
+            peer: remote.to_string(),
+            what: reason,
+        });
+    }
+    Ok(Received { send, recv, hello })
+}
+
+/// Accept a peer that said `Hello`, giving it `peer_id`.
+pub async fn welcome(send: &mut quinn::SendStream, peer_id: u64, peer: &str) -> Result<()> {
+    let welcome = Welcome::Accepted {
+        peer_id,
+        scheduler_version: STRATUS_VERSION.to_string(),
+    };
+    send_message(send, &welcome, peer).await
+}
+
+/// Refuse a peer, telling it why, and give it a moment to read the reason
+/// before the connection goes.
+pub async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: &str,
+    peer: &str,
+) -> Result<()> {
+    let refusal = Welcome::Rejected {
+        reason: reason.to_string(),
+    };
+    send_message(send, &refusal, peer).await?;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    Ok(())
+}
