@@ -72,6 +72,9 @@ pub struct RestartPolicy {
     pub window: Duration,
     /// How often children are checked (and dead ones reaped).
     pub poll: Duration,
+    /// Replace workers that die (false: `stratus local --no-nanny`, dead
+    /// workers are only reaped).
+    pub replace: bool,
 }
 
 impl Default for RestartPolicy {
@@ -82,6 +85,7 @@ impl Default for RestartPolicy {
             max_restarts: 5,
             window: Duration::from_secs(300),
             poll: Duration::from_millis(200),
+            replace: true,
         }
     }
 }
@@ -368,6 +372,12 @@ impl LocalCluster {
                             slot.name
                         );
                         slot.retired = true;
+                    } else if !policy.replace {
+                        eprintln!(
+                            "stratus local: worker {} (pid {pid}) died ({status}); not replacing it (--no-nanny)",
+                            slot.name
+                        );
+                        slot.retired = true;
                     } else {
                         slot.died(&format!("(pid {pid}) died ({status});"), now, policy);
                     }
@@ -539,6 +549,7 @@ mod tests {
             max_restarts: 4,
             window: Duration::from_secs(60),
             poll: Duration::from_millis(200),
+            replace: true,
         };
         let mut slot = slot();
         let t0 = Instant::now();

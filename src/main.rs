@@ -181,6 +181,10 @@ enum Cmd {
         /// Where the scheduler keeps runs (logged metrics and plots).
         #[arg(long, default_value = "stratus-data")]
         data_dir: PathBuf,
+        /// Do not replace workers that die (Dask's `--no-nanny`): a lost
+        /// worker stays lost, its partitions rebuilt on the others.
+        #[arg(long)]
+        no_nanny: bool,
     },
     /// Generate sample data.
     Datagen {
@@ -542,6 +546,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             port,
             dashboard_address,
             data_dir,
+            no_nanny,
         } => {
             let options = LocalOptions {
                 workers: *workers,
@@ -565,7 +570,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Replace dead workers until Ctrl-C / SIGTERM; the nanny is
             // dropped (no more restarts) before the children are stopped.
-            let policy = stratus::local::RestartPolicy::default();
+            let policy = stratus::local::RestartPolicy {
+                replace: !*no_nanny,
+                ..Default::default()
+            };
             tokio::select! {
                 result = cluster.nanny(&policy) => result?,
                 _ = shutdown_signal() => {}

@@ -534,7 +534,7 @@ async fn derived_and_sorted_frames_are_rebuilt_after_their_worker_is_killed() {
     // local` as a process (a second `LocalCluster` in this process would
     // share the shared one's run directory).
     let expected_rows = data().prep_rows;
-    let local = start_local(2, &["--memory-limit", "2GiB"]);
+    let local = start_local(2, &["--memory-limit", "2GiB", "--no-nanny"]);
     let victim = local.worker_pid("local-0");
     let client = Client::connect(&local.target()).await.unwrap();
     persist_gen_and_prep(&client).await;

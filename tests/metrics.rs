@@ -213,7 +213,7 @@ fn scheduler_and_workers_export_the_metric_contract() {
 
 #[test]
 fn a_killed_worker_is_counted_lost_and_each_partition_it_held_counted_rebuilt() {
-    let local = start_local(2, &[]);
+    let local = start_local(2, &["--no-nanny"]);
     let f = local.file.as_path();
     let out = ok(f, &["persist", &fixture(), "--as", "isd"]);
     assert!(out.starts_with("isd: 60000 rows, 144 partitions"), "{out}");

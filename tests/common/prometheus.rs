@@ -298,7 +298,7 @@ pub fn sd_answer(local: &Local) -> String {
 
 /// A cluster with 2 workers and a Prometheus scraping it with the deploy config.
 pub fn cluster_and_prometheus() -> (Local, Prometheus) {
-    let local = start_local(2, &[]);
+    let local = start_local(2, &["--no-nanny"]);
     let prometheus = Prometheus::start(&test_config(&local.dashboard_address()));
     (local, prometheus)
 }
