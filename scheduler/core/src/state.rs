@@ -354,6 +354,8 @@ impl SchedulerState {
             ClientRequest::Unpersist { name } => match self.frames.by_name(&name) {
                 Some(id) => {
                     self.frames.drop_frame(&mut self.cluster, id, out);
+                    // Jobs waiting for its partitions find it gone.
+                    self.changed.insert(id);
                     out.push(reply(ToClient::Done));
                 }
                 None => out.push(reply(ToClient::Error(format!(

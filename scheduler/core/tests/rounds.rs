@@ -210,6 +210,30 @@ fn describe_round_reruns_when_a_holder_is_lost_and_its_partitions_are_rebuilt() 
 }
 
 #[test]
+fn a_round_waiting_for_a_rebuild_fails_when_its_frame_is_unpersisted() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.leave(2);
+    // The describe waits for worker 2's partitions to be rebuilt...
+    let cmds = sim.request(
+        2,
+        ClientRequest::Describe {
+            source: "t".into(),
+            columns: None,
+        },
+    );
+    assert!(final_reply(&cmds, 2).is_none());
+    assert!(sim.running_where(is_reduce).is_empty());
+    // ... and is told at once when the frame goes, instead of waiting forever.
+    let cmds = sim.request(3, ClientRequest::Unpersist { name: "t".into() });
+    assert_eq!(final_reply(&cmds, 3), Some(ToClient::Done));
+    let error = expect_error(&cmds, 2);
+    assert!(error.contains("unpersisted"), "{error}");
+    sim.finish_parquet_loads();
+    sim.assert_idle();
+}
+
+#[test]
 fn memory_usage_adds_up_columns_over_holders_and_fails_on_mismatched_columns() {
     let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
     sim.persisted_frame(1, "t", 4);

@@ -155,9 +155,11 @@ impl JobCx<'_> {
         self.cluster.cancel_job(self.id, self.out);
     }
 
-    /// Forget a frame (its holders free it; its loads are cancelled).
+    /// Forget a frame (its holders free it; its loads are cancelled; jobs
+    /// waiting for it find it gone).
     pub fn drop_frame(&mut self, frame: FrameId) {
         self.frames.drop_frame(self.cluster, frame, self.out);
+        self.changed.insert(frame);
     }
 
     /// Tell every worker to drop what peers delivered for this job.
