@@ -81,18 +81,7 @@ pub struct WriteOptions {
     pub overwrite: bool,
 }
 
-/// One file written by a task, not yet visible.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StagedFile {
-    /// Where the file is now: under `dest/_temporary/<job_id>/`.
-    pub temp_path: String,
-    /// Where [`commit`] moves it: the same path relative to `dest`.
-    pub final_path: String,
-    /// Rows in the file.
-    pub rows: u64,
-    /// Size of the file in bytes.
-    pub bytes: u64,
-}
+pub use stratus_plan::StagedFile;
 
 // ---------------------------------------------------------------------------------------
 // Validation

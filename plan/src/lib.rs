@@ -18,7 +18,7 @@ pub mod source;
 pub use agg::AggFunc;
 pub use describe::{ColumnRanges, ColumnSummary, DistinctKeys, KeyRange, RangeHistogram};
 pub use moments::Moments;
-pub use source::{FileRef, ParquetPartition, RowGroupMeta};
+pub use source::{FileRef, ParquetPartition, RowGroupMeta, StagedFile};
 
 use std::fmt;
 use std::sync::Arc;

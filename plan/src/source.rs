@@ -1,7 +1,8 @@
 //! Parquet inputs as the scheduler plans them and workers read them: the files of a source
 //! ([`FileRef`]), the size of their row groups ([`RowGroupMeta`]) and the units of input
-//! cut from them ([`ParquetPartition`]). Plain data, shared by the wire messages and the
-//! engine's scan.
+//! cut from them ([`ParquetPartition`]), and the files a dataset write staged
+//! ([`StagedFile`]). Plain data, shared by the wire messages and the engine's scan and
+//! writer.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -39,4 +40,17 @@ pub struct RowGroupMeta {
     pub rows: u64,
     /// Uncompressed size of its column data in bytes.
     pub uncompressed_bytes: u64,
+}
+
+/// A file a write staged under `dest/_temporary/<job_id>/`, waiting for the commit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StagedFile {
+    /// Where the file is now: under `dest/_temporary/<job_id>/`.
+    pub temp_path: String,
+    /// Where the commit moves it: the same path relative to `dest`.
+    pub final_path: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
 }

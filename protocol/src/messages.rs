@@ -14,7 +14,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 pub use stratus_plan::{
     AggFunc, ColumnRanges, ColumnSummary, FileRef, KeyRange, Moments, ParquetPartition,
-    RangeHistogram, RowGroupMeta, Step,
+    RangeHistogram, RowGroupMeta, StagedFile, Step,
 };
 
 /// First frame on a new connection.
@@ -85,15 +85,6 @@ pub struct WriteSpec {
     pub partition_by: Vec<String>,
     pub job_id: String,
     pub overwrite: bool,
-}
-
-/// A file a write task staged under the destination's `_temporary`.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StagedFileWire {
-    pub temp_path: String,
-    pub final_path: String,
-    pub rows: u64,
-    pub bytes: u64,
 }
 
 /// A group-by: keys, and (column, function) aggregations.
@@ -241,7 +232,7 @@ pub enum TaskKind {
     /// Move staged files into place, `_SUCCESS` last.
     CommitWrite {
         spec: WriteSpec,
-        staged: Vec<StagedFileWire>,
+        staged: Vec<StagedFile>,
     },
     /// Remove a failed write's staged files.
     AbortWrite { spec: WriteSpec },
@@ -382,7 +373,7 @@ pub enum TaskOutput {
         bytes: u64,
     },
     /// Files staged by a write.
-    Staged(Vec<StagedFileWire>),
+    Staged(Vec<StagedFile>),
     /// A write committed: rows and files.
     Committed {
         rows: u64,

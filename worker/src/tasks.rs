@@ -5,7 +5,7 @@ use arrow_array::RecordBatch;
 use stratus_engine::scan;
 use stratus_protocol::messages::{
     FileRef, FooterMeta, GroupBySpec, ParquetPartition, PartitionBoundsWire, PartitionKey,
-    RangeSource, ReduceOp, StagedFileWire, Step, TaskOutput, WriteSpec,
+    RangeSource, ReduceOp, StagedFile, Step, TaskOutput, WriteSpec,
 };
 
 /// Expand a source into its files.
@@ -107,33 +107,18 @@ pub fn write_parts(
     let mut staged = Vec::new();
     for (key, batches) in parts {
         let tag = format!("{:05}", key.index);
-        for f in stratus_engine::write::write_partition(batches, &opts, &tag)
-            .map_err(|e| e.to_string())?
-        {
-            staged.push(StagedFileWire {
-                temp_path: f.temp_path,
-                final_path: f.final_path,
-                rows: f.rows,
-                bytes: f.bytes,
-            });
-        }
+        staged.extend(
+            stratus_engine::write::write_partition(batches, &opts, &tag)
+                .map_err(|e| e.to_string())?,
+        );
     }
     Ok(TaskOutput::Staged(staged))
 }
 
 /// Move staged files into place, `_SUCCESS` last.
-pub fn commit_write(spec: &WriteSpec, staged: &[StagedFileWire]) -> Result<TaskOutput, String> {
-    let files: Vec<stratus_engine::write::StagedFile> = staged
-        .iter()
-        .map(|f| stratus_engine::write::StagedFile {
-            temp_path: f.temp_path.clone(),
-            final_path: f.final_path.clone(),
-            rows: f.rows,
-            bytes: f.bytes,
-        })
-        .collect();
+pub fn commit_write(spec: &WriteSpec, staged: &[StagedFile]) -> Result<TaskOutput, String> {
     let (rows, count) =
-        stratus_engine::write::commit(&write_options(spec), &files).map_err(|e| e.to_string())?;
+        stratus_engine::write::commit(&write_options(spec), staged).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Committed {
         rows,
         files: count as u64,

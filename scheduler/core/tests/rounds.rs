@@ -9,7 +9,7 @@ mod common;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use common::*;
 use stratus_engine::describe;
-use stratus_protocol::messages::{ReduceOp, StagedFileWire};
+use stratus_protocol::messages::{ReduceOp, StagedFile};
 
 /// The temperatures of partition `index`: `per` values. With `step` 0.1
 /// they repeat (few distinct keys); with an irrational step every value is
@@ -273,7 +273,7 @@ fn write_request(dest: &str) -> ClientRequest {
 }
 
 fn staged(w: WorkerId) -> TaskOutput {
-    TaskOutput::Staged(vec![StagedFileWire {
+    TaskOutput::Staged(vec![StagedFile {
         temp_path: format!("/out/_temporary/x/part-{w}.parquet"),
         final_path: format!("/out/city=x/part-{w}.parquet"),
         rows: 10,

@@ -7,7 +7,7 @@
 use arrow_array::RecordBatch;
 use stratus_protocol::messages::{
     FileRef, GroupBySpec, HeadInput, LoadInput, MailboxKey, ParquetPartition, PartitionKey,
-    PeerPush, PeerRef, RangeSource, ReduceOp, StagedFileWire, Step, TaskKind, WriteSpec,
+    PeerPush, PeerRef, RangeSource, ReduceOp, StagedFile, Step, TaskKind, WriteSpec,
 };
 
 use crate::store::Store;
@@ -82,7 +82,7 @@ pub enum Work {
     },
     CommitWrite {
         spec: WriteSpec,
-        staged: Vec<StagedFileWire>,
+        staged: Vec<StagedFile>,
     },
     AbortWrite {
         spec: WriteSpec,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use stratus_protocol::messages::{StagedFileWire, TaskKind, TaskOutput, WriteSpec};
+use stratus_protocol::messages::{StagedFile, TaskKind, TaskOutput, WriteSpec};
 
 use super::rebuild::CleanupJob;
 use super::rounds::{per_holder, table_answer, Holders, PeerOf, Reduction, Rounds};
@@ -54,7 +54,7 @@ enum WriteStage {
 pub struct Write {
     spec: WriteSpec,
     stage: WriteStage,
-    staged: Vec<StagedFileWire>,
+    staged: Vec<StagedFile>,
     committed: (u64, u64),
 }
 
