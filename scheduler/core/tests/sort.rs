@@ -330,3 +330,28 @@ fn a_name_a_running_sort_will_create_is_refused_to_persist_and_to_other_sorts() 
         "{error}"
     );
 }
+
+#[test]
+fn a_range_the_sort_did_not_ask_for_fails_the_sort_clearly() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(Some("s")));
+    sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0)));
+    sim.answer_running(
+        |k| matches!(k, TaskKind::ShuffleSend { .. }),
+        |_, _| TaskOutput::Delivered {
+            rows: 20,
+            bytes: 2000,
+        },
+    );
+    // A worker answers its collect with a range index far past the ranges.
+    let collects = sim.running_where(|k| matches!(k, TaskKind::ShuffleCollect { .. }));
+    let (w, id, TaskKind::ShuffleCollect { frame, .. }) = collects[0].clone() else {
+        unreachable!()
+    };
+    let bogus = TaskOutput::LoadedMany(vec![(PartitionKey { frame, index: 9999 }, 1, 1)]);
+    let cmds = sim.finish(w, id, bogus);
+    let error = expect_error(&cmds, 2);
+    assert!(error.contains("did not ask for"), "{error}");
+    assert!(sim.list(3).iter().all(|f| f.name != "s"));
+}

@@ -218,11 +218,20 @@ impl Sort {
                 Ok(())
             }
             (SortStage::Collect, TaskOutput::LoadedMany(parts)) => {
-                self.collected.extend(
-                    parts
-                        .into_iter()
-                        .map(|(key, rows, bytes)| (key.index, rows, bytes)),
-                );
+                // Ranges come from a worker: each must be one this sort asked
+                // for, of its new frame, and kept once.
+                for (key, rows, bytes) in parts {
+                    let known = key.frame == self.new_frame.0
+                        && (key.index as usize) < self.owners.len()
+                        && !self.collected.iter().any(|c| c.0 == key.index);
+                    if !known {
+                        return Err(format!(
+                            "sort: a worker reported range {}/{} that this sort did not ask for",
+                            key.frame, key.index
+                        ));
+                    }
+                    self.collected.push((key.index, rows, bytes));
+                }
                 Ok(())
             }
             (_, other) => Err(format!("sort: unexpected task output {other:?}")),
