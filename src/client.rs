@@ -113,7 +113,15 @@ impl Client {
     /// scheduler refuses [`Client::log_metrics`] and [`Client::log_artifact`].
     pub async fn connect_with(target: &Target, run: Option<&str>) -> Result<Client> {
         let run = run_name(run.map(str::to_string));
-        let endpoint = stratus_protocol::transport::client_endpoint(&target.ca_pem)?;
+        let credentials = target.credentials();
+        credentials.require_role(stratus_protocol::pki::Role::Client)?;
+        let endpoint = stratus_protocol::transport::client_endpoint(
+            stratus_protocol::transport::client_config(
+                &credentials,
+                stratus_protocol::pki::Role::Scheduler,
+                &stratus_protocol::tls::DenyList::default(),
+            )?,
+        )?;
         let conn = stratus_protocol::transport::connect(&endpoint, &target.address).await?;
         let peer = format!("scheduler {}", target.address);
         let role = PeerRole::Client {

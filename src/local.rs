@@ -97,6 +97,11 @@ struct WorkerSpec {
     threads: u32,
     memory_limit: u64,
     inherit_logs: bool,
+    /// The cluster CA (made by the scheduler in its data directory): each
+    /// worker gets a worker certificate of its own name, issued into
+    /// `cert_dir`. `None` only before the scheduler is ready.
+    ca: Option<stratus_protocol::pki::CertificateAuthority>,
+    cert_dir: PathBuf,
 }
 
 /// One of the `--workers` places: its current process, and its deaths.
@@ -208,18 +213,22 @@ impl LocalCluster {
             .dashboard_address
             .clone()
             .unwrap_or_else(default_dashboard);
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| run_dir.join("data"));
         let mut cmd = child_command(&scheduler_bin, log("scheduler").as_deref())?;
         cmd.args(["--host", "127.0.0.1", "--port", &options.port.to_string()])
             .args(["--dashboard-address", &dashboard])
             .arg("--scheduler-file")
             .arg(&internal_file)
             .arg("--data-dir")
-            .arg(
-                options
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(|| run_dir.join("data")),
-            );
+            .arg(&data_dir);
+        // The scheduler makes (or reuses) its own cluster CA in the data
+        // directory: the user's certificate variables are not for it.
+        for var in ["STRATUS_TLS_CA", "STRATUS_TLS_CERT", "STRATUS_TLS_KEY"] {
+            cmd.env_remove(var);
+        }
         let scheduler = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", scheduler_bin.display()))?;
@@ -232,12 +241,16 @@ impl LocalCluster {
                 threads: options.threads_per_worker,
                 memory_limit: 0,
                 inherit_logs: options.inherit_logs,
+                ca: None,
+                cert_dir: run_dir.join("tls"),
             },
             run_dir: run_dir.clone(),
             scheduler_file: None,
             target: Target {
                 address: String::new(),
                 ca_pem: String::new(),
+                cert_pem: String::new(),
+                key_pem: String::new(),
                 dashboard: None,
             },
             dashboard: String::new(),
@@ -263,11 +276,18 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        cluster.target = Target {
-            address: file.address.clone(),
-            ca_pem: file.tls_ca.clone(),
-            dashboard: Some(file.dashboard.clone()),
-        };
+        cluster.target = stratus_protocol::scheduler_file::Locator {
+            scheduler_file: Some(internal_file.clone()),
+            ..Default::default()
+        }
+        .resolve()?;
+        let tls_dir = data_dir.join("tls");
+        cluster.spec.ca = Some(
+            stratus_protocol::pki::CertificateAuthority::load(&tls_dir).with_context(|| {
+                format!("the cluster CA the scheduler made in {}", tls_dir.display())
+            })?,
+        );
+        stratus_protocol::pki::create_private_dir(&cluster.spec.cert_dir)?;
         cluster.dashboard = file.dashboard.clone();
 
         let memory_limit = match options.memory_limit {
@@ -327,8 +347,31 @@ impl LocalCluster {
             .args(["--nthreads", &spec.threads.to_string()])
             .args(["--memory-limit", &spec.memory_limit.to_string()])
             .args(["--name", name]);
-        // Our own STRATUS_SCHEDULER must not override the file.
-        cmd.env_remove("STRATUS_SCHEDULER");
+        if let Some(ca) = &spec.ca {
+            // A worker certificate of the worker's own name: peers check it.
+            let pair = ca.issue(&stratus_protocol::pki::IssueSpec {
+                role: stratus_protocol::pki::Role::Worker,
+                name: name.to_string(),
+                hosts: Vec::new(),
+                days: stratus_protocol::pki::DEFAULT_DAYS,
+            })?;
+            let cert = spec.cert_dir.join(format!("{name}.pem"));
+            let key = spec.cert_dir.join(format!("{name}.key"));
+            let _ = std::fs::remove_file(&cert);
+            let _ = std::fs::remove_file(&key);
+            stratus_protocol::pki::write_credential(&spec.cert_dir, name, &pair)?;
+            cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        }
+        // Our own STRATUS_SCHEDULER and certificate variables must not
+        // override the file and the credential given here.
+        for var in [
+            "STRATUS_SCHEDULER",
+            "STRATUS_TLS_CA",
+            "STRATUS_TLS_CERT",
+            "STRATUS_TLS_KEY",
+        ] {
+            cmd.env_remove(var);
+        }
         cmd.spawn()
             .with_context(|| format!("cannot start {}", spec.binary.display()))
     }

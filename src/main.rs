@@ -25,12 +25,18 @@ struct Cli {
     /// Scheduler file written by the scheduler or `stratus local`.
     #[arg(long, global = true, env = "STRATUS_SCHEDULER_FILE")]
     scheduler_file: Option<PathBuf>,
-    /// Scheduler address `quic://HOST:PORT` (needs --tls-ca).
+    /// Scheduler address `quic://HOST:PORT` (needs --tls-ca, --tls-cert, --tls-key).
     #[arg(long, global = true, env = "STRATUS_SCHEDULER")]
     scheduler: Option<String>,
-    /// PEM certificate of the scheduler.
+    /// The cluster CA certificate (PEM).
     #[arg(long, global = true, env = "STRATUS_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Our client certificate (role client), issued by the cluster CA.
+    #[arg(long, global = true, env = "STRATUS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, global = true, env = "STRATUS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Seconds to wait for a first worker before giving up.
     #[arg(long, global = true, default_value_t = 30.0)]
     wait_for_workers: f64,
@@ -186,6 +192,11 @@ enum Cmd {
         #[arg(long)]
         no_nanny: bool,
     },
+    /// The cluster's certificate authority and the certificates it issues.
+    Certs {
+        #[command(subcommand)]
+        action: CertsCmd,
+    },
     /// Generate sample data.
     Datagen {
         #[command(subcommand)]
@@ -209,6 +220,28 @@ enum Cmd {
         /// Where the plots are written.
         #[arg(long, default_value = "stratus-plots")]
         plots: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Make a cluster CA: DIR/ca.pem and DIR/ca.key (mode 0600).
+    Init { dir: PathBuf },
+    /// Issue DIR/NAME.pem and DIR/NAME.key (mode 0600), signed by the CA in DIR.
+    Issue {
+        dir: PathBuf,
+        /// scheduler, worker or client.
+        #[arg(long)]
+        role: stratus_protocol::pki::Role,
+        /// The certificate's name (checked as a DNS name).
+        #[arg(long)]
+        name: String,
+        /// DNS names or IP addresses clients dial (for a scheduler), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = stratus_protocol::pki::DEFAULT_DAYS)]
+        days: u32,
     },
 }
 
@@ -293,7 +326,47 @@ fn locator(cli: &Cli) -> Locator {
         scheduler_file: cli.scheduler_file.clone(),
         scheduler: cli.scheduler.clone(),
         tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
     }
+}
+
+/// `stratus certs init|issue`.
+fn certs(action: &CertsCmd) -> anyhow::Result<()> {
+    use stratus_protocol::pki::{self, CertificateAuthority, IssueSpec};
+    match action {
+        CertsCmd::Init { dir } => {
+            CertificateAuthority::init(dir)?;
+            println!(
+                "cluster CA written: {} and {} (keep the key secret: it can issue any credential)",
+                dir.join(pki::CA_CERT_FILE).display(),
+                dir.join(pki::CA_KEY_FILE).display()
+            );
+        }
+        CertsCmd::Issue {
+            dir,
+            role,
+            name,
+            host,
+            days,
+        } => {
+            let ca = CertificateAuthority::load(dir)?;
+            let pair = ca.issue(&IssueSpec {
+                role: *role,
+                name: name.clone(),
+                hosts: host.clone(),
+                days: *days,
+            })?;
+            let (cert, key) = pki::write_credential(dir, name, &pair)?;
+            let serial = pki::inspect(&pki::first_cert_der(&pair.cert_pem)?)?.serial;
+            println!(
+                "{role} certificate '{name}' written: {} and {} (serial {serial}, valid {days} days)",
+                cert.display(),
+                key.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The run the command names (`--run` or `STRATUS_RUN`; blank is none).
@@ -581,6 +654,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("stratus local: stopping");
             drop(cluster);
         }
+        Cmd::Certs { action } => certs(action)?,
         Cmd::Datagen {
             kind: DatagenKind::Isd { rows, out, seed },
         } => {

@@ -194,6 +194,8 @@ fn clients_wait_for_workers_then_give_up_clearly() {
         ])
         .arg("--scheduler-file")
         .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .stderr(Stdio::null())
         .spawn()
         .expect("start stratus-scheduler (build with cargo build --workspace --bins)");

@@ -42,6 +42,8 @@ fn start_scheduler() -> Scheduler {
         ])
         .arg("--scheduler-file")
         .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .stderr(Stdio::null())
         .spawn()
         .expect("start stratus-scheduler (build with cargo build --workspace --bins)");
@@ -56,8 +58,24 @@ fn start_scheduler() -> Scheduler {
     }
 }
 
+fn file_target(s: &Scheduler) -> stratus::Target {
+    stratus::Target {
+        address: s.file.address.clone(),
+        ca_pem: s.file.tls_ca.clone(),
+        cert_pem: s.file.tls_cert.clone().expect("a client credential"),
+        key_pem: s.file.tls_key.clone().expect("a client credential"),
+        dashboard: None,
+    }
+}
+
 async fn raw_connection(s: &Scheduler) -> (quinn::Endpoint, quinn::Connection) {
-    let endpoint = stratus_protocol::transport::client_endpoint(&s.file.tls_ca).unwrap();
+    let config = stratus_protocol::transport::client_config(
+        &file_target(s).credentials(),
+        stratus_protocol::pki::Role::Scheduler,
+        &Default::default(),
+    )
+    .unwrap();
+    let endpoint = stratus_protocol::transport::client_endpoint(config).unwrap();
     let conn = stratus_protocol::transport::connect(&endpoint, &s.file.address)
         .await
         .unwrap();
@@ -123,12 +141,7 @@ async fn invalid_frames_close_that_connection_only() {
     );
 
     // The scheduler still serves well-behaved clients.
-    let target = stratus::Target {
-        address: s.file.address.clone(),
-        ca_pem: s.file.tls_ca.clone(),
-        dashboard: None,
-    };
-    let client = stratus::Client::connect(&target).await.unwrap();
+    let client = stratus::Client::connect(&file_target(&s)).await.unwrap();
     let info = client.info().await.unwrap();
     assert_eq!(info.workers, 0);
     assert_eq!(info.address, s.file.address);
@@ -138,11 +151,10 @@ async fn invalid_frames_close_that_connection_only() {
 #[tokio::test(flavor = "current_thread")]
 async fn certificates_are_verified() {
     let s = start_scheduler();
-    let other = stratus_protocol::tls::self_signed(&[]).unwrap();
+    let other = stratus_protocol::pki::CertificateAuthority::generate().unwrap();
     let target = stratus::Target {
-        address: s.file.address.clone(),
         ca_pem: other.cert_pem,
-        dashboard: None,
+        ..file_target(&s)
     };
     let err = stratus::Client::connect(&target)
         .await

@@ -16,8 +16,7 @@ fn client_for(local: &Local, run: &str) -> (tokio::runtime::Runtime, stratus::Cl
         .unwrap();
     let target = stratus::Locator {
         scheduler_file: Some(local.file.clone()),
-        scheduler: None,
-        tls_ca: None,
+        ..Default::default()
     }
     .resolve()
     .unwrap();
@@ -279,8 +278,7 @@ fn commands_without_a_run_create_no_run_and_logging_asks_for_one() {
             .unwrap();
         let target = stratus::Locator {
             scheduler_file: Some(local.file.clone()),
-            scheduler: None,
-            tls_ca: None,
+            ..Default::default()
         }
         .resolve()
         .unwrap();

@@ -22,6 +22,24 @@ pub struct Introduced {
 /// Introduce ourselves to the scheduler at the other end of `conn` as `role`;
 /// `peer` names the scheduler in errors.
 pub async fn introduce(conn: &quinn::Connection, role: PeerRole, peer: &str) -> Result<Introduced> {
+    // A server that refuses our certificate does so once its side of the TLS
+    // handshake ends, so the refusal shows here: say what it means.
+    introduce_inner(conn, role, peer)
+        .await
+        .map_err(|e| match e {
+            ProtocolError::Peer { peer, what } => ProtocolError::Peer {
+                what: crate::transport::explain_handshake_failure(&what, &peer),
+                peer,
+            },
+            other => other,
+        })
+}
+
+async fn introduce_inner(
+    conn: &quinn::Connection,
+    role: PeerRole,
+    peer: &str,
+) -> Result<Introduced> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ProtocolError::Peer {
         peer: peer.to_string(),
         what: format!("cannot open the control stream: {e}"),

@@ -2,14 +2,15 @@
 //!
 //! This crate owns everything that crosses a process boundary: the rkyv control
 //! messages ([`messages`]), their length-prefixed framing and validation
-//! ([`framing`]), Arrow IPC table data ([`ipc`]), TLS material ([`tls`]), QUIC
+//! ([`framing`]), Arrow IPC table data ([`ipc`]), the cluster CA and its
+//! certificates ([`pki`]), mutual TLS with roles ([`tls`]), QUIC
 //! endpoint setup ([`transport`]), the handshake every connection starts with
 //! ([`handshake`]), statistics of live QUIC connections for
 //! metrics ([`netstats`]) and the scheduler file that tells clients and
 //! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
 //! scheduling or compute.
 //!
-//! The QUIC/TLS half (`tls`, `transport`, `netstats`, the stream functions of
+//! The QUIC/TLS half (`pki`, `tls`, `transport`, `netstats`, the stream functions of
 //! `framing`) is the default feature `transport`; without it the crate is
 //! plain data, which is what the scheduler's sans-IO core depends on.
 
@@ -22,6 +23,8 @@ pub mod messages;
 pub mod metrics;
 #[cfg(feature = "transport")]
 pub mod netstats;
+#[cfg(feature = "transport")]
+pub mod pki;
 pub mod scheduler_file;
 #[cfg(feature = "transport")]
 pub mod tls;
@@ -31,7 +34,7 @@ pub mod units;
 
 /// Version of the control protocol. Peers with a different version are refused
 /// at the handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Version of the Stratus release these binaries belong to.
 pub const STRATUS_VERSION: &str = env!("CARGO_PKG_VERSION");

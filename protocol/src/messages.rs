@@ -50,8 +50,10 @@ pub struct WorkerInfo {
     pub metrics_address: Option<String>,
     /// QUIC address (`HOST:PORT`) where peers send it data.
     pub peer_address: String,
-    /// PEM certificate its peer endpoint presents.
-    pub peer_cert: String,
+    /// Name of the certificate it presents (on the scheduler link and on its
+    /// peer endpoint). The scheduler fills this in from the verified
+    /// certificate; whatever the worker sends is ignored.
+    pub cert_name: String,
 }
 
 /// How to reach another worker for data (from its [`WorkerInfo`]).
@@ -59,7 +61,8 @@ pub struct WorkerInfo {
 pub struct PeerRef {
     pub worker: u64,
     pub address: String,
-    pub cert: String,
+    /// The name its certificate must carry (the scheduler saw it verified).
+    pub cert_name: String,
 }
 
 /// A place on a worker where peers deliver data for a job.

@@ -212,13 +212,31 @@ impl ConnectionTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::{CertificateAuthority, IssueSpec, Role};
     use crate::{tls, transport};
 
     async fn pair() -> (quinn::Endpoint, quinn::Connection, quinn::Connection) {
-        let cert = tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
-        let server = transport::server_endpoint("127.0.0.1:0".parse().unwrap(), &cert).unwrap();
+        let ca = CertificateAuthority::generate().unwrap();
+        let creds = |role, name: &str| tls::Credentials {
+            ca_pem: ca.cert_pem.clone(),
+            identity: ca
+                .issue(&IssueSpec {
+                    role,
+                    name: name.into(),
+                    hosts: vec!["127.0.0.1".into()],
+                    days: 1,
+                })
+                .unwrap(),
+        };
+        let deny = tls::DenyList::default();
+        let config =
+            transport::server_config(&creds(Role::Scheduler, "s"), &[Role::Client], &deny).unwrap();
+        let server = transport::server_endpoint("127.0.0.1:0".parse().unwrap(), config).unwrap();
         let address = format!("quic://{}", server.local_addr().unwrap());
-        let client = transport::client_endpoint(&cert.cert_pem).unwrap();
+        let client = transport::client_endpoint(
+            transport::client_config(&creds(Role::Client, "c"), Role::Scheduler, &deny).unwrap(),
+        )
+        .unwrap();
         let accept = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             (server, conn)

@@ -4,6 +4,7 @@
 //! flow-control windows suited to bulk Arrow data, and keep-alives so that a
 //! silent peer is noticed within [`IDLE_TIMEOUT`].
 
+use crate::pki::Role;
 use crate::{tls, ProtocolError, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,11 +45,23 @@ fn udp_socket(bind: SocketAddr) -> Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// A QUIC server endpoint bound to `bind`, presenting `pair`.
-pub fn server_endpoint(bind: SocketAddr, pair: &tls::CertifiedKeyPem) -> Result<quinn::Endpoint> {
-    let crypto = tls::server_crypto(pair)?;
+/// Server settings for an endpoint that presents `credentials` and admits
+/// peers whose certificates have one of the `accept` roles. Also what a
+/// running endpoint is given on a certificate reload
+/// (`quinn::Endpoint::set_server_config`: existing connections stay).
+pub fn server_config(
+    credentials: &tls::Credentials,
+    accept: &[Role],
+    deny: &tls::DenyList,
+) -> Result<quinn::ServerConfig> {
+    let crypto = tls::server_crypto(credentials, accept, deny)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A QUIC server endpoint bound to `bind` with `config` ([`server_config`]).
+pub fn server_endpoint(bind: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endpoint> {
     let socket = udp_socket(bind)?;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -59,17 +72,21 @@ pub fn server_endpoint(bind: SocketAddr, pair: &tls::CertifiedKeyPem) -> Result<
     .map_err(ProtocolError::Io)
 }
 
-/// Client settings that trust exactly the certificates in `ca_pem`.
-pub fn client_config(ca_pem: &str) -> Result<quinn::ClientConfig> {
-    let crypto = tls::client_crypto(ca_pem)?;
+/// Client settings that present `credentials` and accept a server
+/// certificate of the CA with role `expect`.
+pub fn client_config(
+    credentials: &tls::Credentials,
+    expect: Role,
+    deny: &tls::DenyList,
+) -> Result<quinn::ClientConfig> {
+    let crypto = tls::client_crypto(credentials, expect, deny)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config());
     Ok(config)
 }
 
-/// A QUIC client endpoint (ephemeral port) that trusts `ca_pem`.
-pub fn client_endpoint(ca_pem: &str) -> Result<quinn::Endpoint> {
-    let config = client_config(ca_pem)?;
+/// A QUIC client endpoint (ephemeral port) dialing with `config`.
+pub fn client_endpoint(config: quinn::ClientConfig) -> Result<quinn::Endpoint> {
     let socket = udp_socket("0.0.0.0:0".parse().expect("valid wildcard address"))?;
     let mut endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -108,7 +125,8 @@ pub fn parse_address(address: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// Connect to a scheduler at `quic://HOST:PORT`, verifying its certificate.
+/// Connect to a scheduler at `quic://HOST:PORT`: its certificate must be
+/// valid for HOST (a DNS name or IP address in its subject-alternative names).
 pub async fn connect(endpoint: &quinn::Endpoint, address: &str) -> Result<quinn::Connection> {
     let (host, port) = parse_address(address)?;
     let target = tokio::net::lookup_host((host.as_str(), port))
@@ -122,17 +140,41 @@ pub async fn connect(endpoint: &quinn::Endpoint, address: &str) -> Result<quinn:
             address: address.to_string(),
             what: "no IPv4 address".into(),
         })?;
-    let connecting =
-        endpoint
-            .connect(target, tls::SERVER_NAME)
-            .map_err(|e| ProtocolError::Connect {
-                peer: address.to_string(),
-                what: e.to_string(),
-            })?;
+    let connecting = endpoint
+        .connect(target, &host)
+        .map_err(|e| ProtocolError::Connect {
+            peer: address.to_string(),
+            what: e.to_string(),
+        })?;
     connecting.await.map_err(|e| ProtocolError::Connect {
         peer: address.to_string(),
-        what: e.to_string(),
+        what: explain_handshake_failure(&e.to_string(), &host),
     })
+}
+
+/// Say what a TLS failure means for the user. A refusing server sends only
+/// a TLS alert number (and rustls' reason), so name the likely cause and the
+/// fix; other errors pass through unchanged.
+pub fn explain_handshake_failure(error: &str, host: &str) -> String {
+    let alert = |n: u32| error.contains(&format!("handshake failed: error {n}"));
+    let hint = if alert(116) || error.contains("CertificateRequired") {
+        "the scheduler requires a client certificate: pass --tls-cert and --tls-key (or a scheduler file that carries them)"
+    } else if error.contains("NotValidForName") || error.contains("not valid for name") {
+        return format!(
+            "{error}: the scheduler's certificate is not valid for '{host}'; issue it with --host {host} or dial a name it carries"
+        );
+    } else if error.contains("Expired") || alert(45) {
+        "a certificate has expired; issue a new one (stratus certs issue ... --days N)"
+    } else if error.contains("aborted by peer")
+        && [42, 44, 46, 48, 49, 51, 80].into_iter().any(alert)
+    {
+        "the scheduler refused our certificate: it must be issued by the cluster's CA (stratus certs issue DIR --role ...), unexpired, and not on its deny-list"
+    } else if error.contains("UnknownIssuer") || error.contains("BadSignature") {
+        "the scheduler's certificate is not issued by the CA we trust (--tls-ca)"
+    } else {
+        return error.to_string();
+    };
+    format!("{error}: {hint}")
 }
 
 #[cfg(test)]

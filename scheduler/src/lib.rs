@@ -8,10 +8,12 @@
 //! - [`http`]: `/metrics`, `/api/cluster` and the dashboard page;
 //! - [`metrics`]: the Prometheus registry;
 //! - [`runs`]: runs (logged metrics and artifacts) on the data directory;
+//! - [`security`]: the TLS identity (issued, or a cluster CA of its own);
 //! - [`settings`]: command line, `STRATUS_*` environment and config file.
 
 pub mod http;
 pub mod metrics;
 pub mod runs;
+pub mod security;
 pub mod server;
 pub mod settings;

@@ -13,6 +13,7 @@ use tracing::info;
 use stratus_protocol::scheduler_file::SchedulerFile;
 use stratus_scheduler::metrics::Metrics;
 use stratus_scheduler::runs::RunStore;
+use stratus_scheduler::security::ServerTls;
 use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, Shared};
 use stratus_scheduler::settings::{split_host_port, Cli, Settings};
 use stratus_scheduler_core::{Config, SchedulerState};
@@ -86,7 +87,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     let contact = contact_host(&settings.host);
     let head_node = host_name();
-    let pair = stratus_protocol::tls::self_signed(&[contact.clone(), head_node.clone()])?;
+    let mut names = vec![contact.clone(), head_node.clone(), settings.host.clone()];
+    if let Some(address) = &settings.contact_address {
+        if let Ok((host, _)) = stratus_protocol::transport::parse_address(address) {
+            names.push(host);
+        }
+    }
+    let tls = ServerTls::load(&settings, &names)?;
+    info!("{}", tls.describe());
 
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -96,7 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let system = actix_rt::System::with_tokio_rt(runtime);
     system.block_on(async move {
-        let endpoint = stratus_protocol::transport::server_endpoint(bind, &pair)?;
+        let endpoint = stratus_protocol::transport::server_endpoint(bind, tls.server_config()?)?;
         let port = endpoint.local_addr()?.port();
         let listener = tokio::net::TcpListener::bind(dash_bind)
             .await
@@ -135,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             head_node: head_node.clone(),
         };
         let actor = SchedulerActor::new(state, shared.clone(), identity).start();
-        tokio::spawn(accept_loop(endpoint, actor.clone(), shared.clone()));
+        tokio::spawn(accept_loop(endpoint.clone(), actor.clone(), shared.clone()));
         let app = stratus_scheduler::http::router(actor, shared);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -148,7 +156,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             SchedulerFile {
                 address: address.clone(),
                 dashboard: dashboard.clone(),
-                tls_ca: pair.cert_pem.clone(),
+                tls_ca: tls.credentials.ca_pem.clone(),
+                tls_cert: tls.file_client.as_ref().map(|p| p.cert_pem.clone()),
+                tls_key: tls.file_client.as_ref().map(|p| p.key_pem.clone()),
+                worker_tls_cert: tls.file_worker.as_ref().map(|p| p.cert_pem.clone()),
+                worker_tls_key: tls.file_worker.as_ref().map(|p| p.key_pem.clone()),
                 head_node,
                 version: stratus_protocol::STRATUS_VERSION.to_string(),
                 pid: std::process::id(),
@@ -156,10 +168,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .write(path)?;
             info!("scheduler file written to {}", path.display());
         }
+        tokio::spawn(reload_on_sighup(cli, tls, endpoint.clone()));
         wait_for_shutdown().await;
         info!("scheduler stopping");
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP: re-read the certificate files and the deny-list; new connections
+/// get them, existing ones carry on. A failed reload keeps the old ones.
+async fn reload_on_sighup(cli: Cli, mut tls: ServerTls, endpoint: quinn::Endpoint) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates are not reloadable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let reloaded = Settings::load(&cli)
+            .context("reading settings")
+            .and_then(|settings| tls.reload(&settings))
+            .and_then(|()| tls.server_config());
+        match reloaded {
+            Ok(config) => {
+                endpoint.set_server_config(Some(config));
+                info!("SIGHUP: reloaded; {}", tls.describe());
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: reload failed, keeping the current certificates: {e:#}")
+            }
+        }
+    }
 }
 
 async fn wait_for_shutdown() {

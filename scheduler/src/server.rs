@@ -18,10 +18,13 @@ use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{self, access, read_frame, send_message, to_owned};
 use stratus_protocol::handshake::{self, Received};
+use stratus_protocol::messages::PeerRole;
 use stratus_protocol::messages::{
     ArchivedClientRequest, ArchivedFromWorker, ClientRequest, ToClient, ToWorker, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
+use stratus_protocol::pki::Role;
+use stratus_protocol::tls;
 use stratus_protocol::STRATUS_VERSION;
 
 use crate::metrics::Metrics;
@@ -53,6 +56,8 @@ pub struct RequestUp {
     pub tx: mpsc::UnboundedSender<ToClient>,
     /// The run of the client's session; `None` if it named none.
     pub run: Option<String>,
+    /// Name of the client certificate that sent it.
+    pub client: String,
 }
 
 /// Read the cluster as JSON for `/api/cluster`.
@@ -265,6 +270,8 @@ impl SchedulerActor {
                     "persisted_partitions": w.partitions.len(),
                     "running_tasks": w.running.len(),
                     "metrics_url": w.info.metrics_address.as_ref().map(|a| format!("http://{a}/metrics")),
+                    "peer_address": w.info.peer_address,
+                    "certificate": w.info.cert_name,
                 })
             })
             .collect();
@@ -325,6 +332,7 @@ impl SchedulerActor {
                     "kind": r.kind,
                     "target": r.target,
                     "run": r.run,
+                    "client": r.client,
                     "state": state,
                     "error": error,
                     "started": self.unix_ms(r.started),
@@ -434,6 +442,7 @@ impl Handler<RequestUp> for SchedulerActor {
             request: msg.id,
             body: msg.body,
             run: msg.run,
+            client: msg.client,
         });
     }
 }
@@ -475,7 +484,7 @@ pub async fn accept_loop(
                         warn!("{e}");
                     }
                 }
-                Err(e) => debug!("handshake with {remote} failed: {e}"),
+                Err(e) => warn!("refused a connection from {remote}: {e}"),
             }
         });
     }
@@ -487,28 +496,63 @@ async fn serve_connection(
     shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
     let remote = conn.remote_address().to_string();
-    let peer = format!("peer {remote}");
+    // The TLS handshake verified the certificate (our CA, role worker or
+    // client, not denied); read who it names.
+    let cert = match tls::peer_certificate(&conn) {
+        Ok(cert) => cert,
+        Err(e) => {
+            conn.close(2u32.into(), b"no usable certificate");
+            return Err(e);
+        }
+    };
+    let peer = format!("peer {remote} (certificate '{}')", cert.name);
     let Received {
         mut send,
         recv,
         hello,
     } = handshake::receive(&conn, &remote).await?;
+    let (needed, acting) = match &hello.role {
+        PeerRole::Worker(_) => (Role::Worker, "registering as a worker"),
+        PeerRole::Client { .. } => (Role::Client, "submitting requests"),
+    };
+    if cert.role != needed {
+        let reason = format!(
+            "certificate '{}' has role {}; {acting} needs a {needed} certificate (stratus certs issue DIR --role {needed} --name NAME)",
+            cert.name, cert.role
+        );
+        warn!("refusing {peer}: {reason}");
+        handshake::refuse(&conn, &mut send, &reason, &peer).await?;
+        return Ok(());
+    }
     let id = next_id();
     handshake::welcome(&mut send, id, &peer).await?;
     match hello.role {
-        stratus_protocol::messages::PeerRole::Worker(info) => {
-            let peer = format!("worker '{}' ({remote})", info.name);
+        PeerRole::Worker(mut info) => {
+            // Peers will check this name on the worker's peer endpoint.
+            info.cert_name = cert.name.clone();
+            let peer = format!(
+                "worker '{}' ({remote}, certificate '{}')",
+                info.name, cert.name
+            );
             let tracker = shared.metrics.connections();
             let _tracked = tracker.track(PeerKind::Worker, &info.name, &conn);
             serve_worker(WorkerId(id), info, conn, send, recv, actor, peer).await
         }
-        stratus_protocol::messages::PeerRole::Client { name, run } => {
-            let peer = format!("client '{name}' ({remote})");
+        PeerRole::Client { run, .. } => {
+            let peer = format!("client '{}' ({remote})", cert.name);
             // An empty name in the handshake means the session names no run.
             let run = (!run.trim().is_empty()).then_some(run);
             let tracker = shared.metrics.connections();
             let _tracked = tracker.track(PeerKind::Client, &remote, &conn);
-            serve_client(conn, actor, peer, run, shared).await
+            serve_client(ClientSession {
+                conn,
+                actor,
+                peer,
+                client: cert.name,
+                run,
+                shared,
+            })
+            .await
         }
     }
 }
@@ -572,25 +616,28 @@ async fn serve_worker(
     Ok(())
 }
 
-async fn serve_client(
+/// A client's connection: what each of its requests needs.
+#[derive(Clone)]
+struct ClientSession {
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
+    /// Names the client in errors.
     peer: String,
+    /// Name of its certificate.
+    client: String,
     run: Option<String>,
     shared: Arc<Shared>,
-) -> stratus_protocol::Result<()> {
+}
+
+async fn serve_client(session: ClientSession) -> stratus_protocol::Result<()> {
     loop {
-        let (send, recv) = match conn.accept_bi().await {
+        let (send, recv) = match session.conn.accept_bi().await {
             Ok(streams) => streams,
             Err(_) => return Ok(()),
         };
-        let actor = actor.clone();
-        let conn = conn.clone();
-        let peer = peer.clone();
-        let run = run.clone();
-        let shared = shared.clone();
+        let session = session.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_request(conn, send, recv, actor, &peer, run, shared).await {
+            if let Err(e) = serve_request(session, send, recv).await {
                 debug!("{e}");
             }
         });
@@ -598,14 +645,19 @@ async fn serve_client(
 }
 
 async fn serve_request(
-    conn: quinn::Connection,
+    session: ClientSession,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    actor: Addr<SchedulerActor>,
-    peer: &str,
-    run: Option<String>,
-    shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
+    let ClientSession {
+        conn,
+        actor,
+        peer,
+        client,
+        run,
+        shared,
+    } = session;
+    let peer = peer.as_str();
     let Some(frame) = read_frame(&mut recv, peer).await? else {
         return Ok(());
     };
@@ -660,7 +712,19 @@ async fn serve_request(
     }
     let id = RequestId(next_id());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    actor.do_send(RequestUp { id, body, tx, run });
+    info!(
+        "request {} from client '{client}': {}{}",
+        id.0,
+        body.kind(),
+        body.target().map(|t| format!(" {t}")).unwrap_or_default()
+    );
+    actor.do_send(RequestUp {
+        id,
+        body,
+        tx,
+        run,
+        client,
+    });
     loop {
         tokio::select! {
             message = rx.recv() => {

@@ -30,6 +30,21 @@ pub struct Cli {
     /// Where runs (logged metrics and artifacts) are kept across restarts.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The cluster CA certificate (PEM). With --tls-cert and --tls-key: use
+    /// issued certificates. Without all three, the scheduler makes (once) and
+    /// reuses a cluster CA in `<data-dir>/tls`.
+    #[arg(long, env = "STRATUS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This scheduler's certificate (role scheduler), issued by the CA.
+    #[arg(long, env = "STRATUS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "STRATUS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra host name or IP clients dial, for the certificate a scheduler
+    /// without --tls-cert issues itself (repeatable).
+    #[arg(long = "tls-host")]
+    pub tls_hosts: Vec<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -48,6 +63,16 @@ pub struct Settings {
     pub heartbeat_timeout: f64,
     pub contact_address: Option<String>,
     pub data_dir: PathBuf,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra names for a self-issued scheduler certificate.
+    #[serde(default)]
+    pub tls_hosts: Vec<String>,
+    /// Serials of certificates to refuse although the CA signed them
+    /// (re-read on SIGHUP).
+    #[serde(default)]
+    pub tls_deny_serials: Vec<String>,
 }
 
 impl Settings {
@@ -65,7 +90,10 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix("STRATUS_SCHEDULER")
                 .prefix_separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("tls_hosts")
+                .with_list_parse_key("tls_deny_serials"),
         );
         if let Some(v) = &cli.host {
             builder = builder.set_override("host", v.as_str())?;
@@ -87,6 +115,18 @@ impl Settings {
         }
         if let Some(v) = &cli.data_dir {
             builder = builder.set_override("data_dir", v.display().to_string())?;
+        }
+        for (key, value) in [
+            ("tls_ca", &cli.tls_ca),
+            ("tls_cert", &cli.tls_cert),
+            ("tls_key", &cli.tls_key),
+        ] {
+            if let Some(v) = value {
+                builder = builder.set_override(key, v.display().to_string())?;
+            }
+        }
+        if !cli.tls_hosts.is_empty() {
+            builder = builder.set_override("tls_hosts", cli.tls_hosts.clone())?;
         }
         builder.build()?.try_deserialize()
     }

@@ -84,6 +84,8 @@ pub fn stratus(scheduler_file: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("STRATUS_SCHEDULER")
         .env_remove("STRATUS_TLS_CA")
+        .env_remove("STRATUS_TLS_CERT")
+        .env_remove("STRATUS_TLS_KEY")
         .output()
         .expect("run stratus")
 }
@@ -283,8 +285,7 @@ impl Local {
     pub fn target(&self) -> stratus::Target {
         stratus::Locator {
             scheduler_file: Some(self.file.clone()),
-            scheduler: None,
-            tls_ca: None,
+            ..Default::default()
         }
         .resolve()
         .expect("the scheduler file names a cluster")

@@ -10,10 +10,13 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use serde::Deserialize;
 
-use stratus_protocol::scheduler_file::Locator;
+use stratus_protocol::pki::{PeerCertificate, Role, FILE_WORKER_NAME};
+use stratus_protocol::scheduler_file::{Holder, Locator, Target};
+use stratus_protocol::tls::DenyList;
 use stratus_protocol::units::{available_memory, parse_bytes};
 use stratus_worker::metrics::{self, WorkerMetrics};
 use stratus_worker::node::{run, WorkerConfig};
+use stratus_worker::peer::{TlsConfig, TlsConfigHandle};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,16 +31,24 @@ struct Cli {
     /// Scheduler file written by the scheduler (address and certificate).
     #[arg(long, env = "STRATUS_SCHEDULER_FILE")]
     scheduler_file: Option<PathBuf>,
-    /// PEM certificate to trust when the scheduler is given by address.
+    /// The cluster CA certificate (PEM) to trust.
     #[arg(long, env = "STRATUS_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// This worker's certificate (role worker), issued by the cluster CA;
+    /// without it, the worker credential of the scheduler file.
+    #[arg(long, env = "STRATUS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "STRATUS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Compute threads (default: all cores).
     #[arg(long)]
     nthreads: Option<u32>,
     /// Memory for persisted data: `8GiB`, `auto` (available memory), `0` (no limit).
     #[arg(long)]
     memory_limit: Option<String>,
-    /// Worker name (default: host-pid).
+    /// Worker name (default: its certificate's name; host-pid with the
+    /// scheduler file's shared credential).
     #[arg(long)]
     name: Option<String>,
     /// Where to serve Prometheus metrics (`HOST:PORT`; default
@@ -60,6 +71,10 @@ struct Settings {
     memory_limit: String,
     name: Option<String>,
     metrics_address: String,
+    /// Serials of certificates to refuse although the CA signed them
+    /// (re-read on SIGHUP).
+    #[serde(default)]
+    tls_deny_serials: Vec<String>,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
@@ -72,7 +87,9 @@ fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
     builder = builder.add_source(
         config::Environment::with_prefix("STRATUS_WORKER")
             .prefix_separator("__")
-            .try_parsing(true),
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("tls_deny_serials"),
     );
     if let Some(v) = cli.nthreads {
         builder = builder.set_override("nthreads", v)?;
@@ -110,12 +127,9 @@ fn main() {
 
 fn start(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli).context("reading settings")?;
-    let target = Locator {
-        scheduler_file: cli.scheduler_file.clone(),
-        scheduler: cli.scheduler.clone(),
-        tls_ca: cli.tls_ca.clone(),
-    }
-    .resolve()?;
+    let credentials = load_credentials(&cli)?;
+    let target = credentials.target.clone();
+    let own = credentials.own.clone();
     let nthreads = s
         .nthreads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -124,7 +138,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("cannot read available memory; pass --memory-limit"))?,
         text => parse_bytes(text).map_err(|e| anyhow!("--memory-limit: {e}"))?,
     };
-    let name = s.name.unwrap_or_else(|| {
+    let name = s.name.clone().unwrap_or_else(|| {
+        if own.name != FILE_WORKER_NAME {
+            return own.name.clone();
+        }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "worker".into());
@@ -144,12 +161,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         nthreads,
         memory_limit,
     ));
+    let tls = TlsConfigHandle::new(TlsConfig::new(
+        target.credentials(),
+        DenyList::new(&s.tls_deny_serials),
+    ));
     let config = WorkerConfig {
         name,
         nthreads,
         memory_limit,
-        address: target.address,
-        ca_pem: target.ca_pem,
+        address: target.address.clone(),
+        tls: tls.clone(),
         metrics: metrics.clone(),
         metrics_bound: Some(metrics_bound),
     };
@@ -163,10 +184,68 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(metrics::serve(metrics_listener, metrics));
+        tokio::spawn(reload_on_sighup(cli, tls));
         tokio::select! {
             result = run(config) => result.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
     })
+}
+
+/// The worker's TLS material, and what it was read from.
+struct LoadedCredentials {
+    target: Target,
+    own: PeerCertificate,
+}
+
+/// Read the cluster location and this worker's credential (flags and
+/// variables, else the scheduler file's worker credential); refuse a
+/// certificate without the worker role before connecting anywhere.
+fn load_credentials(cli: &Cli) -> anyhow::Result<LoadedCredentials> {
+    let target = Locator {
+        scheduler_file: cli.scheduler_file.clone(),
+        scheduler: cli.scheduler.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+    }
+    .resolve_as(Holder::Worker)?;
+    let own = target.credentials().require_role(Role::Worker)?;
+    Ok(LoadedCredentials { target, own })
+}
+
+/// SIGHUP: re-read the certificate files and the deny-list; new peer
+/// connections use them, existing ones carry on.
+async fn reload_on_sighup(cli: Cli, tls: TlsConfigHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates are not reloadable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let reloaded = load_credentials(&cli).and_then(|loaded| {
+            let s = settings(&cli).context("reading settings")?;
+            Ok((loaded, s))
+        });
+        match reloaded {
+            Ok((loaded, s)) => {
+                let deny = DenyList::new(&s.tls_deny_serials);
+                let denied = deny.len();
+                match tls.reload(TlsConfig::new(loaded.target.credentials(), deny)) {
+                    Ok(()) => tracing::info!(
+                        "SIGHUP: reloaded certificate '{}' (serial {}); {denied} denied serial(s)",
+                        loaded.own.name,
+                        loaded.own.serial
+                    ),
+                    Err(e) => tracing::error!(
+                        "SIGHUP: reload failed, keeping the current certificates: {e}"
+                    ),
+                }
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: reload failed, keeping the current certificates: {e:#}")
+            }
+        }
+    }
 }

@@ -22,11 +22,12 @@ use stratus_protocol::messages::{
     ArchivedToWorker, FromWorker, MailboxKey, PartitionKey, PeerRole, TaskAssignment, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
+use stratus_protocol::pki::Role;
 use stratus_protocol::ProtocolError;
 
 use crate::exec::Executor;
 use crate::metrics::{TaskOutcome, WorkerMetrics};
-use crate::peer::{Deliver, PeerService};
+use crate::peer::{Deliver, PeerService, TlsConfigHandle};
 use crate::state::{self, Command, Event, WorkerState};
 
 /// Heartbeat interval.
@@ -159,7 +160,9 @@ pub struct WorkerConfig {
     pub nthreads: u32,
     pub memory_limit: u64,
     pub address: String,
-    pub ca_pem: String,
+    /// Credentials and deny-list (reloadable), for the scheduler link and
+    /// peer links.
+    pub tls: TlsConfigHandle,
     /// This worker's metrics (served by `main` on `metrics_bound`).
     pub metrics: Arc<WorkerMetrics>,
     /// Where the metrics endpoint listens, if anywhere.
@@ -169,14 +172,21 @@ pub struct WorkerConfig {
 /// Connect, register, and serve the scheduler until it goes away.
 /// Returns an error naming the scheduler when the connection ends.
 pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
-    let endpoint = stratus_protocol::transport::client_endpoint(&config.ca_pem)?;
+    let tls = config.tls.current();
+    let endpoint = stratus_protocol::transport::client_endpoint(
+        stratus_protocol::transport::client_config(tls.credentials(), Role::Scheduler, tls.deny())?,
+    )?;
     let conn = stratus_protocol::transport::connect(&endpoint, &config.address).await?;
     // Peers reach us on the address we reach the scheduler from.
     let local_ip = conn
         .local_ip()
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let peers = PeerService::bind(local_ip, config.metrics.connections().clone())?;
+    let peers = PeerService::bind(
+        local_ip,
+        config.metrics.connections().clone(),
+        config.tls.clone(),
+    )?;
     let peer = format!("scheduler {}", config.address);
     let role = PeerRole::Worker(WorkerInfo {
         name: config.name.clone(),
@@ -190,7 +200,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             .metrics_bound
             .map(|bound| crate::metrics::public_address(bound, local_ip)),
         peer_address: peers.address.clone(),
-        peer_cert: peers.cert_pem.clone(),
+        // The scheduler reads the name from our verified certificate.
+        cert_name: String::new(),
     });
     let Introduced {
         mut send,

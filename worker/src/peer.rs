@@ -1,9 +1,12 @@
 //! Worker-to-worker data over QUIC.
 //!
 //! Each worker runs one QUIC endpoint that is both a server (peers deliver
-//! data to it) and a client (it delivers to peers). Its self-signed
-//! certificate travels to the scheduler in `WorkerInfo` and from there to the
-//! peers that need it, which trust exactly that certificate.
+//! data to it) and a client (it delivers to peers), presenting its worker
+//! certificate at both ends (mutual TLS). The endpoint admits only
+//! certificates of the cluster CA with the worker role (not denied); a
+//! worker dialing a peer checks the CA, the worker role and the certificate
+//! name the scheduler saw on that peer's own connection (`PeerRef::cert_name`),
+//! not host names. Certificates reload on SIGHUP ([`TlsConfigHandle`]).
 //!
 //! A delivery is one bidirectional stream: a [`PeerPush`] frame naming the
 //! mailbox, then an Arrow IPC stream to the end; the receiver hands the
@@ -22,18 +25,93 @@ use tracing::{debug, warn};
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::messages::{ArchivedPeerPush, MailboxKey, PeerPush, PeerRef};
 use stratus_protocol::netstats::{ConnectionTracker, PeerKind, TrackedConnection};
+use stratus_protocol::pki::Role;
+use stratus_protocol::tls::{Credentials, DenyList};
 use stratus_protocol::{tls, transport, ProtocolError};
 
 /// Largest delivery accepted (one partition's share of a shuffle).
 const MAX_DELIVERY_BYTES: usize = 8 << 30;
+
+/// A worker's TLS material: its credentials and the serials it refuses.
+#[derive(Clone)]
+pub struct TlsConfig {
+    credentials: Credentials,
+    deny: DenyList,
+}
+
+impl TlsConfig {
+    pub fn new(credentials: Credentials, deny: DenyList) -> TlsConfig {
+        TlsConfig { credentials, deny }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub fn deny(&self) -> &DenyList {
+        &self.deny
+    }
+
+    fn server_config(&self) -> Result<quinn::ServerConfig, ProtocolError> {
+        transport::server_config(&self.credentials, &[Role::Worker], &self.deny)
+    }
+}
+
+/// The worker's current [`TlsConfig`], shared by its connections and
+/// swapped on SIGHUP: new connections use the new one, open ones carry on.
+#[derive(Clone)]
+pub struct TlsConfigHandle(Arc<Mutex<TlsSlot>>);
+
+struct TlsSlot {
+    config: TlsConfig,
+    /// The peer endpoint, once bound, whose server side follows reloads.
+    endpoint: Option<quinn::Endpoint>,
+}
+
+impl std::fmt::Debug for TlsConfigHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.current().credentials.own().map(|c| c.name);
+        f.debug_struct("TlsConfigHandle")
+            .field("certificate", &name.unwrap_or_default())
+            .finish()
+    }
+}
+
+impl TlsConfigHandle {
+    pub fn new(config: TlsConfig) -> TlsConfigHandle {
+        TlsConfigHandle(Arc::new(Mutex::new(TlsSlot {
+            config,
+            endpoint: None,
+        })))
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, TlsSlot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The config in force.
+    pub fn current(&self) -> TlsConfig {
+        self.slot().config.clone()
+    }
+
+    /// Put `config` in force; on an error (bad material) the old one stays.
+    pub fn reload(&self, config: TlsConfig) -> Result<(), ProtocolError> {
+        let server = config.server_config()?;
+        let mut slot = self.slot();
+        if let Some(endpoint) = &slot.endpoint {
+            endpoint.set_server_config(Some(server));
+        }
+        slot.config = config;
+        Ok(())
+    }
+}
 
 /// A worker's peer endpoint.
 pub struct PeerService {
     endpoint: quinn::Endpoint,
     /// Where peers reach us (`HOST:PORT`).
     pub address: String,
-    /// The certificate we present (PEM).
-    pub cert_pem: String,
+    tls: TlsConfigHandle,
     /// Our connections to peers, by peer address, tracked for metrics.
     connections: Mutex<HashMap<String, (quinn::Connection, TrackedConnection)>>,
     tracker: ConnectionTracker,
@@ -54,19 +132,21 @@ pub mod futures_like {
 }
 
 impl PeerService {
-    /// Bind on `ip` (any free port) with a fresh self-signed certificate;
-    /// connections to and from peers are tracked in `tracker`.
+    /// Bind on `ip` (any free port), presenting the worker certificate of
+    /// `tls`; connections to and from peers are tracked in `tracker`.
     pub fn bind(
         ip: std::net::IpAddr,
         tracker: ConnectionTracker,
+        tls: TlsConfigHandle,
     ) -> Result<Arc<PeerService>, ProtocolError> {
-        let pair = tls::self_signed_as(tls::WORKER_SERVER_NAME, &[ip.to_string()])?;
-        let endpoint = transport::server_endpoint(SocketAddr::new(ip, 0), &pair)?;
+        let config = tls.current().server_config()?;
+        let endpoint = transport::server_endpoint(SocketAddr::new(ip, 0), config)?;
         let port = endpoint.local_addr()?.port();
+        tls.slot().endpoint = Some(endpoint.clone());
         Ok(Arc::new(PeerService {
             endpoint,
             address: format!("{ip}:{port}"),
-            cert_pem: pair.cert_pem,
+            tls,
             connections: Mutex::new(HashMap::new()),
             tracker,
         }))
@@ -78,13 +158,26 @@ impl PeerService {
             let deliver = deliver.clone();
             let tracker = self.tracker.clone();
             tokio::spawn(async move {
-                let Ok(conn) = incoming.await else {
-                    return;
+                let remote = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!("refused a peer connection from {remote}: {e}");
+                        return;
+                    }
+                };
+                // The handshake checked the CA and the worker role.
+                let name = match tls::peer_certificate(&conn) {
+                    Ok(cert) => cert.name,
+                    Err(e) => {
+                        warn!("refused a peer connection from {remote}: {e}");
+                        conn.close(2u32.into(), b"no usable certificate");
+                        return;
+                    }
                 };
                 // Peers connect from their peer endpoint: its address names them.
-                let remote = conn.remote_address().to_string();
-                let _tracked = tracker.track(PeerKind::Worker, remote, &conn);
-                let peer = format!("peer {}", conn.remote_address());
+                let _tracked = tracker.track(PeerKind::Worker, remote.to_string(), &conn);
+                let peer = format!("peer {remote} (certificate '{name}')");
                 while let Ok((send, recv)) = conn.accept_bi().await {
                     let deliver = deliver.clone();
                     let peer = peer.clone();
@@ -110,7 +203,9 @@ impl PeerService {
                 return Ok(conn.clone());
             }
         }
-        let config = transport::client_config(&to.cert).map_err(|e| e.to_string())?;
+        let tls = self.tls.current();
+        let config = transport::client_config(tls.credentials(), Role::Worker, tls.deny())
+            .map_err(|e| e.to_string())?;
         let addr: SocketAddr = to.address.parse().map_err(|e| {
             format!(
                 "worker {} has a bad peer address {}: {e}",
@@ -119,7 +214,7 @@ impl PeerService {
         })?;
         let conn = self
             .endpoint
-            .connect_with(config, addr, tls::WORKER_SERVER_NAME)
+            .connect_with(config, addr, &to.cert_name)
             .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?
             .await
             .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?;

@@ -37,6 +37,8 @@ pub struct RequestRecord {
     pub kind: &'static str,
     pub target: Option<String>,
     pub run: Option<String>,
+    /// Name of the client certificate that sent the request.
+    pub client: String,
     pub state: RequestState,
     pub started: Instant,
     pub ended: Option<Instant>,
@@ -90,6 +92,7 @@ impl Activity {
         kind: &'static str,
         target: Option<String>,
         run: Option<String>,
+        client: String,
         now: Instant,
     ) {
         self.requests.push_back(RequestRecord {
@@ -97,6 +100,7 @@ impl Activity {
             kind,
             target,
             run,
+            client,
             state: RequestState::Running,
             started: now,
             ended: None,
@@ -220,7 +224,7 @@ mod tests {
     fn steps_count_queued_and_done_tasks() {
         let now = Instant::now();
         let mut a = Activity::default();
-        a.request_started(1, "describe", Some("isd".into()), None, now);
+        a.request_started(1, "describe", Some("isd".into()), None, "c".into(), now);
         a.task_added(1, "moments");
         a.task_added(1, "moments");
         a.task_ended(task(10, 1, "ok", now), "moments");
@@ -247,9 +251,9 @@ mod tests {
     fn history_is_bounded_but_running_requests_stay() {
         let now = Instant::now();
         let mut a = Activity::default();
-        a.request_started(0, "persist", None, None, now);
+        a.request_started(0, "persist", None, None, "c".into(), now);
         for id in 1..=(KEPT_REQUESTS as u64 + 10) {
-            a.request_started(id, "len", None, None, now);
+            a.request_started(id, "len", None, None, "c".into(), now);
             a.request_ended(id, RequestState::Ok, now);
             a.task_ended(task(id, id, "ok", now), "x");
         }

@@ -49,7 +49,7 @@ impl Worker {
         PeerRef {
             worker: self.id.0,
             address: self.info.peer_address.clone(),
-            cert: self.info.peer_cert.clone(),
+            cert_name: self.info.cert_name.clone(),
         }
     }
 

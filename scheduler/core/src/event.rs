@@ -56,6 +56,8 @@ pub enum Event {
         body: ClientRequest,
         /// The run the client's session logs to.
         run: Option<String>,
+        /// Name of the client certificate that sent it.
+        client: String,
     },
     /// The client went away or cancelled; no answer is wanted.
     RequestCancelled {

@@ -162,7 +162,12 @@ impl SchedulerState {
                 }
             }
             Event::WorkerLeft { worker, reason } => self.remove_worker(worker, &reason, &mut out),
-            Event::Request { request, body, run } => {
+            Event::Request {
+                request,
+                body,
+                run,
+                client,
+            } => {
                 let quiet = matches!(
                     body,
                     ClientRequest::Info
@@ -173,7 +178,7 @@ impl SchedulerState {
                 if !quiet {
                     let target = body.target().map(str::to_string);
                     self.activity
-                        .request_started(request.0, body.kind(), target, run, now);
+                        .request_started(request.0, body.kind(), target, run, client, now);
                 }
                 self.on_request(request, body, &mut out)
             }

@@ -89,7 +89,7 @@ fn peer(worker: u64) -> PeerRef {
     PeerRef {
         worker,
         address: format!("127.0.0.1:{}", 4000 + worker),
-        cert: String::new(),
+        cert_name: String::new(),
     }
 }
 

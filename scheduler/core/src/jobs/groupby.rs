@@ -396,7 +396,7 @@ mod tests {
             alive.contains(&w).then(|| PeerRef {
                 worker: w.0,
                 address: format!("10.0.0.{w}:1"),
-                cert: String::new(),
+                cert_name: String::new(),
             })
         }
     }

@@ -79,7 +79,7 @@ pub fn worker_info(name: &str, nthreads: u32) -> WorkerInfo {
         memory_limit: 1 << 30,
         metrics_address: None,
         peer_address: "127.0.0.1:1".into(),
-        peer_cert: String::new(),
+        cert_name: String::new(),
     }
 }
 
@@ -318,6 +318,7 @@ impl Sim {
             request,
             body,
             run: None,
+            client: "test-client".into(),
         })
     }
 
