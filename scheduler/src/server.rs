@@ -609,14 +609,17 @@ async fn serve_request(
     let Some(frame) = read_frame(&mut recv, peer).await? else {
         return Ok(());
     };
-    let body: ClientRequest = match access::<ArchivedClientRequest>(&frame, peer) {
-        Ok(r) => to_owned(r, peer)?,
-        Err(e) => {
-            let _ = send_message(&mut send, &ToClient::Error(e.to_string()), peer).await;
-            let _ = send.finish();
-            return Err(e);
-        }
-    };
+    // A frame that fails validation, or an expression beyond the limits
+    // (checked while deserializing), is answered with the reason.
+    let body: ClientRequest =
+        match access::<ArchivedClientRequest>(&frame, peer).and_then(|r| to_owned(r, peer)) {
+            Ok(body) => body,
+            Err(e) => {
+                let _ = send_message(&mut send, &ToClient::Error(e.to_string()), peer).await;
+                let _ = send.finish();
+                return Err(e);
+            }
+        };
     if matches!(
         body,
         ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. }
