@@ -18,11 +18,13 @@ use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{self, access, read_frame, send_message, to_owned};
 use stratus_protocol::handshake::{self, Received};
+use stratus_protocol::limits::{ConnectionLimiter, ConnectionLimits};
 use stratus_protocol::messages::{
     ArchivedClientRequest, ArchivedFromWorker, ClientRequest, ToClient, ToWorker, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::STRATUS_VERSION;
+use stratus_scheduler_core::outputs::{check_worker_info, WorkerCeilings};
 
 use crate::metrics::Metrics;
 use crate::runs::{RunError, RunStore};
@@ -458,20 +460,38 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Accept connections forever.
+/// What the QUIC edge admits: connections, and a worker's claims.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerLimits {
+    pub connections: ConnectionLimits,
+    pub workers: WorkerCeilings,
+}
+
+/// Accept connections forever (within `limits`).
 pub async fn accept_loop(
     endpoint: quinn::Endpoint,
     actor: Addr<SchedulerActor>,
     shared: Arc<Shared>,
+    limits: ServerLimits,
 ) {
+    let limiter = ConnectionLimiter::new(limits.connections);
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let permit = match limiter.admit(remote.ip()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                warn!("refusing a connection from {remote}: {reason}");
+                incoming.refuse();
+                continue;
+            }
+        };
         let actor = actor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let _permit = permit;
             match incoming.await {
                 Ok(conn) => {
-                    if let Err(e) = serve_connection(conn, actor, shared).await {
+                    if let Err(e) = serve_connection(conn, actor, shared, limits.workers).await {
                         warn!("{e}");
                     }
                 }
@@ -485,6 +505,7 @@ async fn serve_connection(
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
     shared: Arc<Shared>,
+    ceilings: WorkerCeilings,
 ) -> stratus_protocol::Result<()> {
     let remote = conn.remote_address().to_string();
     let peer = format!("peer {remote}");
@@ -493,6 +514,14 @@ async fn serve_connection(
         recv,
         hello,
     } = handshake::receive(&conn, &remote).await?;
+    if let stratus_protocol::messages::PeerRole::Worker(info) = &hello.role {
+        if let Err(reason) = check_worker_info(info, &ceilings) {
+            let reason = format!("worker '{}' refused: {reason}", info.name);
+            warn!("{peer}: {reason}");
+            handshake::refuse(&conn, &mut send, &reason, &peer).await?;
+            return Ok(());
+        }
+    }
     let id = next_id();
     handshake::welcome(&mut send, id, &peer).await?;
     match hello.role {

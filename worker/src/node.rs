@@ -164,6 +164,8 @@ pub struct WorkerConfig {
     pub metrics: Arc<WorkerMetrics>,
     /// Where the metrics endpoint listens, if anywhere.
     pub metrics_bound: Option<std::net::SocketAddr>,
+    /// What the peer endpoint admits.
+    pub peer_limits: crate::peer::PeerLimits,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -234,7 +236,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         }
     });
     let deliver = deliver_to(actor.clone());
-    tokio::spawn(peers.clone().serve(deliver));
+    tokio::spawn(peers.clone().serve(deliver, config.peer_limits));
 
     // Writer: send heartbeats as they come, and batch reports that queued up.
     let writer_peer = peer.clone();
