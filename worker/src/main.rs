@@ -65,12 +65,15 @@ struct Settings {
     max_connections_per_ip: usize,
     /// Concurrent streams a peer may open on one connection.
     max_streams_per_connection: u32,
+    /// Largest result (head rows, group-by answer, file list) a task sends.
+    max_result_bytes: String,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
     let mut builder = config::Config::builder()
         .set_default("memory_limit", "auto")?
         .set_default("metrics_address", "127.0.0.1:0")?
+        .set_default("max_result_bytes", "64MiB")?
         .set_default("max_connections", 4096)?
         .set_default("max_connections_per_ip", 256)?
         .set_default(
@@ -173,6 +176,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         },
     };
     stratus_protocol::limits::set_max_streams_per_connection(s.max_streams_per_connection);
+    stratus_worker::tasks::set_max_result_bytes(
+        parse_bytes(&s.max_result_bytes).map_err(|e| anyhow!("max_result_bytes: {e}"))?,
+    );
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
