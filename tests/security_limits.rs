@@ -168,8 +168,7 @@ async fn a_worker_claiming_huge_nthreads_is_refused_at_registration() {
     };
     let reason = raw_hello(&conn, PeerRole::Worker(greedy))
         .await
-        .err()
-        .expect("the worker is refused");
+        .expect_err("the worker is refused");
     assert!(
         reason.contains("nthreads = 100000") && reason.contains("max_worker_threads"),
         "{reason}"

@@ -55,6 +55,7 @@ fn key(i: u32) -> PartitionKey {
 }
 
 /// One valid frame of every message type (and several variants).
+#[allow(clippy::vec_init_then_push)]
 fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
     let partition = ParquetPartition {
         path: "/data/x.parquet".into(),

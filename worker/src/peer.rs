@@ -39,21 +39,12 @@ use stratus_protocol::{tls, transport, ProtocolError};
 const MAX_DELIVERY_BYTES: usize = 8 << 30;
 
 /// What a worker's peer endpoint admits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PeerLimits {
     pub connections: ConnectionLimits,
     /// Bytes all deliveries in progress may buffer together (the worker's
     /// memory limit; 0 = no limit but the per-delivery cap).
     pub max_buffered: u64,
-}
-
-impl Default for PeerLimits {
-    fn default() -> Self {
-        PeerLimits {
-            connections: ConnectionLimits::default(),
-            max_buffered: 0,
-        }
-    }
 }
 
 /// Bytes buffered by deliveries in progress, against a limit.
