@@ -328,3 +328,48 @@ async fn receive(
     let _ = send.stopped().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_in_progress_are_reserved_against_the_limit() {
+        let pool = Buffered {
+            used: AtomicU64::new(0),
+            max: 100,
+        };
+        let mut a = Reservation {
+            pool: &pool,
+            bytes: 0,
+        };
+        a.grow(60).unwrap();
+        let mut b = Reservation {
+            pool: &pool,
+            bytes: 0,
+        };
+        b.grow(30).unwrap();
+        let e = b.grow(20).unwrap_err();
+        assert!(e.contains("memory limit of 100"), "{e}");
+        assert_eq!(
+            pool.used.load(Ordering::Relaxed),
+            90,
+            "a refused chunk is not kept"
+        );
+        drop(a);
+        b.grow(20).unwrap();
+        drop(b);
+        assert_eq!(pool.used.load(Ordering::Relaxed), 0);
+        // No limit: anything goes (the per-delivery cap still applies).
+        let open = Buffered {
+            used: AtomicU64::new(0),
+            max: 0,
+        };
+        Reservation {
+            pool: &open,
+            bytes: 0,
+        }
+        .grow(1 << 40)
+        .unwrap();
+    }
+}
