@@ -12,9 +12,14 @@ use std::collections::BTreeSet;
 
 use stratus_protocol::messages::{PartitionKey, ReduceOp, TaskKind, TaskOutput, WorkerInfo};
 
-/// Largest row or byte count a worker may report in one output (2^50): sums
-/// over many outputs then never overflow a `u64`.
-pub const MAX_REPORTED_COUNT: u64 = 1 << 50;
+/// Largest row or byte count a worker may report in one field of an output
+/// (2^40: a trillion rows, a TiB): sums over millions of outputs then never
+/// overflow a `u64`.
+pub const MAX_REPORTED_COUNT: u64 = 1 << 40;
+
+/// Largest memory use a heartbeat may report (2^48); larger claims are
+/// clamped, so sums over the cluster never overflow.
+pub const MAX_REPORTED_MEMORY: u64 = 1 << 48;
 
 fn count(field: &str, value: u64) -> Result<(), String> {
     if value > MAX_REPORTED_COUNT {

@@ -149,7 +149,7 @@ impl SchedulerState {
             } => {
                 if let Some(w) = self.cluster.worker_mut(worker) {
                     w.last_seen = now;
-                    w.memory_used = memory_used;
+                    w.memory_used = memory_used.min(crate::outputs::MAX_REPORTED_MEMORY);
                 }
             }
             Event::TaskReports { worker, reports } => {

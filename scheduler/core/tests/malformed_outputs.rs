@@ -253,3 +253,119 @@ fn claims_above_the_ceilings_are_refused_at_registration() {
     assert!(e.contains("max_worker_memory"), "{e}");
     assert!(check_worker_info(&worker_info("w", 1024), &WorkerCeilings::default()).is_ok());
 }
+
+// ----- the checks themselves, output kind by output kind ---------------------
+
+mod shapes {
+    use super::*;
+    use stratus_protocol::messages::{
+        ColumnRanges, ColumnSummary, KeyRange, Moments, PartitionBoundsWire, RangeHistogram,
+        ReduceOp,
+    };
+    use stratus_scheduler_core::outputs::check_output;
+
+    fn key(index: u32) -> PartitionKey {
+        PartitionKey { frame: 5, index }
+    }
+
+    fn reduce(op: ReduceOp) -> TaskKind {
+        TaskKind::Reduce {
+            partitions: vec![key(0), key(1)],
+            op,
+        }
+    }
+
+    fn summary() -> ColumnSummary {
+        ColumnSummary {
+            moments: Moments::default(),
+            distinct: None,
+        }
+    }
+
+    #[test]
+    fn summaries_need_one_per_column() {
+        let kind = reduce(ReduceOp::Summary {
+            columns: vec!["a".into(), "b".into()],
+            max_distinct: 10,
+        });
+        assert!(check_output(&kind, &TaskOutput::Summaries(vec![summary(), summary()])).is_ok());
+        let e = check_output(&kind, &TaskOutput::Summaries(vec![summary()])).unwrap_err();
+        assert!(e.contains("Summaries has 1 entries"), "{e}");
+    }
+
+    #[test]
+    fn histograms_need_one_per_range_of_each_column() {
+        let range = KeyRange {
+            prefix: 0,
+            prefix_bits: 0,
+        };
+        let kind = reduce(ReduceOp::Histograms {
+            columns: vec![ColumnRanges {
+                column: "a".into(),
+                ranges: vec![range, range],
+                bits: 8,
+                max_distinct: 10,
+            }],
+        });
+        let h = || RangeHistogram {
+            buckets: vec![(1, 2)],
+            distinct: None,
+        };
+        assert!(check_output(&kind, &TaskOutput::Histograms(vec![vec![h(), h()]])).is_ok());
+        let e = check_output(&kind, &TaskOutput::Histograms(vec![vec![h()]])).unwrap_err();
+        assert!(e.contains("Histograms[0]") && e.contains("'a'"), "{e}");
+        let e = check_output(&kind, &TaskOutput::Histograms(vec![])).unwrap_err();
+        assert!(e.contains("Histograms has 0"), "{e}");
+    }
+
+    #[test]
+    fn sort_samples_only_for_partitions_asked_for() {
+        let kind = reduce(ReduceOp::SortSample {
+            key: "k".into(),
+            sample: 10,
+        });
+        let bounds = |index| PartitionBoundsWire {
+            index,
+            bounds_ipc: None,
+            invalid: 0,
+        };
+        let ok = TaskOutput::SortSample {
+            partitions: vec![bounds(0), bounds(1)],
+            sample_ipc: Vec::new(),
+        };
+        assert!(check_output(&kind, &ok).is_ok());
+        for bad in [vec![bounds(7)], vec![bounds(0), bounds(0)]] {
+            let e = check_output(
+                &kind,
+                &TaskOutput::SortSample {
+                    partitions: bad,
+                    sample_ipc: Vec::new(),
+                },
+            )
+            .unwrap_err();
+            assert!(e.contains("SortSample.partitions"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rebuilt_ranges_only_those_asked_for_once() {
+        let kind = TaskKind::RebuildRanges {
+            frame: 5,
+            parts: vec![(0, 3), (1, 4)],
+            sources: Vec::new(),
+            key: "k".into(),
+            boundaries_ipc: Vec::new(),
+            steps: Vec::new(),
+        };
+        let ok = TaskOutput::LoadedMany(vec![(key(3), 1, 1), (key(4), 1, 1)]);
+        assert!(check_output(&kind, &ok).is_ok());
+        for bad in [
+            vec![(key(9), 1, 1)],
+            vec![(key(3), 1, 1), (key(3), 1, 1)],
+            vec![(PartitionKey { frame: 6, index: 3 }, 1, 1)],
+            vec![(key(3), u64::MAX, 1)],
+        ] {
+            assert!(check_output(&kind, &TaskOutput::LoadedMany(bad)).is_err());
+        }
+    }
+}
