@@ -141,13 +141,9 @@ pub async fn read_frame_limited(
 /// Whether an announced frame length is acceptable under `max`.
 pub fn check_frame_len(len: usize, max: usize) -> std::result::Result<(), String> {
     if len > max {
-        return Err(if max < MAX_FRAME_BYTES {
-            format!(
-                "frame of {len} bytes before the handshake completed exceeds the limit of {max}"
-            )
-        } else {
-            format!("frame of {len} bytes exceeds the limit of {max}")
-        });
+        return Err(format!(
+            "frame of {len} bytes exceeds the limit of {max} bytes on this stream"
+        ));
     }
     Ok(())
 }

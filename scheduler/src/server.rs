@@ -460,6 +460,11 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Largest client request frame: the largest request is an artifact
+/// (`runs::MAX_ARTIFACT_BYTES`) with its name; nothing needs the 256 MiB a
+/// worker's frames may take.
+pub const MAX_REQUEST_FRAME_BYTES: usize = crate::runs::MAX_ARTIFACT_BYTES + (16 << 20);
+
 /// What the QUIC edge admits: connections, and a worker's claims.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerLimits {
@@ -635,7 +640,8 @@ async fn serve_request(
     run: Option<String>,
     shared: Arc<Shared>,
 ) -> stratus_protocol::Result<()> {
-    let Some(frame) = read_frame(&mut recv, peer).await? else {
+    let Some(frame) = framing::read_frame_limited(&mut recv, peer, MAX_REQUEST_FRAME_BYTES).await?
+    else {
         return Ok(());
     };
     // A frame that fails validation, or an expression beyond the limits
