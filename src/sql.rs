@@ -10,12 +10,24 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use stratus_plan::{BinaryOp, CastType, DatePart, Expr, Literal, TruncUnit};
+use stratus_plan::{BinaryOp, CastType, DatePart, Expr, Literal, TruncUnit, MAX_EXPR_DEPTH};
 
-/// Parse an SQL expression.
+/// Longest expression text accepted.
+pub const MAX_SQL_CHARS: usize = 16 << 10;
+
+/// Parse an SQL expression. Its text, the parser's recursion and the plan
+/// expression's depth are bounded ([`MAX_SQL_CHARS`], [`MAX_EXPR_DEPTH`]),
+/// so no input overflows the stack.
 pub fn parse_expr(text: &str) -> Result<Expr, String> {
+    if text.len() > MAX_SQL_CHARS {
+        return Err(format!(
+            "expression of {} characters exceeds the limit of {MAX_SQL_CHARS}",
+            text.len()
+        ));
+    }
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(MAX_EXPR_DEPTH)
         .try_with_sql(text)
         .map_err(|e| format!("cannot parse '{text}': {e}"))?;
     let ast = parser
@@ -27,7 +39,9 @@ pub fn parse_expr(text: &str) -> Result<Expr, String> {
             "cannot parse '{text}': unexpected '{rest}' after the expression"
         ));
     }
-    convert(&ast).map_err(|e| format!("'{text}': {e}"))
+    let expr = convert(&ast, 1).map_err(|e| format!("'{text}': {e}"))?;
+    stratus_plan::check_expr(&expr).map_err(|e| format!("'{text}': {e}"))?;
+    Ok(expr)
 }
 
 /// Parse `NAME=EXPR` (for `--with-column`).
@@ -42,7 +56,12 @@ pub fn parse_assignment(text: &str) -> Result<(String, Expr), String> {
     Ok((name.to_string(), parse_expr(expr)?))
 }
 
-fn convert(e: &SqlExpr) -> Result<Expr, String> {
+fn convert(e: &SqlExpr, depth: usize) -> Result<Expr, String> {
+    if depth > MAX_EXPR_DEPTH {
+        return Err(format!(
+            "expression is nested more than {MAX_EXPR_DEPTH} levels deep (the limit on expression depth)"
+        ));
+    }
     Ok(match e {
         SqlExpr::Identifier(id) => Expr::Column(id.value.clone()),
         SqlExpr::CompoundIdentifier(parts) => Expr::Column(
@@ -61,9 +80,9 @@ fn convert(e: &SqlExpr) -> Result<Expr, String> {
             Value::Null => Literal::Null,
             other => return Err(format!("unsupported literal {other}")),
         }),
-        SqlExpr::Nested(inner) => convert(inner)?,
+        SqlExpr::Nested(inner) => convert(inner, depth + 1)?,
         SqlExpr::UnaryOp { op, expr } => {
-            let inner = convert(expr)?;
+            let inner = convert(expr, depth + 1)?;
             match op {
                 UnaryOperator::Minus => match inner {
                     Expr::Literal(Literal::Int(i)) => Expr::Literal(Literal::Int(-i)),
@@ -93,19 +112,19 @@ fn convert(e: &SqlExpr) -> Result<Expr, String> {
             };
             Expr::Binary {
                 op,
-                left: Box::new(convert(left)?),
-                right: Box::new(convert(right)?),
+                left: Box::new(convert(left, depth + 1)?),
+                right: Box::new(convert(right, depth + 1)?),
             }
         }
-        SqlExpr::IsNull(inner) => Expr::IsNull(Box::new(convert(inner)?)),
-        SqlExpr::IsNotNull(inner) => Expr::IsNotNull(Box::new(convert(inner)?)),
+        SqlExpr::IsNull(inner) => Expr::IsNull(Box::new(convert(inner, depth + 1)?)),
+        SqlExpr::IsNotNull(inner) => Expr::IsNotNull(Box::new(convert(inner, depth + 1)?)),
         SqlExpr::Cast {
             kind: CastKind::Cast | CastKind::DoubleColon,
             expr,
             data_type,
             ..
         } => Expr::Cast {
-            expr: Box::new(convert(expr)?),
+            expr: Box::new(convert(expr, depth + 1)?),
             to: cast_type(data_type)?,
         },
         SqlExpr::Function(f) => {
@@ -115,7 +134,7 @@ fn convert(e: &SqlExpr) -> Result<Expr, String> {
                     .args
                     .iter()
                     .map(|a| match a {
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => convert(e),
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => convert(e, depth + 1),
                         other => Err(format!("unsupported argument {other}")),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
@@ -201,6 +220,20 @@ fn cast_type(t: &SqlType) -> Result<CastType, String> {
 mod tests {
     use super::*;
     use stratus_plan::{col, lit};
+
+    #[test]
+    fn deep_or_long_expressions_are_clear_errors() {
+        let deep = format!("{}x{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(parse_expr(&deep).is_err());
+        let negations = format!("{}x", "- ".repeat(5000));
+        assert!(parse_expr(&negations).is_err());
+        let chain = vec!["x"; 3000].join(" + ");
+        let e = parse_expr(&chain).unwrap_err();
+        assert!(e.contains("128 levels"), "{e}");
+        let long = "x + ".repeat(10_000) + "x";
+        assert!(parse_expr(&long).unwrap_err().contains("characters"));
+        assert!(parse_expr(&vec!["x"; 100].join(" + ")).is_ok());
+    }
 
     #[test]
     fn the_workflow_expressions() {

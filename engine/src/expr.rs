@@ -98,7 +98,9 @@ fn plain(a: ArrayRef) -> std::result::Result<ArrayRef, ArrowError> {
 }
 
 /// Evaluate an expression over a batch into an array of `batch.num_rows()`.
+/// The expression's size and depth are checked first (without recursion).
 pub fn evaluate(expr: &Expr, batch: &RecordBatch) -> Result<ArrayRef> {
+    stratus_plan::check_expr(expr).map_err(|e| EngineError::Argument(e.to_string()))?;
     let value = eval(expr, batch)?;
     value.into_array(batch.num_rows()).map_err(arrow_err(expr))
 }

@@ -14,11 +14,13 @@ pub mod agg;
 pub mod describe;
 pub mod moments;
 pub mod source;
+pub mod wire;
 
 pub use agg::AggFunc;
 pub use describe::{ColumnRanges, ColumnSummary, DistinctKeys, KeyRange, RangeHistogram};
 pub use moments::Moments;
 pub use source::{FileRef, ParquetPartition, RowGroupMeta, StagedFile};
+pub use wire::{check_expr, ExprNode, FlatExpr, MAX_EXPR_DEPTH, MAX_EXPR_NODES};
 
 use std::fmt;
 use std::sync::Arc;
@@ -97,44 +99,37 @@ impl CastType {
 }
 
 /// An expression over the columns of one row.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[rkyv(serialize_bounds(
-    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
-    __S::Error: rkyv::rancor::Source,
-))]
-#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
-#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
+///
+/// Not an rkyv type itself: on the wire an expression is flat (see
+/// [`wire`]), so no peer can make a receiver recurse; an `Expr` from the
+/// wire is at most [`MAX_EXPR_DEPTH`] deep.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Column(String),
     Literal(Literal),
     Binary {
         op: BinaryOp,
-        #[rkyv(omit_bounds)]
         left: Box<Expr>,
-        #[rkyv(omit_bounds)]
         right: Box<Expr>,
     },
-    Negate(#[rkyv(omit_bounds)] Box<Expr>),
-    Not(#[rkyv(omit_bounds)] Box<Expr>),
-    IsNull(#[rkyv(omit_bounds)] Box<Expr>),
-    IsNotNull(#[rkyv(omit_bounds)] Box<Expr>),
+    Negate(Box<Expr>),
+    Not(Box<Expr>),
+    IsNull(Box<Expr>),
+    IsNotNull(Box<Expr>),
     /// First non-null argument.
-    Coalesce(#[rkyv(omit_bounds)] Vec<Expr>),
+    Coalesce(Vec<Expr>),
     Cast {
-        #[rkyv(omit_bounds)]
         expr: Box<Expr>,
         to: CastType,
     },
     /// Floor a timestamp to the start of its day, month or year (same type out).
     DateTrunc {
         unit: TruncUnit,
-        #[rkyv(omit_bounds)]
         expr: Box<Expr>,
     },
     /// Year, month or day of month of a timestamp or date, as Int32.
     DatePart {
         part: DatePart,
-        #[rkyv(omit_bounds)]
         expr: Box<Expr>,
     },
 }
@@ -331,13 +326,17 @@ impl fmt::Display for Expr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Step {
     /// Add or replace a column.
-    WithColumn { name: String, expr: Expr },
+    WithColumn {
+        name: String,
+        #[rkyv(with = FlatExpr)]
+        expr: Expr,
+    },
     /// Keep these columns, in this order.
     Select(Vec<String>),
     /// Remove these columns.
     Drop(Vec<String>),
     /// Keep rows where the predicate is true (null counts as false).
-    Filter(Expr),
+    Filter(#[rkyv(with = FlatExpr)] Expr),
     /// Replace nulls (and NaN) in every numeric column by this value.
     FillNa(f64),
     /// Sort each partition by this column (the sort's fast path, when the
@@ -400,8 +399,15 @@ pub fn arithmetic_type(op: BinaryOp, l: &DataType, r: &DataType) -> DataType {
     }
 }
 
-/// Result type of an expression over `schema`, or a clear error.
+/// Result type of an expression over `schema`, or a clear error. The
+/// expression's size and depth are checked first (without recursion).
 pub fn expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
+    check_expr(expr)?;
+    checked_expr_type(expr, schema)
+}
+
+/// [`expr_type`] of an expression within the limits (recursive).
+fn checked_expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
     Ok(match expr {
         Expr::Column(name) => match schema.field_with_name(name) {
             Ok(f) => match f.data_type() {
@@ -424,8 +430,8 @@ pub fn expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
             Literal::Str(_) => DataType::Utf8,
         },
         Expr::Binary { op, left, right } => {
-            let l = expr_type(left, schema)?;
-            let r = expr_type(right, schema)?;
+            let l = checked_expr_type(left, schema)?;
+            let r = checked_expr_type(right, schema)?;
             match op {
                 BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => {
                     let ok = |t: &DataType| is_numeric(t) || t == &DataType::Null;
@@ -459,27 +465,27 @@ pub fn expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
             }
         }
         Expr::Negate(e) => {
-            let t = expr_type(e, schema)?;
+            let t = checked_expr_type(e, schema)?;
             if !is_numeric(&t) {
                 return err(format!("{expr}: cannot negate {t}"));
             }
             t
         }
         Expr::Not(e) => {
-            let t = expr_type(e, schema)?;
+            let t = checked_expr_type(e, schema)?;
             if t != DataType::Boolean {
                 return err(format!("{expr}: NOT needs a boolean, got {t}"));
             }
             t
         }
         Expr::IsNull(e) | Expr::IsNotNull(e) => {
-            expr_type(e, schema)?;
+            checked_expr_type(e, schema)?;
             DataType::Boolean
         }
         Expr::Coalesce(args) => {
             let mut out = DataType::Null;
             for a in args {
-                let t = expr_type(a, schema)?;
+                let t = checked_expr_type(a, schema)?;
                 if out == DataType::Null {
                     out = t;
                 } else if t != DataType::Null && t != out {
@@ -496,11 +502,11 @@ pub fn expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
             out
         }
         Expr::Cast { expr: e, to } => {
-            expr_type(e, schema)?;
+            checked_expr_type(e, schema)?;
             to.data_type()
         }
         Expr::DateTrunc { expr: e, .. } => {
-            let t = expr_type(e, schema)?;
+            let t = checked_expr_type(e, schema)?;
             match t {
                 DataType::Timestamp(_, _) | DataType::Date32 => t,
                 other => {
@@ -511,7 +517,7 @@ pub fn expr_type(expr: &Expr, schema: &Schema) -> Result<DataType, PlanError> {
             }
         }
         Expr::DatePart { expr: e, .. } => {
-            let t = expr_type(e, schema)?;
+            let t = checked_expr_type(e, schema)?;
             if !matches!(t, DataType::Timestamp(_, _) | DataType::Date32) {
                 return err(format!("{expr}: needs a timestamp or date, but {e} is {t}"));
             }

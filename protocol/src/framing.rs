@@ -5,6 +5,11 @@
 //! an [`AlignedVec`] once and validated (bytecheck) before anything reads it;
 //! nothing that came off the wire is ever accessed unchecked. A frame that is
 //! too large or fails validation is an error naming the peer, never a panic.
+//!
+//! The buffer grows as the body's bytes arrive ([`READ_CHUNK`] at a time), so
+//! a header announcing [`MAX_FRAME_BYTES`] costs nothing until the peer
+//! actually sends that much; before a peer's `Hello` is accepted, frames are
+//! capped at [`MAX_HELLO_FRAME_BYTES`] ([`read_frame_limited`]).
 
 use crate::{ProtocolError, Result};
 use rkyv::api::high::{HighSerializer, HighValidator};
@@ -16,6 +21,13 @@ use rkyv::Portable;
 
 /// Largest control frame accepted (head results ride in control frames).
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
+/// Largest frame accepted before the handshake completes (a `Hello`, a
+/// `PeerPush`): a stranger can make us buffer no more than this.
+pub const MAX_HELLO_FRAME_BYTES: usize = 64 << 10;
+
+/// A frame body is read (and its buffer grown) this many bytes at a time.
+pub const READ_CHUNK: usize = 64 << 10;
 
 /// A received, not yet validated frame.
 pub type Frame = AlignedVec<16>;
@@ -80,8 +92,21 @@ where
 }
 
 #[cfg(feature = "transport")]
-/// Read one frame; `Ok(None)` when the peer finished the stream cleanly between frames.
+/// Read one frame of at most [`MAX_FRAME_BYTES`]; `Ok(None)` when the peer
+/// finished the stream cleanly between frames.
 pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Option<Frame>> {
+    read_frame_limited(recv, peer, MAX_FRAME_BYTES).await
+}
+
+#[cfg(feature = "transport")]
+/// Read one frame of at most `max` bytes; `Ok(None)` when the peer finished
+/// the stream cleanly between frames. The buffer grows with the bytes that
+/// arrived, never to the announced length up front.
+pub async fn read_frame_limited(
+    recv: &mut quinn::RecvStream,
+    peer: &str,
+    max: usize,
+) -> Result<Option<Frame>> {
     let mut len_bytes = [0u8; 4];
     let err = |what: String| ProtocolError::Peer {
         peer: peer.to_string(),
@@ -98,17 +123,29 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Opti
         .await
         .map_err(|e| err(format!("stream ended inside a frame header: {e}")))?;
     let len = u32::from_le_bytes(len_bytes) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(err(format!(
-            "frame of {len} bytes exceeds the limit of {MAX_FRAME_BYTES}"
-        )));
+    check_frame_len(len, max).map_err(err)?;
+    let mut frame = AlignedVec::<16>::with_capacity(len.min(READ_CHUNK));
+    while frame.len() < len {
+        let start = frame.len();
+        let end = start + (len - start).min(READ_CHUNK);
+        frame.resize(end, 0);
+        recv.read_exact(&mut frame[start..end]).await.map_err(|e| {
+            err(format!(
+                "stream ended inside a {len}-byte frame (after {start} bytes): {e}"
+            ))
+        })?;
     }
-    let mut frame = AlignedVec::<16>::with_capacity(len);
-    frame.resize(len, 0);
-    recv.read_exact(&mut frame)
-        .await
-        .map_err(|e| err(format!("stream ended inside a {len}-byte frame: {e}")))?;
     Ok(Some(frame))
+}
+
+/// Whether an announced frame length is acceptable under `max`.
+pub fn check_frame_len(len: usize, max: usize) -> std::result::Result<(), String> {
+    if len > max {
+        return Err(format!(
+            "frame of {len} bytes exceeds the limit of {max} bytes on this stream"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

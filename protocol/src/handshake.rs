@@ -4,12 +4,21 @@
 //! versions and reads [`Welcome`]; the scheduler ([`receive`], then
 //! [`welcome`] or [`refuse`]) reads and validates the `Hello` and refuses a
 //! peer that speaks another protocol version, naming both versions.
+//!
+//! Before a `Hello` is accepted the peer is a stranger: its frame is capped
+//! at [`MAX_HELLO_FRAME_BYTES`] and it has [`HELLO_TIMEOUT`] to send it, after
+//! which the connection is closed.
 
 use std::time::Duration;
 
-use crate::framing::{access, read_frame, send_message, to_owned};
+use crate::framing::{
+    access, read_frame, read_frame_limited, send_message, to_owned, MAX_HELLO_FRAME_BYTES,
+};
 use crate::messages::{ArchivedHello, ArchivedWelcome, Hello, PeerRole, Welcome};
 use crate::{ProtocolError, Result, PROTOCOL_VERSION, STRATUS_VERSION};
+
+/// A peer that has not sent its `Hello` this long after connecting is closed.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The control stream of a connection whose handshake succeeded.
 pub struct Introduced {
@@ -84,12 +93,39 @@ pub struct Received {
 /// a valid `Hello` closes the connection; a peer speaking another protocol
 /// version is refused (told why, then closed). Errors name `remote`.
 pub async fn receive(conn: &quinn::Connection, remote: &str) -> Result<Received> {
+    receive_within(conn, remote, HELLO_TIMEOUT).await
+}
+
+/// [`receive`] with a given `Hello` timeout.
+pub async fn receive_within(
+    conn: &quinn::Connection,
+    remote: &str,
+    timeout: Duration,
+) -> Result<Received> {
     let peer = format!("peer {remote}");
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| ProtocolError::Peer {
-        peer: remote.to_string(),
-        what: format!("no handshake stream: {e}"),
-    })?;
-    let hello = match read_frame(&mut recv, &peer).await {
+    let first = async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| ProtocolError::Peer {
+            peer: remote.to_string(),
+            what: format!("no handshake stream: {e}"),
+        })?;
+        let frame = read_frame_limited(&mut recv, &peer, MAX_HELLO_FRAME_BYTES).await;
+        Ok::<_, ProtocolError>((send, recv, frame))
+    };
+    let (mut send, recv, frame) = match tokio::time::timeout(timeout, first).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            conn.close(3u32.into(), b"no Hello in time");
+            return Err(ProtocolError::Peer {
+                peer: remote.to_string(),
+                what: format!(
+                    "sent no Hello within {} s; connection closed",
+                    timeout.as_secs_f64()
+                ),
+            });
+        }
+    };
+    let hello = match frame {
         Ok(Some(frame)) => {
             access::<ArchivedHello>(&frame, &peer).and_then(|h| to_owned::<_, Hello>(h, &peer))
         }

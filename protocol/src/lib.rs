@@ -18,6 +18,8 @@ pub mod framing;
 #[cfg(feature = "transport")]
 pub mod handshake;
 pub mod ipc;
+#[cfg(feature = "transport")]
+pub mod limits;
 pub mod messages;
 #[cfg(feature = "prometheus")]
 pub mod metrics;

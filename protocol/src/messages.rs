@@ -10,6 +10,10 @@
 //! - client -> scheduler: [`Hello`] on a first stream, then one bidirectional
 //!   stream per request: one [`ClientRequest`] frame, answered by
 //!   [`ToClient`] frames ending in a final `Done`/`Error`.
+//!
+//! No message type is recursive (expressions travel as flat node lists, see
+//! `stratus_plan::wire`), so validating a frame never recurses deeper than
+//! the types themselves, whatever a peer sends.
 
 use rkyv::{Archive, Deserialize, Serialize};
 pub use stratus_plan::{

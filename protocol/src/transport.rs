@@ -25,8 +25,9 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((64u32 << 20).into());
     t.send_window(64 << 20);
-    t.max_concurrent_bidi_streams(4096u32.into());
-    t.max_concurrent_uni_streams(4096u32.into());
+    t.max_concurrent_bidi_streams(crate::limits::max_streams_per_connection().into());
+    // No Stratus stream is unidirectional: a peer may open none.
+    t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
 }
 

@@ -14,7 +14,7 @@ use stratus_protocol::scheduler_file::SchedulerFile;
 use stratus_scheduler::metrics::Metrics;
 use stratus_scheduler::runs::RunStore;
 use stratus_scheduler::security::ServerTls;
-use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, Shared};
+use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, ServerLimits, Shared};
 use stratus_scheduler::settings::{split_host_port, Cli, Settings};
 use stratus_scheduler_core::{Config, SchedulerState};
 
@@ -24,10 +24,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    abort_on_panic();
     if let Err(e) = run(cli) {
         eprintln!("stratus-scheduler: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The last line of defence: a panic anywhere (the actor that owns the
+/// state machine included) is logged and aborts the process, so its
+/// supervisor restarts it; never a live process with a dead actor.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        tracing::error!("stratus-scheduler: panic ({info}); aborting");
+        std::process::abort();
+    }));
 }
 
 fn init_logging(verbose: u8) {
@@ -103,6 +116,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .expect("tokio runtime")
     };
     let system = actix_rt::System::with_tokio_rt(runtime);
+    stratus_protocol::limits::set_max_streams_per_connection(settings.max_streams_per_connection);
+    let limits = ServerLimits {
+        connections: stratus_protocol::limits::ConnectionLimits {
+            max_total: settings.max_connections.max(1),
+            max_per_ip: settings.max_connections_per_ip.max(1),
+        },
+        workers: stratus_scheduler_core::outputs::WorkerCeilings {
+            max_threads: settings.max_worker_threads,
+            max_memory: settings.max_worker_memory,
+        },
+    };
     system.block_on(async move {
         let endpoint = stratus_protocol::transport::server_endpoint(bind, tls.server_config()?)?;
         let port = endpoint.local_addr()?.port();
@@ -143,7 +167,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             head_node: head_node.clone(),
         };
         let actor = SchedulerActor::new(state, shared.clone(), identity).start();
-        tokio::spawn(accept_loop(endpoint.clone(), actor.clone(), shared.clone()));
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            actor.clone(),
+            shared.clone(),
+            limits,
+        ));
         let app = stratus_scheduler::http::router(actor, shared);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

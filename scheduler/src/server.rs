@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{self, access, read_frame, send_message, to_owned};
 use stratus_protocol::handshake::{self, Received};
+use stratus_protocol::limits::{ConnectionLimiter, ConnectionLimits};
 use stratus_protocol::messages::PeerRole;
 use stratus_protocol::messages::{
     ArchivedClientRequest, ArchivedFromWorker, ClientRequest, ToClient, ToWorker, WorkerInfo,
@@ -26,6 +27,7 @@ use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::pki::Role;
 use stratus_protocol::tls;
 use stratus_protocol::STRATUS_VERSION;
+use stratus_scheduler_core::outputs::{check_worker_info, WorkerCeilings};
 
 use crate::metrics::Metrics;
 use crate::runs::{RunError, RunStore};
@@ -467,20 +469,43 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Accept connections forever.
+/// Largest client request frame: the largest request is an artifact
+/// (`runs::MAX_ARTIFACT_BYTES`) with its name; nothing needs the 256 MiB a
+/// worker's frames may take.
+pub const MAX_REQUEST_FRAME_BYTES: usize = crate::runs::MAX_ARTIFACT_BYTES + (16 << 20);
+
+/// What the QUIC edge admits: connections, and a worker's claims.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerLimits {
+    pub connections: ConnectionLimits,
+    pub workers: WorkerCeilings,
+}
+
+/// Accept connections forever (within `limits`).
 pub async fn accept_loop(
     endpoint: quinn::Endpoint,
     actor: Addr<SchedulerActor>,
     shared: Arc<Shared>,
+    limits: ServerLimits,
 ) {
+    let limiter = ConnectionLimiter::new(limits.connections);
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let permit = match limiter.admit(remote.ip()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                warn!("refusing a connection from {remote}: {reason}");
+                incoming.refuse();
+                continue;
+            }
+        };
         let actor = actor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let _permit = permit;
             match incoming.await {
                 Ok(conn) => {
-                    if let Err(e) = serve_connection(conn, actor, shared).await {
+                    if let Err(e) = serve_connection(conn, actor, shared, limits.workers).await {
                         warn!("{e}");
                     }
                 }
@@ -494,6 +519,7 @@ async fn serve_connection(
     conn: quinn::Connection,
     actor: Addr<SchedulerActor>,
     shared: Arc<Shared>,
+    ceilings: WorkerCeilings,
 ) -> stratus_protocol::Result<()> {
     let remote = conn.remote_address().to_string();
     // The TLS handshake verified the certificate (our CA, role worker or
@@ -523,6 +549,14 @@ async fn serve_connection(
         warn!("refusing {peer}: {reason}");
         handshake::refuse(&conn, &mut send, &reason, &peer).await?;
         return Ok(());
+    }
+    if let PeerRole::Worker(info) = &hello.role {
+        if let Err(reason) = check_worker_info(info, &ceilings) {
+            let reason = format!("worker '{}' refused: {reason}", info.name);
+            warn!("{peer}: {reason}");
+            handshake::refuse(&conn, &mut send, &reason, &peer).await?;
+            return Ok(());
+        }
     }
     let id = next_id();
     handshake::welcome(&mut send, id, &peer).await?;
@@ -658,17 +692,21 @@ async fn serve_request(
         shared,
     } = session;
     let peer = peer.as_str();
-    let Some(frame) = read_frame(&mut recv, peer).await? else {
+    let Some(frame) = framing::read_frame_limited(&mut recv, peer, MAX_REQUEST_FRAME_BYTES).await?
+    else {
         return Ok(());
     };
-    let body: ClientRequest = match access::<ArchivedClientRequest>(&frame, peer) {
-        Ok(r) => to_owned(r, peer)?,
-        Err(e) => {
-            let _ = send_message(&mut send, &ToClient::Error(e.to_string()), peer).await;
-            let _ = send.finish();
-            return Err(e);
-        }
-    };
+    // A frame that fails validation, or an expression beyond the limits
+    // (checked while deserializing), is answered with the reason.
+    let body: ClientRequest =
+        match access::<ArchivedClientRequest>(&frame, peer).and_then(|r| to_owned(r, peer)) {
+            Ok(body) => body,
+            Err(e) => {
+                let _ = send_message(&mut send, &ToClient::Error(e.to_string()), peer).await;
+                let _ = send.finish();
+                return Err(e);
+            }
+        };
     if matches!(
         body,
         ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. }

@@ -73,6 +73,15 @@ pub struct Settings {
     /// (re-read on SIGHUP).
     #[serde(default)]
     pub tls_deny_serials: Vec<String>,
+    /// Most compute threads a worker may claim at registration.
+    pub max_worker_threads: u32,
+    /// Largest memory limit (bytes) a worker may claim at registration.
+    pub max_worker_memory: u64,
+    /// QUIC connections served at once, in total and per peer IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Concurrent streams a peer may open on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Settings {
@@ -83,7 +92,15 @@ impl Settings {
             .set_default("port", 8786)?
             .set_default("dashboard_address", ":8787")?
             .set_default("heartbeat_timeout", 5.0)?
-            .set_default("data_dir", "stratus-data")?;
+            .set_default("data_dir", "stratus-data")?
+            .set_default("max_worker_threads", 1024)?
+            .set_default("max_worker_memory", 64u64 << 40)?
+            .set_default("max_connections", 4096)?
+            .set_default("max_connections_per_ip", 256)?
+            .set_default(
+                "max_streams_per_connection",
+                stratus_protocol::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            )?;
         if let Some(path) = &cli.config {
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }

@@ -13,6 +13,7 @@ pub mod grafana;
 pub mod http;
 pub mod prometheus;
 pub mod promql;
+pub mod raw;
 
 // Not every test file uses every one of them.
 #[allow(unused_imports)]

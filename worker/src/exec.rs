@@ -227,7 +227,11 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, String> + Send + 'static,
 {
-    tokio::task::spawn_blocking(body)
-        .await
-        .map_err(|e| format!("task panicked: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        // A panic in a task body fails the task, not the worker.
+        let _recoverable = crate::panics::Recoverable::enter();
+        body()
+    })
+    .await
+    .map_err(|e| format!("task panicked: {e}"))?
 }

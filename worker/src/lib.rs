@@ -16,6 +16,7 @@
 pub mod exec;
 pub mod metrics;
 pub mod node;
+pub mod panics;
 pub mod peer;
 pub mod state;
 pub mod store;

@@ -75,12 +75,26 @@ struct Settings {
     /// (re-read on SIGHUP).
     #[serde(default)]
     tls_deny_serials: Vec<String>,
+    /// Connections the peer endpoint serves, in total and per peer address.
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    /// Concurrent streams a peer may open on one connection.
+    max_streams_per_connection: u32,
+    /// Largest result (head rows, group-by answer, file list) a task sends.
+    max_result_bytes: String,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
     let mut builder = config::Config::builder()
         .set_default("memory_limit", "auto")?
-        .set_default("metrics_address", "127.0.0.1:0")?;
+        .set_default("metrics_address", "127.0.0.1:0")?
+        .set_default("max_result_bytes", "64MiB")?
+        .set_default("max_connections", 4096)?
+        .set_default("max_connections_per_ip", 256)?
+        .set_default(
+            "max_streams_per_connection",
+            stratus_protocol::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        )?;
     if let Some(path) = &cli.config {
         builder = builder.add_source(config::File::from(path.as_path()).required(true));
     }
@@ -119,6 +133,7 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    stratus_worker::panics::abort_on_panic();
     if let Err(e) = start(cli) {
         eprintln!("stratus-worker: error: {e:#}");
         std::process::exit(1);
@@ -173,7 +188,18 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         tls: tls.clone(),
         metrics: metrics.clone(),
         metrics_bound: Some(metrics_bound),
+        peer_limits: stratus_worker::peer::PeerLimits {
+            connections: stratus_protocol::limits::ConnectionLimits {
+                max_total: s.max_connections.max(1),
+                max_per_ip: s.max_connections_per_ip.max(1),
+            },
+            max_buffered: memory_limit,
+        },
     };
+    stratus_protocol::limits::set_max_streams_per_connection(s.max_streams_per_connection);
+    stratus_worker::tasks::set_max_result_bytes(
+        parse_bytes(&s.max_result_bytes).map_err(|e| anyhow!("max_result_bytes: {e}"))?,
+    );
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -19,7 +19,8 @@ use tracing::{debug, info};
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::handshake::Introduced;
 use stratus_protocol::messages::{
-    ArchivedToWorker, FromWorker, MailboxKey, PartitionKey, PeerRole, TaskAssignment, WorkerInfo,
+    ArchivedToWorker, FromWorker, MailboxKey, PartitionKey, PeerRole, TaskAssignment, TaskReport,
+    WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::pki::Role;
@@ -32,6 +33,10 @@ use crate::state::{self, Command, Event, WorkerState};
 
 /// Heartbeat interval.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Reports batched into one frame stay under this many bytes (a quarter of
+/// the frame limit) unless a single report is larger.
+const REPORT_BATCH_BYTES: usize = stratus_protocol::framing::MAX_FRAME_BYTES / 4;
 
 /// Something that happened, for the state machine.
 #[derive(Message)]
@@ -167,6 +172,8 @@ pub struct WorkerConfig {
     pub metrics: Arc<WorkerMetrics>,
     /// Where the metrics endpoint listens, if anywhere.
     pub metrics_bound: Option<std::net::SocketAddr>,
+    /// What the peer endpoint admits.
+    pub peer_limits: crate::peer::PeerLimits,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -245,20 +252,40 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         }
     });
     let deliver = deliver_to(actor.clone());
-    tokio::spawn(peers.clone().serve(deliver));
+    tokio::spawn(peers.clone().serve(deliver, config.peer_limits));
 
     // Writer: send heartbeats as they come, and batch reports that queued up.
     let writer_peer = peer.clone();
     let writer = tokio::spawn(async move {
         while let Some(first) = outbox_rx.recv().await {
             let mut reports = Vec::new();
+            let mut batch_bytes = 0usize;
             let mut pending = vec![first];
             while let Ok(more) = outbox_rx.try_recv() {
                 pending.push(more);
             }
             for message in pending {
                 match message {
-                    FromWorker::Reports(mut r) => reports.append(&mut r),
+                    FromWorker::Reports(r) => {
+                        // Big results go in frames of their own, well under the frame limit.
+                        for report in r {
+                            let size = match &report {
+                                TaskReport::Finished { output, .. } => {
+                                    crate::tasks::approx_output_bytes(output)
+                                }
+                                TaskReport::Failed { error, .. } => error.len(),
+                            };
+                            if batch_bytes + size > REPORT_BATCH_BYTES && !reports.is_empty() {
+                                let full = FromWorker::Reports(std::mem::take(&mut reports));
+                                batch_bytes = 0;
+                                if send_message(&mut send, &full, &writer_peer).await.is_err() {
+                                    return;
+                                }
+                            }
+                            batch_bytes += size;
+                            reports.push(report);
+                        }
+                    }
                     heartbeat => {
                         if send_message(&mut send, &heartbeat, &writer_peer)
                             .await

@@ -13,16 +13,27 @@
 //! batches to its state machine (through its actor), which keeps or refuses
 //! them, and answers one byte (or a refusal), so when the sender's task
 //! reports, the data is already in the receiver's mailbox.
+//!
+//! Limits ([`PeerLimits`]): connections in total and per peer address; the
+//! first frame is capped like a `Hello` and due within the `Hello` timeout;
+//! the bytes buffered by all deliveries in progress are reserved against the
+//! memory limit as they arrive, and a delivery that would go over it is
+//! refused with the reason before it is buffered.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use tracing::{debug, warn};
 
-use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
+use stratus_protocol::framing::{
+    access, read_frame_limited, send_message, to_owned, MAX_HELLO_FRAME_BYTES,
+};
+use stratus_protocol::handshake::HELLO_TIMEOUT;
+use stratus_protocol::limits::{ConnectionLimiter, ConnectionLimits};
 use stratus_protocol::messages::{ArchivedPeerPush, MailboxKey, PeerPush, PeerRef};
 use stratus_protocol::netstats::{ConnectionTracker, PeerKind, TrackedConnection};
 use stratus_protocol::pki::Role;
@@ -106,6 +117,50 @@ impl TlsConfigHandle {
     }
 }
 
+/// What a worker's peer endpoint admits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerLimits {
+    pub connections: ConnectionLimits,
+    /// Bytes all deliveries in progress may buffer together (the worker's
+    /// memory limit; 0 = no limit but the per-delivery cap).
+    pub max_buffered: u64,
+}
+
+/// Bytes buffered by deliveries in progress, against a limit.
+struct Buffered {
+    used: AtomicU64,
+    max: u64,
+}
+
+/// Bytes one delivery reserved; given back when dropped.
+struct Reservation<'a> {
+    pool: &'a Buffered,
+    bytes: u64,
+}
+
+impl Reservation<'_> {
+    /// Reserve `more` bytes, or say why not.
+    fn grow(&mut self, more: u64) -> Result<(), String> {
+        let before = self.pool.used.fetch_add(more, Ordering::AcqRel);
+        if self.pool.max > 0 && before + more > self.pool.max {
+            self.pool.used.fetch_sub(more, Ordering::AcqRel);
+            return Err(format!(
+                "deliveries in progress hold {before} bytes; {} more would exceed the memory limit of {}",
+                self.bytes + more,
+                self.pool.max
+            ));
+        }
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A worker's peer endpoint.
 pub struct PeerService {
     endpoint: quinn::Endpoint,
@@ -152,13 +207,28 @@ impl PeerService {
         }))
     }
 
-    /// Accept deliveries forever, handing each to `deliver`.
-    pub async fn serve(self: Arc<Self>, deliver: Deliver) {
+    /// Accept deliveries forever (within `limits`), handing each to `deliver`.
+    pub async fn serve(self: Arc<Self>, deliver: Deliver, limits: PeerLimits) {
+        let limiter = ConnectionLimiter::new(limits.connections);
+        let buffered = Arc::new(Buffered {
+            used: AtomicU64::new(0),
+            max: limits.max_buffered,
+        });
         while let Some(incoming) = self.endpoint.accept().await {
+            let remote = incoming.remote_address();
+            let permit = match limiter.admit(remote.ip()) {
+                Ok(permit) => permit,
+                Err(reason) => {
+                    warn!("refusing a peer connection from {remote}: {reason}");
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let deliver = deliver.clone();
             let tracker = self.tracker.clone();
+            let buffered = buffered.clone();
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
+                let _permit = permit;
                 let conn = match incoming.await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -181,8 +251,9 @@ impl PeerService {
                 while let Ok((send, recv)) = conn.accept_bi().await {
                     let deliver = deliver.clone();
                     let peer = peer.clone();
+                    let buffered = buffered.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = receive(send, recv, deliver, &peer).await {
+                        if let Err(e) = receive(send, recv, deliver, &peer, &buffered).await {
                             warn!("{e}");
                         }
                     });
@@ -273,23 +344,51 @@ async fn receive(
     mut recv: quinn::RecvStream,
     deliver: Deliver,
     peer: &str,
+    buffered: &Buffered,
 ) -> Result<(), ProtocolError> {
-    let Some(frame) = read_frame(&mut recv, peer).await? else {
+    let first = read_frame_limited(&mut recv, peer, MAX_HELLO_FRAME_BYTES);
+    let Some(frame) = tokio::time::timeout(HELLO_TIMEOUT, first)
+        .await
+        .map_err(|_| ProtocolError::Peer {
+            peer: peer.to_string(),
+            what: format!(
+                "sent no delivery header within {} s",
+                HELLO_TIMEOUT.as_secs()
+            ),
+        })??
+    else {
         return Ok(());
     };
     let push: PeerPush = to_owned(access::<ArchivedPeerPush>(&frame, peer)?, peer)?;
     // Collect the stream's chunks, then assemble them once into an aligned
     // buffer (the one copy on the receiving side); decoding is zero-copy.
+    // Every chunk is reserved against the memory limit before it is kept.
+    let mut reservation = Reservation {
+        pool: buffered,
+        bytes: 0,
+    };
     let mut chunks = Vec::new();
     let mut total = 0usize;
     loop {
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
                 total += chunk.bytes.len();
-                if total > MAX_DELIVERY_BYTES {
+                let refused = if total > MAX_DELIVERY_BYTES {
+                    Some(format!("delivery larger than {MAX_DELIVERY_BYTES} bytes"))
+                } else {
+                    reservation.grow(chunk.bytes.len() as u64).err()
+                };
+                if let Some(reason) = refused {
+                    drop(chunks);
+                    let reason =
+                        format!("refused a delivery for job {}: {reason}", push.mailbox.job);
+                    let _ = recv.stop(1u32.into());
+                    let _ = send.write_all(&[0]).await;
+                    let _ = send.write_all(reason.as_bytes()).await;
+                    let _ = send.finish();
                     return Err(ProtocolError::Peer {
                         peer: peer.to_string(),
-                        what: format!("delivery larger than {MAX_DELIVERY_BYTES} bytes"),
+                        what: reason,
                     });
                 }
                 chunks.push(chunk.bytes);
@@ -322,4 +421,49 @@ async fn receive(
     let _ = send.finish();
     let _ = send.stopped().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_in_progress_are_reserved_against_the_limit() {
+        let pool = Buffered {
+            used: AtomicU64::new(0),
+            max: 100,
+        };
+        let mut a = Reservation {
+            pool: &pool,
+            bytes: 0,
+        };
+        a.grow(60).unwrap();
+        let mut b = Reservation {
+            pool: &pool,
+            bytes: 0,
+        };
+        b.grow(30).unwrap();
+        let e = b.grow(20).unwrap_err();
+        assert!(e.contains("memory limit of 100"), "{e}");
+        assert_eq!(
+            pool.used.load(Ordering::Relaxed),
+            90,
+            "a refused chunk is not kept"
+        );
+        drop(a);
+        b.grow(20).unwrap();
+        drop(b);
+        assert_eq!(pool.used.load(Ordering::Relaxed), 0);
+        // No limit: anything goes (the per-delivery cap still applies).
+        let open = Buffered {
+            used: AtomicU64::new(0),
+            max: 0,
+        };
+        Reservation {
+            pool: &open,
+            bytes: 0,
+        }
+        .grow(1 << 40)
+        .unwrap();
+    }
 }

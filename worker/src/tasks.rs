@@ -1,5 +1,14 @@
 //! What each task computes: pure functions over `stratus-engine`, run on a
 //! compute thread. Errors are strings for the client, naming the file at fault.
+//!
+//! Results that travel to the scheduler (head rows, group-by answers, file
+//! lists, footers) are checked against the result limit
+//! ([`set_max_result_bytes`], default [`DEFAULT_MAX_RESULT_BYTES`]) before
+//! they are sent: too large a result fails its task with a message saying
+//! what to ask for instead, rather than tripping the frame limit (which
+//! would cost the worker its connection).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use stratus_engine::scan;
@@ -8,10 +17,74 @@ use stratus_protocol::messages::{
     RangeSource, ReduceOp, StagedFile, Step, TaskOutput, WriteSpec,
 };
 
+/// Default of the largest result a task sends to the scheduler.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 64 << 20;
+
+static MAX_RESULT_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_MAX_RESULT_BYTES);
+
+/// Set the largest result a task may send (setting `max_result_bytes`).
+pub fn set_max_result_bytes(bytes: u64) {
+    MAX_RESULT_BYTES.store(bytes.max(1 << 10), Ordering::Relaxed);
+}
+
+/// The result limit now.
+pub fn max_result_bytes() -> u64 {
+    MAX_RESULT_BYTES.load(Ordering::Relaxed)
+}
+
+/// `Ok` if a result of `bytes` fits the limit; else the error for the client.
+fn within_result_limit(what: &str, bytes: usize, advice: &str) -> Result<(), String> {
+    let limit = max_result_bytes();
+    if bytes as u64 > limit {
+        return Err(format!(
+            "{what} of {bytes} bytes exceeds the result limit of {limit}; {advice}"
+        ));
+    }
+    Ok(())
+}
+
+fn file_ref_bytes(f: &FileRef) -> usize {
+    f.path.len()
+        + 32
+        + f.hive
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+}
+
+/// About how many bytes an output takes in a frame (for batching reports).
+pub fn approx_output_bytes(output: &TaskOutput) -> usize {
+    match output {
+        TaskOutput::Table { ipc, .. } => ipc.len() + 32,
+        TaskOutput::Files(files) => files.iter().map(file_ref_bytes).sum(),
+        TaskOutput::Footers(footers) => footers
+            .iter()
+            .map(|f| file_ref_bytes(&f.file) + f.schema_ipc.len() + 16 * f.row_groups.len() + 32)
+            .sum(),
+        TaskOutput::SortSample {
+            partitions,
+            sample_ipc,
+        } => {
+            sample_ipc.len()
+                + partitions
+                    .iter()
+                    .map(|p| p.bounds_ipc.as_ref().map_or(0, Vec::len) + 32)
+                    .sum::<usize>()
+        }
+        _ => 4 << 10,
+    }
+}
+
 /// Expand a source into its files.
 pub fn list_files(source: &str) -> Result<TaskOutput, String> {
     let files = scan::list_files(source).map_err(|e| e.to_string())?;
-    Ok(TaskOutput::Files(files))
+    let output = TaskOutput::Files(files);
+    within_result_limit(
+        &format!("the file list of '{source}'"),
+        approx_output_bytes(&output),
+        "narrow the path or glob",
+    )?;
+    Ok(output)
 }
 
 /// Read the footers of these files.
@@ -28,7 +101,13 @@ pub fn read_footers(files: &[FileRef]) -> Result<TaskOutput, String> {
             schema_ipc,
         });
     }
-    Ok(TaskOutput::Footers(out))
+    let output = TaskOutput::Footers(out);
+    within_result_limit(
+        &format!("footers of {} files", files.len()),
+        approx_output_bytes(&output),
+        "fewer or larger files",
+    )?;
+    Ok(output)
 }
 
 /// Read a partition into batches and apply the frame's steps.
@@ -79,6 +158,11 @@ pub fn groupby_final(partials: &[RecordBatch], spec: &GroupBySpec) -> Result<Tas
     let rows = result.num_rows() as u64;
     let ipc = stratus_protocol::ipc::encode_batches(&result.schema(), &[result])
         .map_err(|e| e.to_string())?;
+    within_result_limit(
+        &format!("group-by result ({rows} groups)"),
+        ipc.len(),
+        "group by fewer keys, or persist and write the result instead",
+    )?;
     Ok(TaskOutput::Table { rows, ipc })
 }
 
@@ -312,6 +396,11 @@ pub fn head_of(
         });
     };
     let ipc = stratus_protocol::ipc::encode_batches(&schema, &taken).map_err(|e| e.to_string())?;
+    within_result_limit(
+        &format!("head result ({rows} rows)"),
+        ipc.len(),
+        "ask for fewer rows or columns",
+    )?;
     Ok(TaskOutput::Table { rows, ipc })
 }
 
@@ -331,6 +420,25 @@ mod tests {
     use super::*;
     use arrow_array::{Array, ArrayRef, Float64Array, StringArray};
     use std::sync::Arc;
+
+    #[test]
+    fn results_over_the_limit_fail_with_advice() {
+        let limit = max_result_bytes();
+        assert!(within_result_limit("head result (3 rows)", 100, "ask for fewer rows").is_ok());
+        let e = within_result_limit(
+            "head result (9 rows)",
+            limit as usize + 1,
+            "ask for fewer rows",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "head result (9 rows) of {} bytes exceeds the result limit of {limit}; ask for fewer rows",
+                limit + 1
+            )
+        );
+    }
 
     fn table(output: TaskOutput) -> RecordBatch {
         let TaskOutput::Table { ipc, .. } = output else {

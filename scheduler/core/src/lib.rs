@@ -12,6 +12,7 @@
 //! - [`jobs`]: the [`jobs::Job`] trait and one module per job kind;
 //! - [`state`]: the machine that routes events to the cluster, frames and jobs;
 //! - [`invariants`]: [`SchedulerState::check_invariants`], run by the tests after every event;
+//! - [`outputs`]: checks of worker outputs against their tasks, and of a worker's claims;
 //! - [`planning`]: Parquet footers to partitions;
 //! - [`activity`]: requests with their steps, and the task stream.
 
@@ -22,6 +23,7 @@ pub mod frames;
 pub mod ids;
 pub mod invariants;
 pub mod jobs;
+pub mod outputs;
 pub mod planning;
 pub mod requests;
 pub mod state;

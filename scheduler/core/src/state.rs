@@ -149,14 +149,19 @@ impl SchedulerState {
             } => {
                 if let Some(w) = self.cluster.worker_mut(worker) {
                     w.last_seen = now;
-                    w.memory_used = memory_used;
+                    w.memory_used = memory_used.min(crate::outputs::MAX_REPORTED_MEMORY);
                 }
             }
             Event::TaskReports { worker, reports } => {
                 if let Some(w) = self.cluster.worker_mut(worker) {
                     w.last_seen = now;
                 }
+                let known = self.cluster.worker(worker).is_some();
                 for report in reports {
+                    // A worker disconnected for an invalid output says nothing more.
+                    if known && self.cluster.worker(worker).is_none() {
+                        break;
+                    }
                     self.on_report(worker, report, &mut out);
                     self.tell_changed_frames(&mut out);
                 }
@@ -421,7 +426,26 @@ impl SchedulerState {
             .worker(worker)
             .map(|w| w.info.name.clone())
             .unwrap_or_default();
-        let task = self.cluster.remove(id).expect("task present");
+        // An output is checked against its task before any job reads it; a
+        // worker that sends a malformed one is disconnected and its tasks
+        // (this one included) run elsewhere.
+        if let (Ok(output), Some(task)) = (&result, self.cluster.task(id)) {
+            if let Err(field) = crate::outputs::check_output(&task.kind, output) {
+                let reason = format!(
+                    "worker '{name}' sent an invalid output for task {id} ({}): {field}",
+                    task.kind.label()
+                );
+                out.push(Command::DisconnectWorker {
+                    worker,
+                    reason: reason.clone(),
+                });
+                self.remove_worker(worker, &reason, out);
+                return;
+            }
+        }
+        let Some(task) = self.cluster.remove(id) else {
+            return;
+        };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.record_task(id, &task, &name, outcome);
         match result {

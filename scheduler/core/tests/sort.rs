@@ -332,7 +332,7 @@ fn a_name_a_running_sort_will_create_is_refused_to_persist_and_to_other_sorts() 
 }
 
 #[test]
-fn a_range_the_sort_did_not_ask_for_fails_the_sort_clearly() {
+fn a_range_the_sort_did_not_ask_for_disconnects_the_worker() {
     let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
     sim.persisted_frame(1, "t", 4);
     sim.request(2, sort(Some("s")));
@@ -351,7 +351,49 @@ fn a_range_the_sort_did_not_ask_for_fails_the_sort_clearly() {
     };
     let bogus = TaskOutput::LoadedMany(vec![(PartitionKey { frame, index: 9999 }, 1, 1)]);
     let cmds = sim.finish(w, id, bogus);
-    let error = expect_error(&cmds, 2);
-    assert!(error.contains("did not ask for"), "{error}");
+    // The output is checked against its task before the sort reads it.
+    let reason = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::DisconnectWorker { worker, reason } if *worker == w => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the worker is disconnected");
+    assert!(
+        reason.contains("not a partition the task asked for"),
+        "{reason}"
+    );
+    assert!(sim.state.workers().all(|x| x.id != w));
+    assert!(sim.list(3).iter().all(|f| f.name != "s"));
+}
+
+#[test]
+fn sample_bounds_without_a_max_column_fail_the_sort_without_a_panic() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(Some("s")));
+    let mut seen = Vec::new();
+    for (w, id, kind) in sim.running_where(is_sample) {
+        let TaskOutput::SortSample {
+            mut partitions,
+            sample_ipc,
+        } = sample_answer(&kind, &|_| (0.0, 100.0))
+        else {
+            unreachable!()
+        };
+        for p in &mut partitions {
+            p.bounds_ipc = Some(ipc_of(vec![("min", vec![0.0])]));
+        }
+        seen.extend(sim.finish(
+            w,
+            id,
+            TaskOutput::SortSample {
+                partitions,
+                sample_ipc,
+            },
+        ));
+    }
+    let error = expect_error(&seen, 2);
+    assert!(error.contains("not min and max"), "{error}");
     assert!(sim.list(3).iter().all(|f| f.name != "s"));
 }

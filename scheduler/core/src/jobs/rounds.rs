@@ -204,5 +204,6 @@ pub fn decode_column(ipc: &[u8]) -> Option<arrow_array::ArrayRef> {
     }
     let (_, batches) =
         stratus_protocol::ipc::decode_batches(arrow_buffer::Buffer::from(ipc)).ok()?;
-    batches.first().map(|b| b.column(0).clone())
+    // A batch from a worker may have no column at all: no panic.
+    batches.first().and_then(|b| b.columns().first().cloned())
 }

@@ -203,6 +203,12 @@ impl Sort {
                             )
                             .map_err(|e| e.to_string())?;
                             let b = batches.first().ok_or("sort: empty bounds")?;
+                            if b.num_columns() != 2 {
+                                return Err(format!(
+                                    "sort: bounds of partition {i} have {} columns, not min and max",
+                                    b.num_columns()
+                                ));
+                            }
                             Some((b.column(0).clone(), b.column(1).clone()))
                         }
                         None => None,
