@@ -20,6 +20,10 @@ pub struct SchedulerFile {
     pub head_node: String,
     pub version: String,
     pub pid: u32,
+    /// Bearer token the dashboard, its APIs and `/metrics` require, when the
+    /// scheduler has one (`Authorization: Bearer TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_token: Option<String>,
 }
 
 impl SchedulerFile {
