@@ -42,6 +42,29 @@ pub struct LocalOptions {
     /// The scheduler's data directory (runs); `None` = inside the cluster's
     /// temporary directory, gone when it stops.
     pub data_dir: Option<PathBuf>,
+    /// The directories the workers may read and write (`--data-root`);
+    /// `None` = [`default_data_roots`].
+    pub data_roots: Option<Vec<PathBuf>>,
+}
+
+/// The data roots of `stratus local`'s workers unless told otherwise:
+/// `STRATUS_DATA_ROOTS` when set, else the current directory and the system
+/// temporary directory (`std::env::temp_dir()`, so `TMPDIR` counts).
+pub fn default_data_roots() -> Vec<PathBuf> {
+    if let Some(list) = std::env::var_os("STRATUS_DATA_ROOTS").filter(|l| !l.is_empty()) {
+        let roots: Vec<PathBuf> = std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !roots.is_empty() {
+            return roots;
+        }
+    }
+    let mut roots = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(std::env::temp_dir());
+    roots
 }
 
 impl Default for LocalOptions {
@@ -55,6 +78,7 @@ impl Default for LocalOptions {
             scheduler_file: None,
             inherit_logs: false,
             data_dir: None,
+            data_roots: None,
         }
     }
 }
@@ -97,6 +121,8 @@ struct WorkerSpec {
     threads: u32,
     memory_limit: u64,
     inherit_logs: bool,
+    /// Absolute: the workers' current directory is ours, but say it plainly.
+    data_roots: Vec<PathBuf>,
 }
 
 /// One of the `--workers` places: its current process, and its deaths.
@@ -232,6 +258,13 @@ impl LocalCluster {
                 threads: options.threads_per_worker,
                 memory_limit: 0,
                 inherit_logs: options.inherit_logs,
+                data_roots: options
+                    .data_roots
+                    .clone()
+                    .unwrap_or_else(default_data_roots)
+                    .into_iter()
+                    .map(|root| std::path::absolute(&root).unwrap_or(root))
+                    .collect(),
             },
             run_dir: run_dir.clone(),
             scheduler_file: None,
@@ -327,6 +360,9 @@ impl LocalCluster {
             .args(["--nthreads", &spec.threads.to_string()])
             .args(["--memory-limit", &spec.memory_limit.to_string()])
             .args(["--name", name]);
+        for root in &spec.data_roots {
+            cmd.arg("--data-root").arg(root);
+        }
         // Our own STRATUS_SCHEDULER must not override the file.
         cmd.env_remove("STRATUS_SCHEDULER");
         cmd.spawn()

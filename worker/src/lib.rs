@@ -11,12 +11,14 @@
 //! - [`node`]: the actix actor that feeds the state machine and carries out
 //!   its commands, and the QUIC edge to the scheduler;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
+//! - [`roots`]: the data roots, the only directories tasks read and write;
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
 pub mod exec;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod roots;
 pub mod state;
 pub mod store;
 pub mod tasks;

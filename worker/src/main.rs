@@ -44,6 +44,11 @@ struct Cli {
     /// 127.0.0.1:0, a free port, so workers on one host never collide).
     #[arg(long)]
     metrics_address: Option<String>,
+    /// A directory tasks may read and write below (repeatable; default
+    /// none: no file is read or written until one is given). Also
+    /// `STRATUS_DATA_ROOTS=DIR1:DIR2` or `data_roots` in the settings.
+    #[arg(long = "data-root", value_name = "DIR")]
+    data_roots: Vec<PathBuf>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -60,6 +65,10 @@ struct Settings {
     memory_limit: String,
     name: Option<String>,
     metrics_address: String,
+    /// Directories tasks may read and write (flags and STRATUS_DATA_ROOTS
+    /// take precedence).
+    #[serde(default)]
+    data_roots: Vec<PathBuf>,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
@@ -130,6 +139,21 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
+    let roots = stratus_worker::roots::configured(
+        &cli.data_roots,
+        std::env::var("STRATUS_DATA_ROOTS").ok().as_deref(),
+        &s.data_roots,
+    );
+    let data_roots =
+        stratus_worker::roots::DataRoots::new(&roots).map_err(|e| anyhow!("--data-root: {e}"))?;
+    if data_roots.roots().is_empty() {
+        tracing::warn!(
+            "no data roots: this worker reads and writes no files (every file request fails); {}",
+            stratus_worker::roots::HOW
+        );
+    } else {
+        tracing::info!("data roots: {}", data_roots.describe());
+    }
     let metrics_bind: SocketAddr = s.metrics_address.parse().map_err(|e| {
         anyhow!(
             "--metrics-address '{}': expected HOST:PORT with an IP address: {e}",
@@ -152,6 +176,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         ca_pem: target.ca_pem,
         metrics: metrics.clone(),
         metrics_bound: Some(metrics_bound),
+        data_roots: Arc::new(data_roots),
     };
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
