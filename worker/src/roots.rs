@@ -149,7 +149,8 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
                 return Ok(append_lexically(canonical, missing.iter().rev()));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let (Some(parent), Some(last)) = (existing.parent(), existing.components().last())
+                let (Some(parent), Some(last)) =
+                    (existing.parent(), existing.components().next_back())
                 else {
                     return Err(e);
                 };
