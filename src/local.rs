@@ -345,6 +345,12 @@ impl LocalCluster {
         }
         if let Some(path) = &options.scheduler_file {
             file.write(path)?;
+            if file.dashboard_token.is_some() {
+                // It holds the dashboard's token: its owner's only.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} private", path.display()))?;
+            }
             cluster.scheduler_file = Some(path.clone());
         }
         Ok(cluster)
