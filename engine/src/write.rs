@@ -1098,6 +1098,65 @@ mod tests {
     }
 
     #[test]
+    fn only_a_stratus_dataset_may_be_overwritten() {
+        let dir = std::env::temp_dir().join(format!("stratus-notds-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let make = |files: &[&str]| {
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            for f in files {
+                let p = dir.join(f);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, b"x").unwrap();
+            }
+        };
+        // Ours: committed (_SUCCESS), or only what writes leave.
+        make(&["_SUCCESS", "anything.txt"]);
+        assert_eq!(not_a_dataset(&dir).unwrap(), None);
+        make(&[
+            "year=2008/month=1/part-00000.snappy.parquet",
+            "part-00001.snappy.parquet",
+            "_temporary/job-1/year=2009/.part-00002.snappy.parquet.1-2-3.inprogress",
+            "_temporary/job-1/.created-destination",
+        ]);
+        assert_eq!(not_a_dataset(&dir).unwrap(), None);
+        // Not ours: anything else, named.
+        for bad in [
+            "notes.txt",
+            "year=2008/notes.txt",
+            "data/part-0.parquet",
+            "_other/x",
+            ".hidden",
+        ] {
+            make(&["year=2008/part-00000.snappy.parquet", bad]);
+            let why = not_a_dataset(&dir).unwrap().expect(bad);
+            assert!(why.contains(bad.split('/').next().unwrap()), "{bad}: {why}");
+        }
+        // A symbolic link is never ours, wherever it leads.
+        make(&["year=2008/part-00000.snappy.parquet"]);
+        std::os::unix::fs::symlink(std::env::temp_dir(), dir.join("year=2009")).unwrap();
+        let why = not_a_dataset(&dir).unwrap().unwrap();
+        assert!(why.contains("symbolic link"), "{why}");
+        // And check_destination refuses the overwrite, naming the directory.
+        make(&["keep.txt"]);
+        let opts = WriteOptions {
+            dest: dir.clone(),
+            partition_by: vec![],
+            job_id: "j".into(),
+            overwrite: true,
+        };
+        let e = check_destination(&opts).unwrap_err().to_string();
+        assert!(
+            e.contains(&dir.display().to_string())
+                && e.contains("keep.txt")
+                && e.contains("not a Stratus dataset"),
+            "{e}"
+        );
+        assert!(dir.join("keep.txt").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn whole_batches_and_reordered_slices_keep_input_order() {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let dest = std::env::temp_dir().join(format!("stratus-write-unit-{}", std::process::id()));
