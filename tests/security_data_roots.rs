@@ -162,6 +162,35 @@ fn reads_and_writes_outside_the_data_roots_fail_and_the_cluster_answers_on() {
     );
     still_answers(&local);
 
+    // A "dataset" whose staging directory is a link to outside: writing
+    // through it is refused, and nothing appears outside.
+    let trap = root_dir.join("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::fs::write(trap.join("_SUCCESS"), b"").unwrap();
+    std::os::unix::fs::symlink(&outside_dir, trap.join("_temporary")).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&outside_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let e = refused(
+        &local,
+        &["write", "isd", &trap.display().to_string(), "--overwrite"],
+    );
+    assert!(e.contains("_temporary") && e.contains("outside"), "{e}");
+    let after: Vec<_> = std::fs::read_dir(&outside_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        before,
+        after,
+        "a refused write touched {}",
+        outside_dir.display()
+    );
+    still_answers(&local);
+
     // Inside the roots all of it works: a write, then its overwrite.
     let out = root_dir.join("out");
     let out_str = out.display().to_string();

@@ -137,8 +137,11 @@ impl Settings {
     /// Refuse settings that cannot work, naming the setting.
     fn check(&self) -> Result<(), String> {
         if let Some(token) = &self.dashboard_token {
-            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err("dashboard_token (--dashboard-token, STRATUS_DASHBOARD_TOKEN): use at least 16 characters without spaces (e.g. `openssl rand -hex 32`)".into());
+            // It travels in a header and a cookie: a safe alphabet (hex and
+            // base64 fit).
+            let safe = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+            if token.len() < 16 || !token.chars().all(safe) {
+                return Err("dashboard_token (--dashboard-token, STRATUS_DASHBOARD_TOKEN): use at least 16 letters, digits or -._~+/= (e.g. `openssl rand -hex 32`)".into());
             }
         }
         if !(self.dashboard_header_timeout.is_finite() && self.dashboard_header_timeout > 0.0) {

@@ -127,10 +127,46 @@ fn write_options(spec: &WriteSpec) -> stratus_engine::write::WriteOptions {
     }
 }
 
-/// The destination of a write, checked against the data roots.
+/// The destination of a write, checked against the data roots: the
+/// destination itself (exactly the path the engine writes to), and the
+/// job's staging directory `DEST/_temporary/<job>`, which must resolve
+/// inside the roots too and hold no symbolic link (a link planted there
+/// would lead the staged files, or their removal, elsewhere).
 fn check_dest(roots: &DataRoots, spec: &WriteSpec) -> Result<(), String> {
-    // Exactly the path the engine writes to.
-    roots.check(Path::new(&spec.dest)).map(|_| ())
+    let dest = Path::new(&spec.dest);
+    roots.check(dest)?;
+    let staging = dest.join(stratus_engine::write::TEMPORARY_DIR);
+    roots.check(&staging)?;
+    let job_dir = staging.join(&spec.job_id);
+    roots.check(&job_dir)?;
+    no_links_below(&job_dir, 0)
+}
+
+/// Refuse a symbolic link anywhere below `dir` (if it exists), without
+/// following any.
+fn no_links_below(dir: &Path, depth: usize) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    if depth > 64 {
+        return Err(format!("{} is nested too deep", dir.display()));
+    }
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "{} is a symbolic link in a write's staging directory; refusing to write through it",
+                path.display()
+            ));
+        }
+        if meta.is_dir() {
+            no_links_below(&path, depth + 1)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuse an existing destination (unless overwriting a Stratus dataset).
