@@ -42,6 +42,29 @@ pub struct LocalOptions {
     /// The scheduler's data directory (runs); `None` = inside the cluster's
     /// temporary directory, gone when it stops.
     pub data_dir: Option<PathBuf>,
+    /// The directories the workers may read and write (`--data-root`);
+    /// `None` = [`default_data_roots`].
+    pub data_roots: Option<Vec<PathBuf>>,
+}
+
+/// The data roots of `stratus local`'s workers unless told otherwise:
+/// `STRATUS_DATA_ROOTS` when set, else the current directory and the system
+/// temporary directory (`std::env::temp_dir()`, so `TMPDIR` counts).
+pub fn default_data_roots() -> Vec<PathBuf> {
+    if let Some(list) = std::env::var_os("STRATUS_DATA_ROOTS").filter(|l| !l.is_empty()) {
+        let roots: Vec<PathBuf> = std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !roots.is_empty() {
+            return roots;
+        }
+    }
+    let mut roots = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(std::env::temp_dir());
+    roots
 }
 
 impl Default for LocalOptions {
@@ -55,6 +78,7 @@ impl Default for LocalOptions {
             scheduler_file: None,
             inherit_logs: false,
             data_dir: None,
+            data_roots: None,
         }
     }
 }
@@ -102,6 +126,8 @@ struct WorkerSpec {
     /// `cert_dir`. `None` only before the scheduler is ready.
     ca: Option<stratus_protocol::pki::CertificateAuthority>,
     cert_dir: PathBuf,
+    /// Absolute: the workers' current directory is ours, but say it plainly.
+    data_roots: Vec<PathBuf>,
 }
 
 /// One of the `--workers` places: its current process, and its deaths.
@@ -243,6 +269,13 @@ impl LocalCluster {
                 inherit_logs: options.inherit_logs,
                 ca: None,
                 cert_dir: run_dir.join("tls"),
+                data_roots: options
+                    .data_roots
+                    .clone()
+                    .unwrap_or_else(default_data_roots)
+                    .into_iter()
+                    .map(|root| std::path::absolute(&root).unwrap_or(root))
+                    .collect(),
             },
             run_dir: run_dir.clone(),
             scheduler_file: None,
@@ -347,6 +380,9 @@ impl LocalCluster {
             .args(["--nthreads", &spec.threads.to_string()])
             .args(["--memory-limit", &spec.memory_limit.to_string()])
             .args(["--name", name]);
+        for root in &spec.data_roots {
+            cmd.arg("--data-root").arg(root);
+        }
         if let Some(ca) = &spec.ca {
             // A worker certificate of the worker's own name: peers check it.
             let pair = ca.issue(&stratus_protocol::pki::IssueSpec {

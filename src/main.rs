@@ -191,6 +191,11 @@ enum Cmd {
         /// worker stays lost, its partitions rebuilt on the others.
         #[arg(long)]
         no_nanny: bool,
+        /// A directory the workers may read and write below (repeatable;
+        /// default: STRATUS_DATA_ROOTS, else the current directory and the
+        /// system temporary directory).
+        #[arg(long = "data-root", value_name = "DIR")]
+        data_roots: Vec<PathBuf>,
     },
     /// The cluster's certificate authority and the certificates it issues.
     Certs {
@@ -620,6 +625,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dashboard_address,
             data_dir,
             no_nanny,
+            data_roots,
         } => {
             let options = LocalOptions {
                 workers: *workers,
@@ -634,6 +640,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 scheduler_file: cli.scheduler_file.clone(),
                 inherit_logs: true,
                 data_dir: Some(data_dir.clone()),
+                data_roots: (!data_roots.is_empty()).then(|| data_roots.clone()),
             };
             let mut cluster = LocalCluster::start(&options).await?;
             println!("scheduler {}", cluster.target.address);
@@ -830,10 +837,16 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
         .to_string();
 
     let start = Instant::now();
+    // The workers read the data and write next to it, wherever it is.
+    let mut data_roots = stratus::local::default_data_roots();
+    if let Some(parent) = std::path::Path::new(&source).parent() {
+        data_roots.push(parent.to_path_buf());
+    }
     let cluster = LocalCluster::start(&LocalOptions {
         workers,
         threads_per_worker,
         data_dir: Some(options.data_dir.clone()),
+        data_roots: Some(data_roots),
         ..LocalOptions::default()
     })
     .await?;

@@ -565,3 +565,60 @@ fn dashboard_shows_workers_and_jobs_live_in_headless_chromium() {
         browser.page_errors
     );
 }
+
+/// The page's own scripts, styles and requests work under its
+/// Content-Security-Policy, behind a dashboard token: the browser opens
+/// `/?token=TOKEN` once, gets the HttpOnly cookie (its scripts can not read
+/// it), and the page's fetch and event stream carry it by themselves.
+#[test]
+fn the_dashboard_works_behind_a_token_and_under_its_csp_in_headless_chromium() {
+    const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
+    let local = start_local_env(1, &[], &[("STRATUS_DASHBOARD_TOKEN", TOKEN)]);
+    let url = local.dashboard();
+    assert_eq!(local.scheduler_file()["dashboard_token"], TOKEN);
+    assert_eq!(try_get(&format!("{url}api/dashboard")).unwrap().status, 401);
+    // Some tasks, so that the legend's colour swatches (styled by script)
+    // are drawn.
+    ok(&local.file, &["persist", &fixture(), "--as", "isd"]);
+
+    let mut browser = Browser::launch(1200, 900);
+    // Installed before any page script runs: every CSP violation is kept.
+    browser.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', \
+            (e) => window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || '') + ' ' + (e.sourceFile || '') + ':' + e.lineNumber));"}),
+    );
+    browser.navigate(&format!("{url}?token={TOKEN}"));
+    let page = wait_for_page(
+        &mut browser,
+        Duration::from_secs(30),
+        "the worker on a live connection",
+        |page| {
+            page["connection"] == "live"
+                && names(page, "workers").contains(&"local-0".to_string())
+                && page["stream_tasks"].as_u64().unwrap_or(0) > 0
+        },
+    );
+    assert_eq!(page["total_workers"], "1", "{page:#}");
+    let location = browser.evaluate("location.pathname + location.search");
+    assert_eq!(location, "/", "the token stays in the address bar");
+    assert_eq!(
+        browser.evaluate("document.cookie"),
+        "",
+        "the cookie is readable by scripts"
+    );
+    let swatch = browser.evaluate(
+        "(() => { const s = document.querySelector('.swatch'); return s ? s.style.background : null; })()",
+    );
+    assert!(
+        swatch.as_str().is_some_and(|b| !b.is_empty()),
+        "the legend's swatches have no colour: {swatch}"
+    );
+    let violations = browser.evaluate("JSON.stringify(window.__csp)");
+    assert_eq!(violations, "[]", "CSP violations");
+    assert!(
+        browser.page_errors.is_empty(),
+        "the page raised errors: {:?}",
+        browser.page_errors
+    );
+}

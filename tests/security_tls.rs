@@ -179,6 +179,8 @@ impl IssuedCluster {
                 .arg("--tls-key")
                 .arg(&key)
                 .args(["--nthreads", "1", "--memory-limit", "2GiB"])
+                .arg("--data-root")
+                .arg(env!("CARGO_MANIFEST_DIR"))
                 .env_remove("STRATUS_SCHEDULER_FILE")
                 .stderr(
                     std::fs::File::create(cluster.dir.path().join(format!("{name}.log"))).unwrap(),
@@ -558,12 +560,15 @@ fn a_cluster_of_issued_certificates_lets_no_stranger_in() {
         assert!(!admitted, "{what} got a peer connection to {peer}");
     }
     // Legitimate peer links still work: a group-by exchanges partials.
+    let o = cluster.as_client(&pki, "admin", &["persist", &fixture(), "--as", "isd"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = cluster.as_client(
         &pki,
         "admin",
-        &["groupby", &fixture(), "--by", "year", "--agg", "count"],
+        &["groupby", "isd", "--by", "year", "--agg", "count"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2019"), "{}", stdout(&o));
     cluster.still_answers(&pki);
 
     // 7. A leaked certificate: on the deny-list, then SIGHUP.
@@ -739,6 +744,8 @@ fn a_zero_set_up_cluster_keeps_its_ca_and_guards_its_scheduler_file() {
         .arg("--tls-key")
         .arg(tls_dir.join("far-away.key"))
         .args(["--nthreads", "1", "--memory-limit", "1GiB"])
+        .arg("--data-root")
+        .arg(env!("CARGO_MANIFEST_DIR"))
         .env_remove("STRATUS_SCHEDULER_FILE")
         .stderr(Stdio::null())
         .spawn()

@@ -68,6 +68,20 @@ pub struct FileFooter {
 /// are walked like bare directories). Sorted by path in natural order (`month=2` before
 /// `month=10`). Errors if nothing matches or the path does not exist.
 pub fn list_files(source: &str) -> Result<Vec<FileRef>> {
+    list_files_guarded(source, &|_| Ok(()))
+}
+
+/// A check of a path before it is listed, opened or examined (a worker's
+/// data roots): an error stops the listing with that error.
+pub type Guard<'a> = &'a dyn Fn(&Path) -> Result<()>;
+
+/// [`list_files`], calling `guard` on every path before it is examined:
+/// the source, every directory before it is listed, every symbolic link
+/// before it is followed, every glob match before it is used. A glob is
+/// expanded here component by component (not by the `glob` crate), so that
+/// no directory is listed before `guard` allowed it; `..` after a wildcard
+/// is refused.
+pub fn list_files_guarded(source: &str, guard: Guard<'_>) -> Result<Vec<FileRef>> {
     if source.trim().is_empty() {
         return Err(EngineError::Argument("empty source path".into()));
     }
@@ -83,26 +97,22 @@ pub fn list_files(source: &str) -> Result<Vec<FileRef>> {
     let mut paths: Vec<PathBuf> = Vec::new();
     if has_glob_meta(source) {
         let base = glob_base(source);
-        let entries = glob::glob(source).map_err(|e| EngineError::BadPattern {
-            pattern: source.to_string(),
-            reason: e.to_string(),
-        })?;
-        for entry in entries {
-            let p = entry.map_err(|e| {
-                let path = e.path().display().to_string();
-                EngineError::io(path, e.into())
-            })?;
+        let mut matched = Vec::new();
+        expand_glob(source, guard, &mut matched)?;
+        for p in matched {
             if is_hidden_below(&p, &base) {
                 continue;
             }
+            guard(&p)?;
             if p.is_dir() {
-                walk_dir(&p, 0, &mut paths)?;
+                walk_dir(&p, 0, &mut paths, guard)?;
             } else if p.is_file() {
                 paths.push(p);
             }
         }
     } else {
         let p = Path::new(source);
+        guard(p)?;
         let meta = fs::metadata(p).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 EngineError::NotFound {
@@ -113,7 +123,7 @@ pub fn list_files(source: &str) -> Result<Vec<FileRef>> {
             }
         })?;
         if meta.is_dir() {
-            walk_dir(p, 0, &mut paths)?;
+            walk_dir(p, 0, &mut paths, guard)?;
         } else {
             paths.push(p.to_path_buf());
         }
@@ -144,6 +154,121 @@ pub fn list_files(source: &str) -> Result<Vec<FileRef>> {
     }
     files.sort_by(|a, b| natural_cmp(&a.path, &b.path));
     Ok(files)
+}
+
+/// Expand a glob pattern into the paths it matches (files and directories),
+/// listing a directory only after `guard` allowed it. `*`, `?` and `[...]`
+/// match within one path component, `**` any number of directories.
+fn expand_glob(pattern: &str, guard: Guard<'_>, out: &mut Vec<PathBuf>) -> Result<()> {
+    let bad = |reason: String| EngineError::BadPattern {
+        pattern: pattern.to_string(),
+        reason,
+    };
+    let base = glob_base(pattern);
+    let mut parts = Vec::new();
+    for c in Path::new(pattern)
+        .components()
+        .skip(base.components().count())
+    {
+        let part = c.as_os_str().to_string_lossy();
+        if part == ".." {
+            return Err(bad("'..' after a wildcard is not allowed".into()));
+        }
+        if part == "**" {
+            parts.push(None);
+        } else {
+            parts.push(Some(
+                glob::Pattern::new(&part).map_err(|e| bad(e.to_string()))?,
+            ));
+        }
+    }
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    expand_parts(&base, &parts, 0, guard, out)?;
+    out.sort();
+    out.dedup();
+    Ok(())
+}
+
+fn expand_parts(
+    dir: &Path,
+    parts: &[Option<glob::Pattern>],
+    depth: usize,
+    guard: Guard<'_>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let Some((first, rest)) = parts.split_first() else {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    };
+    if depth > MAX_DEPTH {
+        return Err(EngineError::Invalid {
+            path: dir.display().to_string(),
+            reason: format!("directories nested deeper than {MAX_DEPTH} levels (symlink loop?)"),
+        });
+    }
+    guard(dir)?;
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let mut entries = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            for entry in rd {
+                let entry = entry.map_err(|e| EngineError::io(dir.display().to_string(), e))?;
+                entries.push(entry.path());
+            }
+        }
+        // As the glob crate does: a missing or unreadable directory matches
+        // nothing.
+        Err(_) => return Ok(()),
+    }
+    entries.sort();
+    match first {
+        // `**`: this directory itself, then every directory below.
+        None => {
+            expand_parts(dir, rest, depth + 1, guard, out)?;
+            for p in entries {
+                if is_dir_guarded(&p, guard)? {
+                    expand_parts(&p, parts, depth + 1, guard, out)?;
+                }
+            }
+        }
+        Some(pattern) => {
+            for p in entries {
+                let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if !pattern.matches_with(name, options) {
+                    continue;
+                }
+                if rest.is_empty() {
+                    out.push(p);
+                } else if is_dir_guarded(&p, guard)? {
+                    expand_parts(&p, rest, depth + 1, guard, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is a directory, following a symbolic link only once `guard`
+/// allowed it.
+fn is_dir_guarded(p: &Path, guard: Guard<'_>) -> Result<bool> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            guard(p)?;
+            Ok(p.is_dir())
+        }
+        Ok(m) => Ok(m.is_dir()),
+        Err(_) => Ok(false),
+    }
 }
 
 fn has_glob_meta(s: &str) -> bool {
@@ -185,13 +310,14 @@ fn is_hidden_below(p: &Path, base: &Path) -> bool {
     comps.into_iter().any(is_hidden_name)
 }
 
-fn walk_dir(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+fn walk_dir(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, guard: Guard<'_>) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(EngineError::Invalid {
             path: dir.display().to_string(),
             reason: format!("directories nested deeper than {MAX_DEPTH} levels (symlink loop?)"),
         });
     }
+    guard(dir)?;
     let rd = fs::read_dir(dir).map_err(|e| EngineError::io(dir.display().to_string(), e))?;
     let mut entries = Vec::new();
     for entry in rd {
@@ -206,12 +332,16 @@ fn walk_dir(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
         if is_hidden_name(name) {
             continue;
         }
-        // Follow symlinks; a dangling link is skipped.
+        // Follow symlinks (once the guard allowed where they lead); a
+        // dangling link is skipped.
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            guard(&p)?;
+        }
         let Ok(meta) = fs::metadata(&p) else {
             continue;
         };
         if meta.is_dir() {
-            walk_dir(&p, depth + 1, out)?;
+            walk_dir(&p, depth + 1, out, guard)?;
         } else if meta.is_file() && name.ends_with(".parquet") {
             out.push(p);
         }

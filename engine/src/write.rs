@@ -155,8 +155,14 @@ pub fn check_destination(opts: &WriteOptions) -> Result<()> {
         )));
     }
     let names = dir_names(&opts.dest, dest)?;
-    if names.is_empty() || opts.overwrite {
+    if names.is_empty() {
         return Ok(());
+    }
+    if opts.overwrite {
+        return match not_a_dataset(&opts.dest)? {
+            None => Ok(()),
+            Some(why) => Err(refuse_overwrite(dest, &why)),
+        };
     }
     if names.iter().all(|n| n == TEMPORARY_DIR) {
         return Err(EngineError::Argument(format!(
@@ -172,6 +178,67 @@ pub fn check_destination(opts: &WriteOptions) -> Result<()> {
     Err(EngineError::Argument(format!(
         "destination '{dest}' {what}; pass --overwrite to replace it"
     )))
+}
+
+fn refuse_overwrite(dest: &str, why: &str) -> EngineError {
+    EngineError::Argument(format!(
+        "--overwrite refused: '{dest}' is not a Stratus dataset ({why}); --overwrite replaces only a directory holding {SUCCESS_MARKER} or only files a Stratus write leaves (key=value/ directories, part-*.parquet files, {TEMPORARY_DIR}/); remove it yourself or choose another destination"
+    ))
+}
+
+/// Whether `dir` is a dataset a write may replace: `None` when it holds
+/// `_SUCCESS` (a dataset Stratus, Spark or Hadoop committed), or only what
+/// a Stratus write leaves (`_temporary/`, hive `key=value/` directories and
+/// `part-*.parquet` files, and the hidden `.part-*.inprogress` names of a
+/// write that died); else what is there that Stratus did not write. A
+/// symbolic link anywhere is never Stratus' own. Reads directory entries
+/// only (`symlink_metadata`), never follows links.
+pub fn not_a_dataset(dir: &Path) -> Result<Option<String>> {
+    let shown = dir.display().to_string();
+    let names = dir_names(dir, &shown)?;
+    if names.iter().any(|n| n == SUCCESS_MARKER) {
+        return Ok(None);
+    }
+    fn walk(dir: &Path, top: bool, staging: bool, depth: usize) -> Result<Option<String>> {
+        if depth > 64 {
+            return Ok(Some(format!("{} is nested too deep", dir.display())));
+        }
+        let shown = dir.display().to_string();
+        for name in dir_names(dir, &shown)? {
+            let p = dir.join(&name);
+            let meta = fs::symlink_metadata(&p)
+                .map_err(|e| EngineError::io(p.display().to_string(), e))?;
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                return Ok(Some(format!("{} is a symbolic link", p.display())));
+            }
+            let ours = if kind.is_dir() {
+                (top && name == TEMPORARY_DIR)
+                    || name
+                        .split_once('=')
+                        .is_some_and(|(k, _)| !k.is_empty() && !k.starts_with('.'))
+                    // Inside _temporary: job directories.
+                    || staging
+            } else if kind.is_file() {
+                (name.starts_with("part-") && name.ends_with(".parquet"))
+                    || (name.starts_with(".part-") && name.ends_with(".inprogress"))
+                    || name == CREATED_DEST_MARKER
+            } else {
+                false
+            };
+            if !ours {
+                return Ok(Some(format!("it holds {}", p.display())));
+            }
+            if kind.is_dir() {
+                let staging = staging || (top && name == TEMPORARY_DIR);
+                if let Some(why) = walk(&p, false, staging, depth + 1)? {
+                    return Ok(Some(why));
+                }
+            }
+        }
+        Ok(None)
+    }
+    walk(dir, true, false, 0)
 }
 
 /// Names of the entries of a directory (non-UTF-8 names lossily converted).
@@ -908,6 +975,13 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
         .into_iter()
         .filter(|n| n != TEMPORARY_DIR)
         .collect();
+    if opts.overwrite && !existing.is_empty() {
+        // Checked again here: the directory may have changed since the job
+        // started.
+        if let Some(why) = not_a_dataset(&opts.dest)? {
+            return Err(refuse_overwrite(dest, &why));
+        }
+    }
     if opts.overwrite {
         // `_SUCCESS` first: the old dataset stops looking complete before it goes.
         let mut ordered = existing;
@@ -1021,6 +1095,65 @@ mod tests {
         // Different keys, equal values: constant all the same.
         assert!(c(dict(vec![0, 1, 0], vec!["a", "a"])));
         assert!(!c(dict(vec![0, 1, 0], vec!["a", "b"])));
+    }
+
+    #[test]
+    fn only_a_stratus_dataset_may_be_overwritten() {
+        let dir = std::env::temp_dir().join(format!("stratus-notds-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let make = |files: &[&str]| {
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            for f in files {
+                let p = dir.join(f);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, b"x").unwrap();
+            }
+        };
+        // Ours: committed (_SUCCESS), or only what writes leave.
+        make(&["_SUCCESS", "anything.txt"]);
+        assert_eq!(not_a_dataset(&dir).unwrap(), None);
+        make(&[
+            "year=2008/month=1/part-00000.snappy.parquet",
+            "part-00001.snappy.parquet",
+            "_temporary/job-1/year=2009/.part-00002.snappy.parquet.1-2-3.inprogress",
+            "_temporary/job-1/.created-destination",
+        ]);
+        assert_eq!(not_a_dataset(&dir).unwrap(), None);
+        // Not ours: anything else, named.
+        for bad in [
+            "notes.txt",
+            "year=2008/notes.txt",
+            "data/part-0.parquet",
+            "_other/x",
+            ".hidden",
+        ] {
+            make(&["year=2008/part-00000.snappy.parquet", bad]);
+            let why = not_a_dataset(&dir).unwrap().expect(bad);
+            assert!(why.contains(bad.split('/').next().unwrap()), "{bad}: {why}");
+        }
+        // A symbolic link is never ours, wherever it leads.
+        make(&["year=2008/part-00000.snappy.parquet"]);
+        std::os::unix::fs::symlink(std::env::temp_dir(), dir.join("year=2009")).unwrap();
+        let why = not_a_dataset(&dir).unwrap().unwrap();
+        assert!(why.contains("symbolic link"), "{why}");
+        // And check_destination refuses the overwrite, naming the directory.
+        make(&["keep.txt"]);
+        let opts = WriteOptions {
+            dest: dir.clone(),
+            partition_by: vec![],
+            job_id: "j".into(),
+            overwrite: true,
+        };
+        let e = check_destination(&opts).unwrap_err().to_string();
+        assert!(
+            e.contains(&dir.display().to_string())
+                && e.contains("keep.txt")
+                && e.contains("not a Stratus dataset"),
+            "{e}"
+        );
+        assert!(dir.join("keep.txt").exists());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

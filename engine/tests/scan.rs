@@ -13,7 +13,8 @@ use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use stratus_engine::scan::{
-    check_schemas, list_files, plan_partitions, read_footer, read_partition, FileFooter,
+    check_schemas, list_files, list_files_guarded, plan_partitions, read_footer, read_partition,
+    FileFooter,
 };
 use stratus_plan::{FileRef, ParquetPartition, RowGroupMeta};
 
@@ -507,5 +508,70 @@ fn file_urls_read_and_other_schemes_are_refused_clearly() {
     assert!(
         err.contains("s3://") && err.contains("not supported"),
         "{err}"
+    );
+}
+
+/// The guard sees every directory before it is listed and every link before
+/// it is followed: refusing one stops the listing with the guard's error,
+/// and globs match as the `glob` crate does.
+#[test]
+fn the_guard_is_asked_before_anything_is_listed_or_followed() {
+    let t = TempDir::new("guard");
+    let inside = t.path().join("inside");
+    let outside = t.path().join("outside");
+    for dir in [
+        "year=2008/month=1",
+        "year=2008/month=2",
+        "year=2009/month=1",
+    ] {
+        fs::create_dir_all(inside.join(dir)).unwrap();
+        fs::write(inside.join(dir).join("a.parquet"), b"PAR1").unwrap();
+    }
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret.parquet"), b"PAR1").unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let guard = |path: &Path| -> stratus_engine::error::Result<()> {
+        seen.borrow_mut().push(path.to_path_buf());
+        if path.canonicalize().is_ok_and(|c| c.starts_with(&outside)) {
+            return Err(stratus_engine::error::EngineError::Argument(format!(
+                "{} refused",
+                path.display()
+            )));
+        }
+        Ok(())
+    };
+    // Globs: the same answers as before.
+    let pattern = format!("{}/year=*/month=*/*.parquet", p(&inside));
+    assert_eq!(
+        list_files_guarded(&pattern, &guard).unwrap(),
+        list_files(&pattern).unwrap()
+    );
+    assert_eq!(list_files_guarded(&pattern, &guard).unwrap().len(), 3);
+    let deep = format!("{}/**/*.parquet", p(&inside));
+    assert_eq!(list_files_guarded(&deep, &guard).unwrap().len(), 3);
+    let one = format!("{}/year=2008/month=[2-9]/a.parquet", p(&inside));
+    assert_eq!(list_files_guarded(&one, &guard).unwrap().len(), 1);
+    // `..` after a wildcard is refused outright.
+    let climb = format!("{}/*/../../outside/*.parquet", p(&inside));
+    let e = list_files_guarded(&climb, &guard).unwrap_err().to_string();
+    assert!(e.contains("'..'"), "{e}");
+    // A link inside leading outside: refused before it is listed.
+    std::os::unix::fs::symlink(&outside, inside.join("year=2010")).unwrap();
+    seen.borrow_mut().clear();
+    for source in [
+        p(&inside),
+        pattern.clone(),
+        format!("{}/year=2010/*", p(&inside)),
+    ] {
+        let e = list_files_guarded(&source, &guard).unwrap_err().to_string();
+        assert!(
+            e.contains("year=2010") && e.contains("refused"),
+            "{source}: {e}"
+        );
+    }
+    assert!(
+        !seen.borrow().iter().any(|s| s.ends_with("secret.parquet")),
+        "a file behind the refused link was examined: {:?}",
+        seen.borrow()
     );
 }

@@ -117,11 +117,14 @@ pub async fn read_frame_limited(
         Ok(None) => return Ok(None),
         Ok(Some(0)) => return Ok(None),
         Ok(Some(_)) => {}
-        Err(e) => return Err(err(format!("read failed: {e}"))),
+        Err(e) => return Err(err(format!("read failed: {}", read_error(&e)))),
     }
-    recv.read_exact(&mut len_bytes[1..])
-        .await
-        .map_err(|e| err(format!("stream ended inside a frame header: {e}")))?;
+    recv.read_exact(&mut len_bytes[1..]).await.map_err(|e| {
+        err(format!(
+            "stream ended inside a frame header: {}",
+            read_exact_error(&e)
+        ))
+    })?;
     let len = u32::from_le_bytes(len_bytes) as usize;
     check_frame_len(len, max).map_err(err)?;
     let mut frame = AlignedVec::<16>::with_capacity(len.min(READ_CHUNK));
@@ -131,7 +134,8 @@ pub async fn read_frame_limited(
         frame.resize(end, 0);
         recv.read_exact(&mut frame[start..end]).await.map_err(|e| {
             err(format!(
-                "stream ended inside a {len}-byte frame (after {start} bytes): {e}"
+                "stream ended inside a {len}-byte frame (after {start} bytes): {}",
+                read_exact_error(&e)
             ))
         })?;
     }
@@ -146,6 +150,24 @@ pub fn check_frame_len(len: usize, max: usize) -> std::result::Result<(), String
         ));
     }
     Ok(())
+}
+
+#[cfg(feature = "transport")]
+/// A read error with its cause: quinn's "connection lost" hides why (a TLS
+/// alert saying our certificate was refused, a timeout).
+fn read_error(e: &quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::ConnectionLost(cause) => format!("connection lost: {cause}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(feature = "transport")]
+fn read_exact_error(e: &quinn::ReadExactError) -> String {
+    match e {
+        quinn::ReadExactError::ReadError(e) => read_error(e),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub struct SchedulerFile {
     pub head_node: String,
     pub version: String,
     pub pid: u32,
+    /// Bearer token the dashboard, its APIs and `/metrics` require, when the
+    /// scheduler has one (`Authorization: Bearer TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_token: Option<String>,
 }
 
 impl SchedulerFile {
@@ -51,9 +55,10 @@ impl SchedulerFile {
         })
     }
 
-    /// Whether the file carries a private key (and so must stay private).
+    /// Whether the file carries a secret (a private key or the dashboard's
+    /// token), and so must stay private.
     pub fn carries_credentials(&self) -> bool {
-        self.tls_key.is_some() || self.worker_tls_key.is_some()
+        self.tls_key.is_some() || self.worker_tls_key.is_some() || self.dashboard_token.is_some()
     }
 
     /// Write atomically (temporary name, then rename), so that the file's

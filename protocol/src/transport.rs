@@ -167,7 +167,7 @@ pub fn explain_handshake_failure(error: &str, host: &str) -> String {
     } else if error.contains("Expired") || alert(45) {
         "a certificate has expired; issue a new one (stratus certs issue ... --days N)"
     } else if error.contains("aborted by peer")
-        && [42, 44, 46, 48, 49, 51, 80].into_iter().any(alert)
+        && [40, 42, 44, 46, 48, 49, 51, 80].into_iter().any(alert)
     {
         "the scheduler refused our certificate: it must be issued by the cluster's CA (stratus certs issue DIR --role ...), unexpired, and not on its deny-list"
     } else if error.contains("UnknownIssuer") || error.contains("BadSignature") {

@@ -11,8 +11,9 @@ use clap::Parser;
 use tracing::info;
 
 use stratus_protocol::scheduler_file::SchedulerFile;
+use stratus_scheduler::http::HttpConfig;
 use stratus_scheduler::metrics::Metrics;
-use stratus_scheduler::runs::RunStore;
+use stratus_scheduler::runs::{RunLimits, RunStore};
 use stratus_scheduler::security::ServerTls;
 use stratus_scheduler::server::{accept_loop, Identity, SchedulerActor, ServerLimits, Shared};
 use stratus_scheduler::settings::{split_host_port, Cli, Settings};
@@ -92,6 +93,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })?;
     let (dash_host, dash_port) =
         split_host_port(&settings.dashboard_address, &settings.host).map_err(|e| anyhow!(e))?;
+    let dash_host = if dash_host.contains(':') {
+        format!("[{dash_host}]")
+    } else {
+        dash_host
+    };
     let dash_bind: SocketAddr = format!("{dash_host}:{dash_port}").parse().map_err(|e| {
         anyhow!(
             "invalid --dashboard-address '{}': {e}",
@@ -145,8 +151,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         let dashboard = format!("http://{dash_host_public}:{dash_port}/");
         let metrics = Arc::new(Metrics::new());
-        let runs =
-            RunStore::open(Some(&settings.data_dir), metrics.registry()).with_context(|| {
+        let run_limits = RunLimits {
+            max_runs: settings.max_runs,
+            retention: settings.run_retention,
+            max_artifacts_per_run: settings.max_artifacts_per_run,
+            max_artifact_bytes: settings.max_artifact_bytes as usize,
+            ..RunLimits::default()
+        };
+        let runs = RunStore::open_with(Some(&settings.data_dir), metrics.registry(), run_limits)
+            .with_context(|| {
                 format!("opening the data directory {}", settings.data_dir.display())
             })?;
         info!("runs kept in {}", settings.data_dir.display());
@@ -173,12 +186,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shared.clone(),
             limits,
         ));
-        let app = stratus_scheduler::http::router(actor, shared);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("dashboard server stopped: {e}");
-            }
-        });
+        let app = stratus_scheduler::http::router(actor, shared, settings.dashboard_token.clone());
+        let http = HttpConfig {
+            token: settings.dashboard_token.clone(),
+            header_timeout: Duration::from_secs_f64(settings.dashboard_header_timeout),
+            max_connections: settings.dashboard_max_connections,
+        };
+        tokio::spawn(stratus_scheduler::http::serve(listener, app, http));
+        if dash_bind.ip().is_unspecified() && settings.dashboard_token.is_none() {
+            tracing::warn!(
+                "the dashboard listens on every interface ({dash_bind}) without a token: anyone who can reach it sees the cluster and its runs; set STRATUS_DASHBOARD_TOKEN (or --dashboard-token)"
+            );
+        }
         info!("scheduler at {address}");
         info!("dashboard at {dashboard}");
         if let Some(path) = &settings.scheduler_file {
@@ -193,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 head_node,
                 version: stratus_protocol::STRATUS_VERSION.to_string(),
                 pid: std::process::id(),
+                dashboard_token: settings.dashboard_token.clone(),
             }
             .write(path)?;
             info!("scheduler file written to {}", path.display());

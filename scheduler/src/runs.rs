@@ -2,9 +2,19 @@
 //! work under a name; clients log numbers (step timings, row counts, anything)
 //! and files (PNG plots) to it.
 //!
-//! Runs live on the scheduler's disk under `DATA_DIR/runs/<id>/` (`run.json`
-//! plus `artifacts/<name>`), written atomically (temporary file, then rename),
-//! and are read back at start-up, so they survive a restart. They are served
+//! Runs live on the scheduler's disk under `DATA_DIR/runs/<id>/`: `run.json`
+//! (written once, atomically, when the run is created), `log.jsonl` (one JSON
+//! line appended per log: a batch of metric values or an artifact's
+//! metadata; nothing is ever rewritten) and `artifacts/<name>` (temporary
+//! file, then rename). They are read back at start-up (`run.json`, then the
+//! log's lines; a run written before the log existed has everything in its
+//! `run.json`, and is read the same way), so they survive a restart.
+//!
+//! Limits ([`RunLimits`], from the scheduler's settings): runs kept
+//! (`max_runs`; past `run_retention` the least recently updated runs are
+//! deleted), artifacts per run, bytes per artifact, metric values per run.
+//! Artifacts must be PNG images (their bytes are checked, not the content
+//! type the client claims). They are served
 //! as JSON by `http.rs` and exported as Prometheus series with bounded
 //! cardinality: only the [`EXPORTED_RUNS`] most recently updated runs, and at
 //! most [`EXPORTED_METRICS_PER_RUN`] metric names of each, become
@@ -14,6 +24,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chrono::{SecondsFormat, Utc};
@@ -24,10 +35,42 @@ use serde::{Deserialize, Serialize};
 pub const EXPORTED_RUNS: usize = 20;
 /// Metric names exported per run (the first ones logged).
 pub const EXPORTED_METRICS_PER_RUN: usize = 50;
-/// Largest artifact accepted.
+/// Largest artifact accepted (default of `max_artifact_bytes`).
 pub const MAX_ARTIFACT_BYTES: usize = 32 << 20;
-/// Most artifacts one run keeps.
+/// Most artifacts one run keeps (default of `max_artifacts_per_run`).
 pub const MAX_ARTIFACTS_PER_RUN: usize = 500;
+/// Most runs kept (default of `max_runs`).
+pub const MAX_RUNS: usize = 10_000;
+/// Runs kept before the least recently updated are deleted (default of
+/// `run_retention`).
+pub const RUN_RETENTION: usize = 1_000;
+/// The first bytes of every PNG file.
+pub const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+
+/// What the store keeps at most.
+#[derive(Debug, Clone)]
+pub struct RunLimits {
+    /// Runs kept; a new run past it is refused.
+    pub max_runs: usize,
+    /// Past this many runs, the least recently updated are deleted to make
+    /// room for a new one (0: never).
+    pub retention: usize,
+    pub max_artifacts_per_run: usize,
+    pub max_artifact_bytes: usize,
+    pub max_points_per_run: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            max_runs: MAX_RUNS,
+            retention: RUN_RETENTION,
+            max_artifacts_per_run: MAX_ARTIFACTS_PER_RUN,
+            max_artifact_bytes: MAX_ARTIFACT_BYTES,
+            max_points_per_run: MAX_POINTS_PER_RUN,
+        }
+    }
+}
 /// Most metric values one run keeps (older values of a name are still
 /// summarized in `latest`).
 pub const MAX_POINTS_PER_RUN: usize = 100_000;
@@ -51,16 +94,20 @@ pub enum RunError {
     BadArtifactName(String),
     #[error("content type {0:?} is not a MIME type like image/png")]
     BadContentType(String),
-    #[error("artifact '{name}' is {bytes} bytes, more than the limit of {limit} bytes")]
+    #[error("artifact '{name}' is {bytes} bytes, more than the limit of {limit} bytes (the scheduler's max_artifact_bytes)")]
     ArtifactTooLarge {
         name: String,
         bytes: usize,
         limit: usize,
     },
-    #[error("run '{run}' already holds {limit} artifacts")]
+    #[error("artifact '{name}' is refused: {reason}; runs keep PNG images only (image/png)")]
+    NotPng { name: String, reason: String },
+    #[error("run '{run}' already holds {limit} artifacts (the scheduler's max_artifacts_per_run)")]
     TooManyArtifacts { run: String, limit: usize },
     #[error("run '{run}' already holds {limit} metric values")]
     TooManyPoints { run: String, limit: usize },
+    #[error("cannot create run '{run}': the scheduler already keeps {limit} runs (its max_runs); raise max_runs, or set run_retention to delete the oldest runs")]
+    TooManyRuns { run: String, limit: usize },
     #[error("cannot store run data in {path}: {source}")]
     Io {
         path: PathBuf,
@@ -155,11 +202,24 @@ struct Families {
     artifacts: IntGaugeVec,
 }
 
+/// One line of a run's `log.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LogLine {
+    /// Metric values logged together.
+    Metrics(Vec<MetricPoint>),
+    /// An artifact stored (or replaced) at `time`.
+    Artifact { meta: ArtifactMeta, time: String },
+}
+
 /// Every run, on disk and in memory.
 pub struct RunStore {
     dir: Option<PathBuf>,
     runs: Mutex<Vec<Run>>,
     families: Families,
+    limits: RunLimits,
+    /// The highest id given.
+    last_id: AtomicU64,
 }
 
 fn now() -> String {
@@ -192,6 +252,25 @@ fn valid_content_type(ct: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
+/// Runs keep PNG images only: the content type must say so and the bytes
+/// must start with the PNG signature (an HTML or SVG file is refused,
+/// whatever it claims to be).
+fn check_png(name: &str, content_type: &str, data: &[u8]) -> Result<(), RunError> {
+    let refuse = |reason: String| {
+        Err(RunError::NotPng {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if !content_type.eq_ignore_ascii_case("image/png") {
+        return refuse(format!("its content type is {content_type}"));
+    }
+    if !data.starts_with(PNG_SIGNATURE) {
+        return refuse("its bytes do not start with the PNG signature".into());
+    }
+    Ok(())
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
@@ -208,23 +287,82 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     fs::rename(&tmp, path).map_err(io_error(path))
 }
 
+/// Append one line to a run's log (one `write` of the whole line, so a
+/// crash leaves at most a torn last line, which reading skips).
+fn append_line(run_dir: &Path, line: &LogLine) -> Result<(), RunError> {
+    let path = run_dir.join("log.jsonl");
+    let mut text = serde_json::to_vec(line).expect("a log line serializes");
+    text.push(b'\n');
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.write_all(&text).map_err(io_error(&path))
+}
+
+/// Read a run: its `run.json`, then every line of its `log.jsonl`.
+fn read_run(run_dir: &Path) -> Option<Run> {
+    let file = run_dir.join("run.json");
+    let text = fs::read(&file).ok()?;
+    let mut run = match serde_json::from_slice::<Run>(&text) {
+        Ok(run) => run,
+        Err(e) => {
+            tracing::warn!("skipping {}: {e}", file.display());
+            return None;
+        }
+    };
+    let log = run_dir.join("log.jsonl");
+    let Ok(text) = fs::read_to_string(&log) else {
+        return Some(run);
+    };
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<LogLine>(line) {
+            Ok(LogLine::Metrics(points)) => {
+                if let Some(last) = points.last() {
+                    run.updated = last.time.clone();
+                }
+                run.metrics.extend(points);
+            }
+            Ok(LogLine::Artifact { meta, time }) => {
+                match run.artifacts.iter_mut().find(|a| a.name == meta.name) {
+                    Some(a) => *a = meta,
+                    None => run.artifacts.push(meta),
+                }
+                run.updated = time;
+            }
+            Err(e) => tracing::warn!("{} line {}: skipped: {e}", log.display(), n + 1),
+        }
+    }
+    Some(run)
+}
+
 impl RunStore {
-    /// Open the store under `data_dir` (None: in memory only), reading every
-    /// run kept there; register its metric families in `registry`.
+    /// Open the store under `data_dir` (None: in memory only) with the
+    /// default limits; see [`RunStore::open_with`].
     pub fn open(data_dir: Option<&Path>, registry: &Registry) -> Result<RunStore, RunError> {
+        Self::open_with(data_dir, registry, RunLimits::default())
+    }
+
+    /// Open the store under `data_dir` (None: in memory only), reading every
+    /// run kept there (and deleting the oldest past `limits.retention`);
+    /// register its metric families in `registry`.
+    pub fn open_with(
+        data_dir: Option<&Path>,
+        registry: &Registry,
+        limits: RunLimits,
+    ) -> Result<RunStore, RunError> {
         let mut runs = Vec::new();
         let dir = data_dir.map(|d| d.join("runs"));
         if let Some(dir) = &dir {
             fs::create_dir_all(dir).map_err(io_error(dir))?;
             for entry in fs::read_dir(dir).map_err(io_error(dir))? {
                 let entry = entry.map_err(io_error(dir))?;
-                let file = entry.path().join("run.json");
-                let Ok(text) = fs::read(&file) else {
-                    continue;
-                };
-                match serde_json::from_slice::<Run>(&text) {
-                    Ok(run) => runs.push(run),
-                    Err(e) => tracing::warn!("skipping {}: {e}", file.display()),
+                if let Some(run) = read_run(&entry.path()) {
+                    runs.push(run);
                 }
             }
         }
@@ -262,9 +400,47 @@ impl RunStore {
             dir,
             runs: Mutex::new(runs),
             families,
+            limits,
+            last_id: AtomicU64::new(0),
         };
-        store.export(&store.lock());
+        {
+            let mut runs = store.lock();
+            store.prune(&mut runs, None);
+            store.export(&runs);
+        }
         Ok(store)
+    }
+
+    /// Delete the least recently updated runs (never `keep`) until at most
+    /// `limits.retention` remain.
+    fn prune(&self, runs: &mut Vec<Run>, keep: Option<&str>) {
+        let retention = self.limits.retention;
+        if retention == 0 {
+            return;
+        }
+        while runs.len() > retention {
+            let Some(oldest) = runs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| Some(r.id.as_str()) != keep)
+                .min_by(|(_, a), (_, b)| a.updated.cmp(&b.updated))
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let run = runs.remove(oldest);
+            tracing::info!(
+                "deleting run '{}' (id {}, last updated {}): more than {retention} runs (run_retention)",
+                run.name,
+                run.id,
+                run.updated
+            );
+            if let Some(dir) = self.run_dir(&run.id) {
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    tracing::warn!("cannot delete {}: {e}", dir.display());
+                }
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Run>> {
@@ -296,39 +472,65 @@ impl RunStore {
         self.dir.as_ref().map(|d| d.join(id))
     }
 
-    fn save(&self, run: &Run) -> Result<(), RunError> {
-        let Some(dir) = self.run_dir(&run.id) else {
-            return Ok(());
-        };
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let json = serde_json::to_vec_pretty(run).expect("a run serializes");
-        write_atomic(&dir.join("run.json"), &json)
+    /// Append a line to run `id`'s log (nothing without a data directory).
+    fn append(&self, id: &str, line: &LogLine) -> Result<(), RunError> {
+        match self.run_dir(id) {
+            Some(dir) => append_line(&dir, line),
+            None => Ok(()),
+        }
     }
 
-    /// The run named `name`, created if new; its index in `runs`.
-    fn find_or_create(runs: &mut Vec<Run>, name: &str) -> Result<usize, RunError> {
+    /// The run named `name`, created if new (its `run.json` written, the
+    /// oldest runs pruned past the retention); its index in `runs`.
+    fn find_or_create(&self, runs: &mut Vec<Run>, name: &str) -> Result<usize, RunError> {
         if !valid_text(name) {
             return Err(RunError::BadRunName(name.to_string()));
         }
         if let Some(i) = runs.iter().position(|r| r.name == name) {
             return Ok(i);
         }
+        let limits = &self.limits;
+        // With a retention at most max_runs, pruning keeps room; without
+        // one (or a larger one), max_runs refuses.
+        let prunes_first = limits.retention > 0 && limits.retention <= limits.max_runs;
+        if runs.len() >= limits.max_runs && !prunes_first {
+            return Err(RunError::TooManyRuns {
+                run: name.to_string(),
+                limit: limits.max_runs,
+            });
+        }
+        // Not reused while the process runs, even once pruned.
         let id = runs
             .iter()
             .filter_map(|r| r.id.parse::<u64>().ok())
             .max()
             .unwrap_or(0)
+            .max(self.last_id.load(Ordering::Relaxed))
             + 1;
+        self.last_id.store(id, Ordering::Relaxed);
         let t = now();
-        runs.push(Run {
+        let run = Run {
             id: id.to_string(),
             name: name.to_string(),
             started: t.clone(),
             updated: t,
             metrics: Vec::new(),
             artifacts: Vec::new(),
-        });
-        Ok(runs.len() - 1)
+        };
+        if let Some(dir) = self.run_dir(&run.id) {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            let json = serde_json::to_vec_pretty(&run).expect("a run serializes");
+            write_atomic(&dir.join("run.json"), &json)?;
+        }
+        runs.push(run);
+        if limits.retention > 0 {
+            let id = id.to_string();
+            self.prune(runs, Some(&id));
+        }
+        Ok(runs
+            .iter()
+            .position(|r| r.name == name)
+            .expect("just created"))
     }
 
     /// Log numbers to run `run` (created on first use); returns its id.
@@ -346,23 +548,27 @@ impl RunStore {
             }
         }
         let mut runs = self.lock();
-        let i = Self::find_or_create(&mut runs, run)?;
-        let r = &mut runs[i];
-        if r.metrics.len() + metrics.len() > MAX_POINTS_PER_RUN {
+        let i = self.find_or_create(&mut runs, run)?;
+        let limit = self.limits.max_points_per_run;
+        if runs[i].metrics.len() + metrics.len() > limit {
             return Err(RunError::TooManyPoints {
                 run: run.to_string(),
-                limit: MAX_POINTS_PER_RUN,
+                limit,
             });
         }
         let t = now();
-        r.metrics
-            .extend(metrics.iter().map(|(name, value)| MetricPoint {
+        let points: Vec<MetricPoint> = metrics
+            .iter()
+            .map(|(name, value)| MetricPoint {
                 name: name.clone(),
                 value: *value,
                 time: t.clone(),
-            }));
+            })
+            .collect();
+        self.append(&runs[i].id, &LogLine::Metrics(points.clone()))?;
+        let r = &mut runs[i];
+        r.metrics.extend(points);
         r.updated = t;
-        self.save(&runs[i])?;
         self.export(&runs);
         Ok(runs[i].id.clone())
     }
@@ -382,47 +588,78 @@ impl RunStore {
         if !valid_content_type(content_type) {
             return Err(RunError::BadContentType(content_type.to_string()));
         }
-        if data.len() > MAX_ARTIFACT_BYTES {
+        let limit = self.limits.max_artifact_bytes;
+        if data.len() > limit {
             return Err(RunError::ArtifactTooLarge {
                 name: name.to_string(),
                 bytes: data.len(),
-                limit: MAX_ARTIFACT_BYTES,
+                limit,
             });
         }
-        let mut runs = self.lock();
-        let i = Self::find_or_create(&mut runs, run)?;
-        let replaces = runs[i].artifacts.iter().position(|a| a.name == name);
-        if replaces.is_none() && runs[i].artifacts.len() >= MAX_ARTIFACTS_PER_RUN {
-            return Err(RunError::TooManyArtifacts {
-                run: run.to_string(),
-                limit: MAX_ARTIFACTS_PER_RUN,
-            });
-        }
-        if let Some(dir) = self.run_dir(&runs[i].id) {
-            let dir = dir.join("artifacts");
-            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-            write_atomic(&dir.join(name), data)?;
-        } else {
+        check_png(name, content_type, data)?;
+        let Some(runs_dir) = &self.dir else {
             // Without a data directory artifacts cannot be kept.
             return Err(RunError::Io {
                 path: PathBuf::from("(no --data-dir)"),
                 source: std::io::Error::other("the scheduler was started without a data directory"),
             });
+        };
+        let too_many = |run: &Run| {
+            let replaces = run.artifacts.iter().any(|a| a.name == name);
+            (!replaces && run.artifacts.len() >= self.limits.max_artifacts_per_run).then(|| {
+                RunError::TooManyArtifacts {
+                    run: run.name.clone(),
+                    limit: self.limits.max_artifacts_per_run,
+                }
+            })
+        };
+        // The file is written without holding the store's lock (it may be
+        // large): the dashboard and other logs go on meanwhile.
+        let id = {
+            let mut runs = self.lock();
+            let i = self.find_or_create(&mut runs, run)?;
+            if let Some(e) = too_many(&runs[i]) {
+                return Err(e);
+            }
+            runs[i].id.clone()
+        };
+        let dir = runs_dir.join(&id).join("artifacts");
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        write_atomic(&dir.join(name), data)?;
+        let mut runs = self.lock();
+        let Some(i) = runs.iter().position(|r| r.id == id) else {
+            return Err(RunError::Io {
+                path: dir,
+                source: std::io::Error::other(format!(
+                    "run '{run}' was deleted meanwhile (run_retention)"
+                )),
+            });
+        };
+        if let Some(e) = too_many(&runs[i]) {
+            let _ = fs::remove_file(dir.join(name));
+            return Err(e);
         }
         let meta = ArtifactMeta {
             name: name.to_string(),
             bytes: data.len() as u64,
-            content_type: content_type.to_string(),
+            content_type: "image/png".to_string(),
         };
+        let t = now();
+        self.append(
+            &id,
+            &LogLine::Artifact {
+                meta: meta.clone(),
+                time: t.clone(),
+            },
+        )?;
         let r = &mut runs[i];
-        match replaces {
-            Some(j) => r.artifacts[j] = meta,
+        match r.artifacts.iter_mut().find(|a| a.name == name) {
+            Some(a) => *a = meta,
             None => r.artifacts.push(meta),
         }
-        r.updated = now();
-        self.save(&runs[i])?;
+        r.updated = t;
         self.export(&runs);
-        Ok(runs[i].id.clone())
+        Ok(id)
     }
 
     /// Every run, newest first (`/api/runs`).
@@ -469,6 +706,9 @@ impl RunStore {
 mod tests {
     use super::*;
 
+    /// The smallest thing that passes as a PNG here: its signature.
+    const PNG: &[u8] = PNG_SIGNATURE;
+
     fn temp_dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("stratus-runs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -484,7 +724,7 @@ mod tests {
                 .log_metrics("nightly", &[("describe.seconds".into(), 1.5)])
                 .unwrap();
             store
-                .log_artifact("nightly", "t.png", "image/png", b"\x89PNG")
+                .log_artifact("nightly", "t.png", "image/png", PNG)
                 .unwrap();
             store.log_metrics("other", &[("x".into(), 2.0)]).unwrap();
         }
@@ -495,7 +735,7 @@ mod tests {
         assert_eq!(detail["latest"]["describe.seconds"], 1.5);
         assert_eq!(
             store.artifact("1", "t.png"),
-            Some(("image/png".into(), b"\x89PNG".to_vec()))
+            Some(("image/png".into(), PNG.to_vec()))
         );
         // A new run after the restart gets a fresh id.
         store.log_metrics("third", &[("y".into(), 3.0)]).unwrap();
@@ -520,6 +760,20 @@ mod tests {
                 .log_artifact("r", name, "image/png", b"x")
                 .unwrap_err();
             assert!(matches!(e, RunError::BadArtifactName(_)), "{name}: {e}");
+        }
+        for (data, content_type) in [
+            (&b"<html><script>alert(1)</script></html>"[..], "image/png"),
+            (
+                &b"<svg xmlns='http://www.w3.org/2000/svg'/>"[..],
+                "image/svg+xml",
+            ),
+            (PNG, "text/html"),
+        ] {
+            let e = store
+                .log_artifact("r", "x.png", content_type, data)
+                .unwrap_err();
+            assert!(matches!(e, RunError::NotPng { .. }), "{e}");
+            assert!(e.to_string().contains("PNG images only"), "{e}");
         }
         let big = vec![0u8; MAX_ARTIFACT_BYTES + 1];
         let e = store
@@ -557,5 +811,119 @@ mod tests {
             .map(|f| f.get_metric().len())
             .sum();
         assert_eq!(series, EXPORTED_RUNS * EXPORTED_METRICS_PER_RUN);
+    }
+
+    fn limits(retention: usize, max_runs: usize) -> RunLimits {
+        RunLimits {
+            retention,
+            max_runs,
+            max_artifacts_per_run: 2,
+            max_artifact_bytes: 100,
+            ..RunLimits::default()
+        }
+    }
+
+    #[test]
+    fn configured_limits_are_enforced_and_named() {
+        let dir = temp_dir("limits");
+        let store = RunStore::open_with(Some(&dir), &Registry::new(), limits(0, 2)).unwrap();
+        let mut big = PNG.to_vec();
+        big.resize(101, 0);
+        let e = store
+            .log_artifact("a", "big.png", "image/png", &big)
+            .unwrap_err();
+        assert!(e.to_string().contains("max_artifact_bytes"), "{e}");
+        store.log_artifact("a", "1.png", "image/png", PNG).unwrap();
+        store.log_artifact("a", "2.png", "image/png", PNG).unwrap();
+        // Replacing one is fine, a third is not.
+        store.log_artifact("a", "2.png", "image/png", PNG).unwrap();
+        let e = store
+            .log_artifact("a", "3.png", "image/png", PNG)
+            .unwrap_err();
+        assert!(e.to_string().contains("max_artifacts_per_run"), "{e}");
+        store.log_metrics("b", &[("x".into(), 1.0)]).unwrap();
+        // No retention: the third run is refused, naming the limit.
+        let e = store.log_metrics("c", &[("x".into(), 1.0)]).unwrap_err();
+        assert!(
+            e.to_string().contains("max_runs") && e.to_string().contains('2'),
+            "{e}"
+        );
+        assert!(!dir.join("runs/3").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_least_recently_updated_runs_are_pruned_past_the_retention() {
+        let dir = temp_dir("prune");
+        let store = RunStore::open_with(Some(&dir), &Registry::new(), limits(2, 10)).unwrap();
+        store.log_metrics("first", &[("x".into(), 1.0)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.log_metrics("second", &[("x".into(), 1.0)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // `first` is updated again: `second` is now the oldest.
+        store.log_metrics("first", &[("x".into(), 2.0)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.log_metrics("third", &[("x".into(), 1.0)]).unwrap();
+        let names: Vec<String> = store
+            .list_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["third", "first"]);
+        assert!(
+            !dir.join("runs/2").exists(),
+            "the pruned run's files are gone"
+        );
+        assert_eq!(store.detail_json("third").unwrap()["id"], "3");
+        // A restart with a smaller retention prunes at once.
+        drop(store);
+        let store = RunStore::open_with(Some(&dir), &Registry::new(), limits(1, 10)).unwrap();
+        assert_eq!(store.list_json().as_array().unwrap().len(), 1);
+        assert!(store.detail_json("third").is_some());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn logs_append_and_old_run_json_files_still_read() {
+        let dir = temp_dir("append");
+        // A run as an older scheduler wrote it: everything in run.json.
+        let old = dir.join("runs/7");
+        fs::create_dir_all(old.join("artifacts")).unwrap();
+        fs::write(old.join("artifacts/a.png"), PNG).unwrap();
+        fs::write(
+            old.join("run.json"),
+            r#"{"id":"7","name":"old","started":"2025-01-01T00:00:00.000Z",
+               "updated":"2025-01-01T00:00:01.000Z",
+               "metrics":[{"name":"m","value":1.0,"time":"2025-01-01T00:00:01.000Z"}],
+               "artifacts":[{"name":"a.png","bytes":8,"content_type":"image/png"}]}"#,
+        )
+        .unwrap();
+        {
+            let store = RunStore::open(Some(&dir), &Registry::new()).unwrap();
+            assert_eq!(store.detail_json("old").unwrap()["latest"]["m"], 1.0);
+            let before = fs::read(old.join("run.json")).unwrap();
+            store.log_metrics("old", &[("m".into(), 2.0)]).unwrap();
+            store.log_metrics("new", &[("n".into(), 3.0)]).unwrap();
+            // run.json is never rewritten: the log grows instead.
+            assert_eq!(fs::read(old.join("run.json")).unwrap(), before);
+            let log = fs::read_to_string(old.join("log.jsonl")).unwrap();
+            assert_eq!(log.lines().count(), 1, "{log}");
+            assert_eq!(store.detail_json("new").unwrap()["id"], "8");
+        }
+        // A torn last line (a crash mid-append) is skipped.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(old.join("log.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"metrics\":[{\"na").unwrap();
+        let store = RunStore::open(Some(&dir), &Registry::new()).unwrap();
+        let detail = store.detail_json("old").unwrap();
+        assert_eq!(detail["latest"]["m"], 2.0);
+        assert_eq!(detail["metrics"].as_array().unwrap().len(), 2);
+        assert_eq!(detail["artifacts"][0]["name"], "a.png");
+        assert_eq!(store.detail_json("new").unwrap()["latest"]["n"], 3.0);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

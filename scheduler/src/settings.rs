@@ -15,9 +15,15 @@ pub struct Cli {
     /// QUIC port (0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
-    /// HTTP address of the dashboard, /metrics and /api: `:8787`, `HOST:PORT`.
+    /// HTTP address of the dashboard, /metrics and /api: `HOST:PORT`, `:PORT`
+    /// (every interface) or `PORT` (the --host interface). Default
+    /// 127.0.0.1:8787: this host only.
     #[arg(long)]
     pub dashboard_address: Option<String>,
+    /// Bearer token the dashboard, /api and /metrics require (off unless
+    /// set; prefer the variable, which `ps` does not show).
+    #[arg(long, env = "STRATUS_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
     /// Write the address, dashboard URL and TLS certificate here once ready.
     #[arg(long)]
     pub scheduler_file: Option<PathBuf>,
@@ -82,6 +88,23 @@ pub struct Settings {
     pub max_connections_per_ip: usize,
     /// Concurrent streams a peer may open on one connection.
     pub max_streams_per_connection: u32,
+    /// Bearer token for the dashboard, /api and /metrics (None: open).
+    #[serde(default)]
+    pub dashboard_token: Option<String>,
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept.
+    pub dashboard_header_timeout: f64,
+    /// Most HTTP connections served at once; more are closed at accept.
+    pub dashboard_max_connections: usize,
+    /// Most runs kept (a new run past it is refused).
+    pub max_runs: usize,
+    /// Keep only this many runs: the least recently updated are deleted
+    /// (0: keep every run, up to `max_runs`).
+    pub run_retention: usize,
+    /// Most artifacts one run keeps.
+    pub max_artifacts_per_run: usize,
+    /// Largest artifact accepted, in bytes.
+    pub max_artifact_bytes: u64,
 }
 
 impl Settings {
@@ -90,7 +113,13 @@ impl Settings {
         let mut builder = config::Config::builder()
             .set_default("host", "0.0.0.0")?
             .set_default("port", 8786)?
-            .set_default("dashboard_address", ":8787")?
+            .set_default("dashboard_address", DEFAULT_DASHBOARD_ADDRESS)?
+            .set_default("dashboard_header_timeout", 10.0)?
+            .set_default("dashboard_max_connections", 256)?
+            .set_default("max_runs", 10_000)?
+            .set_default("run_retention", 1_000)?
+            .set_default("max_artifacts_per_run", 500)?
+            .set_default("max_artifact_bytes", 32u64 << 20)?
             .set_default("heartbeat_timeout", 5.0)?
             .set_default("data_dir", "stratus-data")?
             .set_default("max_worker_threads", 1024)?
@@ -121,6 +150,9 @@ impl Settings {
         if let Some(v) = &cli.dashboard_address {
             builder = builder.set_override("dashboard_address", v.as_str())?;
         }
+        if let Some(v) = &cli.dashboard_token {
+            builder = builder.set_override("dashboard_token", v.as_str())?;
+        }
         if let Some(v) = &cli.scheduler_file {
             builder = builder.set_override("scheduler_file", v.display().to_string())?;
         }
@@ -145,20 +177,73 @@ impl Settings {
         if !cli.tls_hosts.is_empty() {
             builder = builder.set_override("tls_hosts", cli.tls_hosts.clone())?;
         }
-        builder.build()?.try_deserialize()
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        // An empty token (an empty variable) means no token, never "the
+        // empty string is the password".
+        if settings
+            .dashboard_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            settings.dashboard_token = None;
+        }
+        settings.check().map_err(config::ConfigError::Message)?;
+        Ok(settings)
+    }
+
+    /// Refuse settings that cannot work, naming the setting.
+    fn check(&self) -> Result<(), String> {
+        if let Some(token) = &self.dashboard_token {
+            // It travels in a header and a cookie: a safe alphabet (hex and
+            // base64 fit).
+            let safe = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+            if token.len() < 16 || !token.chars().all(safe) {
+                return Err("dashboard_token (--dashboard-token, STRATUS_DASHBOARD_TOKEN): use at least 16 letters, digits or -._~+/= (e.g. `openssl rand -hex 32`)".into());
+            }
+        }
+        if !(self.dashboard_header_timeout.is_finite() && self.dashboard_header_timeout > 0.0) {
+            return Err(format!(
+                "dashboard_header_timeout must be a positive number of seconds, not {}",
+                self.dashboard_header_timeout
+            ));
+        }
+        if self.dashboard_max_connections == 0 {
+            return Err("dashboard_max_connections must be at least 1".into());
+        }
+        if self.max_runs == 0 {
+            return Err("max_runs must be at least 1".into());
+        }
+        if self.max_artifacts_per_run == 0 {
+            return Err("max_artifacts_per_run must be at least 1".into());
+        }
+        // Artifacts travel in one control frame (at most 256 MiB).
+        if self.max_artifact_bytes == 0 || self.max_artifact_bytes > 200 << 20 {
+            return Err(format!(
+                "max_artifact_bytes must be between 1 and {} bytes, not {}",
+                200u64 << 20,
+                self.max_artifact_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
-/// Split a Dask-style address (`:8787`, `HOST:PORT`, `PORT`) with a default host.
+/// Where the dashboard listens unless told: this host only.
+pub const DEFAULT_DASHBOARD_ADDRESS: &str = "127.0.0.1:8787";
+
+/// Split a Dask-style address with a default host: `HOST:PORT`, `:PORT`
+/// (every interface, `0.0.0.0`) or `PORT` (`default_host`). IPv6 hosts go in
+/// brackets (`[::1]:8787`).
 pub fn split_host_port(address: &str, default_host: &str) -> Result<(String, u16), String> {
     let (host, port) = match address.rsplit_once(':') {
+        Some(("", p)) => ("0.0.0.0", p),
         Some((h, p)) => (h, p),
-        None => ("", address),
+        None => (default_host, address),
     };
     let port: u16 = port
         .parse()
         .map_err(|_| format!("invalid address '{address}': port is not a number"))?;
-    let host = if host.is_empty() { default_host } else { host };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     Ok((host.to_string(), port))
 }
 
@@ -169,8 +254,16 @@ mod tests {
     #[test]
     fn dashboard_address_shapes() {
         assert_eq!(
-            split_host_port(":8787", "0.0.0.0").unwrap(),
+            split_host_port(":8787", "127.0.0.1").unwrap(),
             ("0.0.0.0".into(), 8787)
+        );
+        assert_eq!(
+            split_host_port("8787", "10.0.0.5").unwrap(),
+            ("10.0.0.5".into(), 8787)
+        );
+        assert_eq!(
+            split_host_port(DEFAULT_DASHBOARD_ADDRESS, "0.0.0.0").unwrap(),
+            ("127.0.0.1".into(), 8787)
         );
         assert_eq!(
             split_host_port("127.0.0.1:0", "x").unwrap(),
@@ -187,6 +280,22 @@ mod tests {
         };
         let s = Settings::load(&cli).unwrap();
         assert_eq!(s.port, 9000);
-        assert_eq!(s.dashboard_address, ":8787");
+        assert_eq!(s.dashboard_address, "127.0.0.1:8787");
+        assert_eq!(s.dashboard_token, None);
+    }
+
+    #[test]
+    fn a_short_token_is_refused_and_an_empty_one_is_none() {
+        let cli = Cli {
+            dashboard_token: Some("short".into()),
+            ..Default::default()
+        };
+        let e = Settings::load(&cli).unwrap_err().to_string();
+        assert!(e.contains("dashboard_token") && e.contains("16"), "{e}");
+        let cli = Cli {
+            dashboard_token: Some(" ".into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::load(&cli).unwrap().dashboard_token, None);
     }
 }

@@ -219,6 +219,12 @@ impl Drop for Local {
 /// Start `stratus local` with `workers` workers of one thread, the dashboard
 /// on a free loopback port, and `extra` flags; wait for its scheduler file.
 pub fn start_local(workers: u32, extra: &[&str]) -> Local {
+    start_local_env(workers, extra, &[])
+}
+
+/// [`start_local`] with environment variables set for `stratus local` (and
+/// so for the scheduler and workers it starts).
+pub fn start_local_env(workers: u32, extra: &[&str], env: &[(&str, &str)]) -> Local {
     let dir = TempDir::new("local");
     let file = dir.path().join("scheduler.json");
     let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
@@ -236,6 +242,7 @@ pub fn start_local(workers: u32, extra: &[&str]) -> Local {
         .arg(&file)
         .env_remove("STRATUS_SCHEDULER")
         .env_remove("STRATUS_RUN")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()

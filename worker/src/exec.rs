@@ -10,6 +10,7 @@ use arrow_array::RecordBatch;
 use stratus_protocol::messages::{MailboxKey, PartitionKey, TaskOutput};
 
 use crate::peer::{Deliver, PeerService};
+use crate::roots::DataRoots;
 use crate::state::{Computed, Destination, Ready, TaskId, Work};
 use crate::tasks;
 
@@ -21,6 +22,9 @@ pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, String>) + Send + Sync>;
 pub struct Executor {
     /// Deliveries to other workers.
     pub peers: Arc<PeerService>,
+    /// The directories tasks may read and write (checked by the task
+    /// bodies before they touch any file).
+    pub roots: Arc<DataRoots>,
     /// Deliveries to this worker's own mailboxes.
     pub local: Deliver,
     /// Where results go.
@@ -40,10 +44,13 @@ impl Executor {
 
     async fn run(&self, work: Work) -> Result<Computed, String> {
         let output = |r: Result<TaskOutput, String>| r.map(Computed::Output);
+        let roots = self.roots.clone();
         match work {
-            Work::ListFiles { source } => compute(move || output(tasks::list_files(&source))).await,
+            Work::ListFiles { source } => {
+                compute(move || output(tasks::list_files(&roots, &source))).await
+            }
             Work::ReadFooters { files } => {
-                compute(move || output(tasks::read_footers(&files))).await
+                compute(move || output(tasks::read_footers(&roots, &files))).await
             }
             Work::Load {
                 key,
@@ -52,7 +59,7 @@ impl Executor {
                 steps,
             } => {
                 compute(move || {
-                    tasks::load(&input, columns.as_deref(), &steps)
+                    tasks::load(&roots, &input, columns.as_deref(), &steps)
                         .map(|batches| Computed::Loaded { key, batches })
                 })
                 .await
@@ -79,15 +86,17 @@ impl Executor {
                 compute(move || output(tasks::groupby_final(&partials, &spec))).await
             }
             Work::PrepareWrite { spec } => {
-                compute(move || output(tasks::prepare_write(&spec))).await
+                compute(move || output(tasks::prepare_write(&roots, &spec))).await
             }
             Work::WriteParts { parts, spec } => {
-                compute(move || output(tasks::write_parts(&parts, &spec))).await
+                compute(move || output(tasks::write_parts(&roots, &parts, &spec))).await
             }
             Work::CommitWrite { spec, staged } => {
-                compute(move || output(tasks::commit_write(&spec, &staged))).await
+                compute(move || output(tasks::commit_write(&roots, &spec, &staged))).await
             }
-            Work::AbortWrite { spec } => compute(move || output(tasks::abort_write(&spec))).await,
+            Work::AbortWrite { spec } => {
+                compute(move || output(tasks::abort_write(&roots, &spec))).await
+            }
             Work::SortSample { parts, key, sample } => {
                 compute(move || output(tasks::sort_sample(&parts, &key, sample))).await
             }
@@ -95,7 +104,8 @@ impl Executor {
                 compute(move || output(tasks::reduce(&batches, &op))).await
             }
             Work::HeadParquet { input, n, columns } => {
-                compute(move || output(tasks::head_parquet(&input, n, columns.as_deref()))).await
+                compute(move || output(tasks::head_parquet(&roots, &input, n, columns.as_deref())))
+                    .await
             }
             Work::HeadOf {
                 batches,
@@ -140,8 +150,14 @@ impl Executor {
             } => {
                 compute(move || {
                     let ranges: Vec<u32> = parts.iter().map(|&(r, _)| r).collect();
-                    let rebuilt =
-                        tasks::rebuild_ranges(&sources, &key, &boundaries_ipc, &ranges, &steps)?;
+                    let rebuilt = tasks::rebuild_ranges(
+                        &roots,
+                        &sources,
+                        &key,
+                        &boundaries_ipc,
+                        &ranges,
+                        &steps,
+                    )?;
                     Ok(Computed::LoadedMany(
                         parts
                             .iter()

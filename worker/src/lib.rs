@@ -11,6 +11,7 @@
 //! - [`node`]: the actix actor that feeds the state machine and carries out
 //!   its commands, and the QUIC edge to the scheduler;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
+//! - [`roots`]: the data roots, the only directories tasks read and write;
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
 pub mod exec;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod panics;
 pub mod peer;
+pub mod roots;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -55,6 +55,11 @@ struct Cli {
     /// 127.0.0.1:0, a free port, so workers on one host never collide).
     #[arg(long)]
     metrics_address: Option<String>,
+    /// A directory tasks may read and write below (repeatable; default
+    /// none: no file is read or written until one is given). Also
+    /// `STRATUS_DATA_ROOTS=DIR1:DIR2` or `data_roots` in the settings.
+    #[arg(long = "data-root", value_name = "DIR")]
+    data_roots: Vec<PathBuf>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -82,6 +87,10 @@ struct Settings {
     max_streams_per_connection: u32,
     /// Largest result (head rows, group-by answer, file list) a task sends.
     max_result_bytes: String,
+    /// Directories tasks may read and write (flags and STRATUS_DATA_ROOTS
+    /// take precedence).
+    #[serde(default)]
+    data_roots: Vec<PathBuf>,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
@@ -162,6 +171,21 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
+    let roots = stratus_worker::roots::configured(
+        &cli.data_roots,
+        std::env::var("STRATUS_DATA_ROOTS").ok().as_deref(),
+        &s.data_roots,
+    );
+    let data_roots =
+        stratus_worker::roots::DataRoots::new(&roots).map_err(|e| anyhow!("--data-root: {e}"))?;
+    if data_roots.roots().is_empty() {
+        tracing::warn!(
+            "no data roots: this worker reads and writes no files (every file request fails); {}",
+            stratus_worker::roots::HOW
+        );
+    } else {
+        tracing::info!("data roots: {}", data_roots.describe());
+    }
     let metrics_bind: SocketAddr = s.metrics_address.parse().map_err(|e| {
         anyhow!(
             "--metrics-address '{}': expected HOST:PORT with an IP address: {e}",
@@ -195,6 +219,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             },
             max_buffered: memory_limit,
         },
+        data_roots: Arc::new(data_roots),
     };
     stratus_protocol::limits::set_max_streams_per_connection(s.max_streams_per_connection);
     stratus_worker::tasks::set_max_result_bytes(

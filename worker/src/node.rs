@@ -174,6 +174,8 @@ pub struct WorkerConfig {
     pub metrics_bound: Option<std::net::SocketAddr>,
     /// What the peer endpoint admits.
     pub peer_limits: crate::peer::PeerLimits,
+    /// The only directories tasks may read and write.
+    pub data_roots: Arc<crate::roots::DataRoots>,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -233,6 +235,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     });
     let metrics = config.metrics.clone();
     let exec_peers = peers.clone();
+    let data_roots = config.data_roots.clone();
     let actor = WorkerActor::create(move |ctx| {
         let me = ctx.address().downgrade();
         let done_to = me.clone();
@@ -240,6 +243,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             state,
             exec: Executor {
                 peers: exec_peers,
+                roots: data_roots,
                 local: deliver_weak(me),
                 done: Arc::new(move |id, result| {
                     if let Some(actor) = done_to.upgrade() {

@@ -1,6 +1,12 @@
 //! What each task computes: pure functions over `stratus-engine`, run on a
 //! compute thread. Errors are strings for the client, naming the file at fault.
 //!
+//! Every task that touches local files gets the worker's [`DataRoots`] and
+//! checks each path against them before the engine opens, lists or creates
+//! anything (listing: every directory and link on the way, through the
+//! engine's guard; reads: each file; writes: the destination, whose staging
+//! and final files all lie below it).
+//!
 //! Results that travel to the scheduler (head rows, group-by answers, file
 //! lists, footers) are checked against the result limit
 //! ([`set_max_result_bytes`], default [`DEFAULT_MAX_RESULT_BYTES`]) before
@@ -11,6 +17,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
+use std::path::Path;
+
+use crate::roots::DataRoots;
 use stratus_engine::scan;
 use stratus_protocol::messages::{
     FileRef, FooterMeta, GroupBySpec, ParquetPartition, PartitionBoundsWire, PartitionKey,
@@ -75,9 +84,16 @@ pub fn approx_output_bytes(output: &TaskOutput) -> usize {
     }
 }
 
-/// Expand a source into its files.
-pub fn list_files(source: &str) -> Result<TaskOutput, String> {
-    let files = scan::list_files(source).map_err(|e| e.to_string())?;
+/// Expand a source into its files (only under the data roots).
+pub fn list_files(roots: &DataRoots, source: &str) -> Result<TaskOutput, String> {
+    let path = source.strip_prefix("file://").unwrap_or(source);
+    if !path.contains("://") {
+        // The whole source first, so that a source outside the roots fails
+        // naming itself (not the first directory its listing would open).
+        let literal = literal_prefix(path);
+        roots.check(Path::new(&literal))?;
+    }
+    let files = scan::list_files_guarded(source, &|p| roots.guard(p)).map_err(|e| e.to_string())?;
     let output = TaskOutput::Files(files);
     within_result_limit(
         &format!("the file list of '{source}'"),
@@ -87,10 +103,28 @@ pub fn list_files(source: &str) -> Result<TaskOutput, String> {
     Ok(output)
 }
 
+/// The part of a source before its first wildcard component (the source
+/// itself when it has none).
+fn literal_prefix(source: &str) -> String {
+    let mut prefix = std::path::PathBuf::new();
+    for c in Path::new(source).components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        prefix.push(c);
+    }
+    if prefix.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        prefix.display().to_string()
+    }
+}
+
 /// Read the footers of these files.
-pub fn read_footers(files: &[FileRef]) -> Result<TaskOutput, String> {
+pub fn read_footers(roots: &DataRoots, files: &[FileRef]) -> Result<TaskOutput, String> {
     let mut out = Vec::with_capacity(files.len());
     for f in files {
+        roots.check(Path::new(&f.path))?;
         let footer = scan::read_footer(f).map_err(|e| e.to_string())?;
         let schema_ipc = stratus_protocol::ipc::encode_schema(&footer.schema)
             .map_err(|e| format!("file {}: {e}", f.path))?;
@@ -112,10 +146,12 @@ pub fn read_footers(files: &[FileRef]) -> Result<TaskOutput, String> {
 
 /// Read a partition into batches and apply the frame's steps.
 pub fn load(
+    roots: &DataRoots,
     input: &ParquetPartition,
     columns: Option<&[String]>,
     steps: &[Step],
 ) -> Result<Vec<RecordBatch>, String> {
+    roots.check(Path::new(&input.path))?;
     let batches = scan::read_partition(input, columns, None).map_err(|e| e.to_string())?;
     stratus_engine::expr::apply_steps(batches, steps)
         .map_err(|e| format!("partition of {}: {e}", input.path))
@@ -175,8 +211,51 @@ fn write_options(spec: &WriteSpec) -> stratus_engine::write::WriteOptions {
     }
 }
 
-/// Refuse an existing destination (unless overwriting).
-pub fn prepare_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
+/// The destination of a write, checked against the data roots: the
+/// destination itself (exactly the path the engine writes to), and the
+/// job's staging directory `DEST/_temporary/<job>`, which must resolve
+/// inside the roots too and hold no symbolic link (a link planted there
+/// would lead the staged files, or their removal, elsewhere).
+fn check_dest(roots: &DataRoots, spec: &WriteSpec) -> Result<(), String> {
+    let dest = Path::new(&spec.dest);
+    roots.check(dest)?;
+    let staging = dest.join(stratus_engine::write::TEMPORARY_DIR);
+    roots.check(&staging)?;
+    let job_dir = staging.join(&spec.job_id);
+    roots.check(&job_dir)?;
+    no_links_below(&job_dir, 0)
+}
+
+/// Refuse a symbolic link anywhere below `dir` (if it exists), without
+/// following any.
+fn no_links_below(dir: &Path, depth: usize) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    if depth > 64 {
+        return Err(format!("{} is nested too deep", dir.display()));
+    }
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "{} is a symbolic link in a write's staging directory; refusing to write through it",
+                path.display()
+            ));
+        }
+        if meta.is_dir() {
+            no_links_below(&path, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse an existing destination (unless overwriting a Stratus dataset).
+pub fn prepare_write(roots: &DataRoots, spec: &WriteSpec) -> Result<TaskOutput, String> {
+    check_dest(roots, spec)?;
     stratus_engine::write::check_destination(&write_options(spec)).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Ok)
 }
@@ -184,9 +263,11 @@ pub fn prepare_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
 /// Stage the files of these partitions (one file per partition and hive
 /// directory, named after the partition's index so a rerun replaces it).
 pub fn write_parts(
+    roots: &DataRoots,
     parts: &[(PartitionKey, Vec<RecordBatch>)],
     spec: &WriteSpec,
 ) -> Result<TaskOutput, String> {
+    check_dest(roots, spec)?;
     let opts = write_options(spec);
     let mut staged = Vec::new();
     for (key, batches) in parts {
@@ -200,7 +281,12 @@ pub fn write_parts(
 }
 
 /// Move staged files into place, `_SUCCESS` last.
-pub fn commit_write(spec: &WriteSpec, staged: &[StagedFile]) -> Result<TaskOutput, String> {
+pub fn commit_write(
+    roots: &DataRoots,
+    spec: &WriteSpec,
+    staged: &[StagedFile],
+) -> Result<TaskOutput, String> {
+    check_dest(roots, spec)?;
     let (rows, count) =
         stratus_engine::write::commit(&write_options(spec), staged).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Committed {
@@ -210,7 +296,8 @@ pub fn commit_write(spec: &WriteSpec, staged: &[StagedFile]) -> Result<TaskOutpu
 }
 
 /// Remove a failed write's staged files.
-pub fn abort_write(spec: &WriteSpec) -> Result<TaskOutput, String> {
+pub fn abort_write(roots: &DataRoots, spec: &WriteSpec) -> Result<TaskOutput, String> {
+    check_dest(roots, spec)?;
     stratus_engine::write::abort(&write_options(spec)).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Ok)
 }
@@ -298,6 +385,7 @@ pub fn sort_range(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>
 /// only the wanted ranges' pieces are kept; then each range is sorted and
 /// gets the frame's later `steps`. One pass over the sources for all ranges.
 pub fn rebuild_ranges(
+    roots: &DataRoots,
     sources: &[RangeSource],
     key: &str,
     boundaries_ipc: &[u8],
@@ -306,7 +394,12 @@ pub fn rebuild_ranges(
 ) -> Result<Vec<(u32, Vec<RecordBatch>)>, String> {
     let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); ranges.len()];
     for source in sources {
-        let batches = load(&source.partition, source.columns.as_deref(), &source.steps)?;
+        let batches = load(
+            roots,
+            &source.partition,
+            source.columns.as_deref(),
+            &source.steps,
+        )?;
         let mut split = split_ranges(&batches, key, boundaries_ipc)?;
         let count = split.len();
         for (kept, &r) in pieces.iter_mut().zip(ranges) {
@@ -406,10 +499,12 @@ pub fn head_of(
 
 /// The first `n` rows of a Parquet partition.
 pub fn head_parquet(
+    roots: &DataRoots,
     input: &ParquetPartition,
     n: u64,
     columns: Option<&[String]>,
 ) -> Result<TaskOutput, String> {
+    roots.check(Path::new(&input.path))?;
     let batches =
         scan::read_partition(input, columns, Some(n as usize)).map_err(|e| e.to_string())?;
     head_of(&batches, n, None)

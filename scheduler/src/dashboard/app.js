@@ -167,6 +167,9 @@
         if (value === null || value === undefined) return;
         if (key === 'className') node.className = value;
         else if (key === 'text') node.textContent = String(value);
+        // Through the CSSOM: a style attribute would be refused by the
+        // page's Content-Security-Policy (no inline style).
+        else if (key === 'style') node.style.cssText = String(value);
         else if (key === 'dataset') {
           Object.keys(value).forEach(function (d) {
             node.dataset[d] = String(value[d]);
