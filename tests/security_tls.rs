@@ -559,6 +559,40 @@ fn a_cluster_of_issued_certificates_lets_no_stranger_in() {
         });
         assert!(!admitted, "{what} got a peer connection to {peer}");
     }
+    // A worker of the cluster (valid certificate, right role) pushing rows
+    // into a job the scheduler never announced it for: refused before any
+    // payload is read.
+    let insider = pki.credentials("node-1");
+    let answer = rt.block_on(async {
+        let conn = raw_connect_peer(&peer, &cert_name, &pki.ca_pem(), Some(&insider))
+            .await
+            .expect("a worker certificate of the cluster connects");
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let push = stratus_protocol::messages::PeerPush {
+            mailbox: stratus_protocol::messages::MailboxKey {
+                job: 987_654,
+                tag: 0,
+            },
+            from_worker: 1,
+        };
+        stratus_protocol::framing::send_message(&mut send, &push, "peer")
+            .await
+            .unwrap();
+        let _ = send.write_all(&[7u8; 1024]).await;
+        let _ = send.finish();
+        recv.read_to_end(4096).await.unwrap_or_default()
+    });
+    assert_eq!(
+        answer.first(),
+        Some(&0u8),
+        "a forged delivery was acknowledged"
+    );
+    let reason = String::from_utf8_lossy(&answer[1..]).to_string();
+    assert!(
+        reason.contains("job 987654")
+            && reason.contains("announced no delivery from worker certificate 'node-1'"),
+        "{reason}"
+    );
     // Legitimate peer links still work: a group-by exchanges partials.
     let o = cluster.as_client(&pki, "admin", &["persist", &fixture(), "--as", "isd"]);
     assert!(o.status.success(), "{}", stderr(&o));

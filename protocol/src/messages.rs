@@ -351,6 +351,10 @@ pub enum ToWorker {
     Drop(Vec<PartitionKey>),
     /// Release every mailbox of this job.
     Forget { job: u64 },
+    /// The worker whose certificate is named `sender` will deliver data for
+    /// `job` to this worker (sent before the sender is told to run). A peer
+    /// endpoint admits a delivery only for a job announced with its sender.
+    Expect { job: u64, sender: String },
 }
 
 /// What a finished task produced.

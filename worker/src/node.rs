@@ -310,6 +310,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         }
     });
 
+    let announcements = peers.announcements().clone();
     let result = loop {
         let frame = match read_frame(&mut recv, &peer).await {
             Ok(Some(frame)) => frame,
@@ -338,9 +339,15 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                     ids.iter().map(|i| i.to_native()).collect(),
                 )));
             }
-            Ok(ArchivedToWorker::Forget { job }) => actor.do_send(Input(Event::Forget {
-                job: job.to_native(),
-            })),
+            Ok(ArchivedToWorker::Forget { job }) => {
+                announcements.forget(job.to_native());
+                actor.do_send(Input(Event::Forget {
+                    job: job.to_native(),
+                }))
+            }
+            Ok(ArchivedToWorker::Expect { job, sender }) => {
+                announcements.expect(job.to_native(), sender.to_string());
+            }
             Ok(ArchivedToWorker::Drop(keys)) => {
                 actor.do_send(Input(Event::Drop(
                     keys.iter()

@@ -161,6 +161,75 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// How long a delivery waits for the scheduler's announcement of its job and
+/// sender (which is sent before the sender runs, on another stream).
+const ANNOUNCEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Jobs whose announcements are kept (the oldest go first; a job's are also
+/// dropped when the scheduler forgets it).
+const ANNOUNCED_JOBS: usize = 4096;
+
+/// The deliveries the scheduler announced (`ToWorker::Expect`): for each
+/// job, the certificate names of the workers that will deliver to us. A
+/// peer endpoint admits a delivery only for an announced job from an
+/// announced sender, so a worker of the cluster can not push rows into a job
+/// it has no part in.
+#[derive(Clone, Default)]
+pub struct Announcements(Arc<AnnouncementsInner>);
+
+#[derive(Default)]
+struct AnnouncementsInner {
+    senders: Mutex<std::collections::BTreeMap<u64, std::collections::HashSet<String>>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Announcements {
+    /// The scheduler announced `sender` for `job`.
+    pub fn expect(&self, job: u64, sender: String) {
+        let mut senders = self.0.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.entry(job).or_default().insert(sender);
+        while senders.len() > ANNOUNCED_JOBS {
+            senders.pop_first();
+        }
+        drop(senders);
+        self.0.changed.notify_waiters();
+    }
+
+    /// The job ended.
+    pub fn forget(&self, job: u64) {
+        self.0
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+    }
+
+    fn announced(&self, job: u64, sender: &str) -> bool {
+        self.0
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&job)
+            .is_some_and(|s| s.contains(sender))
+    }
+
+    /// Whether `sender` is (or within `wait` becomes) announced for `job`.
+    async fn wait_for(&self, job: u64, sender: &str, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.announced(job, sender) {
+                return true;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => return self.announced(job, sender),
+            }
+        }
+    }
+}
+
 /// A worker's peer endpoint.
 pub struct PeerService {
     endpoint: quinn::Endpoint,
@@ -170,6 +239,8 @@ pub struct PeerService {
     /// Our connections to peers, by peer address, tracked for metrics.
     connections: Mutex<HashMap<String, (quinn::Connection, TrackedConnection)>>,
     tracker: ConnectionTracker,
+    /// Which jobs may deliver here, from whom.
+    announcements: Announcements,
 }
 
 /// Something to do with delivered data: hand it to the worker's state
@@ -203,8 +274,14 @@ impl PeerService {
             address: format!("{ip}:{port}"),
             tls,
             connections: Mutex::new(HashMap::new()),
+            announcements: Announcements::default(),
             tracker,
         }))
+    }
+
+    /// The deliveries announced to this endpoint (fed by the scheduler link).
+    pub fn announcements(&self) -> &Announcements {
+        &self.announcements
     }
 
     /// Accept deliveries forever (within `limits`), handing each to `deliver`.
@@ -227,6 +304,7 @@ impl PeerService {
             let deliver = deliver.clone();
             let tracker = self.tracker.clone();
             let buffered = buffered.clone();
+            let announcements = self.announcements.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let conn = match incoming.await {
@@ -252,8 +330,14 @@ impl PeerService {
                     let deliver = deliver.clone();
                     let peer = peer.clone();
                     let buffered = buffered.clone();
+                    let name = name.clone();
+                    let announcements = announcements.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = receive(send, recv, deliver, &peer, &buffered).await {
+                        let from = Sender {
+                            certificate: &name,
+                            announcements: &announcements,
+                        };
+                        if let Err(e) = receive(send, recv, deliver, &peer, from, &buffered).await {
                             warn!("{e}");
                         }
                     });
@@ -339,11 +423,35 @@ impl PeerService {
     }
 }
 
+/// Who sends on a peer connection, and what they may send.
+struct Sender<'a> {
+    /// The name of the (verified) certificate of the connection.
+    certificate: &'a str,
+    announcements: &'a Announcements,
+}
+
+async fn refuse_delivery(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    peer: &str,
+    reason: String,
+) -> Result<(), ProtocolError> {
+    let _ = recv.stop(1u32.into());
+    let _ = send.write_all(&[0]).await;
+    let _ = send.write_all(reason.as_bytes()).await;
+    let _ = send.finish();
+    Err(ProtocolError::Peer {
+        peer: peer.to_string(),
+        what: reason,
+    })
+}
+
 async fn receive(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     deliver: Deliver,
     peer: &str,
+    from: Sender<'_>,
     buffered: &Buffered,
 ) -> Result<(), ProtocolError> {
     let first = read_frame_limited(&mut recv, peer, MAX_HELLO_FRAME_BYTES);
@@ -360,6 +468,19 @@ async fn receive(
         return Ok(());
     };
     let push: PeerPush = to_owned(access::<ArchivedPeerPush>(&frame, peer)?, peer)?;
+    // Before any payload is read: is this sender announced for this job?
+    let job = push.mailbox.job;
+    if !from
+        .announcements
+        .wait_for(job, from.certificate, ANNOUNCEMENT_WAIT)
+        .await
+    {
+        let reason = format!(
+            "refused a delivery for job {job}: the scheduler announced no delivery from worker certificate '{}' for it",
+            from.certificate
+        );
+        return refuse_delivery(&mut send, &mut recv, peer, reason).await;
+    }
     // Collect the stream's chunks, then assemble them once into an aligned
     // buffer (the one copy on the receiving side); decoding is zero-copy.
     // Every chunk is reserved against the memory limit before it is kept.

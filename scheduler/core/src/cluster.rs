@@ -385,6 +385,29 @@ impl Cluster {
             }
         }
         self.queue = waiting;
+        // Announce every delivery to its receiver before the sender runs:
+        // peer endpoints admit deliveries only for announced jobs and senders.
+        let mut announced = BTreeSet::new();
+        for (&sender, tasks) in &batches {
+            let Some(name) = self.workers.get(&sender).map(|w| w.info.cert_name.clone()) else {
+                continue;
+            };
+            for (receiver, job) in tasks.iter().flat_map(|t| deliveries(&t.kind)) {
+                let receiver = WorkerId(receiver);
+                if receiver != sender
+                    && self.workers.contains_key(&receiver)
+                    && announced.insert((receiver, job, sender))
+                {
+                    out.push(Command::ToWorker {
+                        worker: receiver,
+                        message: ToWorker::Expect {
+                            job,
+                            sender: name.clone(),
+                        },
+                    });
+                }
+            }
+        }
         for (worker, tasks) in batches {
             out.push(Command::ToWorker {
                 worker,
@@ -392,5 +415,23 @@ impl Cluster {
             });
         }
         doomed
+    }
+}
+
+/// The `(receiving worker, job)` pairs a task delivers to over peer links.
+fn deliveries(kind: &TaskKind) -> Vec<(u64, u64)> {
+    match kind {
+        TaskKind::GroupByPartial {
+            mailbox,
+            deliver_to,
+            ..
+        } => vec![(deliver_to.worker, mailbox.job)],
+        TaskKind::GroupByMerge {
+            deliver_to, out, ..
+        } => vec![(deliver_to.worker, out.job)],
+        TaskKind::ShuffleSend { owners, job, .. } => {
+            owners.iter().map(|o| (o.worker, *job)).collect()
+        }
+        _ => Vec::new(),
     }
 }

@@ -5,7 +5,7 @@
 //! that the machine's invariants (`check_invariants`) hold.
 #![allow(dead_code)]
 
-pub use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub use std::sync::Arc;
 pub use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ pub fn worker_info(name: &str, nthreads: u32) -> WorkerInfo {
         memory_limit: 1 << 30,
         metrics_address: None,
         peer_address: "127.0.0.1:1".into(),
-        cert_name: String::new(),
+        cert_name: format!("cert-{name}"),
     }
 }
 
@@ -214,6 +214,8 @@ pub struct Sim {
     pub history: HashMap<TaskId, TaskKind>,
     /// Every assignment ever made, in order.
     pub assignments: Vec<(WorkerId, TaskAssignment)>,
+    /// Deliveries announced: (receiver, job, sender's certificate name).
+    pub announced: HashSet<(WorkerId, u64, String)>,
 }
 
 impl Sim {
@@ -226,6 +228,7 @@ impl Sim {
             threads: BTreeMap::new(),
             running: BTreeMap::new(),
             history: HashMap::new(),
+            announced: HashSet::new(),
             assignments: Vec::new(),
         }
     }
@@ -254,6 +257,21 @@ impl Sim {
                 Command::ToWorker { worker, message } => match message {
                     ToWorker::Run(tasks) => {
                         assert!(!tasks.is_empty(), "empty Run batch to worker {worker}");
+                        // Every delivery to another worker was announced to
+                        // it first, with this worker's certificate name.
+                        let me = format!("cert-w{worker}");
+                        for t in tasks {
+                            for (receiver, job) in deliveries(&t.kind) {
+                                let receiver = WorkerId(receiver);
+                                if receiver != *worker && self.threads.contains_key(&receiver) {
+                                    assert!(
+                                        self.announced.contains(&(receiver, job, me.clone())),
+                                        "task {} delivers to worker {receiver} for job {job} unannounced",
+                                        t.id
+                                    );
+                                }
+                            }
+                        }
                         let limit = *self
                             .threads
                             .get(worker)
@@ -280,6 +298,9 @@ impl Sim {
                                 running.remove(id);
                             }
                         }
+                    }
+                    ToWorker::Expect { job, sender } => {
+                        self.announced.insert((*worker, *job, sender.clone()));
                     }
                     ToWorker::Drop(_) | ToWorker::Forget { .. } => {}
                 },
@@ -590,5 +611,23 @@ impl Sim {
                 w.running
             );
         }
+    }
+}
+
+/// The `(receiving worker, job)` pairs a task delivers to over peer links.
+fn deliveries(kind: &TaskKind) -> Vec<(u64, u64)> {
+    match kind {
+        TaskKind::GroupByPartial {
+            mailbox,
+            deliver_to,
+            ..
+        } => vec![(deliver_to.worker, mailbox.job)],
+        TaskKind::GroupByMerge {
+            deliver_to, out, ..
+        } => vec![(deliver_to.worker, out.job)],
+        TaskKind::ShuffleSend { owners, job, .. } => {
+            owners.iter().map(|o| (o.worker, *job)).collect()
+        }
+        _ => Vec::new(),
     }
 }
