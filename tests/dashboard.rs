@@ -531,6 +531,11 @@ fn dashboard_shows_workers_and_jobs_live_in_headless_chromium() {
         text.contains("isd") && text.contains("dash-test"),
         "the describe job shows no target or run: {text}"
     );
+    // ... and the name of the client certificate that sent it.
+    assert!(
+        text.contains("by scheduler-file-client"),
+        "the describe job does not name its client certificate: {text}"
+    );
     let steps = describe["steps"].as_array().unwrap();
     assert!(!steps.is_empty(), "describe shows no step: {describe:#}");
     for step in steps {

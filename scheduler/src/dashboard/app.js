@@ -436,6 +436,7 @@
     var meta = el('div', { className: 'job-meta' },
       el('span', { text: '#' + job.id }),
       job.run ? el('span', { className: 'job-run', title: 'run ' + job.run }, 'run ', el('b', { text: job.run })) : null,
+      job.client ? el('span', { className: 'job-client', title: 'sent with client certificate ' + job.client }, 'by ', el('b', { text: job.client })) : null,
       el('span', { title: 'started ' + formatDateTime(job.started), text: formatClock(job.started) }),
       duration);
 
