@@ -170,14 +170,31 @@ impl IssuedCluster {
         for i in 0..workers {
             let name = format!("node-{i}");
             let (cert, key) = pki.issue("worker", &name, "");
-            let child = Command::new(bin("stratus-worker"))
-                .arg(&cluster.address)
-                .arg("--tls-ca")
-                .arg(pki.ca())
-                .arg("--tls-cert")
-                .arg(&cert)
-                .arg("--tls-key")
-                .arg(&key)
+            let mut command = Command::new(bin("stratus-worker"));
+            command.arg(&cluster.address);
+            if i == 0 {
+                command
+                    .arg("--tls-ca")
+                    .arg(pki.ca())
+                    .arg("--tls-cert")
+                    .arg(&cert)
+                    .arg("--tls-key")
+                    .arg(&key);
+            } else {
+                // The same files from the worker's TOML settings.
+                let toml = cluster.dir.path().join(format!("{name}.toml"));
+                write_text(
+                    &toml,
+                    &format!(
+                        "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+                        pki.ca().display().to_string(),
+                        cert.display().to_string(),
+                        key.display().to_string()
+                    ),
+                );
+                command.arg("--config").arg(&toml);
+            }
+            let child = command
                 .args(["--nthreads", "1", "--memory-limit", "2GiB"])
                 .arg("--data-root")
                 .arg(env!("CARGO_MANIFEST_DIR"))

@@ -72,6 +72,10 @@ struct Cli {
 /// `STRATUS_WORKER__<KEY>` environment variables, then flags.
 #[derive(Debug, Deserialize)]
 struct Settings {
+    /// Certificate files (flags and STRATUS_TLS_* variables win).
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     nthreads: Option<u32>,
     memory_limit: String,
     name: Option<String>,
@@ -151,7 +155,7 @@ fn main() {
 
 fn start(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli).context("reading settings")?;
-    let credentials = load_credentials(&cli)?;
+    let credentials = load_credentials(&cli, &s)?;
     let target = credentials.target.clone();
     let own = credentials.own.clone();
     let nthreads = s
@@ -253,13 +257,13 @@ struct LoadedCredentials {
 /// Read the cluster location and this worker's credential (flags and
 /// variables, else the scheduler file's worker credential); refuse a
 /// certificate without the worker role before connecting anywhere.
-fn load_credentials(cli: &Cli) -> anyhow::Result<LoadedCredentials> {
+fn load_credentials(cli: &Cli, s: &Settings) -> anyhow::Result<LoadedCredentials> {
     let target = Locator {
         scheduler_file: cli.scheduler_file.clone(),
         scheduler: cli.scheduler.clone(),
-        tls_ca: cli.tls_ca.clone(),
-        tls_cert: cli.tls_cert.clone(),
-        tls_key: cli.tls_key.clone(),
+        tls_ca: cli.tls_ca.clone().or_else(|| s.tls_ca.clone()),
+        tls_cert: cli.tls_cert.clone().or_else(|| s.tls_cert.clone()),
+        tls_key: cli.tls_key.clone().or_else(|| s.tls_key.clone()),
     }
     .resolve_as(Holder::Worker)?;
     let own = target.credentials().require_role(Role::Worker)?;
@@ -275,10 +279,9 @@ async fn reload_on_sighup(cli: Cli, tls: TlsConfigHandle) {
         return;
     };
     while hup.recv().await.is_some() {
-        let reloaded = load_credentials(&cli).and_then(|loaded| {
-            let s = settings(&cli).context("reading settings")?;
-            Ok((loaded, s))
-        });
+        let reloaded = settings(&cli)
+            .context("reading settings")
+            .and_then(|s| Ok((load_credentials(&cli, &s)?, s)));
         match reloaded {
             Ok((loaded, s)) => {
                 let deny = DenyList::new(&s.tls_deny_serials);
