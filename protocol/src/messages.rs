@@ -285,6 +285,25 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    /// The `(receiving worker, job)` pairs this task delivers to over peer
+    /// links (each must be announced to its receiver first).
+    pub fn peer_deliveries(&self) -> Vec<(u64, u64)> {
+        match self {
+            TaskKind::GroupByPartial {
+                mailbox,
+                deliver_to,
+                ..
+            } => vec![(deliver_to.worker, mailbox.job)],
+            TaskKind::GroupByMerge {
+                deliver_to, out, ..
+            } => vec![(deliver_to.worker, out.job)],
+            TaskKind::ShuffleSend { owners, job, .. } => {
+                owners.iter().map(|o| (o.worker, *job)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The kind as a metric label (`list_files`, `load`, `reduce`, ...).
     pub fn label(&self) -> &'static str {
         match self {

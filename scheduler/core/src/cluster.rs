@@ -392,7 +392,7 @@ impl Cluster {
             let Some(name) = self.workers.get(&sender).map(|w| w.info.cert_name.clone()) else {
                 continue;
             };
-            for (receiver, job) in tasks.iter().flat_map(|t| deliveries(&t.kind)) {
+            for (receiver, job) in tasks.iter().flat_map(|t| t.kind.peer_deliveries()) {
                 let receiver = WorkerId(receiver);
                 if receiver != sender
                     && self.workers.contains_key(&receiver)
@@ -415,23 +415,5 @@ impl Cluster {
             });
         }
         doomed
-    }
-}
-
-/// The `(receiving worker, job)` pairs a task delivers to over peer links.
-fn deliveries(kind: &TaskKind) -> Vec<(u64, u64)> {
-    match kind {
-        TaskKind::GroupByPartial {
-            mailbox,
-            deliver_to,
-            ..
-        } => vec![(deliver_to.worker, mailbox.job)],
-        TaskKind::GroupByMerge {
-            deliver_to, out, ..
-        } => vec![(deliver_to.worker, out.job)],
-        TaskKind::ShuffleSend { owners, job, .. } => {
-            owners.iter().map(|o| (o.worker, *job)).collect()
-        }
-        _ => Vec::new(),
     }
 }

@@ -261,7 +261,7 @@ impl Sim {
                         // it first, with this worker's certificate name.
                         let me = format!("cert-w{worker}");
                         for t in tasks {
-                            for (receiver, job) in deliveries(&t.kind) {
+                            for (receiver, job) in t.kind.peer_deliveries() {
                                 let receiver = WorkerId(receiver);
                                 if receiver != *worker && self.threads.contains_key(&receiver) {
                                     assert!(
@@ -611,23 +611,5 @@ impl Sim {
                 w.running
             );
         }
-    }
-}
-
-/// The `(receiving worker, job)` pairs a task delivers to over peer links.
-fn deliveries(kind: &TaskKind) -> Vec<(u64, u64)> {
-    match kind {
-        TaskKind::GroupByPartial {
-            mailbox,
-            deliver_to,
-            ..
-        } => vec![(deliver_to.worker, mailbox.job)],
-        TaskKind::GroupByMerge {
-            deliver_to, out, ..
-        } => vec![(deliver_to.worker, out.job)],
-        TaskKind::ShuffleSend { owners, job, .. } => {
-            owners.iter().map(|o| (o.worker, *job)).collect()
-        }
-        _ => Vec::new(),
     }
 }
