@@ -26,11 +26,13 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::{parquet_to_arrow_schema, ProjectionMask};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::ChunkReader;
 use parquet::file::statistics::Statistics;
 
 use stratus_plan::{FileRef, ParquetPartition, RowGroupMeta};
@@ -469,33 +471,84 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
             reason: format!("only {len} bytes"),
         });
     }
-    let mut tail = [0u8; 8];
-    f.seek(SeekFrom::End(-8))
+    let tail_len = len.min(FOOTER_PREFETCH);
+    let mut tail = vec![0u8; tail_len as usize];
+    f.seek(SeekFrom::End(-(tail_len as i64)))
         .and_then(|_| f.read_exact(&mut tail))
         .map_err(|e| EngineError::io(path, e))?;
-    if &tail[4..] == b"PARE" {
+    let metadata = match decode_footer_tail(path, len, &tail)? {
+        FooterTail::Metadata(m) => m,
+        FooterTail::Needs(n) => {
+            let mut tail = vec![0u8; n as usize];
+            f.seek(SeekFrom::End(-(n as i64)))
+                .and_then(|_| f.read_exact(&mut tail))
+                .map_err(|e| EngineError::io(path, e))?;
+            match decode_footer_tail(path, len, &tail)? {
+                FooterTail::Metadata(m) => m,
+                FooterTail::Needs(_) => {
+                    return Err(EngineError::Invalid {
+                        path: path.into(),
+                        reason: "internal: footer not decoded from the bytes it asked for".into(),
+                    })
+                }
+            }
+        }
+    };
+    Ok((f, metadata))
+}
+
+/// Bytes read from the end of a file in the first attempt at its footer: most
+/// footers fit, so one read (one ranged GET on an object store) does.
+pub const FOOTER_PREFETCH: u64 = 64 * 1024;
+
+/// What the last bytes of a Parquet file give.
+pub enum FooterTail {
+    /// The decoded, checked footer.
+    Metadata(Arc<ParquetMetaData>),
+    /// The footer is longer than the bytes given: read this many bytes from the end.
+    Needs(u64),
+}
+
+/// Decode a Parquet footer from the last `tail.len()` bytes of a file of `file_len`
+/// bytes, with errors that tell truncated from encrypted from corrupt (naming `path`),
+/// and check that every column chunk lies inside the data. Used for local files and
+/// for objects fetched by a ranged read of their end.
+pub fn decode_footer_tail(path: &str, file_len: u64, tail: &[u8]) -> Result<FooterTail> {
+    if file_len < 12 || tail.len() < 8 {
+        return Err(EngineError::Truncated {
+            path: path.into(),
+            reason: format!("only {file_len} bytes"),
+        });
+    }
+    let end = &tail[tail.len() - 8..];
+    if &end[4..] == b"PARE" {
         return Err(EngineError::Invalid {
             path: path.into(),
             reason: "encrypted Parquet files are not supported".into(),
         });
     }
-    if &tail[4..] != MAGIC {
+    if &end[4..] != MAGIC {
         return Err(EngineError::Truncated {
             path: path.into(),
-            reason: format!("{len} bytes and no PAR1 magic bytes at the end"),
+            reason: format!("{file_len} bytes and no PAR1 magic bytes at the end"),
         });
     }
-    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    if footer_len + 12 > len {
+    let footer_len = u64::from(u32::from_le_bytes([end[0], end[1], end[2], end[3]]));
+    if footer_len + 12 > file_len {
         return Err(EngineError::Truncated {
             path: path.into(),
-            reason: format!("the footer claims {footer_len} bytes but the file has only {len}"),
+            reason: format!(
+                "the footer claims {footer_len} bytes but the file has only {file_len}"
+            ),
         });
     }
-    let metadata = ParquetMetaDataReader::new()
-        .parse_and_finish(&f)
+    if footer_len + 8 > tail.len() as u64 {
+        return Ok(FooterTail::Needs(footer_len + 8));
+    }
+    let start = tail.len() - 8 - footer_len as usize;
+    let metadata = ParquetMetaDataReader::decode_metadata(&tail[start..tail.len() - 8])
         .map_err(|e| EngineError::parquet(path, e))?;
-    let data_end = len - footer_len - 8;
+    let data_end = file_len - footer_len - 8;
     for (i, rg) in metadata.row_groups().iter().enumerate() {
         for col in rg.columns() {
             let (start, clen) = col.byte_range();
@@ -511,7 +564,7 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
             }
         }
     }
-    Ok((f, Arc::new(metadata)))
+    Ok(FooterTail::Metadata(Arc::new(metadata)))
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -570,7 +623,12 @@ fn file_schemas(
 /// truncated, unreadable.
 pub fn read_footer(file: &FileRef) -> Result<FileFooter> {
     let (_f, metadata) = open_parquet(&file.path)?;
-    let (_, schema) = file_schemas(&file.path, &metadata, &file.hive)?;
+    footer_from_metadata(file, &metadata)
+}
+
+/// A file's footer in Stratus terms, from its decoded Parquet metadata.
+pub fn footer_from_metadata(file: &FileRef, metadata: &ParquetMetaData) -> Result<FileFooter> {
+    let (_, schema) = file_schemas(&file.path, metadata, &file.hive)?;
     let row_groups = metadata
         .row_groups()
         .iter()
@@ -798,8 +856,119 @@ pub fn read_partition(
     columns: Option<&[String]>,
     limit: Option<usize>,
 ) -> Result<Vec<RecordBatch>> {
+    let (file, metadata) = open_parquet(&spec.path)?;
+    read_partition_from(
+        spec,
+        metadata,
+        &mut LocalChunks(file, spec.path.clone()),
+        columns,
+        limit,
+    )
+}
+
+/// Where [`read_partition_from`] gets column-chunk bytes: a local file, or
+/// ranges fetched from an object store.
+pub trait ChunkSource {
+    /// What parquet's reader reads a group's bytes from.
+    type Reader: ChunkReader + 'static;
+    /// Called once before any [`ChunkSource::open`]: the groups of row groups
+    /// that will be opened, in order, and the leaf columns read from each (so
+    /// a remote source can start fetching every byte range at once).
+    fn plan(
+        &mut self,
+        _metadata: &ParquetMetaData,
+        _groups: &[Vec<usize>],
+        _leaves: &[usize],
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The bytes of group `index` of the plan.
+    fn open(&mut self, index: usize) -> Result<Self::Reader>;
+}
+
+/// A local file (and its path, for errors) as a [`ChunkSource`].
+pub struct LocalChunks(pub File, pub String);
+
+impl ChunkSource for LocalChunks {
+    type Reader = File;
+    fn open(&mut self, _index: usize) -> Result<File> {
+        self.0.try_clone().map_err(|e| EngineError::io(&self.1, e))
+    }
+}
+
+/// Byte ranges of one file fetched into memory (column chunks of the row
+/// groups a read needs), as parquet's reader reads them: a slice of a range
+/// is handed out without a copy. Asking for bytes outside every range is an
+/// error (a bug in the fetch plan), never a silent read of zeros.
+#[derive(Debug, Clone)]
+pub struct FetchedRanges {
+    path: String,
+    file_len: u64,
+    /// Sorted by start, not overlapping.
+    ranges: Vec<(u64, Bytes)>,
+}
+
+impl FetchedRanges {
+    /// `ranges`: (start offset, bytes) of a file of `file_len` bytes.
+    pub fn new(path: &str, file_len: u64, mut ranges: Vec<(u64, Bytes)>) -> FetchedRanges {
+        ranges.sort_by_key(|(start, _)| *start);
+        FetchedRanges {
+            path: path.to_string(),
+            file_len,
+            ranges,
+        }
+    }
+
+    fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let i = self.ranges.partition_point(|(s, _)| *s <= start);
+        if i > 0 {
+            let (s, bytes) = &self.ranges[i - 1];
+            let offset = (start - s) as usize;
+            let end = match length {
+                Some(n) => offset.checked_add(n),
+                None => Some(bytes.len()),
+            };
+            if let Some(end) = end.filter(|&e| e <= bytes.len() && offset <= e) {
+                return Ok(bytes.slice(offset..end));
+            }
+        }
+        Err(parquet::errors::ParquetError::General(format!(
+            "{}: bytes {start}..{} were not fetched",
+            self.path,
+            length.map_or("end".to_string(), |n| (start + n as u64).to_string())
+        )))
+    }
+}
+
+impl parquet::file::reader::Length for FetchedRanges {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for FetchedRanges {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
+/// [`read_partition`] with the footer already decoded and column-chunk bytes
+/// from `chunks`.
+pub fn read_partition_from<C: ChunkSource>(
+    spec: &ParquetPartition,
+    metadata: Arc<ParquetMetaData>,
+    chunks: &mut C,
+    columns: Option<&[String]>,
+    limit: Option<usize>,
+) -> Result<Vec<RecordBatch>> {
     let path = spec.path.as_str();
-    let (file, metadata) = open_parquet(path)?;
     let n_rg = metadata.num_row_groups();
     let (start, end) = (spec.row_group_start as usize, spec.row_group_end as usize);
     if start > end || end > n_rg {
@@ -952,7 +1121,18 @@ pub fn read_partition(
     // memory. Without a limit (persist), read each row group as one batch of
     // exactly its rows: persisted buffers then have no slack.
     let readers: Vec<(Vec<usize>, usize)> = match limit {
-        Some(_) => vec![((start..end).collect(), BATCH_ROWS)],
+        // Only the row groups that hold the first `limit` rows.
+        Some(l) => {
+            let mut rows = 0u64;
+            let needed: Vec<usize> = (start..end)
+                .take_while(|&rg| {
+                    let take = rows < l as u64;
+                    rows += u64::try_from(metadata.row_group(rg).num_rows()).unwrap_or(0);
+                    take
+                })
+                .collect();
+            vec![(needed, BATCH_ROWS)]
+        }
         None => (start..end)
             .map(|rg| {
                 let rows = usize::try_from(metadata.row_group(rg).num_rows()).unwrap_or(0);
@@ -960,37 +1140,38 @@ pub fn read_partition(
             })
             .collect(),
     };
-    let reader = readers
-        .into_iter()
-        .map(|(row_groups, batch_size)| {
-            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                file.try_clone().map_err(|e| EngineError::io(path, e))?,
-                arm.clone(),
-            )
-            .with_row_groups(row_groups)
-            .with_projection(mask.clone())
-            .with_batch_size(batch_size);
-            if let Some(l) = limit {
-                builder = builder.with_limit(l);
-            }
-            builder.build().map_err(|e| EngineError::parquet(path, e))
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten();
-    for batch in reader {
-        let batch = batch.map_err(|e| EngineError::arrow(path, e))?;
-        for (i, key, value) in &verify {
-            let pos = read_idx
-                .binary_search(i)
-                .map_err(|_| EngineError::Invalid {
-                    path: path.into(),
-                    reason: "internal: verified column not read".into(),
-                })?;
-            check_hive_values(path, key, value, batch.column(pos))?;
+    let leaves: Vec<usize> = (0..arm.parquet_schema().num_columns())
+        .filter(|&leaf| mask.leaf_included(leaf))
+        .collect();
+    let groups: Vec<Vec<usize>> = readers.iter().map(|(g, _)| g.clone()).collect();
+    chunks.plan(&metadata, &groups, &leaves)?;
+    // One reader per group, built only when the previous one is drained, so a
+    // remote source's later groups are still arriving while this one decodes.
+    for (index, (row_groups, batch_size)) in readers.into_iter().enumerate() {
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(chunks.open(index)?, arm.clone())
+                .with_row_groups(row_groups)
+                .with_projection(mask.clone())
+                .with_batch_size(batch_size);
+        if let Some(l) = limit {
+            builder = builder
+                .with_limit(l.saturating_sub(out.iter().map(|b: &RecordBatch| b.num_rows()).sum()));
         }
-        let rows = batch.num_rows();
-        out.push(assemble(Some(&batch), rows)?);
+        let reader = builder.build().map_err(|e| EngineError::parquet(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| EngineError::arrow(path, e))?;
+            for (i, key, value) in &verify {
+                let pos = read_idx
+                    .binary_search(i)
+                    .map_err(|_| EngineError::Invalid {
+                        path: path.into(),
+                        reason: "internal: verified column not read".into(),
+                    })?;
+                check_hive_values(path, key, value, batch.column(pos))?;
+            }
+            let rows = batch.num_rows();
+            out.push(assemble(Some(&batch), rows)?);
+        }
     }
     Ok(out)
 }

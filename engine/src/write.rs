@@ -532,12 +532,12 @@ fn write_file(
 }
 
 /// Write `pieces` with parquet's `ArrowWriter`.
-fn write_arrow(
-    file: File,
+fn write_arrow<W: std::io::Write + Send>(
+    file: W,
     schema: &SchemaRef,
     props: WriterProperties,
     pieces: &[RecordBatch],
-) -> parquet::errors::Result<File> {
+) -> parquet::errors::Result<W> {
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     for batch in pieces {
         writer.write(batch)?;
@@ -561,13 +561,13 @@ fn direct_columns(schema: &SchemaRef, props: &WriterProperties) -> Option<Vec<Op
 
 /// Write `pieces` as `ArrowWriter` does (same schema, metadata and row groups), the columns
 /// of `kinds` encoded by [`write_chunk_direct`], the others by parquet's column writers.
-fn write_direct(
-    file: File,
+fn write_direct<W: std::io::Write + Send>(
+    file: W,
     schema: &SchemaRef,
     mut props: WriterProperties,
     pieces: &[RecordBatch],
     kinds: &[Option<Direct>],
-) -> parquet::errors::Result<File> {
+) -> parquet::errors::Result<W> {
     let parquet_schema = ArrowSchemaConverter::new()
         .with_coerce_types(props.coerce_types())
         .convert(schema)?;
@@ -656,9 +656,77 @@ pub fn write_partition(
     task_tag: &str,
 ) -> Result<Vec<StagedFile>> {
     let dest = check_options(opts)?;
+    let Some((data_schema, groups)) = group_partition(batches, opts, task_tag)? else {
+        return Ok(Vec::new());
+    };
+    let job_dir = ensure_job_dir(opts, dest)?;
+    let mut staged = Vec::with_capacity(groups.len());
+    for g in groups {
+        staged.push(write_file(
+            opts,
+            &job_dir,
+            &g.dir,
+            task_tag,
+            &data_schema,
+            &g.pieces,
+        )?);
+    }
+    Ok(staged)
+}
+
+/// One file of a partition encoded in memory, for a destination without
+/// files to stage in (an object store).
+#[derive(Debug)]
+pub struct EncodedFile {
+    /// Hive directories, `/`-separated, empty for none (`year=2008/month=1`).
+    pub dir: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// The whole Parquet file.
+    pub data: Vec<u8>,
+}
+
+/// [`write_partition`]'s files encoded in memory instead of staged on disk:
+/// the same split by partition values, the same encodings and row groups.
+/// The caller names and uploads them.
+pub fn encode_partition(
+    batches: &[RecordBatch],
+    opts: &WriteOptions,
+    task_tag: &str,
+) -> Result<Vec<EncodedFile>> {
+    let dest = check_options(opts)?;
+    let Some((schema, groups)) = group_partition(batches, opts, task_tag)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let props = writer_properties(&schema, &g.pieces);
+        let rows = g.pieces.iter().map(|b| b.num_rows() as u64).sum();
+        let data = match direct_columns(&schema, &props) {
+            Some(kinds) => write_direct(Vec::new(), &schema, props, &g.pieces, &kinds),
+            None => write_arrow(Vec::new(), &schema, props, &g.pieces),
+        }
+        .map_err(|e| EngineError::parquet(format!("{dest}/{}", g.dir), e))?;
+        out.push(EncodedFile {
+            dir: g.dir,
+            rows,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+/// The data schema and the groups of rows by hive directory of one
+/// partition's batches; None when there is no row to write.
+fn group_partition(
+    batches: &[RecordBatch],
+    opts: &WriteOptions,
+    task_tag: &str,
+) -> Result<Option<(SchemaRef, Vec<Group>)>> {
+    let dest = check_options(opts)?;
     check_token("task tag", task_tag, dest)?;
     let Some(first) = batches.first() else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let schema = first.schema();
     for b in &batches[1..] {
@@ -721,7 +789,7 @@ pub fn write_partition(
         })
         .collect::<Result<Vec<_>>>()?;
     if projected.iter().all(|b| b.num_rows() == 0) {
-        return Ok(Vec::new());
+        return Ok(None);
     }
 
     let groups = if part_idx.is_empty() {
@@ -732,19 +800,7 @@ pub fn write_partition(
     } else {
         group_rows(batches, &projected, opts, dest, &part_idx)?
     };
-    let job_dir = ensure_job_dir(opts, dest)?;
-    let mut staged = Vec::with_capacity(groups.len());
-    for g in groups {
-        staged.push(write_file(
-            opts,
-            &job_dir,
-            &g.dir,
-            task_tag,
-            &data_schema,
-            &g.pieces,
-        )?);
-    }
-    Ok(staged)
+    Ok(Some((data_schema, groups)))
 }
 
 /// Whether every row of `col` (which holds no null) has the value of its first row.

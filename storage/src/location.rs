@@ -24,6 +24,8 @@ pub enum StorageError {
     Url { url: String, what: String },
     #[error("endpoint '{endpoint}' is refused: {what}")]
     Endpoint { endpoint: String, what: String },
+    #[error("storage option '{key}': {what}")]
+    Option { key: String, what: String },
 }
 
 fn bad(url: &str, what: impl Into<String>) -> StorageError {
@@ -89,6 +91,12 @@ impl Location {
                 azure_at(text, container, host, key)
             }
             "https" | "http" => {
+                if rest.contains('?') {
+                    return Err(bad(
+                        text,
+                        "a query string (a SAS token?) does not belong in the URL, which the dashboard and runs show: pass it as --storage-option sas_token=...",
+                    ));
+                }
                 let (host, path) = split_authority(text, rest)?;
                 let account = azure_account(host).ok_or_else(|| {
                     bad(
@@ -126,10 +134,39 @@ impl Location {
         }
     }
 
+    /// The object key (path inside the container or bucket), if remote.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Location::Local(_) => None,
+            Location::Azure { key, .. } | Location::S3 { key, .. } => Some(key),
+        }
+    }
+
     /// Whether this is on an object store (not the local file system).
     pub fn is_remote(&self) -> bool {
         !matches!(self, Location::Local(_))
     }
+}
+
+/// The URL of object `key` in the same place and the same spelling as
+/// `url` (a URL [`Location::parse`] read as remote): `az://data/isd/*.parquet`
+/// and `isd/year=2019/a.parquet` give `az://data/isd/year=2019/a.parquet`.
+pub fn object_url(url: &str, key: &str) -> String {
+    let url = url.trim();
+    let base = match Location::parse(url) {
+        Ok(location) => {
+            let own = location.key().unwrap_or("");
+            let cut = url.len() - own.len();
+            let base = &url[..cut];
+            if base.ends_with('/') {
+                base.to_string()
+            } else {
+                format!("{base}/")
+            }
+        }
+        Err(_) => format!("{}/", url.trim_end_matches('/')),
+    };
+    format!("{base}{key}")
 }
 
 /// `AUTHORITY/PATH` into the authority and the path (no leading `/`).
@@ -249,7 +286,7 @@ pub fn forbidden_endpoint(endpoint: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn check_ip(endpoint: &str, ip: IpAddr) -> Result<(), StorageError> {
+pub(crate) fn check_ip(endpoint: &str, ip: IpAddr) -> Result<(), StorageError> {
     let link_local = match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
         IpAddr::V6(v6) => {
@@ -341,6 +378,33 @@ mod tests {
             let err = Location::parse(url).unwrap_err().to_string();
             assert!(err.contains(url) && err.contains(says), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn object_urls_keep_the_spelling_of_the_source() {
+        assert_eq!(
+            object_url("az://data/isd/year=*/*.parquet", "isd/year=2019/a.parquet"),
+            "az://data/isd/year=2019/a.parquet"
+        );
+        assert_eq!(
+            object_url(
+                "https://acct.blob.core.windows.net/data/isd/",
+                "isd/a.parquet"
+            ),
+            "https://acct.blob.core.windows.net/data/isd/a.parquet"
+        );
+        assert_eq!(
+            object_url("s3://bucket", "a/b.parquet"),
+            "s3://bucket/a/b.parquet"
+        );
+        assert_eq!(
+            object_url("s3://bucket/", "a/b.parquet"),
+            "s3://bucket/a/b.parquet"
+        );
+        let sas = Location::parse("https://acct.blob.core.windows.net/data/x?sv=1&sig=2")
+            .unwrap_err()
+            .to_string();
+        assert!(sas.contains("--storage-option sas_token"), "{sas}");
     }
 
     #[test]
