@@ -3,7 +3,8 @@
 //! and `stratus local` as a process. Submodules: [`cluster`] (the library's
 //! `LocalCluster`, per test or shared), [`duckdb`] (the oracle), [`http`]
 //! (plain GETs), [`exposition`] (Prometheus text format), [`prometheus`] (a
-//! real Prometheus server and promtool), [`promql`], [`grafana`].
+//! real Prometheus server and promtool), [`promql`], [`grafana`], [`objstore`]
+//! (Azurite and moto, and an independent client for them).
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod duckdb;
 pub mod exposition;
 pub mod grafana;
 pub mod http;
+pub mod objstore;
 pub mod prometheus;
 pub mod promql;
 pub mod raw;
