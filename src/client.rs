@@ -9,7 +9,8 @@ use arrow_array::RecordBatch;
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
-    AggFunc, ArchivedToClient, ClientRequest, ClusterInfo, FrameSummary, PeerRole, Step, ToClient,
+    AggFunc, ArchivedToClient, ClientRequest, ClusterInfo, FrameSummary, PeerRole, RequestFrame,
+    Step, StorageOptions, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
 use stratus_protocol::ProtocolError;
@@ -85,6 +86,8 @@ pub struct Client {
     address: String,
     run: Option<String>,
     observer: Option<std::sync::Arc<dyn ProgressObserver>>,
+    /// Object-store options sent with every request (secrets).
+    storage: StorageOptions,
 }
 
 impl std::fmt::Debug for Client {
@@ -140,7 +143,17 @@ impl Client {
             address: target.address.clone(),
             run,
             observer: None,
+            storage: StorageOptions::default(),
         })
+    }
+
+    /// Send object-store options (Dask's `storage_options`: account keys,
+    /// SAS tokens, endpoints, as `object_store` names them) with every later
+    /// request; the workers read and write object-store URLs with them on
+    /// top of their own environment. They travel only inside the encrypted
+    /// connection and are never logged or shown.
+    pub fn set_storage_options(&mut self, options: Vec<(String, String)>) {
+        self.storage = StorageOptions(options);
     }
 
     /// The run this session logs to, if any.
@@ -198,7 +211,11 @@ impl Client {
             peer: peer.clone(),
             what: format!("cannot open a request stream: {e}"),
         })?;
-        send_message(&mut send, request, &peer).await?;
+        let frame = RequestFrame {
+            body: request.clone(),
+            storage: self.storage.clone(),
+        };
+        send_message(&mut send, &frame, &peer).await?;
         let _ = send.finish();
         loop {
             let frame = read_frame(&mut recv, &peer)

@@ -43,6 +43,13 @@ struct Cli {
     /// The run this command's work is logged to (default: none, nothing is logged).
     #[arg(long, global = true, env = "STRATUS_RUN")]
     run: Option<String>,
+    /// An object-store option, KEY=VALUE (repeatable), as Dask's
+    /// storage_options: account_name, account_key, sas_token, endpoint,
+    /// aws_access_key_id, region, allow_http, ... (the names of the
+    /// object_store crate); stratus_allow_incomplete=true reads a dataset
+    /// whose Stratus write did not complete. Sent encrypted, never logged.
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    storage_options: Vec<(String, String)>,
     /// More output on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -385,7 +392,18 @@ async fn connect_now(cli: &Cli) -> anyhow::Result<Client> {
     let target = locator(cli).resolve()?;
     let mut client = Client::connect_with(&target, run_of(cli).as_deref()).await?;
     client.set_progress(stratus::progress::Reporter::new(cli.verbose > 0));
+    client.set_storage_options(cli.storage_options.clone());
     Ok(client)
+}
+
+/// `KEY=VALUE` of `--storage-option`.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err("expected KEY=VALUE (for example account_name=myaccount)".into()),
+    }
 }
 
 /// Connect as [`connect_now`], then wait for a first worker.

@@ -92,7 +92,7 @@ pub fn list_files_guarded(source: &str, guard: Guard<'_>) -> Result<Vec<FileRef>
         Some(("file", path)) => path,
         Some((scheme, _)) => {
             return Err(EngineError::Argument(format!(
-                "'{source}': {scheme}:// sources are not supported yet (local paths, globs and file:// URLs are)"
+                "'{source}': {scheme}:// is not a local source (object stores are read by the worker's storage layer)"
             )))
         }
     };
@@ -351,6 +351,12 @@ fn walk_dir(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, guard: Guard<'_>) 
     Ok(())
 }
 
+/// Hive `key=value` segments of the directories of a path or object URL, in
+/// path order (see [`list_files`]).
+pub fn hive_values(path: &str) -> Vec<(String, String)> {
+    parse_hive(Path::new(path))
+}
+
 /// Hive `key=value` segments of the directories in `p`, in path order (a later duplicate
 /// key replaces the earlier value in place). Keys and values are percent-decoded.
 fn parse_hive(p: &Path) -> Vec<(String, String)> {
@@ -401,7 +407,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Natural order: runs of digits compare as numbers, the rest byte by byte; ties are broken
 /// by plain byte order so the order is total and deterministic.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (x, y) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     while i < x.len() && j < y.len() {

@@ -357,6 +357,38 @@ impl TaskKind {
 pub struct TaskAssignment {
     pub id: u64,
     pub kind: TaskKind,
+    /// The object-store options of the request the task serves (empty for
+    /// most): secrets, never logged.
+    pub storage: StorageOptions,
+}
+
+/// Object-store options a client sends with a request (Dask's
+/// `storage_options`: account keys, SAS tokens, endpoints). They are
+/// secrets: `Debug` shows the keys only, and nothing logs, shows or stores
+/// the values; they travel only inside the encrypted connections.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
+pub struct StorageOptions(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=***")))
+            .finish()
+    }
+}
+
+impl StorageOptions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a client sends on a request stream: the request, and the
+/// object-store options it carries.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RequestFrame {
+    pub body: ClientRequest,
+    pub storage: StorageOptions,
 }
 
 /// Scheduler -> worker.

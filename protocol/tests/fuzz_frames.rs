@@ -103,6 +103,7 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
         "to_worker",
         encode(&ToWorker::Run(vec![
             TaskAssignment {
+                storage: Default::default(),
                 id: 1,
                 kind: TaskKind::Load {
                     key: key(1),
@@ -112,6 +113,7 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
                 },
             },
             TaskAssignment {
+                storage: Default::default(),
                 id: 2,
                 kind: TaskKind::Head {
                     input: HeadInput::Persisted(key(2)),
@@ -120,6 +122,7 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
                 },
             },
             TaskAssignment {
+                storage: Default::default(),
                 id: 3,
                 kind: TaskKind::RebuildRanges {
                     frame: 4,

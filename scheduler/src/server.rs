@@ -21,7 +21,8 @@ use stratus_protocol::handshake::{self, Received};
 use stratus_protocol::limits::{ConnectionLimiter, ConnectionLimits};
 use stratus_protocol::messages::PeerRole;
 use stratus_protocol::messages::{
-    ArchivedClientRequest, ArchivedFromWorker, ClientRequest, ToClient, ToWorker, WorkerInfo,
+    ArchivedFromWorker, ArchivedRequestFrame, ClientRequest, RequestFrame, StorageOptions,
+    ToClient, ToWorker, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::pki::Role;
@@ -55,6 +56,8 @@ pub struct WorkerUp {
 pub struct RequestUp {
     pub id: RequestId,
     pub body: ClientRequest,
+    /// Object-store options sent with it (secrets: never logged).
+    pub storage: StorageOptions,
     pub tx: mpsc::UnboundedSender<ToClient>,
     /// The run of the client's session; `None` if it named none.
     pub run: Option<String>,
@@ -443,6 +446,7 @@ impl Handler<RequestUp> for SchedulerActor {
         self.apply(Event::Request {
             request: msg.id,
             body: msg.body,
+            storage: msg.storage,
             run: msg.run,
             client: msg.client,
         });
@@ -698,9 +702,9 @@ async fn serve_request(
     };
     // A frame that fails validation, or an expression beyond the limits
     // (checked while deserializing), is answered with the reason.
-    let body: ClientRequest =
-        match access::<ArchivedClientRequest>(&frame, peer).and_then(|r| to_owned(r, peer)) {
-            Ok(body) => body,
+    let RequestFrame { body, storage } =
+        match access::<ArchivedRequestFrame>(&frame, peer).and_then(|r| to_owned(r, peer)) {
+            Ok(request) => request,
             Err(e) => {
                 let _ = send_message(&mut send, &ToClient::Error(e.to_string()), peer).await;
                 let _ = send.finish();
@@ -759,6 +763,7 @@ async fn serve_request(
     actor.do_send(RequestUp {
         id,
         body,
+        storage,
         tx,
         run,
         client,

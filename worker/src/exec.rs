@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use stratus_protocol::messages::{MailboxKey, PartitionKey, TaskOutput};
+use stratus_protocol::messages::{MailboxKey, PartitionKey, StorageOptions, TaskOutput};
 
 use crate::peer::{Deliver, PeerService};
+use crate::remote::Remote;
 use crate::roots::DataRoots;
 use crate::state::{Computed, Destination, Ready, TaskId, Work};
 use crate::tasks;
@@ -25,6 +26,8 @@ pub struct Executor {
     /// The directories tasks may read and write (checked by the task
     /// bodies before they touch any file).
     pub roots: Arc<DataRoots>,
+    /// Object stores (listing, reads, writes).
+    pub remote: Arc<Remote>,
     /// Deliveries to this worker's own mailboxes.
     pub local: Deliver,
     /// Where results go.
@@ -36,21 +39,31 @@ impl Executor {
     pub fn start(&self, ready: Ready) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ready { id, work } = ready;
-            let result = this.run(work).await;
+            let Ready { id, work, storage } = ready;
+            let result = this.run(work, storage).await;
             (this.done)(id, result);
         });
     }
 
-    async fn run(&self, work: Work) -> Result<Computed, String> {
+    async fn run(&self, work: Work, storage: StorageOptions) -> Result<Computed, String> {
         let output = |r: Result<TaskOutput, String>| r.map(Computed::Output);
-        let roots = self.roots.clone();
+        let (roots, remote) = (self.roots.clone(), self.remote.clone());
+        // The task's file access, built inside its compute closure.
+        macro_rules! io {
+            () => {
+                tasks::Io {
+                    roots: &roots,
+                    remote: &remote,
+                    storage: &storage.0,
+                }
+            };
+        }
         match work {
             Work::ListFiles { source } => {
-                compute(move || output(tasks::list_files(&roots, &source))).await
+                compute(move || output(tasks::list_files(io!(), &source))).await
             }
             Work::ReadFooters { files } => {
-                compute(move || output(tasks::read_footers(&roots, &files))).await
+                compute(move || output(tasks::read_footers(io!(), &files))).await
             }
             Work::Load {
                 key,
@@ -59,7 +72,7 @@ impl Executor {
                 steps,
             } => {
                 compute(move || {
-                    tasks::load(&roots, &input, columns.as_deref(), &steps)
+                    tasks::load(io!(), &input, columns.as_deref(), &steps)
                         .map(|batches| Computed::Loaded { key, batches })
                 })
                 .await
@@ -86,16 +99,16 @@ impl Executor {
                 compute(move || output(tasks::groupby_final(&partials, &spec))).await
             }
             Work::PrepareWrite { spec } => {
-                compute(move || output(tasks::prepare_write(&roots, &spec))).await
+                compute(move || output(tasks::prepare_write(io!(), &spec))).await
             }
             Work::WriteParts { parts, spec } => {
-                compute(move || output(tasks::write_parts(&roots, &parts, &spec))).await
+                compute(move || output(tasks::write_parts(io!(), &parts, &spec))).await
             }
             Work::CommitWrite { spec, staged } => {
-                compute(move || output(tasks::commit_write(&roots, &spec, &staged))).await
+                compute(move || output(tasks::commit_write(io!(), &spec, &staged))).await
             }
             Work::AbortWrite { spec } => {
-                compute(move || output(tasks::abort_write(&roots, &spec))).await
+                compute(move || output(tasks::abort_write(io!(), &spec))).await
             }
             Work::SortSample { parts, key, sample } => {
                 compute(move || output(tasks::sort_sample(&parts, &key, sample))).await
@@ -104,7 +117,7 @@ impl Executor {
                 compute(move || output(tasks::reduce(&batches, &op))).await
             }
             Work::HeadParquet { input, n, columns } => {
-                compute(move || output(tasks::head_parquet(&roots, &input, n, columns.as_deref())))
+                compute(move || output(tasks::head_parquet(io!(), &input, n, columns.as_deref())))
                     .await
             }
             Work::HeadOf {
@@ -151,7 +164,7 @@ impl Executor {
                 compute(move || {
                     let ranges: Vec<u32> = parts.iter().map(|&(r, _)| r).collect();
                     let rebuilt = tasks::rebuild_ranges(
-                        &roots,
+                        io!(),
                         &sources,
                         &key,
                         &boundaries_ipc,

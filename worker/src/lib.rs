@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod panics;
 pub mod peer;
+pub mod remote;
 pub mod roots;
 pub mod state;
 pub mod store;

@@ -60,6 +60,12 @@ struct Cli {
     /// `STRATUS_DATA_ROOTS=DIR1:DIR2` or `data_roots` in the settings.
     #[arg(long = "data-root", value_name = "DIR")]
     data_roots: Vec<PathBuf>,
+    /// An object-store URL prefix tasks may read and write below
+    /// (repeatable, any URL form: az://, abfss://, https://, s3://; default
+    /// none: every object-store URL is allowed). Also `url_allow` in the
+    /// settings. Local paths are governed by --data-root.
+    #[arg(long = "url-allow", value_name = "PREFIX")]
+    url_allow: Vec<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -95,6 +101,22 @@ struct Settings {
     /// take precedence).
     #[serde(default)]
     data_roots: Vec<PathBuf>,
+    /// Object-store URL prefixes tasks may use (flags add to them); empty
+    /// allows all.
+    #[serde(default)]
+    url_allow: Vec<String>,
+    /// Let stores without configured credentials use the cloud's instance
+    /// metadata service (managed identity, EC2 role) instead of anonymous
+    /// access.
+    storage_instance_credentials: bool,
+    /// Object-store requests in flight on this worker.
+    storage_max_requests: usize,
+    /// Retries of a failed object-store request (5xx, timeouts, connection
+    /// errors), and the time after which retrying stops.
+    storage_retries: usize,
+    storage_retry_timeout_seconds: u64,
+    /// Time for one object-store request.
+    storage_request_timeout_seconds: u64,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
@@ -102,6 +124,11 @@ fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
         .set_default("memory_limit", "auto")?
         .set_default("metrics_address", "127.0.0.1:0")?
         .set_default("max_result_bytes", "64MiB")?
+        .set_default("storage_instance_credentials", false)?
+        .set_default("storage_max_requests", 32)?
+        .set_default("storage_retries", 5)?
+        .set_default("storage_retry_timeout_seconds", 60)?
+        .set_default("storage_request_timeout_seconds", 60)?
         .set_default("max_connections", 4096)?
         .set_default("max_connections_per_ip", 256)?
         .set_default(
@@ -116,7 +143,8 @@ fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
             .prefix_separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("tls_deny_serials"),
+            .with_list_parse_key("tls_deny_serials")
+            .with_list_parse_key("url_allow"),
     );
     if let Some(v) = cli.nthreads {
         builder = builder.set_override("nthreads", v)?;
@@ -224,6 +252,16 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             max_buffered: memory_limit,
         },
         data_roots: Arc::new(data_roots),
+        storage: stratus_storage::StoragePolicy {
+            url_allow: s.url_allow.iter().chain(&cli.url_allow).cloned().collect(),
+            instance_credentials: s.storage_instance_credentials,
+            max_requests: s.storage_max_requests.max(1),
+            retries: s.storage_retries,
+            retry_timeout: std::time::Duration::from_secs(s.storage_retry_timeout_seconds),
+            request_timeout: std::time::Duration::from_secs(
+                s.storage_request_timeout_seconds.max(1),
+            ),
+        },
     };
     stratus_protocol::limits::set_max_streams_per_connection(s.max_streams_per_connection);
     stratus_worker::tasks::set_max_result_bytes(

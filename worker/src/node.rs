@@ -176,6 +176,8 @@ pub struct WorkerConfig {
     pub peer_limits: crate::peer::PeerLimits,
     /// The only directories tasks may read and write.
     pub data_roots: Arc<crate::roots::DataRoots>,
+    /// Object-store access: allowed prefixes, credentials, request limits.
+    pub storage: stratus_storage::StoragePolicy,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -236,6 +238,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     let metrics = config.metrics.clone();
     let exec_peers = peers.clone();
     let data_roots = config.data_roots.clone();
+    let storage = config.storage.clone();
     let actor = WorkerActor::create(move |ctx| {
         let me = ctx.address().downgrade();
         let done_to = me.clone();
@@ -244,6 +247,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             exec: Executor {
                 peers: exec_peers,
                 roots: data_roots,
+                remote: Arc::new(crate::remote::Remote::new(
+                    stratus_storage::Storage::new(storage),
+                    tokio::runtime::Handle::current(),
+                )),
                 local: deliver_weak(me),
                 done: Arc::new(move |id, result| {
                     if let Some(actor) = done_to.upgrade() {

@@ -5,7 +5,8 @@
 //! checks each path against them before the engine opens, lists or creates
 //! anything (listing: every directory and link on the way, through the
 //! engine's guard; reads: each file; writes: the destination, whose staging
-//! and final files all lie below it).
+//! and final files all lie below it). Object-store URLs go to
+//! [`crate::remote`] instead, with the request's options ([`Io`]).
 //!
 //! Results that travel to the scheduler (head rows, group-by answers, file
 //! lists, footers) are checked against the result limit
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::RecordBatch;
 use std::path::Path;
 
+use crate::remote::{is_remote, Remote};
 use crate::roots::DataRoots;
 use stratus_engine::scan;
 use stratus_protocol::messages::{
@@ -84,16 +86,30 @@ pub fn approx_output_bytes(output: &TaskOutput) -> usize {
     }
 }
 
-/// Expand a source into its files (only under the data roots).
-pub fn list_files(roots: &DataRoots, source: &str) -> Result<TaskOutput, String> {
-    let path = source.strip_prefix("file://").unwrap_or(source);
-    if !path.contains("://") {
-        // The whole source first, so that a source outside the roots fails
-        // naming itself (not the first directory its listing would open).
-        let literal = literal_prefix(path);
-        roots.check(Path::new(&literal))?;
-    }
-    let files = scan::list_files_guarded(source, &|p| roots.guard(p)).map_err(|e| e.to_string())?;
+/// Where a task's files are: the local data roots it may touch, the
+/// worker's object-store access, and the request's object-store options.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub roots: &'a DataRoots,
+    pub remote: &'a Remote,
+    pub storage: &'a [(String, String)],
+}
+
+/// Expand a source into its files (only under the data roots, or on an
+/// object store the worker may reach).
+pub fn list_files(io: Io, source: &str) -> Result<TaskOutput, String> {
+    let files = if is_remote(source) {
+        io.remote.list_files(source, io.storage)?
+    } else {
+        let path = source.strip_prefix("file://").unwrap_or(source);
+        if !path.contains("://") {
+            // The whole source first, so that a source outside the roots fails
+            // naming itself (not the first directory its listing would open).
+            let literal = literal_prefix(path);
+            io.roots.check(Path::new(&literal))?;
+        }
+        scan::list_files_guarded(source, &|p| io.roots.guard(p)).map_err(|e| e.to_string())?
+    };
     let output = TaskOutput::Files(files);
     within_result_limit(
         &format!("the file list of '{source}'"),
@@ -120,12 +136,29 @@ fn literal_prefix(source: &str) -> String {
     }
 }
 
-/// Read the footers of these files.
-pub fn read_footers(roots: &DataRoots, files: &[FileRef]) -> Result<TaskOutput, String> {
+/// Read the footers of these files (an object store's all at once).
+pub fn read_footers(io: Io, files: &[FileRef]) -> Result<TaskOutput, String> {
+    let remote_files: Vec<FileRef> = files
+        .iter()
+        .filter(|f| is_remote(&f.path))
+        .cloned()
+        .collect();
+    let mut remote_footers = io
+        .remote
+        .footers(&remote_files, io.storage)?
+        .into_iter()
+        .zip(&remote_files);
     let mut out = Vec::with_capacity(files.len());
     for f in files {
-        roots.check(Path::new(&f.path))?;
-        let footer = scan::read_footer(f).map_err(|e| e.to_string())?;
+        let footer = if is_remote(&f.path) {
+            let (metadata, file) = remote_footers
+                .next()
+                .ok_or_else(|| format!("{}: internal: no footer fetched", f.path))?;
+            scan::footer_from_metadata(file, &metadata).map_err(|e| e.to_string())?
+        } else {
+            io.roots.check(Path::new(&f.path))?;
+            scan::read_footer(f).map_err(|e| e.to_string())?
+        };
         let schema_ipc = stratus_protocol::ipc::encode_schema(&footer.schema)
             .map_err(|e| format!("file {}: {e}", f.path))?;
         out.push(FooterMeta {
@@ -144,15 +177,29 @@ pub fn read_footers(roots: &DataRoots, files: &[FileRef]) -> Result<TaskOutput, 
     Ok(output)
 }
 
+/// Read a partition (all rows, or the first `limit`), locally under the
+/// data roots or from an object store.
+fn read_partition(
+    io: Io,
+    input: &ParquetPartition,
+    columns: Option<&[String]>,
+    limit: Option<usize>,
+) -> Result<Vec<RecordBatch>, String> {
+    if is_remote(&input.path) {
+        return io.remote.read_partition(input, columns, limit, io.storage);
+    }
+    io.roots.check(Path::new(&input.path))?;
+    scan::read_partition(input, columns, limit).map_err(|e| e.to_string())
+}
+
 /// Read a partition into batches and apply the frame's steps.
 pub fn load(
-    roots: &DataRoots,
+    io: Io,
     input: &ParquetPartition,
     columns: Option<&[String]>,
     steps: &[Step],
 ) -> Result<Vec<RecordBatch>, String> {
-    roots.check(Path::new(&input.path))?;
-    let batches = scan::read_partition(input, columns, None).map_err(|e| e.to_string())?;
+    let batches = read_partition(io, input, columns, None)?;
     stratus_engine::expr::apply_steps(batches, steps)
         .map_err(|e| format!("partition of {}: {e}", input.path))
 }
@@ -254,7 +301,12 @@ fn no_links_below(dir: &Path, depth: usize) -> Result<(), String> {
 }
 
 /// Refuse an existing destination (unless overwriting a Stratus dataset).
-pub fn prepare_write(roots: &DataRoots, spec: &WriteSpec) -> Result<TaskOutput, String> {
+pub fn prepare_write(io: Io, spec: &WriteSpec) -> Result<TaskOutput, String> {
+    if is_remote(&spec.dest) {
+        io.remote.prepare_write(spec, io.storage)?;
+        return Ok(TaskOutput::Ok);
+    }
+    let roots = io.roots;
     check_dest(roots, spec)?;
     stratus_engine::write::check_destination(&write_options(spec)).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Ok)
@@ -263,10 +315,19 @@ pub fn prepare_write(roots: &DataRoots, spec: &WriteSpec) -> Result<TaskOutput, 
 /// Stage the files of these partitions (one file per partition and hive
 /// directory, named after the partition's index so a rerun replaces it).
 pub fn write_parts(
-    roots: &DataRoots,
+    io: Io,
     parts: &[(PartitionKey, Vec<RecordBatch>)],
     spec: &WriteSpec,
 ) -> Result<TaskOutput, String> {
+    if is_remote(&spec.dest) {
+        let parts: Vec<(u32, &[RecordBatch])> = parts
+            .iter()
+            .map(|(key, batches)| (key.index, batches.as_slice()))
+            .collect();
+        let staged = io.remote.write_parts(&parts, spec, io.storage)?;
+        return Ok(TaskOutput::Staged(staged));
+    }
+    let roots = io.roots;
     check_dest(roots, spec)?;
     let opts = write_options(spec);
     let mut staged = Vec::new();
@@ -281,14 +342,13 @@ pub fn write_parts(
 }
 
 /// Move staged files into place, `_SUCCESS` last.
-pub fn commit_write(
-    roots: &DataRoots,
-    spec: &WriteSpec,
-    staged: &[StagedFile],
-) -> Result<TaskOutput, String> {
-    check_dest(roots, spec)?;
-    let (rows, count) =
-        stratus_engine::write::commit(&write_options(spec), staged).map_err(|e| e.to_string())?;
+pub fn commit_write(io: Io, spec: &WriteSpec, staged: &[StagedFile]) -> Result<TaskOutput, String> {
+    let (rows, count) = if is_remote(&spec.dest) {
+        io.remote.commit_write(spec, staged, io.storage)?
+    } else {
+        check_dest(io.roots, spec)?;
+        stratus_engine::write::commit(&write_options(spec), staged).map_err(|e| e.to_string())?
+    };
     Ok(TaskOutput::Committed {
         rows,
         files: count as u64,
@@ -296,7 +356,12 @@ pub fn commit_write(
 }
 
 /// Remove a failed write's staged files.
-pub fn abort_write(roots: &DataRoots, spec: &WriteSpec) -> Result<TaskOutput, String> {
+pub fn abort_write(io: Io, spec: &WriteSpec) -> Result<TaskOutput, String> {
+    if is_remote(&spec.dest) {
+        io.remote.abort_write(spec, io.storage)?;
+        return Ok(TaskOutput::Ok);
+    }
+    let roots = io.roots;
     check_dest(roots, spec)?;
     stratus_engine::write::abort(&write_options(spec)).map_err(|e| e.to_string())?;
     Ok(TaskOutput::Ok)
@@ -385,7 +450,7 @@ pub fn sort_range(batches: &[RecordBatch], key: &str) -> Result<Vec<RecordBatch>
 /// only the wanted ranges' pieces are kept; then each range is sorted and
 /// gets the frame's later `steps`. One pass over the sources for all ranges.
 pub fn rebuild_ranges(
-    roots: &DataRoots,
+    io: Io,
     sources: &[RangeSource],
     key: &str,
     boundaries_ipc: &[u8],
@@ -395,7 +460,7 @@ pub fn rebuild_ranges(
     let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); ranges.len()];
     for source in sources {
         let batches = load(
-            roots,
+            io,
             &source.partition,
             source.columns.as_deref(),
             &source.steps,
@@ -499,14 +564,12 @@ pub fn head_of(
 
 /// The first `n` rows of a Parquet partition.
 pub fn head_parquet(
-    roots: &DataRoots,
+    io: Io,
     input: &ParquetPartition,
     n: u64,
     columns: Option<&[String]>,
 ) -> Result<TaskOutput, String> {
-    roots.check(Path::new(&input.path))?;
-    let batches =
-        scan::read_partition(input, columns, Some(n as usize)).map_err(|e| e.to_string())?;
+    let batches = read_partition(io, input, columns, Some(n as usize))?;
     head_of(&batches, n, None)
 }
 

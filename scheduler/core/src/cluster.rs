@@ -4,10 +4,12 @@
 //! with free threads. Nothing here knows what a job is for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use stratus_protocol::messages::{
-    HeadInput, LoadInput, PartitionKey, PeerRef, TaskAssignment, TaskKind, ToWorker, WorkerInfo,
+    HeadInput, LoadInput, PartitionKey, PeerRef, StorageOptions, TaskAssignment, TaskKind,
+    ToWorker, WorkerInfo,
 };
 
 use crate::event::Command;
@@ -64,6 +66,8 @@ impl Worker {
 pub struct Task {
     pub job: JobId,
     pub kind: TaskKind,
+    /// Object-store options its worker reads or writes with.
+    pub storage: Arc<StorageOptions>,
     pub worker: Option<WorkerId>,
     /// Workers lost while running it.
     pub attempts: u32,
@@ -216,12 +220,20 @@ impl Cluster {
     }
 
     /// Queue a task for `job` (at the back), optionally pinned to a worker.
-    pub fn add(&mut self, id: TaskId, job: JobId, kind: TaskKind, pin: Option<WorkerId>) {
+    pub fn add(
+        &mut self,
+        id: TaskId,
+        job: JobId,
+        kind: TaskKind,
+        pin: Option<WorkerId>,
+        storage: Arc<StorageOptions>,
+    ) {
         self.tasks.insert(
             id,
             Task {
                 job,
                 kind,
+                storage,
                 worker: None,
                 attempts: 0,
                 worker_pin: pin,
@@ -379,6 +391,7 @@ impl Cluster {
                     batches.entry(worker).or_default().push(TaskAssignment {
                         id: id.0,
                         kind: task.kind.clone(),
+                        storage: (*task.storage).clone(),
                     });
                 }
                 None => waiting.push_back(id),

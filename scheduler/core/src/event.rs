@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use stratus_protocol::messages::{ClientRequest, TaskReport, ToClient, ToWorker, WorkerInfo};
+use stratus_protocol::messages::{
+    ClientRequest, StorageOptions, TaskReport, ToClient, ToWorker, WorkerInfo,
+};
 
 use crate::ids::{RequestId, WorkerId};
 
@@ -54,6 +56,8 @@ pub enum Event {
     Request {
         request: RequestId,
         body: ClientRequest,
+        /// Object-store options sent with it (secrets: never logged).
+        storage: StorageOptions,
         /// The run the client's session logs to.
         run: Option<String>,
         /// Name of the client certificate that sent it.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 use stratus_protocol::messages::{
-    FrameSummary, ParquetPartition, PartitionKey, RangeSource, Step, TaskKind, ToWorker,
+    FrameSummary, ParquetPartition, PartitionKey, RangeSource, Step, StorageOptions, TaskKind,
+    ToWorker,
 };
 
 use crate::cluster::Cluster;
@@ -76,6 +77,8 @@ pub struct Frame {
     pub columns: Option<Vec<String>>,
     /// Steps applied after reading, from the Parquet source: the lineage.
     pub steps: Vec<Step>,
+    /// Object-store options its Parquet source is read with (rebuilds).
+    pub storage: Arc<StorageOptions>,
     /// Schema of the persisted batches.
     pub schema: SchemaRef,
     pub partitions: Vec<PersistedPartition>,

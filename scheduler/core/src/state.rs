@@ -8,10 +8,12 @@
 //! reports progress. It knows no job kind.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use stratus_protocol::messages::{
-    ClientRequest, ClusterInfo, PartitionKey, TaskOutput, TaskReport, ToClient, ToWorker,
+    ClientRequest, ClusterInfo, PartitionKey, StorageOptions, TaskOutput, TaskReport, ToClient,
+    ToWorker,
 };
 
 use crate::activity::{Activity, RequestState, TaskRecord};
@@ -40,6 +42,8 @@ type JobCall<'a> = Box<dyn FnOnce(&mut dyn Job, &mut JobCx) -> Flow + 'a>;
 pub(crate) struct JobEntry {
     pub(crate) request: Option<RequestId>,
     pub(crate) job: Box<dyn Job>,
+    /// The object-store options its tasks carry (its request's).
+    pub(crate) storage: Arc<StorageOptions>,
 }
 
 /// The scheduler's whole state.
@@ -62,10 +66,11 @@ pub struct SchedulerState {
 /// A [`JobCx`] over the state's fields (a macro, so that the job table
 /// stays borrowable beside it).
 macro_rules! job_cx {
-    ($state:ident, $id:expr, $request:expr, $out:expr, $spawned:expr) => {
+    ($state:ident, $id:expr, $entry:expr, $out:expr, $spawned:expr) => {
         JobCx {
             id: $id,
-            request: $request,
+            request: $entry.request,
+            storage: $entry.storage.clone(),
             now: $state.clock,
             cluster: &mut $state.cluster,
             frames: &mut $state.frames,
@@ -170,6 +175,7 @@ impl SchedulerState {
             Event::Request {
                 request,
                 body,
+                storage,
                 run,
                 client,
             } => {
@@ -185,7 +191,7 @@ impl SchedulerState {
                     self.activity
                         .request_started(request.0, body.kind(), target, run, client, now);
                 }
-                self.on_request(request, body, &mut out)
+                self.on_request(request, body, storage, &mut out)
             }
             Event::RequestCancelled { request } => {
                 self.activity
@@ -225,9 +231,22 @@ impl SchedulerState {
     // ----- jobs ------------------------------------------------------------
 
     /// Start a job (for a request, or in the background).
-    fn start_job(&mut self, request: Option<RequestId>, job: Box<dyn Job>, out: &mut Vec<Command>) {
+    fn start_job(
+        &mut self,
+        request: Option<RequestId>,
+        job: Box<dyn Job>,
+        storage: Arc<StorageOptions>,
+        out: &mut Vec<Command>,
+    ) {
         let id = self.ids.job();
-        self.jobs.insert(id, JobEntry { request, job });
+        self.jobs.insert(
+            id,
+            JobEntry {
+                request,
+                job,
+                storage,
+            },
+        );
         if let Some(request) = request {
             self.job_of_request.insert(request, id);
         }
@@ -252,9 +271,10 @@ impl SchedulerState {
         };
         let mut spawned = Vec::new();
         let flow = {
-            let mut cx = job_cx!(self, id, entry.request, out, &mut spawned);
+            let mut cx = job_cx!(self, id, entry, out, &mut spawned);
             f(entry.job.as_mut(), &mut cx)
         };
+        let storage = entry.storage.clone();
         match flow {
             Flow::Continue => {
                 self.jobs.insert(id, entry);
@@ -273,8 +293,9 @@ impl SchedulerState {
                 self.drive_dyn(id, out, Box::new(|job, cx| job.start(cx)));
             }
         }
+        // Background jobs a job starts (a cleanup) carry its options.
         for job in spawned {
-            self.start_job(None, job, out);
+            self.start_job(None, job, storage.clone(), out);
         }
     }
 
@@ -286,13 +307,13 @@ impl SchedulerState {
         };
         let mut spawned = Vec::new();
         {
-            let mut cx = job_cx!(self, id, entry.request, out, &mut spawned);
+            let mut cx = job_cx!(self, id, entry, out, &mut spawned);
             entry.job.abort(&mut cx);
         }
         self.cluster.cancel_job(id, out);
         self.end(id, entry.request, error.map(ToClient::Error), out);
         for job in spawned {
-            self.start_job(None, job, out);
+            self.start_job(None, job, entry.storage.clone(), out);
         }
     }
 
@@ -348,7 +369,13 @@ impl SchedulerState {
 
     // ----- client requests -------------------------------------------------
 
-    fn on_request(&mut self, request: RequestId, body: ClientRequest, out: &mut Vec<Command>) {
+    fn on_request(
+        &mut self,
+        request: RequestId,
+        body: ClientRequest,
+        storage: StorageOptions,
+        out: &mut Vec<Command>,
+    ) {
         let reply = |message| Command::Reply { request, message };
         match body {
             ClientRequest::LogMetrics { .. } | ClientRequest::LogArtifact { .. } => {
@@ -386,7 +413,7 @@ impl SchedulerState {
                     reserved: &reserved,
                 };
                 match jobs::for_request(body, &mut at) {
-                    Ok(job) => self.start_job(Some(request), job, out),
+                    Ok(job) => self.start_job(Some(request), job, Arc::new(storage), out),
                     Err(error) => out.push(reply(ToClient::Error(error))),
                 }
             }
@@ -550,7 +577,8 @@ impl SchedulerState {
             });
         }
         if !lost.is_empty() {
-            self.start_job(None, Box::new(RebuildJob::new(lost)), out);
+            // Each rebuilt partition's task carries its frame's options.
+            self.start_job(None, Box::new(RebuildJob::new(lost)), Arc::default(), out);
         }
         for job in pinned {
             self.drive(job, out, |j, cx| j.on_worker_lost(cx, worker));

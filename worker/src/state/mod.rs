@@ -33,7 +33,7 @@ use std::collections::{HashSet, VecDeque};
 
 use arrow_array::RecordBatch;
 use stratus_protocol::messages::{
-    MailboxKey, PartitionKey, TaskAssignment, TaskOutput, TaskReport,
+    MailboxKey, PartitionKey, StorageOptions, TaskAssignment, TaskOutput, TaskReport,
 };
 
 use crate::store::Store;
@@ -101,6 +101,8 @@ pub enum Event {
 pub struct Ready {
     pub id: TaskId,
     pub work: Work,
+    /// The request's object-store options (secrets).
+    pub storage: StorageOptions,
 }
 
 /// Something to do.
@@ -215,7 +217,11 @@ impl WorkerState {
         match work::resolve(&mut self.store, &self.name, self.id, task.kind) {
             Ok(work) => {
                 self.waiting_ids.insert(id);
-                self.waiting.push_back(Ready { id, work });
+                self.waiting.push_back(Ready {
+                    id,
+                    work,
+                    storage: task.storage,
+                });
             }
             Err(error) => out.push(Command::Report(TaskReport::Failed { id, error })),
         }

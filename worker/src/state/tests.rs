@@ -43,6 +43,7 @@ fn mailbox(job: u64, tag: u32) -> MailboxKey {
 
 fn list(id: u64) -> TaskAssignment {
     TaskAssignment {
+        storage: Default::default(),
         id,
         kind: TaskKind::ListFiles {
             source: format!("/data/{id}"),
@@ -52,6 +53,7 @@ fn list(id: u64) -> TaskAssignment {
 
 fn load(id: u64, key: PartitionKey) -> TaskAssignment {
     TaskAssignment {
+        storage: Default::default(),
         id,
         kind: TaskKind::Load {
             key,
@@ -70,6 +72,7 @@ fn load(id: u64, key: PartitionKey) -> TaskAssignment {
 
 fn reduce(id: u64, partitions: Vec<PartitionKey>) -> TaskAssignment {
     TaskAssignment {
+        storage: Default::default(),
         id,
         kind: TaskKind::Reduce {
             partitions,
@@ -303,6 +306,7 @@ fn a_shuffle_keeps_all_its_ranges_or_none() {
     let one = one();
     let mut state = worker(1, one * 2 + one / 2);
     let collect = |id| TaskAssignment {
+        storage: Default::default(),
         id,
         kind: TaskKind::ShuffleCollect {
             ranges: vec![0, 1, 2],
@@ -399,6 +403,7 @@ fn a_task_whose_partition_is_missing_fails_at_once() {
     // A dropped partition is missing too.
     state.handle(Event::Drop(vec![key(1, 0)]));
     let out = state.handle(Event::Run(vec![TaskAssignment {
+        storage: Default::default(),
         id: 3,
         kind: TaskKind::Load {
             key: key(2, 0),
@@ -419,6 +424,7 @@ fn a_merge_needs_every_partial_it_expects() {
     }))
     .unwrap();
     let out = state.handle(Event::Run(vec![TaskAssignment {
+        storage: Default::default(),
         id: 1,
         kind: TaskKind::GroupByFinal {
             spec: spec(),
@@ -460,6 +466,7 @@ fn inputs_are_resolved_without_copying() {
     }
     state.handle(finished(2));
     let out = state.handle(Event::Run(vec![TaskAssignment {
+        storage: Default::default(),
         id: 3,
         kind: TaskKind::ShuffleCollect {
             ranges: vec![0, 1, 2],
@@ -487,6 +494,7 @@ fn partials_go_to_our_own_mailbox_or_a_peers() {
     let mut state = worker(2, 0);
     hold(&mut state, 1, key(1, 0), vec![batch(10)]);
     let partial = |id, to| TaskAssignment {
+        storage: Default::default(),
         id,
         kind: TaskKind::GroupByPartial {
             partitions: vec![key(1, 0)],

@@ -31,9 +31,12 @@ pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Instant;
 
-use stratus_protocol::messages::{ClientRequest, TaskKind, TaskOutput, ToClient, ToWorker};
+use stratus_protocol::messages::{
+    ClientRequest, StorageOptions, TaskKind, TaskOutput, ToClient, ToWorker,
+};
 
 use crate::activity::Activity;
 use crate::cluster::Cluster;
@@ -106,6 +109,9 @@ pub struct JobCx<'a> {
     pub id: JobId,
     /// None for background jobs (rebuilds, cleanups).
     pub request: Option<RequestId>,
+    /// Object-store options of the request, carried by the tasks it spawns
+    /// (and kept by the frames it creates, for rebuilds).
+    pub storage: Arc<StorageOptions>,
     pub now: Instant,
     pub cluster: &'a mut Cluster,
     pub frames: &'a mut Frames,
@@ -122,18 +128,29 @@ pub struct JobCx<'a> {
 impl JobCx<'_> {
     /// Queue a task for this job.
     pub fn spawn(&mut self, kind: TaskKind) -> TaskId {
-        self.add(None, kind)
+        self.add(None, kind, self.storage.clone())
+    }
+
+    /// Queue a task that reads with other object-store options than the
+    /// job's (a rebuild reads with its frame's).
+    pub fn spawn_with_storage(&mut self, kind: TaskKind, storage: Arc<StorageOptions>) -> TaskId {
+        self.add(None, kind, storage)
     }
 
     /// Queue a task that must run on `worker`.
     pub fn spawn_on(&mut self, worker: WorkerId, kind: TaskKind) -> TaskId {
-        self.add(Some(worker), kind)
+        self.add(Some(worker), kind, self.storage.clone())
     }
 
-    fn add(&mut self, pin: Option<WorkerId>, kind: TaskKind) -> TaskId {
+    fn add(
+        &mut self,
+        pin: Option<WorkerId>,
+        kind: TaskKind,
+        storage: Arc<StorageOptions>,
+    ) -> TaskId {
         let id = self.ids.task();
         let step = kind.step();
-        self.cluster.add(id, self.id, kind, pin);
+        self.cluster.add(id, self.id, kind, pin, storage);
         if let Some(request) = self.request {
             self.activity.task_added(request.0, step);
         }

@@ -121,6 +121,8 @@ impl PersistJob {
         lineage.extend(own.iter().cloned());
         let (columns, parents) = (p.columns.clone(), p.partitions.clone());
         let source = p.name.clone();
+        // Rebuilt from the parent's Parquet source, with its options.
+        let storage = p.storage.clone();
         let frame = cx.new_frame_id();
         let order = order.unwrap_or_else(|| (0..parents.len()).collect());
         let mut partitions = Vec::with_capacity(parents.len());
@@ -162,6 +164,7 @@ impl PersistJob {
             source,
             columns,
             steps: lineage,
+            storage,
             schema,
             partitions,
             complete: false,
@@ -269,6 +272,7 @@ impl Job for PersistJob {
             source: source.clone(),
             columns: columns.clone(),
             steps: steps.clone(),
+            storage: cx.storage.clone(),
             schema,
             partitions,
             complete: false,

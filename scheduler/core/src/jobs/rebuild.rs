@@ -52,10 +52,11 @@ impl Job for RebuildJob {
             let Some(frame) = cx.frames.get_mut(FrameId(key.frame)) else {
                 continue;
             };
-            let (columns, steps, name) = (
+            let (columns, steps, name, storage) = (
                 frame.columns.clone(),
                 frame.steps.clone(),
                 frame.name.clone(),
+                frame.storage.clone(),
             );
             let Some(p) = frame.partitions.get_mut(key.index as usize) else {
                 continue;
@@ -82,12 +83,15 @@ impl Job for RebuildJob {
                     continue;
                 }
             };
-            let task = cx.spawn(TaskKind::Load {
-                key,
-                input: LoadInput::Parquet(input),
-                columns,
-                steps,
-            });
+            let task = cx.spawn_with_storage(
+                TaskKind::Load {
+                    key,
+                    input: LoadInput::Parquet(input),
+                    columns,
+                    steps,
+                },
+                storage,
+            );
             cx.counters.partitions_rebuilt += 1;
             if let Some(p) = cx.frames.partition_mut(key) {
                 p.loading = Some(task);
@@ -104,14 +108,17 @@ impl Job for RebuildJob {
             else {
                 continue;
             };
-            let task = cx.spawn(TaskKind::RebuildRanges {
-                frame: frame_id.0,
-                parts: parts.clone(),
-                sources: lineage.sources.clone(),
-                key: lineage.key.clone(),
-                boundaries_ipc: lineage.boundaries_ipc.clone(),
-                steps,
-            });
+            let task = cx.spawn_with_storage(
+                TaskKind::RebuildRanges {
+                    frame: frame_id.0,
+                    parts: parts.clone(),
+                    sources: lineage.sources.clone(),
+                    key: lineage.key.clone(),
+                    boundaries_ipc: lineage.boundaries_ipc.clone(),
+                    steps,
+                },
+                frame.storage.clone(),
+            );
             cx.counters.partitions_rebuilt += parts.len() as u64;
             for (_, index) in parts {
                 if let Some(p) = cx.frames.partition_mut(PartitionKey {

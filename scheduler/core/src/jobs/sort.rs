@@ -384,6 +384,7 @@ impl Sort {
             source: parent.name.clone(),
             columns: parent.columns.clone(),
             steps: parent.steps.clone(),
+            storage: parent.storage.clone(),
             schema: parent.schema.clone(),
             partitions,
             complete: true,

@@ -334,10 +334,21 @@ impl Sim {
     }
 
     pub fn request(&mut self, request: impl Into<RequestId>, body: ClientRequest) -> Vec<Command> {
+        self.request_with_storage(request, body, Default::default())
+    }
+
+    /// [`Self::request`] with object-store options.
+    pub fn request_with_storage(
+        &mut self,
+        request: impl Into<RequestId>,
+        body: ClientRequest,
+        storage: stratus_protocol::messages::StorageOptions,
+    ) -> Vec<Command> {
         let request = request.into();
         self.send(Event::Request {
             request,
             body,
+            storage,
             run: None,
             client: "test-client".into(),
         })
