@@ -219,9 +219,17 @@ enum Cmd {
         /// Rows of sample data to generate if --data has none.
         #[arg(long, default_value_t = 2_000_000)]
         rows: u64,
-        /// Dataset directory (generated there if empty).
+        /// Dataset directory (generated there if empty), or an object-store
+        /// URL (az://, abfss://, https://ACCOUNT.blob.core.windows.net/...,
+        /// s3://) read as it is, with the workers' credentials and
+        /// --storage-option.
         #[arg(long, default_value = "stratus-sample-data")]
-        data: PathBuf,
+        data: String,
+        /// Where the prepared dataset is written (a directory or an
+        /// object-store URL; default: DATA-prepared next to a local dataset,
+        /// ./stratus-prepared for a URL).
+        #[arg(long)]
+        out: Option<String>,
         #[arg(long, default_value_t = 2)]
         workers: u32,
         #[arg(long, default_value_t = 1)]
@@ -702,6 +710,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo {
             rows,
             data,
+            out,
             workers,
             threads_per_worker,
             data_dir,
@@ -710,6 +719,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = DemoOptions {
                 rows: *rows,
                 data: data.clone(),
+                out: out.clone(),
+                storage_options: cli.storage_options.clone(),
                 workers: *workers,
                 threads_per_worker: *threads_per_worker,
                 data_dir: data_dir.clone(),
@@ -793,7 +804,10 @@ fn has_parquet(dir: &std::path::Path) -> bool {
 /// What `stratus demo` runs on.
 struct DemoOptions {
     rows: u64,
-    data: PathBuf,
+    /// A directory or an object-store URL.
+    data: String,
+    out: Option<String>,
+    storage_options: Vec<(String, String)>,
     workers: u32,
     threads_per_worker: u32,
     data_dir: PathBuf,
@@ -826,10 +840,13 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
         threads_per_worker,
         ..
     } = options;
-    let (rows, data, workers, threads_per_worker) =
-        (*rows, data.as_path(), *workers, *threads_per_worker);
+    let (rows, workers, threads_per_worker) = (*rows, *workers, *threads_per_worker);
     println!("== Stratus demo: the ISD workflow on a local cluster");
-    if !has_parquet(data) {
+    let remote = stratus_storage::Location::parse(data).is_ok_and(|l| l.is_remote());
+    let data = std::path::Path::new(data.as_str());
+    if remote {
+        println!("reading the dataset at {}", data.display());
+    } else if !has_parquet(data) {
         let start = Instant::now();
         let summary =
             stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
@@ -848,17 +865,36 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
     } else {
         println!("using the dataset in {}", data.display());
     }
-    let source = data
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", data.display()))?
-        .display()
-        .to_string();
+    let source = if remote {
+        options.data.clone()
+    } else {
+        data.canonicalize()
+            .with_context(|| format!("cannot resolve {}", data.display()))?
+            .display()
+            .to_string()
+    };
+    let out = match &options.out {
+        Some(out) => stratus::client::normalize_source(out),
+        None if remote => stratus::client::normalize_source("stratus-prepared"),
+        None => data
+            .with_file_name(format!(
+                "{}-prepared",
+                data.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("stratus-sample-data")
+            ))
+            .display()
+            .to_string(),
+    };
 
     let start = Instant::now();
     // The workers read the data and write next to it, wherever it is.
     let mut data_roots = stratus::local::default_data_roots();
-    if let Some(parent) = std::path::Path::new(&source).parent() {
-        data_roots.push(parent.to_path_buf());
+    for place in [&source, &out] {
+        let local = !stratus_storage::Location::parse(place).is_ok_and(|l| l.is_remote());
+        if let Some(parent) = std::path::Path::new(place).parent().filter(|_| local) {
+            data_roots.push(parent.to_path_buf());
+        }
     }
     let cluster = LocalCluster::start(&LocalOptions {
         workers,
@@ -884,6 +920,7 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| stratus::client::generated_run_name("demo"));
     let mut client = Client::connect_run(&cluster.target, &run).await?;
     client.set_progress(stratus::progress::Reporter::new(false));
+    client.set_storage_options(options.storage_options.clone());
     println!("run: '{run}' (steps, timings and plots are logged to it)");
     let info = client.info().await?;
     println!(
@@ -1051,18 +1088,9 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
             "month",
         ]);
     let (prepared, _) = prepared.persist_with("prepared", true).await?;
-    let out = data.with_file_name(format!(
-        "{}-prepared",
-        data.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("stratus-sample-data")
-    ));
-    let (rows, files) = prepared
-        .to_parquet(&out.display().to_string(), &["year", "month"], true)
-        .await?;
+    let (rows, files) = prepared.to_parquet(&out, &["year", "month"], true).await?;
     println!(
-        "6. temperature to Fahrenheit, fillna(0), numeric columns, written to {}: {rows} rows in {files} files  [{}]",
-        out.display(),
+        "6. temperature to Fahrenheit, fillna(0), numeric columns, written to {out}: {rows} rows in {files} files  [{}]",
         elapsed(start)
     );
     log_step(

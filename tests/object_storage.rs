@@ -702,3 +702,96 @@ fn the_emulator_dying_mid_persist_fails_the_persist_cleanly() {
         "a failed persist left its frame"
     );
 }
+
+/// Every file below `dir` (recursively), as text where it is text.
+fn text_below(dir: &Path, out: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text_below(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+#[test]
+fn storage_options_reach_the_workers_and_nowhere_else() {
+    let data = data();
+    let azurite = Azurite::start();
+    azurite.create_container("isdsource");
+    azurite.upload_dir(&data.dir.join("year=2019"), "isdsource", "secret/year=2019");
+    // The workers know the account and endpoint, not the key.
+    let mut env: Vec<(String, String)> = azurite
+        .worker_env()
+        .into_iter()
+        .filter(|(k, _)| k != "AZURE_STORAGE_ACCOUNT_KEY")
+        .collect();
+    // Debug logs of every process, the HTTP stack's included.
+    env.push((
+        "STRATUS_LOG".into(),
+        "debug,quinn=info,quinn_proto=info,rustls=info".into(),
+    ));
+    let local = start_local_env(2, &[], &env_refs(&env));
+    let source = "az://isdsource/secret";
+
+    // Without the key the store is anonymous, and Azurite refuses it.
+    let e = refused(&local, &["len", source]);
+    assert!(
+        mentions(&e, &["403", "404", "denied", "authoriz", "not found"]),
+        "{e}"
+    );
+
+    // With it, as an option of each request.
+    let key = azurite.key();
+    let option = format!("account_key={key}");
+    let with_key = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--storage-option", option.as_str(), "--run", "secrets"]);
+        local
+            .client(&args)
+            .unwrap_or_else(|e| panic!("{e}\n{}", local.log_tail()))
+    };
+    let rows = data.rows / 2;
+    assert_eq!(with_key(&["len", source]).trim(), rows.to_string());
+    let out = with_key(&["persist", source, "--as", "secret_isd"]);
+    assert_eq!(persisted_rows(&out), rows, "{out}");
+    with_key(&["head", source, "-n", "2"]);
+
+    // The key is nowhere: not in the logs of the scheduler and workers
+    // (verbose), the dashboard's and cluster's JSON, the run, the metrics.
+    let mut seen = String::new();
+    text_below(local.dir.path(), &mut seen);
+    seen.push_str(&local.json("api/dashboard").to_string());
+    let cluster = local.json("api/cluster");
+    seen.push_str(&cluster.to_string());
+    seen.push_str(&local.json("api/runs").to_string());
+    seen.push_str(&common::http::http_get(&format!(
+        "{}metrics",
+        local.dashboard()
+    )));
+    for worker in cluster["workers"].as_array().into_iter().flatten() {
+        if let Some(url) = worker["metrics_url"].as_str() {
+            let metrics = common::http::http_get(url);
+            assert!(
+                metrics.contains("stratus_worker_storage_requests_total"),
+                "{metrics}"
+            );
+            seen.push_str(&metrics);
+        }
+    }
+    assert!(
+        seen.contains("secret_isd"),
+        "the places searched hold the work"
+    );
+    assert!(
+        seen.contains("data roots") && seen.contains("DEBUG"),
+        "the workers' debug logs are among them"
+    );
+    for piece in [key, &key[..20], &key[key.len() - 20..]] {
+        assert!(!seen.contains(piece), "the account key leaked");
+    }
+}

@@ -67,12 +67,17 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(policy: StoragePolicy) -> Storage {
+        Storage::with_stats(policy, Arc::default())
+    }
+
+    /// [`Storage::new`] counting into `stats` (shared with the metrics).
+    pub fn with_stats(policy: StoragePolicy, stats: Arc<StorageStats>) -> Storage {
         let permits = Arc::new(Semaphore::new(policy.max_requests.max(1)));
         Storage {
             policy,
             stores: StoreCache::default(),
             permits,
-            stats: Arc::new(StorageStats::default()),
+            stats,
         }
     }
 

@@ -226,11 +226,13 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     })?;
     let metrics_listener = metrics::bind(metrics_bind).map_err(|e| anyhow!(e))?;
     let metrics_bound = metrics_listener.local_addr()?;
+    let storage_stats = Arc::new(stratus_storage::StorageStats::default());
     let metrics = Arc::new(WorkerMetrics::new(
         &name,
         &target.address,
         nthreads,
         memory_limit,
+        storage_stats.clone(),
     ));
     let tls = TlsConfigHandle::new(TlsConfig::new(
         target.credentials(),
@@ -252,6 +254,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             max_buffered: memory_limit,
         },
         data_roots: Arc::new(data_roots),
+        storage_stats,
         storage: stratus_storage::StoragePolicy {
             url_allow: s.url_allow.iter().chain(&cli.url_allow).cloned().collect(),
             instance_credentials: s.storage_instance_credentials,

@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use std::sync::atomic::Ordering;
+use stratus_storage::StorageStats;
 use tracing::error;
 
 use stratus_protocol::messages::{TaskKind, TaskReport};
@@ -61,6 +63,14 @@ pub struct WorkerMetrics {
     /// Tasks received and not yet ended: their kind and when they arrived.
     in_flight: Mutex<HashMap<u64, (&'static str, Instant)>>,
     connections: ConnectionTracker,
+    /// Object-store traffic, read from its counters at each scrape.
+    storage: Arc<StorageStats>,
+    storage_requests: IntCounter,
+    storage_errors: IntCounter,
+    storage_fetched: IntCounter,
+    storage_uploaded: IntCounter,
+    storage_in_flight: IntGauge,
+    storage_peak: IntGauge,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -75,9 +85,19 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
 impl WorkerMetrics {
     /// The metrics of worker `name` of the scheduler at `scheduler`.
-    pub fn new(name: &str, scheduler: &str, nthreads: u32, memory_limit: u64) -> Self {
+    pub fn new(
+        name: &str,
+        scheduler: &str,
+        nthreads: u32,
+        memory_limit: u64,
+        storage: Arc<StorageStats>,
+    ) -> Self {
         let registry = Registry::new();
         let connections = ConnectionTracker::new();
         registry
@@ -158,6 +178,37 @@ impl WorkerMetrics {
                 )
                 .expect("valid metric"),
             ),
+            storage_requests: counter(
+                &registry,
+                "stratus_worker_storage_requests_total",
+                "Object-store requests this worker made (listings, ranged GETs, uploads and their parts, deletes).",
+            ),
+            storage_errors: counter(
+                &registry,
+                "stratus_worker_storage_errors_total",
+                "Object-store requests that failed after their retries.",
+            ),
+            storage_fetched: counter(
+                &registry,
+                "stratus_worker_storage_bytes_fetched_total",
+                "Bytes this worker read from object stores.",
+            ),
+            storage_uploaded: counter(
+                &registry,
+                "stratus_worker_storage_bytes_uploaded_total",
+                "Bytes this worker wrote to object stores.",
+            ),
+            storage_in_flight: gauge(
+                &registry,
+                "stratus_worker_storage_requests_in_flight",
+                "Object-store requests in flight now.",
+            ),
+            storage_peak: gauge(
+                &registry,
+                "stratus_worker_storage_requests_in_flight_peak",
+                "Most object-store requests this worker had in flight at once.",
+            ),
+            storage,
             registry,
             nthreads: nthreads.max(1),
             in_flight: Mutex::new(HashMap::new()),
@@ -229,6 +280,17 @@ impl WorkerMetrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let catch_up = |counter: &IntCounter, now: u64| {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        };
+        let stats = &self.storage;
+        catch_up(&self.storage_requests, load(&stats.requests));
+        catch_up(&self.storage_errors, load(&stats.errors));
+        catch_up(&self.storage_fetched, load(&stats.bytes_fetched));
+        catch_up(&self.storage_uploaded, load(&stats.bytes_uploaded));
+        self.storage_in_flight.set(load(&stats.in_flight) as i64);
+        self.storage_peak.set(load(&stats.peak_in_flight) as i64);
         stratus_protocol::metrics::render(&self.registry)
     }
 }
@@ -301,7 +363,7 @@ mod tests {
 
     #[test]
     fn tasks_are_counted_by_kind_and_outcome() {
-        let metrics = WorkerMetrics::new("w", "quic://127.0.0.1:1", 1, 0);
+        let metrics = WorkerMetrics::new("w", "quic://127.0.0.1:1", 1, 0, Arc::default());
         let kind = TaskKind::ListFiles {
             source: "/data".into(),
         };

@@ -178,6 +178,8 @@ pub struct WorkerConfig {
     pub data_roots: Arc<crate::roots::DataRoots>,
     /// Object-store access: allowed prefixes, credentials, request limits.
     pub storage: stratus_storage::StoragePolicy,
+    /// Its counters (also read by the metrics).
+    pub storage_stats: Arc<stratus_storage::StorageStats>,
 }
 
 /// Connect, register, and serve the scheduler until it goes away.
@@ -239,6 +241,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     let exec_peers = peers.clone();
     let data_roots = config.data_roots.clone();
     let storage = config.storage.clone();
+    let storage_stats = config.storage_stats.clone();
     let actor = WorkerActor::create(move |ctx| {
         let me = ctx.address().downgrade();
         let done_to = me.clone();
@@ -248,7 +251,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                 peers: exec_peers,
                 roots: data_roots,
                 remote: Arc::new(crate::remote::Remote::new(
-                    stratus_storage::Storage::new(storage),
+                    stratus_storage::Storage::with_stats(storage, storage_stats),
                     tokio::runtime::Handle::current(),
                 )),
                 local: deliver_weak(me),

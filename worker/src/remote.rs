@@ -35,7 +35,9 @@ type Footer = (Arc<ParquetMetaData>, Option<String>);
 /// Object-store access of a worker.
 pub struct Remote {
     pub storage: Storage,
-    /// Footers by URL, with the object's size when read.
+    /// Footers by URL and the options it was read with (the same URL may
+    /// name another object under another account or endpoint), with the
+    /// object's size when read. Keys hold secrets: they stay in memory.
     footers: Mutex<HashMap<String, (u64, Footer)>>,
     handle: Handle,
 }
@@ -107,12 +109,16 @@ impl Remote {
             .collect()
     }
 
-    fn cached(&self, url: &str) -> Option<(u64, Footer)> {
-        self.footers.lock().expect("footer cache").get(url).cloned()
+    fn cached(&self, opened: &Opened) -> Option<(u64, Footer)> {
+        self.footers
+            .lock()
+            .expect("footer cache")
+            .get(&footer_key(opened))
+            .cloned()
     }
 
     async fn footer_async(&self, opened: &Opened, file: &FileRef) -> Result<Footer, String> {
-        if let Some((size, hit)) = self.cached(&file.path) {
+        if let Some((size, hit)) = self.cached(opened) {
             if size == file.size {
                 return Ok(hit);
             }
@@ -146,7 +152,7 @@ impl Remote {
         if cache.len() >= FOOTER_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(file.path.clone(), (file.size, footer.clone()));
+        cache.insert(footer_key(opened), (file.size, footer.clone()));
         Ok(footer)
     }
 
@@ -161,7 +167,7 @@ impl Remote {
         let opened = self.open(&spec.path, options)?;
         // The footer read for the listing (usually on this worker) gives the
         // size and ETag; else one HEAD does.
-        let size = match self.cached(&spec.path) {
+        let size = match self.cached(&opened) {
             Some((size, _)) => size,
             None => self
                 .handle
@@ -408,6 +414,12 @@ impl Remote {
     }
 }
 
+fn footer_key(opened: &Opened) -> String {
+    let mut options = opened.options.store.clone();
+    options.sort();
+    format!("{}\u{0}{options:?}", opened.url)
+}
+
 /// Data file name of a partition of a write: the job id makes an
 /// overwrite's new files distinct from the old ones.
 fn data_name(tag: &str, job: &str) -> String {
@@ -417,6 +429,9 @@ fn data_name(tag: &str, job: &str) -> String {
 fn marker_key(dir: &str, job: &str) -> String {
     format!("{dir}{TEMPORARY}/{job}")
 }
+
+/// The (start, bytes) pieces of one planned group, arriving.
+type Fetch = JoinHandle<Result<Vec<(u64, Bytes)>, String>>;
 
 /// Column chunks of one object, fetched a few row groups ahead of the
 /// decoder.
@@ -428,7 +443,7 @@ struct RemoteChunks {
     etag: Option<String>,
     /// Byte ranges of each planned group.
     groups: Vec<Vec<std::ops::Range<u64>>>,
-    fetching: HashMap<usize, JoinHandle<Result<Vec<(u64, Bytes)>, String>>>,
+    fetching: HashMap<usize, Fetch>,
 }
 
 impl RemoteChunks {
