@@ -795,3 +795,159 @@ fn storage_options_reach_the_workers_and_nowhere_else() {
         assert!(!seen.contains(piece), "the account key leaked");
     }
 }
+
+#[test]
+fn an_incomplete_stratus_write_is_refused_and_a_manifest_defines_the_dataset() {
+    let bad = bad();
+    let local = &bad.local;
+    let data = data();
+    let one_year = data.rows / 2;
+    // A Stratus write that never committed: files and its _temporary marker,
+    // no _SUCCESS.
+    bad.azurite
+        .upload_dir(&data.dir.join("year=2019"), "isdout", "halfway/year=2019");
+    let tmp = TempDir::new("marker");
+    let marker = tmp.path().join("job");
+    std::fs::write(&marker, "stratus write job-7 in progress\n").unwrap();
+    bad.azurite
+        .put("isdout", "halfway/_temporary/job-7", &marker);
+    let e = refused(local, &["len", "az://isdout/halfway"]);
+    assert!(mentions(&e, &["did not complete"]), "{e}");
+    assert!(mentions(&e, &["stratus_allow_incomplete"]), "{e}");
+    let e = refused(
+        local,
+        &["persist", "az://isdout/halfway", "--as", "halfway"],
+    );
+    assert!(mentions(&e, &["did not complete"]), "{e}");
+    assert!(!frames(local).contains(&"halfway".to_string()));
+    // Read anyway, when asked.
+    let n = local
+        .client(&[
+            "len",
+            "az://isdout/halfway",
+            "--storage-option",
+            "stratus_allow_incomplete=true",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n.trim(), one_year.to_string());
+
+    // A committed Stratus dataset reads as its manifest lists it: a stray
+    // file next to it (an overwrite's leftover) is not part of it.
+    let dest = "az://isdout/manifested";
+    local
+        .client(&["persist", &fixture(), "--as", "fixture_m"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    local
+        .client(&["write", "fixture_m", dest, "--partition-by", "year,month"])
+        .unwrap_or_else(|e| panic!("{e}\n{}", local.log_tail()));
+    assert_eq!(
+        local.client(&["len", dest]).unwrap().trim(),
+        FIXTURE_ROWS.to_string()
+    );
+    bad.azurite.put(
+        "isdout",
+        "manifested/year=2019/month=3/part-99999-stray.snappy.parquet",
+        &data.dir.join(ONE_FILE),
+    );
+    assert_eq!(
+        local.client(&["len", dest]).unwrap().trim(),
+        FIXTURE_ROWS.to_string(),
+        "the stray file was read"
+    );
+    // DuckDB, which lists files, sees the stray one too.
+    assert!(bad
+        .azurite
+        .list("isdout", "manifested")
+        .iter()
+        .any(|o| o.name.contains("stray")));
+}
+
+#[test]
+fn workers_refuse_urls_outside_their_allowed_prefixes() {
+    let data = data();
+    let azurite = Azurite::start();
+    azurite.create_container("isdsource");
+    azurite.upload_dir(&data.dir.join("year=2019"), "isdsource", "open/year=2019");
+    azurite.upload_dir(&data.dir.join("year=2019"), "isdsource", "closed/year=2019");
+    let mut env = azurite.worker_env();
+    env.push((
+        "STRATUS_WORKER__URL_ALLOW".into(),
+        "az://isdsource/open".into(),
+    ));
+    let local = start_local_env(1, &[], &env_refs(&env));
+    assert_eq!(
+        local
+            .client(&["len", "az://isdsource/open"])
+            .unwrap()
+            .trim(),
+        (data.rows / 2).to_string()
+    );
+    for refused_url in [
+        "az://isdsource/closed",
+        "az://isdsource/openly",
+        "s3://isdsource/open",
+    ] {
+        let e = refused(&local, &["len", refused_url]);
+        assert!(
+            mentions(&e, &["url_allow"]) && e.contains(refused_url),
+            "{e}"
+        );
+    }
+}
+
+/// `stratus demo --data URL --out URL`: the whole workflow (len, persist
+/// with date, describe, daily means and plots, memory, counts, set_index,
+/// prepare and write) reading from and writing to the emulator.
+#[test]
+fn the_demo_runs_the_workflow_from_azure_blob_and_writes_back() {
+    let data = data();
+    let azurite = Azurite::start();
+    azurite.create_container("isdsource");
+    azurite.create_container("isdout");
+    azurite.upload_dir(&data.dir, "isdsource", "isd");
+    let dir = TempDir::new("demo-az");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .current_dir(dir.path())
+        .args([
+            "demo",
+            "--data",
+            "az://isdsource/isd/year=*/month=*/*.parquet",
+            "--out",
+            "az://isdout/demo-prepared",
+        ])
+        .envs(env_refs(&azurite.worker_env()))
+        .env_remove("STRATUS_SCHEDULER_FILE")
+        .env_remove("STRATUS_RUN")
+        .output()
+        .expect("run stratus demo");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "1. len(df) from Parquet footers: {} rows",
+            data.rows
+        )),
+        "{text}"
+    );
+    for step in [
+        "2. ",
+        "3. describe",
+        "4. groupby(date)",
+        "5. memory_usage",
+        "set_index(date)",
+        "6. ",
+    ] {
+        assert!(text.contains(step), "no step {step}: {text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "written to az://isdout/demo-prepared: {} rows",
+            data.rows
+        )),
+        "{text}"
+    );
+    let listed = azurite.list("isdout", "demo-prepared");
+    let back = TempDir::new("demo-back");
+    azurite.download("isdout", "demo-prepared", back.path());
+    check_written(back.path(), &listed, "demo-prepared", data.rows);
+}

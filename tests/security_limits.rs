@@ -73,9 +73,15 @@ fn nested_negations(depth: usize) -> ClientRequest {
 }
 
 /// Send one request on its own stream of `conn`; the final answer's error.
-async fn request_error(conn: &quinn::Connection, request: &ClientRequest) -> String {
+async fn request_error(conn: &quinn::Connection, request: ClientRequest) -> String {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send_message(&mut send, request, "scheduler").await.unwrap();
+    let frame = stratus_protocol::messages::RequestFrame {
+        body: request,
+        storage: Default::default(),
+    };
+    send_message(&mut send, &frame, "scheduler").await.unwrap();
+    // Dropping a 100,000-deep Box chain would recurse: leak it.
+    std::mem::forget(frame);
     let _ = send.finish();
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut recv, "s"))
@@ -147,16 +153,13 @@ async fn a_deep_expression_is_refused_clearly_and_the_scheduler_serves_on() {
     let t = target(&local);
     let (_endpoint, conn) = raw_client(&t.address, &t.ca).await;
     // 100,000 nested negations: over the node limit.
-    let request = nested_negations(100_000);
-    let error = request_error(&conn, &request).await;
-    // Dropping a 100,000-deep Box chain would recurse: leak it.
-    std::mem::forget(request);
+    let error = request_error(&conn, nested_negations(100_000)).await;
     assert!(
         error.contains("10000 nodes") && error.contains("limit"),
         "{error}"
     );
     // 500 nested negations: within the node limit, over the depth limit.
-    let error = request_error(&conn, &nested_negations(500)).await;
+    let error = request_error(&conn, nested_negations(500)).await;
     assert!(error.contains("128 levels deep"), "{error}");
     still_serves(&local);
 }

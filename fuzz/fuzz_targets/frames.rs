@@ -24,5 +24,6 @@ fuzz_target!(|data: &[u8]| {
     try_as!(ArchivedToWorker, ToWorker);
     try_as!(ArchivedFromWorker, FromWorker);
     try_as!(ArchivedClientRequest, ClientRequest);
+    try_as!(ArchivedRequestFrame, RequestFrame);
     try_as!(ArchivedToClient, ToClient);
 });

@@ -185,6 +185,16 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
         .unwrap(),
     ));
     out.push((
+        "request_frame",
+        encode(&RequestFrame {
+            body: ClientRequest::Len {
+                source: "az://c0ntainer/d/*.parquet".into(),
+            },
+            storage: StorageOptions(vec![("account_key".into(), "k".into())]),
+        })
+        .unwrap(),
+    ));
+    out.push((
         "client_groupby",
         encode(&ClientRequest::GroupBy {
             source: "t".into(),
@@ -226,6 +236,7 @@ fn decode_all(bytes: &[u8]) {
     try_as!(ArchivedToWorker, ToWorker);
     try_as!(ArchivedFromWorker, FromWorker);
     try_as!(ArchivedClientRequest, ClientRequest);
+    try_as!(ArchivedRequestFrame, RequestFrame);
     try_as!(ArchivedToClient, ToClient);
 }
 

@@ -612,7 +612,11 @@ impl Opened {
                 offset = end;
             }
             let finished = match failed {
-                Some(e) => Err(e),
+                Some(e) => {
+                    // A part failed: abort, so no uploaded part is left.
+                    let _ = writer.abort().await;
+                    Err(e)
+                }
                 None => writer.finish().await.map(|_| ()),
             };
             if let Err(e) = finished {
