@@ -39,6 +39,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 pub trait ProgressObserver: Send + Sync {
     /// A step of a request progressed, e.g. `("describe", "quantile histograms", 3, 4)`.
     fn progress(&self, kind: &str, step: &str, done: u64, total: u64);
+    /// Bytes the request has read from object stores so far (called with
+    /// its progress, when there are any).
+    fn fetched(&self, _kind: &str, _bytes: u64) {}
     /// The request got its final answer.
     fn finished(&self, kind: &str);
 }
@@ -225,9 +228,18 @@ impl Client {
                     what: "ended the request without an answer".into(),
                 })?;
             match access::<ArchivedToClient>(&frame, &peer)? {
-                ArchivedToClient::Progress { stage, done, total } => {
+                ArchivedToClient::Progress {
+                    stage,
+                    done,
+                    total,
+                    fetched,
+                } => {
                     let (done, total) = (done.to_native(), total.to_native());
                     if let Some(observer) = &self.observer {
+                        let fetched = fetched.to_native();
+                        if fetched > 0 {
+                            observer.fetched(request.kind(), fetched);
+                        }
                         observer.progress(request.kind(), stage.as_str(), done, total);
                     }
                     progress(stage.as_str(), done, total)

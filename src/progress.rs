@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::ProgressObserver;
+use stratus_protocol::units::format_bytes;
 
 /// Where progress goes.
 enum Sink {
-    /// The bar of the step in progress, if any.
-    Bar(Option<ProgressBar>),
+    /// The bar of the step in progress, if any, and the step's name.
+    Bar(Option<(ProgressBar, String)>),
     /// Lines on stderr: the last (kind, step, tenth) printed.
     Lines(Option<(String, String, u64)>),
     Quiet,
@@ -21,6 +22,8 @@ enum Sink {
 /// Shows the progress of a client's requests.
 pub struct Reporter {
     sink: Mutex<Sink>,
+    /// Bytes the current request read from object stores.
+    fetched: Mutex<u64>,
 }
 
 impl Reporter {
@@ -36,6 +39,7 @@ impl Reporter {
         };
         Arc::new(Reporter {
             sink: Mutex::new(sink),
+            fetched: Mutex::new(0),
         })
     }
 }
@@ -53,20 +57,28 @@ fn new_bar(kind: &str, step: &str) -> ProgressBar {
 }
 
 impl ProgressObserver for Reporter {
+    fn fetched(&self, _kind: &str, bytes: u64) {
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
+    }
+
     fn progress(&self, kind: &str, step: &str, done: u64, total: u64) {
+        let fetched = *self.fetched.lock().unwrap_or_else(|e| e.into_inner());
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *sink {
             Sink::Bar(current) => {
                 let same = current
                     .as_ref()
-                    .is_some_and(|b| b.prefix() == kind && b.message() == step);
+                    .is_some_and(|(b, s)| b.prefix() == kind && s == step);
                 if !same {
-                    if let Some(old) = current.take() {
+                    if let Some((old, _)) = current.take() {
                         old.finish_and_clear();
                     }
-                    *current = Some(new_bar(kind, step));
+                    *current = Some((new_bar(kind, step), step.to_string()));
                 }
-                let bar = current.as_ref().expect("bar just set");
+                let (bar, _) = current.as_ref().expect("bar just set");
+                if fetched > 0 {
+                    bar.set_message(format!("{step}, {} fetched", format_bytes(fetched)));
+                }
                 bar.set_length(total);
                 bar.set_position(done);
             }
@@ -76,7 +88,13 @@ impl ProgressObserver for Reporter {
                     .as_ref()
                     .is_some_and(|(k, s, t)| k == kind && s == step && *t >= tenth);
                 if !seen {
-                    eprintln!("{kind}: {step} {done}/{total}");
+                    match fetched {
+                        0 => eprintln!("{kind}: {step} {done}/{total}"),
+                        bytes => eprintln!(
+                            "{kind}: {step} {done}/{total} ({} fetched)",
+                            format_bytes(bytes)
+                        ),
+                    }
                     *last = Some((kind.to_string(), step.to_string(), tenth));
                 }
             }
@@ -86,10 +104,11 @@ impl ProgressObserver for Reporter {
 
     /// Clear the bar before the result is printed.
     fn finished(&self, _kind: &str) {
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = 0;
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *sink {
             Sink::Bar(current) => {
-                if let Some(bar) = current.take() {
+                if let Some((bar, _)) = current.take() {
                     bar.finish_and_clear();
                 }
             }

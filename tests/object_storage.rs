@@ -757,8 +757,28 @@ fn storage_options_reach_the_workers_and_nowhere_else() {
     };
     let rows = data.rows / 2;
     assert_eq!(with_key(&["len", source]).trim(), rows.to_string());
-    let out = with_key(&["persist", source, "--as", "secret_isd"]);
-    assert_eq!(persisted_rows(&out), rows, "{out}");
+    // Progress (-v: plain lines) counts the bytes fetched from the store.
+    let persisted = stratus(
+        &local.file,
+        &[
+            "persist",
+            source,
+            "--as",
+            "secret_isd",
+            "-v",
+            "--storage-option",
+            &option,
+            "--run",
+            "secrets",
+        ],
+    );
+    assert!(persisted.status.success(), "{}", stderr(&persisted));
+    assert_eq!(persisted_rows(&stdout(&persisted)), rows);
+    let progress = stderr(&persisted);
+    assert!(
+        progress.contains("load partitions") && progress.contains("fetched)"),
+        "{progress}"
+    );
     with_key(&["head", source, "-n", "2"]);
 
     // The key is nowhere: not in the logs of the scheduler and workers

@@ -183,6 +183,7 @@ mod tests {
                 key: crate::messages::PartitionKey { frame: 1, index: 2 },
                 rows: 10,
                 bytes: 80,
+                fetched: 0,
             },
         }]);
         let body = encode(&msg).unwrap();

@@ -417,6 +417,8 @@ pub enum TaskOutput {
         key: PartitionKey,
         rows: u64,
         bytes: u64,
+        /// Bytes read from an object store for it (0 for local files).
+        fetched: u64,
     },
     /// Arrow IPC stream of the rows.
     Table {
@@ -609,6 +611,8 @@ pub enum ToClient {
         stage: String,
         done: u64,
         total: u64,
+        /// Bytes the request read from object stores so far.
+        fetched: u64,
     },
     Info(ClusterInfo),
     Count(u64),

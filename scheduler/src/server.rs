@@ -345,6 +345,7 @@ impl SchedulerActor {
                     "steps": r.steps.iter().map(|s| json!({
                         "name": s.name, "done": s.done, "total": s.total,
                     })).collect::<Vec<_>>(),
+                    "fetched_bytes": r.fetched,
                 })
             })
             .collect();

@@ -72,8 +72,13 @@ impl Executor {
                 steps,
             } => {
                 compute(move || {
-                    tasks::load(io!(), &input, columns.as_deref(), &steps)
-                        .map(|batches| Computed::Loaded { key, batches })
+                    tasks::load_counted(io!(), &input, columns.as_deref(), &steps).map(
+                        |(batches, fetched)| Computed::Loaded {
+                            key,
+                            batches,
+                            fetched,
+                        },
+                    )
                 })
                 .await
             }
@@ -83,7 +88,11 @@ impl Executor {
                 steps,
             } => {
                 compute(move || {
-                    tasks::derive(batches, &steps).map(|batches| Computed::Loaded { key, batches })
+                    tasks::derive(batches, &steps).map(|batches| Computed::Loaded {
+                        key,
+                        batches,
+                        fetched: 0,
+                    })
                 })
                 .await
             }

@@ -156,14 +156,15 @@ impl Remote {
         Ok(footer)
     }
 
-    /// Read a partition of an object (rows of its row groups, projected).
+    /// Read a partition of an object (rows of its row groups, projected),
+    /// and the bytes fetched for it.
     pub fn read_partition(
         &self,
         spec: &ParquetPartition,
         columns: Option<&[String]>,
         limit: Option<usize>,
         options: &[(String, String)],
-    ) -> Result<Vec<RecordBatch>, String> {
+    ) -> Result<(Vec<RecordBatch>, u64), String> {
         let opened = self.open(&spec.path, options)?;
         // The footer read for the listing (usually on this worker) gives the
         // size and ETag; else one HEAD does.
@@ -189,9 +190,11 @@ impl Remote {
             etag,
             groups: Vec::new(),
             fetching: HashMap::new(),
+            fetched: 0,
         };
-        scan::read_partition_from(spec, metadata, &mut chunks, columns, limit)
-            .map_err(|e| e.to_string())
+        let batches = scan::read_partition_from(spec, metadata, &mut chunks, columns, limit)
+            .map_err(|e| e.to_string())?;
+        Ok((batches, chunks.fetched))
     }
 
     /// Refuse an existing destination unless overwriting (never a single
@@ -444,6 +447,8 @@ struct RemoteChunks {
     /// Byte ranges of each planned group.
     groups: Vec<Vec<std::ops::Range<u64>>>,
     fetching: HashMap<usize, Fetch>,
+    /// Bytes received so far.
+    fetched: u64,
 }
 
 impl RemoteChunks {
@@ -522,6 +527,7 @@ impl ChunkSource for RemoteChunks {
             })?
             // Storage errors name the URL already.
             .map_err(stratus_engine::EngineError::Argument)?;
+        self.fetched += pieces.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         Ok(FetchedRanges::new(&self.url, self.size, pieces))
     }
 }

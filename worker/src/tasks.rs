@@ -178,18 +178,19 @@ pub fn read_footers(io: Io, files: &[FileRef]) -> Result<TaskOutput, String> {
 }
 
 /// Read a partition (all rows, or the first `limit`), locally under the
-/// data roots or from an object store.
+/// data roots or from an object store; and the bytes fetched from the store.
 fn read_partition(
     io: Io,
     input: &ParquetPartition,
     columns: Option<&[String]>,
     limit: Option<usize>,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<(Vec<RecordBatch>, u64), String> {
     if is_remote(&input.path) {
         return io.remote.read_partition(input, columns, limit, io.storage);
     }
     io.roots.check(Path::new(&input.path))?;
-    scan::read_partition(input, columns, limit).map_err(|e| e.to_string())
+    let batches = scan::read_partition(input, columns, limit).map_err(|e| e.to_string())?;
+    Ok((batches, 0))
 }
 
 /// Read a partition into batches and apply the frame's steps.
@@ -199,9 +200,20 @@ pub fn load(
     columns: Option<&[String]>,
     steps: &[Step],
 ) -> Result<Vec<RecordBatch>, String> {
-    let batches = read_partition(io, input, columns, None)?;
-    stratus_engine::expr::apply_steps(batches, steps)
-        .map_err(|e| format!("partition of {}: {e}", input.path))
+    load_counted(io, input, columns, steps).map(|(batches, _)| batches)
+}
+
+/// [`load`], and the bytes fetched from an object store for it.
+pub fn load_counted(
+    io: Io,
+    input: &ParquetPartition,
+    columns: Option<&[String]>,
+    steps: &[Step],
+) -> Result<(Vec<RecordBatch>, u64), String> {
+    let (batches, fetched) = read_partition(io, input, columns, None)?;
+    let batches = stratus_engine::expr::apply_steps(batches, steps)
+        .map_err(|e| format!("partition of {}: {e}", input.path))?;
+    Ok((batches, fetched))
 }
 
 /// Derive a partition from a held one.
@@ -569,7 +581,7 @@ pub fn head_parquet(
     n: u64,
     columns: Option<&[String]>,
 ) -> Result<TaskOutput, String> {
-    let batches = read_partition(io, input, columns, Some(n as usize))?;
+    let (batches, _) = read_partition(io, input, columns, Some(n as usize))?;
     head_of(&batches, n, None)
 }
 

@@ -43,6 +43,8 @@ pub struct RequestRecord {
     pub started: Instant,
     pub ended: Option<Instant>,
     pub steps: Vec<StepProgress>,
+    /// Bytes its tasks read from object stores.
+    pub fetched: u64,
 }
 
 /// One ended task.
@@ -105,6 +107,7 @@ impl Activity {
             started: now,
             ended: None,
             steps: Vec::new(),
+            fetched: 0,
         });
         self.index.insert(id, self.requests.len() - 1);
         self.version += 1;
@@ -176,9 +179,21 @@ impl Activity {
         self.version += 1;
     }
 
+    /// A task of `request` read `bytes` from an object store.
+    pub fn fetched(&mut self, request: u64, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        if let Some(r) = self.get_mut(request) {
+            r.fetched = r.fetched.saturating_add(bytes);
+            self.changed.push(request);
+            self.version += 1;
+        }
+    }
+
     /// Requests whose progress changed since the last call, with their
-    /// current (latest) step.
-    pub fn take_changed(&mut self) -> Vec<(u64, StepProgress)> {
+    /// current (latest) step and the bytes they fetched.
+    pub fn take_changed(&mut self) -> Vec<(u64, StepProgress, u64)> {
         let mut ids = std::mem::take(&mut self.changed);
         ids.sort_unstable();
         ids.dedup();
@@ -188,7 +203,8 @@ impl Activity {
                 if r.state != RequestState::Running {
                     return None;
                 }
-                r.steps.last().cloned().map(|s| (id, s))
+                let fetched = r.fetched;
+                r.steps.last().cloned().map(|s| (id, s, fetched))
             })
             .collect()
     }
@@ -238,7 +254,8 @@ mod tests {
                     name: "moments",
                     done: 1,
                     total: 2
-                }
+                },
+                0
             )]
         );
         assert!(a.take_changed().is_empty());

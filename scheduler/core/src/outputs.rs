@@ -115,6 +115,7 @@ pub fn check_output(kind: &TaskKind, output: &TaskOutput) -> Result<(), String> 
                 key: got,
                 rows,
                 bytes,
+                fetched,
             },
         ) => {
             if got != key {
@@ -124,6 +125,7 @@ pub fn check_output(kind: &TaskKind, output: &TaskOutput) -> Result<(), String> 
                 ));
             }
             count("Loaded.rows", *rows)?;
+            count("Loaded.fetched", *fetched)?;
             count("Loaded.bytes", *bytes)
         }
         (TaskKind::Reduce { op, partitions }, output) => match (op, output) {

@@ -478,6 +478,11 @@ impl SchedulerState {
         match result {
             Ok(output) => {
                 self.counters.tasks_finished += 1;
+                if let TaskOutput::Loaded { fetched, .. } = &output {
+                    if let Some(request) = self.jobs.get(&task.job).and_then(|j| j.request) {
+                        self.activity.fetched(request.0, *fetched);
+                    }
+                }
                 self.record_loads(worker, id, &task, &output, out);
                 self.drive(task.job, out, |job, cx| {
                     job.on_output(cx, &task.kind, output)
@@ -502,7 +507,12 @@ impl SchedulerState {
         out: &mut Vec<Command>,
     ) {
         let loaded: Vec<(PartitionKey, u64, u64)> = match (output, &task.kind) {
-            (TaskOutput::Loaded { key, rows, bytes }, _) => vec![(*key, *rows, *bytes)],
+            (
+                TaskOutput::Loaded {
+                    key, rows, bytes, ..
+                },
+                _,
+            ) => vec![(*key, *rows, *bytes)],
             (
                 TaskOutput::LoadedMany(parts),
                 stratus_protocol::messages::TaskKind::RebuildRanges { .. },
@@ -617,13 +627,14 @@ impl SchedulerState {
                 }
             }
         }
-        for (request, step) in self.activity.take_changed() {
+        for (request, step, fetched) in self.activity.take_changed() {
             out.push(Command::Reply {
                 request: RequestId(request),
                 message: ToClient::Progress {
                     stage: step.name.to_string(),
                     done: step.done,
                     total: step.total,
+                    fetched,
                 },
             });
         }

@@ -36,6 +36,7 @@ fn loaded(kind: &TaskKind) -> TaskOutput {
         key: *key,
         rows: 10,
         bytes: 500,
+        fetched: 0,
     }
 }
 

@@ -144,6 +144,7 @@ fn a_load_reporting_another_partition_disconnects_the_worker_and_the_persist_com
         },
         rows: input.rows,
         bytes: loaded_bytes(input.rows),
+        fetched: 0,
     };
     let cmds = sim.finish(w, id, forged);
     let gone = disconnected(&cmds);
@@ -216,6 +217,7 @@ fn a_batch_of_reports_stops_at_the_first_malformed_one() {
                 key: on_1[1].2,
                 rows: on_1[1].3.rows,
                 bytes: 1,
+                fetched: 0,
             },
         },
     ];

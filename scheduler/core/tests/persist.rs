@@ -40,7 +40,9 @@ fn persist_balances_partitions_then_serves_len_list_and_replace() {
     let progress: Vec<u64> = replies(&seen, 1)
         .iter()
         .filter_map(|m| match m {
-            ToClient::Progress { stage, done, total } if stage == "load partitions" => {
+            ToClient::Progress {
+                stage, done, total, ..
+            } if stage == "load partitions" => {
                 assert_eq!(*total, 8);
                 Some(*done)
             }

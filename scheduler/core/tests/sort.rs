@@ -83,6 +83,7 @@ fn finish_derived_loads(sim: &mut Sim) -> Vec<Command> {
                 key: *key,
                 rows: 10,
                 bytes: 1000,
+                fetched: 0,
             },
             _ => unreachable!(),
         },

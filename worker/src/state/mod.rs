@@ -65,6 +65,8 @@ pub enum Computed {
     Loaded {
         key: PartitionKey,
         batches: Vec<RecordBatch>,
+        /// Bytes read from an object store for it.
+        fetched: u64,
     },
     /// Several partitions to keep (a shuffle's ranges).
     LoadedMany(Vec<(PartitionKey, Vec<RecordBatch>)>),
@@ -273,15 +275,22 @@ impl WorkerState {
         }
         let report = match result {
             Ok(Computed::Output(output)) => TaskReport::Finished { id, output },
-            Ok(Computed::Loaded { key, batches }) => {
-                match self.store.insert(&self.name, key, batches) {
-                    Ok((rows, bytes)) => TaskReport::Finished {
-                        id,
-                        output: TaskOutput::Loaded { key, rows, bytes },
+            Ok(Computed::Loaded {
+                key,
+                batches,
+                fetched,
+            }) => match self.store.insert(&self.name, key, batches) {
+                Ok((rows, bytes)) => TaskReport::Finished {
+                    id,
+                    output: TaskOutput::Loaded {
+                        key,
+                        rows,
+                        bytes,
+                        fetched,
                     },
-                    Err(error) => TaskReport::Failed { id, error },
-                }
-            }
+                },
+                Err(error) => TaskReport::Failed { id, error },
+            },
             Ok(Computed::LoadedMany(parts)) => match self.keep_all(parts) {
                 Ok(kept) => TaskReport::Finished {
                     id,

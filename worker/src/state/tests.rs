@@ -132,7 +132,11 @@ fn hold(state: &mut WorkerState, id: TaskId, key: PartitionKey, batches: Vec<Rec
     assert_eq!(executed(&started), vec![id]);
     let done = state.handle(Event::TaskDone {
         id,
-        result: Ok(Computed::Loaded { key, batches }),
+        result: Ok(Computed::Loaded {
+            key,
+            batches,
+            fetched: 0,
+        }),
     });
     assert!(
         matches!(reports(&done).as_slice(), [TaskReport::Finished { .. }]),
@@ -247,6 +251,7 @@ fn a_cancelled_running_task_is_not_reported_and_keeps_nothing() {
     let out = state.handle(Event::TaskDone {
         id: 1,
         result: Ok(Computed::Loaded {
+            fetched: 0,
             key: key(1, 0),
             batches: vec![batch(1000)],
         }),
@@ -283,6 +288,7 @@ fn loads_over_the_memory_limit_are_refused() {
     let out = state.handle(Event::TaskDone {
         id: 3,
         result: Ok(Computed::Loaded {
+            fetched: 0,
             key: key(1, 2),
             batches: vec![batch(1000)],
         }),
@@ -374,6 +380,7 @@ fn deliveries_count_against_the_limit_and_late_ones_are_refused() {
     let out = state.handle(Event::TaskDone {
         id: 2,
         result: Ok(Computed::Loaded {
+            fetched: 0,
             key: key(1, 1),
             batches: vec![batch(1000)],
         }),

@@ -404,6 +404,7 @@ impl Sim {
                 key,
                 rows: input.rows,
                 bytes: loaded_bytes(input.rows),
+                fetched: 0,
             },
         )
     }
