@@ -851,6 +851,18 @@ fn an_incomplete_stratus_write_is_refused_and_a_manifest_defines_the_dataset() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n.trim(), one_year.to_string());
 
+    // Another writer's empty _SUCCESS (Spark's) is no manifest: every file
+    // is read.
+    bad.azurite
+        .upload_dir(&data.dir.join("year=2019"), "isdout", "spark/year=2019");
+    let empty = tmp.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    bad.azurite.put("isdout", "spark/_SUCCESS", &empty);
+    assert_eq!(
+        local.client(&["len", "az://isdout/spark"]).unwrap().trim(),
+        one_year.to_string()
+    );
+
     // A committed Stratus dataset reads as its manifest lists it: a stray
     // file next to it (an overwrite's leftover) is not part of it.
     let dest = "az://isdout/manifested";

@@ -503,6 +503,10 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
     Ok((f, metadata))
 }
 
+/// The longest footer read (a file's claim beyond it is refused before
+/// anything is allocated for it).
+pub const MAX_FOOTER_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Bytes read from the end of a file in the first attempt at its footer: most
 /// footers fit, so one read (one ranged GET on an object store) does.
 pub const FOOTER_PREFETCH: u64 = 64 * 1024;
@@ -540,6 +544,14 @@ pub fn decode_footer_tail(path: &str, file_len: u64, tail: &[u8]) -> Result<Foot
         });
     }
     let footer_len = u64::from(u32::from_le_bytes([end[0], end[1], end[2], end[3]]));
+    if footer_len > MAX_FOOTER_BYTES {
+        return Err(EngineError::Invalid {
+            path: path.into(),
+            reason: format!(
+                "the footer claims {footer_len} bytes, more than the {MAX_FOOTER_BYTES} Stratus reads"
+            ),
+        });
+    }
     if footer_len + 12 > file_len {
         return Err(EngineError::Truncated {
             path: path.into(),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesOrdered, StreamExt, TryStreamExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
@@ -43,6 +43,11 @@ pub const PART_BYTES: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Directory levels a glob may descend (as for local sources).
 const MAX_DEPTH: usize = 64;
+/// Objects one listing may return before the request is refused (narrow
+/// the glob or prefix).
+pub const MAX_LISTED: usize = 1_000_000;
+/// The largest `_SUCCESS` manifest read.
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Counters of one worker's object-store traffic.
 #[derive(Debug, Default)]
@@ -215,13 +220,32 @@ impl Opened {
     pub async fn list_recursive(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let path = self.path(prefix)?;
         let _permit = self.permit().await;
-        let listed: Result<Vec<ObjectMeta>, _> = self
-            .store
-            .list((!prefix.is_empty()).then_some(&path))
-            .try_collect()
-            .await;
+        let mut stream = self.store.list((!prefix.is_empty()).then_some(&path));
+        let mut listed = Vec::new();
+        let mut failed = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(meta) if listed.len() < MAX_LISTED => listed.push(meta),
+                Ok(_) => {
+                    self.release();
+                    return Err(StorageError::Url {
+                        url: self.url_of(prefix),
+                        what: format!(
+                            "holds more than {MAX_LISTED} objects; narrow the glob or prefix"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         self.release();
-        listed.map_err(|e| self.error(&self.url_of(prefix), &e))
+        match failed {
+            Some(e) => Err(self.error(&self.url_of(prefix), &e)),
+            None => Ok(listed),
+        }
     }
 
     /// The source's Parquet objects: a glob's matches (directories matched
@@ -482,11 +506,24 @@ impl Opened {
         Ok(!dirs.is_empty() || !objects.is_empty())
     }
 
-    /// A small whole object (a manifest), or None if there is none.
+    /// A small whole object (a manifest), or None if there is none; one
+    /// over [`MAX_MANIFEST_BYTES`] is an error.
     pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         let path = self.path(key)?;
         let _permit = self.permit().await;
+        // The size comes with the response's headers: a body too large is
+        // never read.
         let got = match self.store.get(&path).await {
+            Ok(result) if result.meta.size > MAX_MANIFEST_BYTES => {
+                self.release();
+                return Err(StorageError::Url {
+                    url: self.url_of(key),
+                    what: format!(
+                        "{} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have",
+                        result.meta.size
+                    ),
+                });
+            }
             Ok(result) => result.bytes().await,
             Err(e) => Err(e),
         };
