@@ -845,6 +845,7 @@ pub fn plan_partitions(
                     .map(|rg| rg.rows)
                     .fold(0u64, u64::saturating_add),
                 hive: f.file.hive.clone(),
+                file_size: f.file.size,
             }
         })
         .collect()

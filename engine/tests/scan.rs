@@ -86,6 +86,7 @@ fn p(s: &Path) -> String {
 fn whole(file: &FileRef) -> ParquetPartition {
     let footer = read_footer(file).unwrap();
     ParquetPartition {
+        file_size: 0,
         path: file.path.clone(),
         row_group_start: 0,
         row_group_end: footer.row_groups.len() as u32,
@@ -179,6 +180,7 @@ fn bad_files_name_the_file() {
         "{e}"
     );
     let spec = ParquetPartition {
+        file_size: 0,
         path: p(&cut),
         row_group_start: 0,
         row_group_end: 1,
@@ -344,6 +346,7 @@ fn hive_columns_projection_and_limit() {
     assert_eq!(total_rows(&batches), 10);
     assert!(read_partition(&spec, None, Some(0)).unwrap().is_empty());
     let mid = ParquetPartition {
+        file_size: 0,
         row_group_start: 1,
         row_group_end: 3,
         rows: 600,

@@ -31,6 +31,9 @@ pub struct ParquetPartition {
     pub rows: u64,
     /// Hive partition values of the file.
     pub hive: Vec<(String, String)>,
+    /// Size of the file in bytes, as listed (0: unknown). Object-store reads
+    /// need it (Azure has no suffix range).
+    pub file_size: u64,
 }
 
 /// Size of one row group, from the file's footer.

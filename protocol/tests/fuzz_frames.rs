@@ -58,6 +58,7 @@ fn key(i: u32) -> PartitionKey {
 #[allow(clippy::vec_init_then_push)]
 fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
     let partition = ParquetPartition {
+        file_size: 0,
         path: "/data/x.parquet".into(),
         row_group_start: 0,
         row_group_end: 2,

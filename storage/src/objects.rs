@@ -163,6 +163,19 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// A glob segment that matches nearly every name at its level: `*`, a hive
+/// key with any value (`year=*`), or a suffix (`*.parquet`).
+fn is_broad(segment: &str) -> bool {
+    if segment.contains(['?', '[']) || segment.matches('*').count() != 1 {
+        return false;
+    }
+    segment == "*"
+        || segment.starts_with('*')
+        || segment
+            .strip_suffix("=*")
+            .is_some_and(|key| !key.is_empty() && !key.contains('*'))
+}
+
 impl Opened {
     fn error(&self, url: &str, e: &object_store::Error) -> StorageError {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +376,35 @@ impl Opened {
                         continue;
                     }
                     if rest.is_empty() || pattern.matches_with(&format!("x/{rel}"), options) {
+                        out.push(meta);
+                    }
+                }
+                return Ok(());
+            }
+            if segments.iter().all(|s| is_broad(s)) {
+                // What is left matches nearly everything below (`year=*`,
+                // `*.parquet`): one recursive listing (a request per 1,000
+                // keys) beats a listing per directory.
+                let all = self.list_recursive(dir).await?;
+                let pattern = glob::Pattern::new(&segments.join("/")).map_err(bad)?;
+                let options = glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: true,
+                    require_literal_leading_dot: false,
+                };
+                for meta in all {
+                    let rel = &meta.location.as_ref()[dir.len()..];
+                    let parts: Vec<&str> = rel.split('/').collect();
+                    if parts.iter().any(|p| is_hidden(p)) {
+                        continue;
+                    }
+                    // The object itself matches, or a directory above it
+                    // does (walked whole: its Parquet files).
+                    let matched = (1..=parts.len().min(segments.len())).any(|k| {
+                        pattern.matches_with(&parts[..k].join("/"), options)
+                            && (k == parts.len() || rel.ends_with(".parquet"))
+                    });
+                    if matched && parts.len() >= segments.len() {
                         out.push(meta);
                     }
                 }
@@ -764,6 +806,23 @@ mod tests {
             for probe in [r.start, r.end - 1] {
                 assert!(got.iter().any(|g| g.contains(&probe)), "{probe} in {got:?}");
             }
+        }
+    }
+
+    #[test]
+    fn broad_segments_match_nearly_everything_at_their_level() {
+        for broad in ["*", "year=*", "*.parquet", "*-0.parquet"] {
+            assert!(is_broad(broad), "{broad}");
+        }
+        for narrow in [
+            "year=201*",
+            "part-?.parquet",
+            "[ab]*",
+            "*a*",
+            "month=1",
+            "**",
+        ] {
+            assert!(!is_broad(narrow), "{narrow}");
         }
     }
 

@@ -148,12 +148,16 @@ impl Remote {
             }
         };
         let footer = (metadata, etag);
+        self.remember(opened, file.size, footer.clone());
+        Ok(footer)
+    }
+
+    fn remember(&self, opened: &Opened, size: u64, footer: Footer) {
         let mut cache = self.footers.lock().expect("footer cache");
         if cache.len() >= FOOTER_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(footer_key(opened), (file.size, footer.clone()));
-        Ok(footer)
+        cache.insert(footer_key(opened), (size, footer));
     }
 
     /// Read a partition of an object (rows of its row groups, projected),
@@ -166,11 +170,13 @@ impl Remote {
         options: &[(String, String)],
     ) -> Result<(Vec<RecordBatch>, u64), String> {
         let opened = self.open(&spec.path, options)?;
-        // The footer read for the listing (usually on this worker) gives the
-        // size and ETag; else one HEAD does.
-        let size = match self.cached(&opened) {
-            Some((size, _)) => size,
-            None => self
+        let cached = self.cached(&opened);
+        // The size: from the footer read for the listing (usually on this
+        // worker), else as listed, else one HEAD.
+        let size = match (&cached, spec.file_size) {
+            (Some((size, _)), _) => *size,
+            (None, listed) if listed > 0 => listed,
+            (None, _) => self
                 .handle
                 .block_on(opened.size(&opened.key))
                 .map_err(|e| e.to_string())?
@@ -181,7 +187,31 @@ impl Remote {
             size,
             hive: spec.hive.clone(),
         };
-        let (metadata, etag) = self.handle.block_on(self.footer_async(&opened, &file))?;
+        // A small file read whole with no footer at hand: one request
+        // instead of a footer's and then the column chunks'.
+        let whole_read = cached.is_none()
+            && columns.is_none()
+            && limit.is_none()
+            && size <= stratus_storage::objects::MAX_REQUEST_BYTES;
+        let (metadata, etag, whole) = if whole_read {
+            let (bytes, etag) = self
+                .handle
+                .block_on(opened.tail(&opened.key, size, size, None))
+                .map_err(|e| e.to_string())?;
+            let metadata = match scan::decode_footer_tail(&spec.path, size, &bytes)
+                .map_err(|e| e.to_string())?
+            {
+                FooterTail::Metadata(m) => m,
+                FooterTail::Needs(_) => {
+                    return Err(format!("{}: the footer could not be decoded", spec.path))
+                }
+            };
+            self.remember(&opened, size, (metadata.clone(), etag.clone()));
+            (metadata, etag, Some(bytes))
+        } else {
+            let (metadata, etag) = self.handle.block_on(self.footer_async(&opened, &file))?;
+            (metadata, etag, None)
+        };
         let mut chunks = RemoteChunks {
             handle: self.handle.clone(),
             opened,
@@ -190,7 +220,8 @@ impl Remote {
             etag,
             groups: Vec::new(),
             fetching: HashMap::new(),
-            fetched: 0,
+            fetched: whole.as_ref().map_or(0, |b| b.len() as u64),
+            whole,
         };
         let batches = scan::read_partition_from(spec, metadata, &mut chunks, columns, limit)
             .map_err(|e| e.to_string())?;
@@ -449,6 +480,8 @@ struct RemoteChunks {
     fetching: HashMap<usize, Fetch>,
     /// Bytes received so far.
     fetched: u64,
+    /// The whole object, when it was read in one request.
+    whole: Option<Bytes>,
 }
 
 impl RemoteChunks {
@@ -487,6 +520,9 @@ impl ChunkSource for RemoteChunks {
         groups: &[Vec<usize>],
         leaves: &[usize],
     ) -> stratus_engine::Result<()> {
+        if self.whole.is_some() {
+            return Ok(());
+        }
         self.groups = groups
             .iter()
             .map(|row_groups| {
@@ -509,6 +545,13 @@ impl ChunkSource for RemoteChunks {
     }
 
     fn open(&mut self, index: usize) -> stratus_engine::Result<FetchedRanges> {
+        if let Some(whole) = &self.whole {
+            return Ok(FetchedRanges::new(
+                &self.url,
+                self.size,
+                vec![(0, whole.clone())],
+            ));
+        }
         self.start(index);
         self.start(index + FETCH_AHEAD);
         let fetch =

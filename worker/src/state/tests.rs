@@ -58,6 +58,7 @@ fn load(id: u64, key: PartitionKey) -> TaskAssignment {
         kind: TaskKind::Load {
             key,
             input: LoadInput::Parquet(ParquetPartition {
+                file_size: 0,
                 path: "/data/a.parquet".into(),
                 row_group_start: 0,
                 row_group_end: 1,
