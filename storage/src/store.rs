@@ -190,8 +190,17 @@ impl StoreCache {
     ) -> Result<Arc<dyn ObjectStore>, StorageError> {
         let mut sorted: Vec<&(String, String)> = options.iter().collect();
         sorted.sort();
-        // The key holds secrets; it never leaves this process's memory.
-        let cache_key = format!("{location:?}\u{0}{sorted:?}");
+        // One store (one HTTP client, one connection pool) per container or
+        // bucket and options, whatever the object. The key holds secrets; it
+        // never leaves this process's memory.
+        let place = match location {
+            Location::Azure {
+                account, container, ..
+            } => format!("az\u{0}{account:?}\u{0}{container}"),
+            Location::S3 { bucket, .. } => format!("s3\u{0}{bucket}"),
+            Location::Local(_) => String::new(),
+        };
+        let cache_key = format!("{place}\u{0}{sorted:?}");
         if let Some(store) = self.stores.lock().expect("store cache").get(&cache_key) {
             return Ok(store.clone());
         }
@@ -589,6 +598,33 @@ mod tests {
                 &opts(&[("endpoint", "http://127.0.0.1:9"), ("allow_http", "true")]),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn one_store_serves_every_object_of_a_container() {
+        let policy = StoragePolicy::default();
+        let cache = StoreCache::default();
+        let at = |url: &str| Location::parse(url).unwrap();
+        let a = cache
+            .store(&policy, "u", &at("s3://bucket/a.parquet"), &[])
+            .unwrap();
+        let b = cache
+            .store(&policy, "u", &at("s3://bucket/dir/b.parquet"), &[])
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "a store per object");
+        let other = cache
+            .store(&policy, "u", &at("s3://other/a.parquet"), &[])
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
+        let with_options = cache
+            .store(
+                &policy,
+                "u",
+                &at("s3://bucket/a.parquet"),
+                &opts(&[("region", "eu-west-1")]),
+            )
+            .unwrap();
+        assert!(!Arc::ptr_eq(&a, &with_options));
     }
 
     #[test]
