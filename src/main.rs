@@ -873,10 +873,20 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
             .display()
             .to_string()
     };
+    // The destination, absolute when local (workers may run elsewhere).
+    let absolute = |place: &str| -> String {
+        let local = !stratus_storage::Location::parse(place).is_ok_and(|l| l.is_remote());
+        match std::env::current_dir() {
+            Ok(cwd) if local && std::path::Path::new(place).is_relative() => {
+                cwd.join(place).display().to_string()
+            }
+            _ => place.to_string(),
+        }
+    };
     let out = match &options.out {
-        Some(out) => stratus::client::normalize_source(out),
-        None if remote => stratus::client::normalize_source("stratus-prepared"),
-        None => data
+        Some(out) => absolute(out),
+        None if remote => absolute("stratus-prepared"),
+        None => std::path::Path::new(&source)
             .with_file_name(format!(
                 "{}-prepared",
                 data.file_name()
@@ -892,7 +902,8 @@ async fn demo(options: &DemoOptions) -> anyhow::Result<()> {
     let mut data_roots = stratus::local::default_data_roots();
     for place in [&source, &out] {
         let local = !stratus_storage::Location::parse(place).is_ok_and(|l| l.is_remote());
-        if let Some(parent) = std::path::Path::new(place).parent().filter(|_| local) {
+        let parent = std::path::Path::new(place).parent();
+        if let Some(parent) = parent.filter(|p| local && !p.as_os_str().is_empty()) {
             data_roots.push(parent.to_path_buf());
         }
     }

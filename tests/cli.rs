@@ -345,3 +345,32 @@ fn a_shuffle_that_would_exceed_the_memory_limit_fails_clearly_and_frees_its_data
     let by_day = ok(f, &["groupby", "isd", "--by", "date", "--agg", "count"]);
     assert!(by_day.contains("2008-01-01"), "{by_day}");
 }
+
+/// The README's main job on the embedded default, as a new user runs it: in
+/// an empty directory, relative default paths, sample data generated there,
+/// the prepared dataset written next to it.
+#[test]
+fn the_demo_runs_the_workflow_on_generated_sample_data() {
+    let dir = TempDir::new("demo-default");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .current_dir(dir.path())
+        .args(["demo", "--rows", "60000"])
+        .env_remove("STRATUS_SCHEDULER_FILE")
+        .env_remove("STRATUS_RUN")
+        .env_remove("STRATUS_DATA_ROOTS")
+        .output()
+        .expect("run stratus demo");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("1. len(df) from Parquet footers: 60000 rows"),
+        "{text}"
+    );
+    let prepared = dir.path().join("stratus-sample-data-prepared");
+    assert!(
+        text.contains(&format!("written to {}: 60000 rows", prepared.display())),
+        "{text}"
+    );
+    assert!(prepared.join("_SUCCESS").exists());
+    assert!(dir.path().join("stratus-plots").read_dir().unwrap().count() > 1);
+}
