@@ -250,8 +250,29 @@ fn retry(policy: &StoragePolicy) -> RetryConfig {
     }
 }
 
-fn client_options(policy: &StoragePolicy) -> ClientOptions {
+/// A client option that would make the worker use its own identity or files.
+fn workers_own_option(url: &str, key: &str) -> StorageError {
+    option_error(
+        url,
+        key,
+        "uses the worker's own identity or files; only the worker's environment may set it",
+    )
+}
+
+/// The error of a store that could not be built, naming the URL.
+fn build_failed(url: &str, e: &object_store::Error) -> StorageError {
+    StorageError::Url {
+        url: url.to_string(),
+        what: crate::error::describe(e),
+    }
+}
+
+/// A store's HTTP settings: the policy's timeouts, and plain HTTP only when
+/// the store's settings (`allow_http`) say so.
+fn client_options(policy: &StoragePolicy, allow_http: Option<String>) -> ClientOptions {
+    let allow_http = allow_http.and_then(|v| parse_bool(&v)).unwrap_or(false);
     ClientOptions::new()
+        .with_allow_http(allow_http)
         .with_timeout(policy.request_timeout)
         .with_connect_timeout(Duration::from_secs(5))
         .with_user_agent(
@@ -296,11 +317,7 @@ fn build_azure(
                 | K::FabricClusterIdentifier
         );
         if workers_own {
-            return Err(option_error(
-                url,
-                key,
-                "uses the worker's own identity or files; only the worker's environment may set it",
-            ));
+            return Err(workers_own_option(url, key));
         }
         b = b.with_config(parsed, value);
     }
@@ -358,18 +375,12 @@ fn build_azure(
     if !configured && !policy.instance_credentials {
         b = b.with_skip_signature(true);
     }
-    let mut options = client_options(policy);
-    if let Some(allow) = b.get_config_value(&K::Client(ClientConfigKey::AllowHttp)) {
-        options = options.with_allow_http(parse_bool(&allow).unwrap_or(false));
-    }
-    b.with_client_options(options)
+    let allow_http = b.get_config_value(&K::Client(ClientConfigKey::AllowHttp));
+    b.with_client_options(client_options(policy, allow_http))
         .with_retry(retry(policy))
         .with_http_connector(GuardedConnector)
         .build()
-        .map_err(|e| StorageError::Url {
-            url: url.to_string(),
-            what: crate::error::describe(&e),
-        })
+        .map_err(|e| build_failed(url, &e))
 }
 
 fn build_s3(
@@ -396,11 +407,7 @@ fn build_s3(
                 | K::RoleSessionName
         );
         if workers_own {
-            return Err(option_error(
-                url,
-                key,
-                "uses the worker's own identity or files; only the worker's environment may set it",
-            ));
+            return Err(workers_own_option(url, key));
         }
         b = b.with_config(parsed, value);
     }
@@ -429,18 +436,12 @@ fn build_s3(
     if !configured && !policy.instance_credentials {
         b = b.with_skip_signature(true);
     }
-    let mut options = client_options(policy);
-    if let Some(allow) = b.get_config_value(&K::Client(ClientConfigKey::AllowHttp)) {
-        options = options.with_allow_http(parse_bool(&allow).unwrap_or(false));
-    }
-    b.with_client_options(options)
+    let allow_http = b.get_config_value(&K::Client(ClientConfigKey::AllowHttp));
+    b.with_client_options(client_options(policy, allow_http))
         .with_retry(retry(policy))
         .with_http_connector(GuardedConnector)
         .build()
-        .map_err(|e| StorageError::Url {
-            url: url.to_string(),
-            what: crate::error::describe(&e),
-        })
+        .map_err(|e| build_failed(url, &e))
 }
 
 /// Makes every HTTP client of a store: no redirects, names resolved without
