@@ -927,27 +927,15 @@ fn workers_refuse_urls_outside_their_allowed_prefixes() {
     }
 }
 
-/// `stratus demo --data URL --out URL`: the whole workflow (len, persist
-/// with date, describe, daily means and plots, memory, counts, set_index,
-/// prepare and write) reading from and writing to the emulator.
-#[test]
-fn the_demo_runs_the_workflow_from_azure_blob_and_writes_back() {
-    let data = data();
-    let azurite = Azurite::start();
-    azurite.create_container("isdsource");
-    azurite.create_container("isdout");
-    azurite.upload_dir(&data.dir, "isdsource", "isd");
-    let dir = TempDir::new("demo-az");
+/// Run `stratus demo --data DATA --out OUT` with the store's environment in
+/// an empty directory; its stdout, after checking every step ran and the
+/// written row count.
+fn run_demo(env: &[(String, String)], data_url: &str, out_url: &str, rows: u64) -> String {
+    let dir = TempDir::new("demo-store");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
         .current_dir(dir.path())
-        .args([
-            "demo",
-            "--data",
-            "az://isdsource/isd/year=*/month=*/*.parquet",
-            "--out",
-            "az://isdout/demo-prepared",
-        ])
-        .envs(env_refs(&azurite.worker_env()))
+        .args(["demo", "--data", data_url, "--out", out_url])
+        .envs(env_refs(env))
         .env_remove("STRATUS_SCHEDULER_FILE")
         .env_remove("STRATUS_RUN")
         .output()
@@ -955,10 +943,7 @@ fn the_demo_runs_the_workflow_from_azure_blob_and_writes_back() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(
-        text.contains(&format!(
-            "1. len(df) from Parquet footers: {} rows",
-            data.rows
-        )),
+        text.contains(&format!("1. len(df) from Parquet footers: {rows} rows")),
         "{text}"
     );
     for step in [
@@ -972,14 +957,48 @@ fn the_demo_runs_the_workflow_from_azure_blob_and_writes_back() {
         assert!(text.contains(step), "no step {step}: {text}");
     }
     assert!(
-        text.contains(&format!(
-            "written to az://isdout/demo-prepared: {} rows",
-            data.rows
-        )),
+        text.contains(&format!("written to {out_url}: {rows} rows")),
         "{text}"
+    );
+    text
+}
+
+/// `stratus demo --data URL --out URL`: the whole workflow (len, persist
+/// with date, describe, daily means and plots, memory, counts, set_index,
+/// prepare and write) reading from and writing to the emulator.
+#[test]
+fn the_demo_runs_the_workflow_from_azure_blob_and_writes_back() {
+    let data = data();
+    let azurite = Azurite::start();
+    azurite.create_container("isdsource");
+    azurite.create_container("isdout");
+    azurite.upload_dir(&data.dir, "isdsource", "isd");
+    run_demo(
+        &azurite.worker_env(),
+        "az://isdsource/isd/year=*/month=*/*.parquet",
+        "az://isdout/demo-prepared",
+        data.rows,
     );
     let listed = azurite.list("isdout", "demo-prepared");
     let back = TempDir::new("demo-back");
     azurite.download("isdout", "demo-prepared", back.path());
     check_written(back.path(), &listed, "demo-prepared", data.rows);
+}
+
+/// The same from and to S3 (moto), read back with pyarrow.
+#[test]
+fn the_demo_runs_the_workflow_from_s3_and_writes_back() {
+    let data = data();
+    let moto = Moto::start();
+    moto.create_bucket("isd-demo");
+    moto.upload_dir(&data.dir, "isd-demo", "isd");
+    run_demo(
+        &moto.worker_env(),
+        "s3://isd-demo/isd",
+        "s3://isd-demo/prepared",
+        data.rows,
+    );
+    let (rows, columns) = moto.pyarrow_count("isd-demo", "prepared");
+    assert_eq!(rows, data.rows);
+    assert!(columns.iter().any(|c| c == "temperature"), "{columns:?}");
 }
