@@ -540,6 +540,32 @@ fn writing_over_an_existing_dataset_needs_overwrite() {
         "a refused write changed the destination"
     );
 
+    // A destination holding anything a Stratus write does not leave is
+    // never overwritten: nothing in it is touched.
+    let tmp = TempDir::new("foreign");
+    let notes = tmp.path().join("notes.txt");
+    std::fs::write(&notes, "not Stratus'").unwrap();
+    bad.azurite
+        .upload_dir(&data().dir.join("year=2019"), "isdout", "foreign/year=2019");
+    bad.azurite.put("isdout", "foreign/notes.txt", &notes);
+    let foreign_before = bad.azurite.list("isdout", "foreign");
+    let e = refused(
+        local,
+        &[
+            "write",
+            "fixture_w",
+            "az://isdout/foreign",
+            "--partition-by",
+            "year,month",
+            "--overwrite",
+        ],
+    );
+    assert!(
+        mentions(&e, &["notes.txt"]) && mentions(&e, &["nothing was touched"]),
+        "{e}"
+    );
+    assert_eq!(bad.azurite.list("isdout", "foreign"), foreign_before);
+
     // With --overwrite it replaces the dataset: exactly the frame's rows.
     local
         .client(&[

@@ -237,7 +237,14 @@ impl Remote {
     ) -> Result<(), String> {
         let (opened, dir) = self.dest(spec, options)?;
         self.handle.block_on(async {
-            if let Some(size) = opened.size(dir.trim_end_matches('/')).await.map_err(|e| e.to_string())? {
+            let object = match dir.is_empty() {
+                true => None,
+                false => opened
+                    .size(dir.trim_end_matches('/'))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            if let Some(size) = object {
                 return Err(format!(
                     "{}: an object ({size} bytes) is there; a dataset is never written over an object",
                     spec.dest
@@ -249,6 +256,19 @@ impl Remote {
                     "{}: the destination exists ({} objects); pass --overwrite to replace it",
                     spec.dest,
                     existing.len()
+                ));
+            }
+            // An overwrite deletes what the new dataset does not hold: only
+            // ever a Stratus dataset's files.
+            let foreign = existing
+                .iter()
+                .map(|m| m.location.to_string())
+                .find(|key| !stratus_layout(&key[dir.len().min(key.len())..]));
+            if let Some(key) = foreign {
+                return Err(format!(
+                    "{}: --overwrite replaces only a dataset Stratus wrote (hive key=value/ directories, part-*.parquet files, _SUCCESS, _temporary/), and {} is not one of its files; nothing was touched",
+                    spec.dest,
+                    opened.url_of(&key)
                 ));
             }
             opened
@@ -454,6 +474,24 @@ fn footer_key(opened: &Opened) -> String {
     format!("{}\u{0}{options:?}", opened.url)
 }
 
+/// Whether `rel` (a key below a destination) is what a Stratus write leaves:
+/// `_SUCCESS`, anything under `_temporary/`, or `key=value/` directories
+/// holding `part-*.parquet` files.
+fn stratus_layout(rel: &str) -> bool {
+    if rel == SUCCESS || rel.starts_with(&format!("{TEMPORARY}/")) {
+        return true;
+    }
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    let Some(name) = parts.pop() else {
+        return false;
+    };
+    name.starts_with("part-")
+        && name.ends_with(".parquet")
+        && parts
+            .iter()
+            .all(|d| d.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+}
+
 /// Data file name of a partition of a write: the job id makes an
 /// overwrite's new files distinct from the old ones.
 fn data_name(tag: &str, job: &str) -> String {
@@ -572,5 +610,31 @@ impl ChunkSource for RemoteChunks {
             .map_err(stratus_engine::EngineError::Argument)?;
         self.fetched += pieces.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         Ok(FetchedRanges::new(&self.url, self.size, pieces))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stratus_layout_may_be_overwritten() {
+        for ours in [
+            "_SUCCESS",
+            "_temporary/job-1",
+            "year=2019/month=1/part-00003-job-1.snappy.parquet",
+            "part-00000.parquet",
+        ] {
+            assert!(stratus_layout(ours), "{ours}");
+        }
+        for theirs in [
+            "notes.txt",
+            "year=2019/data.parquet",
+            "raw/part-0.parquet",
+            "year=2019/month=1/part-0.csv",
+            "_logs/x",
+        ] {
+            assert!(!stratus_layout(theirs), "{theirs}");
+        }
     }
 }
