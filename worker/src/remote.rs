@@ -1,10 +1,11 @@
 //! Parquet on object stores, for the task bodies: listing a source into
 //! files with their hive values; footers read with one ranged GET of the
 //! last 64 KiB each (more only when a footer is longer), all files at once,
-//! and cached per (URL, size) with the ETag, so `len` then `persist` fetch
-//! each footer once; partitions read as coalesced ranged GETs of only the
-//! projected column chunks, pinned to the footer's ETag, a few row groups
-//! ahead of the decoder; datasets written as uploads (multipart past 8 MiB)
+//! and cached per (URL, options) with the size and ETag, so `len` then
+//! `persist` fetch each footer once; partitions read as coalesced ranged
+//! GETs of only the projected column chunks, pinned to the footer's ETag, a
+//! few row groups ahead of the decoder (a small file with no cached footer:
+//! whole, in one request); datasets written as uploads (multipart past 8 MiB)
 //! under a `_temporary/<job>` marker, committed by a `_SUCCESS` manifest
 //! written last (see `stratus_storage::objects`).
 //!
@@ -26,8 +27,9 @@ use tokio::task::JoinHandle;
 
 /// Row groups fetched ahead of the one being decoded.
 const FETCH_AHEAD: usize = 4;
-/// Footers kept (about 16 KiB of metadata each for ISD's files).
-const FOOTER_CACHE_ENTRIES: usize = 16_384;
+/// Memory the cached footers may take (decoded metadata); past it the cache
+/// starts over.
+const FOOTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// A decoded footer and the ETag of the object it was read from.
 type Footer = (Arc<ParquetMetaData>, Option<String>);
@@ -38,8 +40,15 @@ pub struct Remote {
     /// Footers by URL and the options it was read with (the same URL may
     /// name another object under another account or endpoint), with the
     /// object's size when read. Keys hold secrets: they stay in memory.
-    footers: Mutex<HashMap<String, (u64, Footer)>>,
+    footers: Mutex<FooterCache>,
     handle: Handle,
+}
+
+/// Cached footers and the memory they take.
+#[derive(Default)]
+struct FooterCache {
+    entries: HashMap<String, (u64, Footer)>,
+    bytes: usize,
 }
 
 /// Whether a task's path or URL is on an object store.
@@ -51,7 +60,7 @@ impl Remote {
     pub fn new(storage: Storage, handle: Handle) -> Remote {
         Remote {
             storage,
-            footers: Mutex::new(HashMap::new()),
+            footers: Mutex::new(FooterCache::default()),
             handle,
         }
     }
@@ -113,6 +122,7 @@ impl Remote {
         self.footers
             .lock()
             .expect("footer cache")
+            .entries
             .get(&footer_key(opened))
             .cloned()
     }
@@ -153,11 +163,16 @@ impl Remote {
     }
 
     fn remember(&self, opened: &Opened, size: u64, footer: Footer) {
+        let bytes = footer.0.memory_size();
         let mut cache = self.footers.lock().expect("footer cache");
-        if cache.len() >= FOOTER_CACHE_ENTRIES {
-            cache.clear();
+        if cache.bytes + bytes > FOOTER_CACHE_BYTES {
+            cache.entries.clear();
+            cache.bytes = 0;
         }
-        cache.insert(footer_key(opened), (size, footer));
+        cache.bytes += bytes;
+        if let Some((_, old)) = cache.entries.insert(footer_key(opened), (size, footer)) {
+            cache.bytes = cache.bytes.saturating_sub(old.0.memory_size());
+        }
     }
 
     /// Read a partition of an object (rows of its row groups, projected),
