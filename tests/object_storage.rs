@@ -515,6 +515,27 @@ fn a_truncated_object_is_named() {
     assert!(!frames(&bad.local).contains(&"truncated".to_string()));
     let e = refused(&bad.local, &["len", "az://isdsource/trunc"]);
     assert!(mentions(&e, &[ONE_FILE]), "the error names the object: {e}");
+
+    // An empty object named like Parquet: truncated, named, never a
+    // zero-length request.
+    let tmp = TempDir::new("empty-object");
+    let empty = tmp.path().join("empty.parquet");
+    std::fs::write(&empty, "").unwrap();
+    bad.azurite.put(
+        "isdsource",
+        "emptyobj/year=2019/month=1/part-0.parquet",
+        &empty,
+    );
+    for args in [
+        &["len", "az://isdsource/emptyobj"][..],
+        &["persist", "az://isdsource/emptyobj", "--as", "empty"][..],
+    ] {
+        let e = refused(&bad.local, args);
+        assert!(
+            mentions(&e, &["month=1/part-0.parquet"]) && mentions(&e, &["truncated"]),
+            "{e}"
+        );
+    }
 }
 
 #[test]

@@ -133,6 +133,13 @@ impl Remote {
                 return Ok(hit);
             }
         }
+        // Too short to hold a footer: said without asking the store (a
+        // zero-length range is no valid request).
+        if file.size < 12 {
+            return Err(scan::decode_footer_tail(&file.path, file.size, &[])
+                .err()
+                .map_or_else(|| format!("{}: truncated", file.path), |e| e.to_string()));
+        }
         let key = opened.key.clone();
         let (tail, etag) = opened
             .tail(&key, file.size, FOOTER_PREFETCH, None)
@@ -205,6 +212,7 @@ impl Remote {
         // A small file read whole with no footer at hand: one request
         // instead of a footer's and then the column chunks'.
         let whole_read = cached.is_none()
+            && size >= 12
             && columns.is_none()
             && limit.is_none()
             && size <= stratus_storage::objects::MAX_REQUEST_BYTES;
