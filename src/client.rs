@@ -29,6 +29,78 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+/// What kind of failure a [`ClientError`] is, for callers that branch on it
+/// (the Python client raises one exception class per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The cluster can not be reached, the connection broke, or no worker
+    /// is there to do the work.
+    Connection,
+    /// A persisted frame, file, object or bucket that is not there.
+    NotFound,
+    /// The request itself is wrong: an unknown column, a bad expression, a
+    /// name already taken, a destination that is refused.
+    BadInput,
+    /// The request was cancelled before it finished.
+    Cancelled,
+    /// Anything else (a failure while the work ran).
+    Other,
+}
+
+impl ClientError {
+    /// The kind of this error. The cluster answers errors as text, so a
+    /// server error is classified by the phrases its messages use.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Protocol(_) | ClientError::NoWorkers { .. } => ErrorKind::Connection,
+            ClientError::Unexpected(_) => ErrorKind::Other,
+            ClientError::Server(message) => classify_server_error(message),
+        }
+    }
+}
+
+/// The kind of an error message from the cluster (see [`ClientError::kind`]).
+pub fn classify_server_error(message: &str) -> ErrorKind {
+    let m = message.to_ascii_lowercase();
+    let any = |phrases: &[&str]| phrases.iter().any(|p| m.contains(p));
+    if any(&["cancelled", "canceled"]) {
+        ErrorKind::Cancelled
+    } else if any(&[
+        "no persisted frame named",
+        "no parquet files match",
+        "not found",
+        "no such file",
+        "does not exist",
+    ]) {
+        ErrorKind::NotFound
+    } else if any(&[
+        "no worker to run",
+        "no workers",
+        "all workers",
+        "connection lost",
+    ]) {
+        ErrorKind::Connection
+    } else if any(&[
+        "no column named",
+        "unknown column",
+        "already persisted",
+        "already exists",
+        "already running",
+        "has no numeric columns",
+        "refused",
+        "not allowed",
+        "not supported",
+        "invalid",
+        "expected",
+        "cannot",
+        "must ",
+    ]) {
+        ErrorKind::BadInput
+    } else {
+        ErrorKind::Other
+    }
+}
+
 /// Result with a [`ClientError`].
 pub type Result<T> = std::result::Result<T, ClientError>;
 
@@ -157,6 +229,21 @@ impl Client {
     /// connection and are never logged or shown.
     pub fn set_storage_options(&mut self, options: Vec<(String, String)>) {
         self.storage = StorageOptions(options);
+    }
+
+    /// A handle on the same connection that sends `options` (see
+    /// [`Client::set_storage_options`]) with its requests instead of this
+    /// client's: per-frame `storage_options`, as Dask's `read_parquet` takes
+    /// them. Closing it closes the shared connection.
+    pub fn with_storage_options(&self, options: Vec<(String, String)>) -> Client {
+        Client {
+            endpoint: self.endpoint.clone(),
+            conn: self.conn.clone(),
+            address: self.address.clone(),
+            run: self.run.clone(),
+            observer: self.observer.clone(),
+            storage: StorageOptions(options),
+        }
     }
 
     /// The run this session logs to, if any.
@@ -497,4 +584,31 @@ pub fn normalize_source(source: &str) -> String {
         }
     }
     source.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_classified_by_their_phrases() {
+        let kind = |m: &str| classify_server_error(m);
+        assert_eq!(kind("no persisted frame named 'x'"), ErrorKind::NotFound);
+        assert_eq!(
+            kind("no Parquet files match '/d/*.parquet'"),
+            ErrorKind::NotFound
+        );
+        assert_eq!(kind("az://c/p: not found (404)"), ErrorKind::NotFound);
+        assert_eq!(
+            kind("describe: no column named 'nope' in 'isd'"),
+            ErrorKind::BadInput
+        );
+        assert_eq!(
+            kind("a frame named 'isd' is already persisted (use --replace to replace it)"),
+            ErrorKind::BadInput
+        );
+        assert_eq!(kind("the request was cancelled"), ErrorKind::Cancelled);
+        assert_eq!(kind("no worker to run this on"), ErrorKind::Connection);
+        assert_eq!(kind("worker w1: disk full"), ErrorKind::Other);
+    }
 }

@@ -86,6 +86,19 @@ impl<'c> DataFrame<'c> {
         self
     }
 
+    /// Add any plan step (`select` keeps its projection push-down).
+    pub fn with_step(mut self, step: Step) -> Self {
+        match step {
+            Step::Select(columns) => {
+                self.select(&columns.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            step => {
+                self.steps.push(step);
+                self
+            }
+        }
+    }
+
     /// Where the data comes from.
     pub fn source(&self) -> &str {
         &self.source
@@ -250,6 +263,12 @@ impl GroupedFrame<'_, '_> {
     /// Sum of every numeric column per group.
     pub async fn sum(&self) -> Result<RecordBatch> {
         self.run(Vec::new(), Some(AggFunc::Sum)).await
+    }
+
+    /// `function` over every numeric non-key column (every column for
+    /// `Count`), as pandas' `groupby(keys).mean()`, `.std()`, ...
+    pub async fn all(&self, function: AggFunc) -> Result<RecordBatch> {
+        self.run(Vec::new(), Some(function)).await
     }
 
     /// Chosen aggregations: `(column, function)`.
