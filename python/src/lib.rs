@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -169,6 +170,9 @@ fn agg(py: Python<'_>, name: &str) -> PyResult<Agg> {
 struct Client {
     runtime: tokio::runtime::Runtime,
     inner: Option<stratus::Client>,
+    /// How long the last request took inside the Rust client (f64 seconds
+    /// as bits), so a benchmark can tell the Python layer's share.
+    last_request: AtomicU64,
 }
 
 impl Client {
@@ -188,7 +192,13 @@ impl Client {
         let interrupted: Mutex<Option<PyErr>> = Mutex::new(None);
         let outcome = py.detach(|| {
             self.runtime.block_on(async {
-                let request = make(client);
+                let started = std::time::Instant::now();
+                let request = async {
+                    let result = make(client).await;
+                    let took = started.elapsed().as_secs_f64();
+                    self.last_request.store(took.to_bits(), Ordering::Relaxed);
+                    result
+                };
                 tokio::pin!(request);
                 let start = tokio::time::Instant::now() + SIGNAL_CHECK;
                 let mut ticks = tokio::time::interval_at(start, SIGNAL_CHECK);
@@ -264,6 +274,7 @@ impl Client {
         Ok(Client {
             runtime,
             inner: Some(inner),
+            last_request: AtomicU64::new(0),
         })
     }
 
@@ -279,6 +290,13 @@ impl Client {
         self.inner
             .as_ref()
             .and_then(|c| c.run().map(str::to_string))
+    }
+
+    /// Seconds the last request took in the Rust client, from the call to
+    /// its decoded answer (before any conversion to Python objects).
+    #[getter]
+    fn last_request_seconds(&self) -> f64 {
+        f64::from_bits(self.last_request.load(Ordering::Relaxed))
     }
 
     /// Whether `close` was called.
