@@ -73,3 +73,88 @@ async fn a_persist_survives_a_killed_worker_and_its_partitions_are_rebuilt_with_
     assert_eq!(before, after, "rebuilt partitions hold the same rows");
     client.close().await;
 }
+
+/// Progress stages a client heard.
+#[derive(Default)]
+struct Stages(std::sync::Mutex<Vec<String>>);
+
+impl stratus::client::ProgressObserver for Stages {
+    fn progress(&self, _kind: &str, step: &str, _done: u64, _total: u64) {
+        self.0.lock().unwrap().push(step.to_string());
+    }
+    fn finished(&self, _kind: &str) {}
+}
+
+/// Every worker lost (no nanny to replace it): a request does not hang. It
+/// hears that it waits for workers, the dashboard shows it waiting, and it
+/// fails naming the scheduler's `--no-workers-timeout` (set to 3s here
+/// through the scheduler's nested variable).
+#[tokio::test(flavor = "current_thread")]
+async fn with_every_worker_lost_a_request_waits_then_fails_naming_the_timeout() {
+    let local = start_local_env(
+        1,
+        &["--no-nanny"],
+        &[("STRATUS_SCHEDULER__NO_WORKERS_TIMEOUT", "3s")],
+    );
+    local
+        .client(&["persist", &fixture(), "--as", "isd"])
+        .expect("persist");
+    kill9(local.worker_pid("local-0"));
+    eventually(Duration::from_secs(30), "the worker removed", || {
+        let cluster = local.json("api/cluster");
+        (cluster["workers"].as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+
+    let mut client = stratus::Client::connect(&local.target()).await.unwrap();
+    let stages = std::sync::Arc::new(Stages::default());
+    client.set_progress(stages.clone());
+    let describe = client.describe("isd", None);
+    tokio::pin!(describe);
+    // While it waits, the dashboard says what for.
+    let waiting = loop {
+        tokio::select! {
+            result = &mut describe => panic!("answered before waiting was seen: {result:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let dashboard = local.json("api/dashboard");
+        let job = dashboard["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["kind"] == "describe" && j["state"] == "running")
+            .cloned();
+        if let Some(job) = job.filter(|j| !j["waiting"].is_null()) {
+            break job;
+        }
+    };
+    assert_eq!(waiting["waiting"], "workers", "{waiting}");
+    let error = describe
+        .await
+        .expect_err("no worker: the request fails")
+        .to_string();
+    assert!(error.contains("no worker to run this on for 3s"), "{error}");
+    assert!(error.contains("--no-workers-timeout"), "{error}");
+    assert_eq!(
+        stratus::client::ClientError::Server(error.clone()).kind(),
+        stratus::client::ErrorKind::Connection
+    );
+    assert!(
+        stages
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "waiting for workers"),
+        "the client heard why it waited: {:?}",
+        stages.0.lock().unwrap()
+    );
+    let dashboard = local.json("api/dashboard");
+    let failed = dashboard["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["id"] == waiting["id"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failed["state"], "error", "{failed}");
+}

@@ -1,4 +1,5 @@
-//! Byte sizes as people write them (`8GiB`, `512MB`, `auto`) and print them.
+//! Byte sizes and durations as people write them (`8GiB`, `512MB`, `auto`;
+//! `30s`, `10m`, `1h`) and print them.
 
 /// Parse `123`, `8GiB`, `1.5GB`, `512MiB`, `64kB`. Units are case-insensitive;
 /// `KiB`/`MiB`/`GiB`/`TiB` are powers of 1024, `kB`/`MB`/`GB`/`TB` of 1000.
@@ -37,6 +38,54 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// Parse a duration: `30s`, `10m`, `1h`, `500ms`, `1.5s`, `2d`, or a bare
+/// number of seconds (`180`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration '{text}': expected e.g. 30s, 10m, 1h or 500ms"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => {
+            return Err(format!(
+                "invalid duration '{text}': unknown unit '{other}' (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    std::time::Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("invalid duration '{text}': out of range"))
+}
+
+/// Print a duration as [`parse_duration`] reads it: `3m`, `90s`, `1h`,
+/// `1.5s`, `250ms`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        return if ms < 1000 {
+            format!("{ms}ms")
+        } else {
+            format!("{}s", duration.as_secs_f64())
+        };
+    }
+    let secs = duration.as_secs();
+    if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// Memory the kernel says is available (`MemAvailable` in /proc/meminfo).
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -57,5 +106,22 @@ mod tests {
         assert!(parse_bytes("8 parsecs").is_err());
         assert_eq!(format_bytes(1_710_000_000_000), "1.71 TB");
         assert_eq!(format_bytes(12), "12 B");
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("180").unwrap(), Duration::from_secs(180));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("3 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        for text in ["3m", "90s", "1h", "1.5s", "250ms", "0ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
     }
 }

@@ -170,6 +170,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         });
         let state = SchedulerState::new(Config {
             heartbeat_timeout: Duration::from_secs_f64(settings.heartbeat_timeout.max(0.5)),
+            no_workers_timeout: settings
+                .no_workers_timeout()
+                .expect("checked when the settings loaded"),
             address: address.clone(),
             dashboard: dashboard.clone(),
             ..Config::default()

@@ -346,6 +346,7 @@ impl SchedulerActor {
                         "name": s.name, "done": s.done, "total": s.total,
                     })).collect::<Vec<_>>(),
                     "fetched_bytes": r.fetched,
+                    "waiting": r.waiting,
                 })
             })
             .collect();

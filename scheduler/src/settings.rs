@@ -30,6 +30,10 @@ pub struct Cli {
     /// Seconds of silence after which a worker is removed.
     #[arg(long)]
     pub heartbeat_timeout: Option<f64>,
+    /// How long a request waits when the cluster has no worker before it
+    /// fails (`30s`, `10m`; default 3m).
+    #[arg(long)]
+    pub no_workers_timeout: Option<String>,
     /// Address workers and clients should use (default: derived from --host).
     #[arg(long)]
     pub contact_address: Option<String>,
@@ -67,6 +71,9 @@ pub struct Settings {
     pub dashboard_address: String,
     pub scheduler_file: Option<PathBuf>,
     pub heartbeat_timeout: f64,
+    /// A request with no worker to run on fails after this long (a
+    /// duration: `30s`, `10m`, `1h`, or seconds).
+    pub no_workers_timeout: String,
     pub contact_address: Option<String>,
     pub data_dir: PathBuf,
     pub tls_ca: Option<PathBuf>,
@@ -121,6 +128,7 @@ impl Settings {
             .set_default("max_artifacts_per_run", 500)?
             .set_default("max_artifact_bytes", 32u64 << 20)?
             .set_default("heartbeat_timeout", 5.0)?
+            .set_default("no_workers_timeout", "3m")?
             .set_default("data_dir", "stratus-data")?
             .set_default("max_worker_threads", 1024)?
             .set_default("max_worker_memory", 64u64 << 40)?
@@ -159,6 +167,9 @@ impl Settings {
         if let Some(v) = cli.heartbeat_timeout {
             builder = builder.set_override("heartbeat_timeout", v)?;
         }
+        if let Some(v) = &cli.no_workers_timeout {
+            builder = builder.set_override("no_workers_timeout", v.as_str())?;
+        }
         if let Some(v) = &cli.contact_address {
             builder = builder.set_override("contact_address", v.as_str())?;
         }
@@ -191,8 +202,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `no_workers_timeout` as a duration.
+    pub fn no_workers_timeout(&self) -> Result<std::time::Duration, String> {
+        stratus_protocol::units::parse_duration(&self.no_workers_timeout)
+            .map_err(|e| format!("no_workers_timeout (--no-workers-timeout): {e}"))
+    }
+
     /// Refuse settings that cannot work, naming the setting.
     fn check(&self) -> Result<(), String> {
+        self.no_workers_timeout()?;
         if let Some(token) = &self.dashboard_token {
             // It travels in a header and a cookie: a safe alphabet (hex and
             // base64 fit).

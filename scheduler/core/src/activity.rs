@@ -45,6 +45,9 @@ pub struct RequestRecord {
     pub steps: Vec<StepProgress>,
     /// Bytes its tasks read from object stores.
     pub fetched: u64,
+    /// What it is waiting for, when it can not progress (`"workers"`: the
+    /// cluster has none).
+    pub waiting: Option<&'static str>,
 }
 
 /// One ended task.
@@ -108,6 +111,7 @@ impl Activity {
             ended: None,
             steps: Vec::new(),
             fetched: 0,
+            waiting: None,
         });
         self.index.insert(id, self.requests.len() - 1);
         self.version += 1;
@@ -189,6 +193,26 @@ impl Activity {
             self.changed.push(request);
             self.version += 1;
         }
+    }
+
+    /// Say what a running request waits for (`None`: nothing); true if
+    /// that changed.
+    pub fn set_waiting(&mut self, request: u64, waiting: Option<&'static str>) -> bool {
+        let Some(r) = self.get_mut(request) else {
+            return false;
+        };
+        if r.waiting == waiting || r.state != RequestState::Running {
+            return false;
+        }
+        r.waiting = waiting;
+        self.version += 1;
+        true
+    }
+
+    /// When a request arrived.
+    pub fn started(&self, request: u64) -> Option<Instant> {
+        let i = *self.index.get(&request)?;
+        self.requests.get(i).map(|r| r.started)
     }
 
     /// Requests whose progress changed since the last call, with their

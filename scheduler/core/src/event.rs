@@ -21,6 +21,9 @@ pub struct Config {
     pub address: String,
     /// Dashboard URL, for `info`.
     pub dashboard: String,
+    /// A request that has had no worker to run on for this long fails,
+    /// naming the wait (`--no-workers-timeout`), instead of waiting forever.
+    pub no_workers_timeout: Duration,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             max_task_attempts: 3,
             address: String::new(),
             dashboard: String::new(),
+            no_workers_timeout: Duration::from_secs(180),
         }
     }
 }

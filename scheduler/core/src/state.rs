@@ -61,6 +61,8 @@ pub struct SchedulerState {
     changed: BTreeSet<FrameId>,
     /// The `now` of the event being handled.
     clock: Instant,
+    /// Since when the cluster has had no worker (None while it has one).
+    workerless_since: Option<Instant>,
 }
 
 /// A [`JobCx`] over the state's fields (a macro, so that the job table
@@ -97,6 +99,7 @@ impl SchedulerState {
             activity: Activity::default(),
             changed: BTreeSet::new(),
             clock: Instant::now(),
+            workerless_since: None,
         }
     }
 
@@ -224,8 +227,56 @@ impl SchedulerState {
         self.tell_changed_frames(&mut out);
         self.dispatch(&mut out);
         self.reap_background_jobs();
+        self.without_workers(now, &mut out);
         self.track_requests(now, &mut out);
         out
+    }
+
+    /// With no worker registered, no request can progress: each says it
+    /// waits for workers (to its client and on the dashboard), and one that
+    /// has waited for `no_workers_timeout` (counted from when the last worker
+    /// left, or from its arrival if later) fails, naming the wait, instead of
+    /// hanging. Background jobs wait on: nobody waits for them.
+    fn without_workers(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let requests: Vec<(JobId, RequestId)> = self
+            .jobs
+            .iter()
+            .filter_map(|(&job, entry)| Some((job, entry.request?)))
+            .collect();
+        if self.cluster.workers().next().is_some() {
+            self.workerless_since = None;
+            for (_, request) in requests {
+                self.activity.set_waiting(request.0, None);
+            }
+            return;
+        }
+        let since = *self.workerless_since.get_or_insert(now);
+        let timeout = self.config.no_workers_timeout;
+        for (job, request) in requests {
+            if self.activity.set_waiting(request.0, Some("workers")) {
+                out.push(Command::Reply {
+                    request,
+                    message: ToClient::Progress {
+                        stage: "waiting for workers".into(),
+                        done: 0,
+                        total: 0,
+                        fetched: 0,
+                    },
+                });
+            }
+            let waiting_from = self
+                .activity
+                .started(request.0)
+                .map_or(since, |started| started.max(since));
+            if now.saturating_duration_since(waiting_from) >= timeout {
+                let error = format!(
+                    "no worker to run this on for {} (the scheduler's --no-workers-timeout): \
+                     start workers (stratus-worker --scheduler-file ...) or check their logs",
+                    stratus_protocol::units::format_duration(timeout)
+                );
+                self.abort(job, Some(error), out);
+            }
+        }
     }
 
     // ----- jobs ------------------------------------------------------------

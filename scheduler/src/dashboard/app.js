@@ -461,7 +461,13 @@
       bar(Math.min(100, pct), jobState === 'error' && !complete ? 'high' : complete ? 'done' : 'run'),
       el('span', { className: 'step-count', text: formatInteger(done) + ' / ' + formatInteger(total) })));
     });
-    if (steps.length === 0 && jobState === 'running') {
+    if (job.waiting && jobState === 'running') {
+      // The cluster has no worker: say so above the steps it can not run.
+      stepList.insertBefore(el('div', { className: 'step waiting', dataset: { waiting: String(job.waiting) } },
+        el('span', { className: 'step-name', text: 'waiting for ' + job.waiting }),
+        el('div', { className: 'bar indeterminate' }, el('div', { className: 'bar-fill' })),
+        el('span', { className: 'step-count' })), stepList.firstChild);
+    } else if (steps.length === 0 && jobState === 'running') {
       stepList.appendChild(el('div', { className: 'step' },
         el('span', { className: 'step-name', text: 'waiting' }),
         el('div', { className: 'bar indeterminate' }, el('div', { className: 'bar-fill' })),
