@@ -6,6 +6,7 @@ the client stays usable."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -202,3 +203,31 @@ def test_ctrl_c_raises_keyboard_interrupt(ctrl_c_setup):
     cluster, c, frame = ctrl_c_setup
     raised = interrupted_describe(cluster, c, frame)
     assert isinstance(raised, KeyboardInterrupt), repr(raised)
+
+
+def test_client_by_address_and_certificate_files(cluster, df, tmp_path):
+    with open(cluster.scheduler_file) as f:
+        info = json.load(f)
+    files = {}
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        files[key] = tmp_path / f"{key}.pem"
+        files[key].write_text(info[key])
+    with stratus.Client(
+        address=cluster.scheduler_address,
+        tls_ca=str(files["tls_ca"]),
+        tls_cert=str(files["tls_cert"]),
+        tls_key=str(files["tls_key"]),
+    ) as c:
+        assert c.address == cluster.scheduler_address
+        c.wait_for_workers(2, timeout=30)
+        assert c.scheduler_info()["workers"] == 2
+        assert len(c.read_parquet(df._source)) == len(df)
+
+
+def test_closed_client_repr_keeps_the_address(cluster):
+    c = stratus.Client(cluster)
+    address = c.address
+    c.close()
+    assert c.address == address
+    assert repr(c) == f"<Client: {address} closed>"
+    assert "closed" in c._repr_html_()
