@@ -199,3 +199,21 @@ def test_fillna_sums_match_duckdb_coalesce(df, duck, pdf):
 def test_fillna_rejects_non_numbers(df):
     with pytest.raises(stratus.BadInputError, match="fillna"):
         df.fillna("x")
+
+
+def test_read_parquet_columns(client, isd_dir, duck):
+    frame = client.read_parquet(isd_dir, columns=["temperature", "month"])
+    assert frame.columns.tolist() == ["temperature", "month"]
+    assert frame.dtypes.astype(str).tolist() == ["float64", "int32"]
+    assert len(frame) == scalar(duck, "SELECT count(*) FROM isd")
+    got = frame.groupby("month").count()["temperature"].tolist()
+    expected = duck.execute(
+        "SELECT count(temperature) FROM isd GROUP BY month ORDER BY month"
+    ).fetchall()
+    assert got == [n for (n,) in expected]
+
+
+def test_persisted_dtypes_as_pandas(persisted, pdf_dated):
+    assert persisted.columns.tolist() == pdf_dated.columns.tolist()
+    got = persisted.dtypes.astype(str).tolist()
+    assert got == pdf_dated.dtypes.astype(str).tolist()
