@@ -127,13 +127,15 @@ class Client:
             run=run,
         )
         self._dashboard: Optional[str] = None
+        # Kept for repr once closed (the native client forgets it on close).
+        self._address: Optional[str] = self._native.address
 
     # -- the cluster -------------------------------------------------------
 
     @property
     def address(self) -> Optional[str]:
         """The scheduler's address, `quic://HOST:PORT`."""
-        return self._native.address
+        return self._native.address or self._address
 
     @property
     def run(self) -> Optional[Run]:
