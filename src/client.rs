@@ -82,7 +82,10 @@ pub fn classify_server_error(message: &str) -> ErrorKind {
         ErrorKind::Connection
     } else if any(&[
         "no column named",
+        "has no column",
         "unknown column",
+        "already holds",
+        " needs ",
         "already persisted",
         "already exists",
         "already running",
@@ -605,6 +608,14 @@ mod tests {
         );
         assert_eq!(
             kind("a frame named 'isd' is already persisted (use --replace to replace it)"),
+            ErrorKind::BadInput
+        );
+        assert_eq!(
+            kind("temperature + 'a': arithmetic needs numbers, got Float64 + Utf8"),
+            ErrorKind::BadInput
+        );
+        assert_eq!(
+            kind("destination '/d' already holds a dataset; pass --overwrite to replace it"),
             ErrorKind::BadInput
         );
         assert_eq!(kind("the request was cancelled"), ErrorKind::Cancelled);

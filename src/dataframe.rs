@@ -10,7 +10,7 @@ use arrow_array::RecordBatch;
 use stratus_plan::{Expr, Step};
 use stratus_protocol::messages::{AggFunc, FrameSummary};
 
-use crate::client::{Client, Result};
+use crate::client::{Client, ClientError, Result};
 
 /// A lazy frame.
 #[derive(Clone, Debug)]
@@ -108,6 +108,12 @@ impl<'c> DataFrame<'c> {
     /// persisted frame.
     pub async fn len(&self) -> Result<u64> {
         if self.steps.is_empty() {
+            if let (false, Some(columns)) = (self.persisted, &self.columns) {
+                // Footers give the count; a first row checks the selection.
+                self.client
+                    .head(&self.source, 1, Some(columns.clone()))
+                    .await?;
+            }
             self.client.len(&self.source).await
         } else {
             self.with_temporary(|client, name| async move { client.len(&name).await })
@@ -227,7 +233,13 @@ impl<'c> DataFrame<'c> {
         self.persist(&name).await?;
         let result = f(self.client, name.clone()).await;
         let released = self.client.unpersist(&name).await;
-        let value = result?;
+        // Errors name the frame the caller knows, not the temporary one.
+        let value = result.map_err(|e| match e {
+            ClientError::Server(message) => {
+                ClientError::Server(message.replace(&name, &self.source))
+            }
+            other => other,
+        })?;
         released?;
         Ok(value)
     }

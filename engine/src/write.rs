@@ -176,7 +176,7 @@ pub fn check_destination(opts: &WriteOptions) -> Result<()> {
         "already exists and is not empty"
     };
     Err(EngineError::Argument(format!(
-        "destination '{dest}' {what}; pass --overwrite to replace it"
+        "destination '{dest}' {what}; pass --overwrite (overwrite=True from Python) to replace it"
     )))
 }
 
@@ -1059,7 +1059,7 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
         }
     } else if !existing.is_empty() {
         return Err(EngineError::Argument(format!(
-            "destination '{dest}' already exists and is not empty (another job committed there?); pass --overwrite to replace it"
+            "destination '{dest}' already exists and is not empty (another job committed there?); pass --overwrite (overwrite=True from Python) to replace it"
         )));
     }
 

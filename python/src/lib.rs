@@ -22,7 +22,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use arrow_array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
@@ -189,8 +188,7 @@ impl Client {
             .inner
             .as_ref()
             .ok_or_else(|| exception(py, "ConnectionError", "the client is closed".into()))?;
-        let interrupted: Mutex<Option<PyErr>> = Mutex::new(None);
-        let outcome = py.detach(|| {
+        let outcome: PyResult<stratus::client::Result<T>> = py.detach(|| {
             self.runtime.block_on(async {
                 let started = std::time::Instant::now();
                 let request = async {
@@ -205,32 +203,18 @@ impl Client {
                 loop {
                     tokio::select! {
                         biased;
-                        result = &mut request => return Some(result),
+                        result = &mut request => return Ok(result),
                         _ = ticks.tick() => {
-                            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                                *interrupted.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                                return None;
-                            }
+                            Python::attach(|py| py.check_signals())?;
                         }
                     }
                 }
             })
         });
-        match outcome {
-            Some(result) => result.map_err(|e| client_error(py, e)),
-            None => {
-                // The request's stream is dropped: the scheduler cancels it.
-                // Give the stream reset a moment to leave before raising.
-                py.detach(|| {
-                    self.runtime
-                        .block_on(tokio::time::sleep(Duration::from_millis(20)))
-                });
-                Err(interrupted
-                    .into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .expect("set when the wait stops early"))
-            }
-        }
+        // On a signal the request's future has been dropped, and with it its
+        // stream: the connection's driver (on the runtime's thread) resets
+        // it, and the scheduler cancels the request.
+        outcome?.map_err(|e| client_error(py, e))
     }
 }
 

@@ -379,7 +379,16 @@ class GroupBy:
         return self._run("mean")
 
     def sum(self) -> "pandas.DataFrame":
-        return self._run("sum")
+        """Sums as pandas gives them: a group with no values sums to 0, and
+        integer columns keep their dtype (the cluster sums in float64, exact
+        up to 2**53)."""
+        result = self._run("sum").fillna(0)
+        dtypes = self._frame.dtypes
+        for column in result.columns:
+            dtype = dtypes.get(column)
+            if dtype is not None and dtype.kind in "iu":
+                result[column] = result[column].astype(dtype)
+        return result
 
     def count(self) -> "pandas.DataFrame":
         return self._run("count")

@@ -193,12 +193,6 @@ def test_ctrl_c_cancels_the_request(ctrl_c_setup, isd_dir):
     assert jobs(cluster, "describe")[0]["state"] == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="python/src/lib.rs Client::wait builds tokio::time::sleep outside the "
-    "runtime after a signal: PanicException 'no reactor running' replaces the "
-    "KeyboardInterrupt",
-)
 def test_ctrl_c_raises_keyboard_interrupt(ctrl_c_setup):
     cluster, c, frame = ctrl_c_setup
     raised = interrupted_describe(cluster, c, frame)

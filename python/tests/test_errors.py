@@ -79,19 +79,11 @@ def test_unknown_column_on_persisted_frame(persisted):
         persisted[[COLUMN]].head()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="len() of a Parquet frame never checks the selected columns"
-)
 def test_len_of_unknown_column_is_bad_input(df):
     with pytest.raises(stratus.BadInputError, match=COLUMN):
         len(df[[COLUMN]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sort_values/set_index on an unknown column raise a plain "
-    "StratusError, not BadInputError",
-)
 def test_sort_unknown_column_is_bad_input(df):
     with pytest.raises(stratus.BadInputError, match=COLUMN):
         df.sort_values(COLUMN)
@@ -102,9 +94,6 @@ def test_sort_unknown_column_names_it(df):
         df.sort_values(COLUMN)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a type error in an expression raises a plain StratusError"
-)
 def test_type_error_in_expression_is_bad_input(df):
     with pytest.raises(stratus.BadInputError, match="temperature"):
         df.assign(x="temperature + 'a'").head(1)

@@ -155,11 +155,6 @@ def test_to_parquet_overwrite(df, tmp_path):
     assert table.num_rows == len(second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an existing destination raises a plain StratusError (naming the CLI's "
-    "--overwrite); BadInputError covers 'a destination that is refused'",
-)
 def test_to_parquet_existing_is_bad_input(df, tmp_path):
     dest = tmp_path / "existing"
     df[["month", "temperature"]].to_parquet(dest)

@@ -276,7 +276,7 @@ impl Remote {
             let existing = opened.list_recursive(&dir).await.map_err(|e| e.to_string())?;
             if !existing.is_empty() && !spec.overwrite {
                 return Err(format!(
-                    "{}: the destination exists ({} objects); pass --overwrite to replace it",
+                    "{}: the destination exists ({} objects); pass --overwrite (overwrite=True from Python) to replace it",
                     spec.dest,
                     existing.len()
                 ));

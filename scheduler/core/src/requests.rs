@@ -124,7 +124,7 @@ pub fn check_sort_key(schema: &Schema, source: &str, by: &str) -> Result<(), Str
     schema
         .field_with_name(by)
         .map(|_| ())
-        .map_err(|_| format!("sort: '{source}' has no column '{by}'"))
+        .map_err(|_| format!("sort: no column named '{by}' in '{source}'"))
 }
 
 /// Every partition column of a write must be a column of the frame.
@@ -202,7 +202,7 @@ mod tests {
         assert!(check_sort_key(&schema(), "t", "year").is_ok());
         assert!(check_sort_key(&schema(), "t", "day")
             .unwrap_err()
-            .contains("no column 'day'"));
+            .contains("no column named 'day' in 't'"));
         assert!(check_partition_by(&schema(), "t", &["year".into()]).is_ok());
         assert!(
             check_partition_by(&schema(), "t", &["year".into(), "month".into()])

@@ -27,7 +27,7 @@ pub fn plan(
     check_frame_name(&name)?;
     if at.frames.by_name(&name).is_some() && !replace {
         return Err(format!(
-            "a frame named '{name}' is already persisted (use --replace to replace it)"
+            "a frame named '{name}' is already persisted (use --replace, or replace=True from Python, to replace it)"
         ));
     }
     at.check_not_reserved(&name)?;
