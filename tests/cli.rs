@@ -206,8 +206,21 @@ fn clients_wait_for_workers_then_give_up_clearly() {
     assert!(err.contains("no worker registered"), "{err}");
     let info = ok(&file, &["info"]);
     assert!(info.contains("workers=0"), "{info}");
-    let _ = child.kill();
-    let _ = child.wait();
+
+    // A clean stop (SIGTERM, what systemd sends) takes the scheduler file
+    // with it: nobody is pointed at a stopped scheduler.
+    // SAFETY: plain kill(2) on our child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = eventually(Duration::from_secs(20), "the scheduler to stop", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
+    assert!(
+        !file.exists(),
+        "scheduler file left behind after a clean stop"
+    );
 }
 
 #[test]

@@ -55,6 +55,15 @@ impl SchedulerFile {
         })
     }
 
+    /// Remove the scheduler file at `path` if it is the one the process
+    /// `pid` wrote (a newer scheduler's file is left alone); true if removed.
+    pub fn remove_own(path: &Path, pid: u32) -> bool {
+        match Self::read(path) {
+            Ok(file) if file.pid == pid => std::fs::remove_file(path).is_ok(),
+            _ => false,
+        }
+    }
+
     /// Whether the file carries a secret (a private key or the dashboard's
     /// token), and so must stay private.
     pub fn carries_credentials(&self) -> bool {
@@ -220,5 +229,40 @@ impl Target {
                 key_pem: self.key_pem.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduler_removes_only_the_file_it_wrote() {
+        let dir = std::env::temp_dir().join(format!("stratus-sf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("scheduler.json");
+        let file = SchedulerFile {
+            address: "quic://127.0.0.1:8786".into(),
+            dashboard: "http://127.0.0.1:8787/".into(),
+            tls_ca: "PEM".into(),
+            tls_cert: None,
+            tls_key: None,
+            worker_tls_cert: None,
+            worker_tls_key: None,
+            head_node: "head".into(),
+            version: "0".into(),
+            pid: 4242,
+            dashboard_token: None,
+        };
+        file.write(&path).unwrap();
+        assert!(
+            !SchedulerFile::remove_own(&path, 4343),
+            "a newer scheduler's file"
+        );
+        assert!(path.exists());
+        assert!(SchedulerFile::remove_own(&path, 4242));
+        assert!(!path.exists());
+        assert!(!SchedulerFile::remove_own(&path, 4242), "already gone");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -223,6 +223,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(reload_on_sighup(cli, tls, endpoint.clone()));
         wait_for_shutdown().await;
         info!("scheduler stopping");
+        // A clean exit takes its address down with it, so nobody dials a
+        // stopped scheduler; the next start writes it again.
+        if let Some(path) = &settings.scheduler_file {
+            if SchedulerFile::remove_own(path, std::process::id()) {
+                info!("scheduler file {} removed", path.display());
+            }
+        }
         anyhow::Ok(())
     })
 }
