@@ -151,7 +151,12 @@ fn scheduler_and_workers_export_the_metric_contract() {
         assert_eq!(info[0].labels["scheduler"], address);
         assert_eq!(info[0].labels["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(value(&s, "stratus_worker_threads", &[], &text), 1.0);
+        assert_eq!(value(&s, "stratus_worker_registered", &[], &text), 1.0);
         assert!(value(&s, "stratus_worker_memory_limit_bytes", &[], &text) > 0.0);
+        // The probes beside /metrics: alive, and ready (registered).
+        let base = url.trim_end_matches("metrics");
+        assert_eq!(http_get(&format!("{base}health")), "ok\n");
+        assert_eq!(http_get(&format!("{base}ready")), "ready\n");
         assert!(
             value(&s, "stratus_worker_memory_used_bytes", &[], &text) > 0.0,
             "worker {name} uses no memory after the persist:\n{text}"

@@ -268,6 +268,16 @@ fn a_token_guards_the_page_every_api_and_metrics() {
             "{path} with the cookie"
         );
     }
+    // The probes need no token (they say nothing about the cluster).
+    for (path, body) in [("/health", "ok\n"), ("/ready", "ready\n")] {
+        let probe = get(&address, path, &[]);
+        assert_eq!(probe.status, 200, "{path} without a token");
+        assert_eq!(String::from_utf8_lossy(&probe.body), body, "{path}");
+        assert_eq!(
+            probe.header("x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+    }
     // A token in the query string opens nothing but the page.
     assert_eq!(
         get(&address, &format!("/api/cluster?token={TOKEN}"), &[]).status,

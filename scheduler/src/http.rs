@@ -76,12 +76,17 @@ struct AppState {
 
 /// The router of the scheduler's HTTP endpoints, behind the token check
 /// (when `token` is set) and the security headers.
+/// The probes `/health` (the process answers) and `/ready` (it serves
+/// workers and clients: it listens on QUIC before HTTP starts) need no
+/// token: they tell a load balancer or systemd nothing about the cluster.
 pub fn router(actor: Addr<SchedulerActor>, shared: Arc<Shared>, token: Option<String>) -> Router {
     routes(actor, shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(|| async { "ready\n" }))
         .layer(axum::middleware::from_fn(security_headers))
 }
 

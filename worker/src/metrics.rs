@@ -71,6 +71,8 @@ pub struct WorkerMetrics {
     storage_uploaded: IntCounter,
     storage_in_flight: IntGauge,
     storage_peak: IntGauge,
+    /// 1 while registered with the scheduler (what `/ready` answers).
+    registered: IntGauge,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -129,6 +131,11 @@ impl WorkerMetrics {
         )
         .set(memory_limit as i64);
         let metrics = WorkerMetrics {
+            registered: gauge(
+                &registry,
+                "stratus_worker_registered",
+                "1 while this worker is registered with its scheduler (GET /ready answers 200), else 0.",
+            ),
             memory_used: gauge(
                 &registry,
                 "stratus_worker_memory_used_bytes",
@@ -316,7 +323,21 @@ pub fn public_address(bound: SocketAddr, advertised: IpAddr) -> String {
     SocketAddr::new(ip, bound.port()).to_string()
 }
 
-/// Serve `GET /metrics` on `listener` until the process ends.
+impl WorkerMetrics {
+    /// Say whether the worker is registered with its scheduler.
+    pub fn set_registered(&self, registered: bool) {
+        self.registered.set(registered as i64);
+    }
+
+    /// Whether the worker is registered with its scheduler.
+    pub fn is_registered(&self) -> bool {
+        self.registered.get() == 1
+    }
+}
+
+/// Serve `GET /metrics`, and the probes `GET /health` (the process
+/// answers) and `GET /ready` (registered with its scheduler: 200, else 503),
+/// on `listener` until the process ends.
 pub async fn serve(listener: std::net::TcpListener, metrics: Arc<WorkerMetrics>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -327,9 +348,23 @@ pub async fn serve(listener: std::net::TcpListener, metrics: Arc<WorkerMetrics>)
     };
     let app = Router::new()
         .route("/metrics", get(metrics_text))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .with_state(metrics);
     if let Err(e) = axum::serve(listener, app).await {
         error!("metrics endpoint stopped: {e}");
+    }
+}
+
+async fn ready(State(metrics): State<Arc<WorkerMetrics>>) -> Response {
+    if metrics.is_registered() {
+        "ready\n".into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a scheduler\n",
+        )
+            .into_response()
     }
 }
 

@@ -225,6 +225,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         "worker '{}' registered with {} as #{my_id}",
         config.name, config.address
     );
+    config.metrics.set_registered(true);
 
     let _tracked = config
         .metrics
@@ -375,5 +376,6 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         }
     };
     writer.abort();
+    config.metrics.set_registered(false);
     result
 }
