@@ -372,8 +372,19 @@ class GroupBy:
         self._keys = keys
 
     def _run(self, function: str) -> "pandas.DataFrame":
+        import pandas
+
         table = self._frame._client._native.groupby(self._frame, self._keys, function)
-        return table.to_pandas().set_index(self._keys)
+        # The index is built from the key columns directly (set_index would
+        # convert them, then move them: twice the work on a small result).
+        keys = [table.column(k).to_pandas() for k in self._keys]
+        if len(keys) == 1:
+            index = pandas.Index(keys[0], name=self._keys[0])
+        else:
+            index = pandas.MultiIndex.from_arrays(keys, names=self._keys)
+        result = table.drop_columns(self._keys).to_pandas()
+        result.index = index
+        return result
 
     def mean(self) -> "pandas.DataFrame":
         return self._run("mean")

@@ -56,7 +56,8 @@ def _kernel_env() -> dict:
         p for p in (package_root, env.get("PYTHONPATH")) if p
     )
     # The binaries this test would use, found the same way.
-    env.setdefault("STRATUS_BIN_DIR", str(find_binaries().parent))
+    # Absolute: the kernel runs in a directory of its own.
+    env["STRATUS_BIN_DIR"] = str(find_binaries().parent.resolve())
     env["STRATUS_NOTEBOOK_ROWS"] = str(ROWS)
     env["STRATUS_RUN"] = RUN
     env["MPLBACKEND"] = "Agg"
