@@ -68,6 +68,20 @@ fn scheduler_and_workers_export_the_metric_contract() {
     assert_eq!(info[0].labels["version"], env!("CARGO_PKG_VERSION"));
     assert!(!info[0].labels["head_node"].is_empty(), "{text}");
     assert_eq!(value(&s, "stratus_workers", &[], &text), 2.0);
+    // The adaptive target: the persisted frame needs a worker to hold it;
+    // the bounds are the defaults.
+    let adaptive: serde_json::Value =
+        serde_json::from_str(&http_get(&format!("{dashboard}api/adaptive"))).unwrap();
+    assert_eq!(adaptive["workers"], 2, "{adaptive}");
+    assert_eq!((&adaptive["minimum"], &adaptive["maximum"]), (&0.into(), &100.into()));
+    assert_eq!(adaptive["by_memory"], 1, "{adaptive}");
+    let target = adaptive["target"].as_u64().unwrap();
+    assert!(target >= 1, "{adaptive}");
+    assert_eq!(
+        value(&s, "stratus_scheduler_desired_workers", &[], &text),
+        target as f64,
+        "{adaptive}"
+    );
     assert_eq!(value(&s, "stratus_threads", &[], &text), 2.0);
     let mut held = 0.0;
     for (name, _) in &workers {

@@ -212,6 +212,7 @@ fn a_token_guards_the_page_every_api_and_metrics() {
         "/static/app.css",
         "/metrics",
         "/api/cluster",
+        "/api/adaptive",
         "/api/sd",
         "/api/dashboard",
         "/api/runs",

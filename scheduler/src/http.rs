@@ -33,7 +33,7 @@ use axum::Router;
 use futures_util::Stream;
 
 use crate::runs::PNG_SIGNATURE;
-use crate::server::{ClusterJson, DashboardJson, SchedulerActor, Shared};
+use crate::server::{AdaptiveJson, ClusterJson, DashboardJson, SchedulerActor, Shared};
 
 /// The Content-Security-Policy of every response: the page runs only its own
 /// `/static/app.js` and `/static/app.css` (no inline script or style
@@ -97,6 +97,7 @@ fn routes(actor: Addr<SchedulerActor>, shared: Arc<Shared>) -> Router {
         .route("/static/app.css", get(app_css))
         .route("/metrics", get(metrics_text))
         .route("/api/cluster", get(cluster))
+        .route("/api/adaptive", get(adaptive))
         .route("/api/sd", get(service_discovery))
         .route("/api/dashboard", get(dashboard))
         .route("/api/events", get(events))
@@ -302,6 +303,15 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
 
 async fn cluster(State(app): State<AppState>) -> Response {
     match app.actor.send(ClusterJson).await {
+        Ok(json) => axum::Json(json).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// How many workers the cluster wants: `{"target", "minimum", "maximum",
+/// "workers", "by_memory", "by_work"}` (an autoscaler's input).
+async fn adaptive(State(app): State<AppState>) -> Response {
+    match app.actor.send(AdaptiveJson).await {
         Ok(json) => axum::Json(json).into_response(),
         Err(e) => unavailable(e),
     }

@@ -173,6 +173,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_workers_timeout: settings
                 .no_workers_timeout()
                 .expect("checked when the settings loaded"),
+            adaptive: stratus_scheduler_core::adaptive::Bounds {
+                minimum: settings.minimum_workers,
+                maximum: settings.maximum_workers,
+            },
             address: address.clone(),
             dashboard: dashboard.clone(),
             ..Config::default()

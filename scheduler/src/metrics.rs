@@ -40,6 +40,7 @@ pub struct Metrics {
     persisted_partitions: IntGauge,
     persisted_bytes: IntGauge,
     jobs: IntGauge,
+    desired_workers: IntGauge,
     requests: IntCounterVec,
     request_seconds: HistogramVec,
     connections: ConnectionTracker,
@@ -165,6 +166,11 @@ impl Metrics {
                 "stratus_jobs_in_progress",
                 "Client jobs running.",
             ),
+            desired_workers: gauge(
+                &registry,
+                "stratus_scheduler_desired_workers",
+                "Workers the cluster wants now, for an autoscaler: enough to hold the persisted data and finish the queued work soon, within the minimum and maximum (GET /api/adaptive has the parts).",
+            ),
             requests: counter_vec(
                 &registry,
                 "stratus_client_requests_total",
@@ -269,6 +275,7 @@ impl Metrics {
                 .sum(),
         );
         self.jobs.set(state.jobs_in_progress() as i64);
+        self.desired_workers.set(state.adaptive().target as i64);
     }
 
     /// Prometheus text exposition.

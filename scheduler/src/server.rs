@@ -70,6 +70,11 @@ pub struct RequestUp {
 #[rtype(result = "serde_json::Value")]
 pub struct ClusterJson;
 
+/// Read the adaptive target as JSON for `/api/adaptive`.
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct AdaptiveJson;
+
 /// Read the dashboard's snapshot (`/api/dashboard`, `/api/events`).
 #[derive(Message)]
 #[rtype(result = "serde_json::Value")]
@@ -459,6 +464,21 @@ impl Handler<DashboardJson> for SchedulerActor {
     type Result = MessageResult<DashboardJson>;
     fn handle(&mut self, _: DashboardJson, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.dashboard_json())
+    }
+}
+
+impl Handler<AdaptiveJson> for SchedulerActor {
+    type Result = MessageResult<AdaptiveJson>;
+    fn handle(&mut self, _: AdaptiveJson, _: &mut Context<Self>) -> Self::Result {
+        let t = self.state.adaptive();
+        MessageResult(serde_json::json!({
+            "target": t.target,
+            "minimum": t.minimum,
+            "maximum": t.maximum,
+            "workers": self.state.workers().count(),
+            "by_memory": t.by_memory,
+            "by_work": t.by_work,
+        }))
     }
 }
 

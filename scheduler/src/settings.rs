@@ -34,6 +34,12 @@ pub struct Cli {
     /// fails (`30s`, `10m`; default 3m).
     #[arg(long)]
     pub no_workers_timeout: Option<String>,
+    /// Fewest workers the adaptive target asks for (default 0).
+    #[arg(long)]
+    pub minimum_workers: Option<u32>,
+    /// Most workers the adaptive target asks for (default 100).
+    #[arg(long)]
+    pub maximum_workers: Option<u32>,
     /// Address workers and clients should use (default: derived from --host).
     #[arg(long)]
     pub contact_address: Option<String>,
@@ -74,6 +80,9 @@ pub struct Settings {
     /// A request with no worker to run on fails after this long (a
     /// duration: `30s`, `10m`, `1h`, or seconds).
     pub no_workers_timeout: String,
+    /// Bounds of the adaptive target (`/api/adaptive`).
+    pub minimum_workers: u32,
+    pub maximum_workers: u32,
     pub contact_address: Option<String>,
     pub data_dir: PathBuf,
     pub tls_ca: Option<PathBuf>,
@@ -129,6 +138,8 @@ impl Settings {
             .set_default("max_artifact_bytes", 32u64 << 20)?
             .set_default("heartbeat_timeout", 5.0)?
             .set_default("no_workers_timeout", "3m")?
+            .set_default("minimum_workers", 0)?
+            .set_default("maximum_workers", 100)?
             .set_default("data_dir", "stratus-data")?
             .set_default("max_worker_threads", 1024)?
             .set_default("max_worker_memory", 64u64 << 40)?
@@ -169,6 +180,12 @@ impl Settings {
         }
         if let Some(v) = &cli.no_workers_timeout {
             builder = builder.set_override("no_workers_timeout", v.as_str())?;
+        }
+        if let Some(v) = cli.minimum_workers {
+            builder = builder.set_override("minimum_workers", v)?;
+        }
+        if let Some(v) = cli.maximum_workers {
+            builder = builder.set_override("maximum_workers", v)?;
         }
         if let Some(v) = &cli.contact_address {
             builder = builder.set_override("contact_address", v.as_str())?;
@@ -211,6 +228,12 @@ impl Settings {
     /// Refuse settings that cannot work, naming the setting.
     fn check(&self) -> Result<(), String> {
         self.no_workers_timeout()?;
+        if self.minimum_workers > self.maximum_workers {
+            return Err(format!(
+                "minimum_workers ({}) is above maximum_workers ({}) (--minimum-workers, --maximum-workers)",
+                self.minimum_workers, self.maximum_workers
+            ));
+        }
         if let Some(token) = &self.dashboard_token {
             // It travels in a header and a cookie: a safe alphabet (hex and
             // base64 fit).

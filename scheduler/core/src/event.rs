@@ -24,6 +24,9 @@ pub struct Config {
     /// A request that has had no worker to run on for this long fails,
     /// naming the wait (`--no-workers-timeout`), instead of waiting forever.
     pub no_workers_timeout: Duration,
+    /// The bounds of the adaptive target (`--minimum-workers`,
+    /// `--maximum-workers`).
+    pub adaptive: crate::adaptive::Bounds,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             address: String::new(),
             dashboard: String::new(),
             no_workers_timeout: Duration::from_secs(180),
+            adaptive: crate::adaptive::Bounds::default(),
         }
     }
 }

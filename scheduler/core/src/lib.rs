@@ -17,6 +17,7 @@
 //! - [`activity`]: requests with their steps, and the task stream.
 
 pub mod activity;
+pub mod adaptive;
 pub mod cluster;
 pub mod event;
 pub mod frames;

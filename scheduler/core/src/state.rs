@@ -145,6 +145,33 @@ impl SchedulerState {
         }
     }
 
+    /// How many workers the cluster wants now (see [`crate::adaptive`]).
+    pub fn adaptive(&self) -> crate::adaptive::Target {
+        let info = self.cluster_info();
+        let (queued, running) = self.task_counts();
+        let ended: Vec<f64> = self
+            .activity
+            .tasks()
+            .filter(|t| t.outcome == "ok")
+            .map(|t| t.end.saturating_duration_since(t.start).as_secs_f64())
+            .collect();
+        let load = crate::adaptive::Load {
+            workers: info.workers,
+            threads: info.threads,
+            memory_limit: info.memory_limit,
+            persisted_bytes: self
+                .frames
+                .complete()
+                .flat_map(|f| f.partitions.iter())
+                .map(|p| p.bytes)
+                .sum(),
+            tasks: queued + running,
+            mean_task_seconds: (!ended.is_empty())
+                .then(|| ended.iter().sum::<f64>() / ended.len() as f64),
+        };
+        crate::adaptive::desired_workers(&load, self.config.adaptive)
+    }
+
     /// Feed one event; get the commands to carry out.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
