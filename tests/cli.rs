@@ -387,3 +387,63 @@ fn the_demo_runs_the_workflow_on_generated_sample_data() {
     assert!(prepared.join("_SUCCESS").exists());
     assert!(dir.path().join("stratus-plots").read_dir().unwrap().count() > 1);
 }
+
+/// `--idle-timeout`: a scheduler with no client and no job for that long
+/// stops cleanly (status 0, scheduler file removed); a connected client
+/// keeps it up, however long it stays.
+#[test]
+fn an_idle_scheduler_stops_after_its_idle_timeout_but_not_while_a_client_is_connected() {
+    let dir = TempDir::new("idle");
+    let file = dir.path().join("s.json");
+    let scheduler = std::path::Path::new(env!("CARGO_BIN_EXE_stratus"))
+        .parent()
+        .unwrap()
+        .join("stratus-scheduler");
+    let log = std::fs::File::create(dir.path().join("scheduler.log")).unwrap();
+    let mut child = Command::new(scheduler)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--dashboard-address", "127.0.0.1:0", "--idle-timeout", "2s"])
+        .arg("--scheduler-file")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(log)
+        .spawn()
+        .expect("start stratus-scheduler (build with cargo build --workspace --bins)");
+    eventually(Duration::from_secs(30), "scheduler file", || {
+        file.exists().then_some(())
+    });
+
+    // A client stays connected for three idle timeouts: the scheduler stays.
+    let target = stratus::Locator {
+        scheduler_file: Some(file.clone()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = stratus::Client::connect(&target).await.unwrap();
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            client.info().await.expect("the scheduler serves while a client is connected");
+        }
+        client.close().await;
+    });
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the scheduler stopped while a client was connected"
+    );
+
+    // Once it leaves, the idle timeout runs out and the scheduler stops cleanly.
+    let status = eventually(Duration::from_secs(30), "the idle scheduler to stop", || {
+        child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
+    assert!(!file.exists(), "scheduler file left behind");
+    let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap();
+    assert!(log.contains("--idle-timeout"), "{log}");
+}

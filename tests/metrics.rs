@@ -73,7 +73,10 @@ fn scheduler_and_workers_export_the_metric_contract() {
     let adaptive: serde_json::Value =
         serde_json::from_str(&http_get(&format!("{dashboard}api/adaptive"))).unwrap();
     assert_eq!(adaptive["workers"], 2, "{adaptive}");
-    assert_eq!((&adaptive["minimum"], &adaptive["maximum"]), (&0.into(), &100.into()));
+    assert_eq!(
+        (&adaptive["minimum"], &adaptive["maximum"]),
+        (&0.into(), &100.into())
+    );
     assert_eq!(adaptive["by_memory"], 1, "{adaptive}");
     let target = adaptive["target"].as_u64().unwrap();
     assert!(target >= 1, "{adaptive}");

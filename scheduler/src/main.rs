@@ -167,6 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             runs: Arc::new(runs),
             changes: tokio::sync::watch::channel(0).0,
+            idle: stratus_scheduler::server::IdleClock::new(
+                settings
+                    .idle_timeout()
+                    .expect("checked when the settings loaded"),
+            ),
         });
         let state = SchedulerState::new(Config {
             heartbeat_timeout: Duration::from_secs_f64(settings.heartbeat_timeout.max(0.5)),
@@ -193,7 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shared.clone(),
             limits,
         ));
-        let app = stratus_scheduler::http::router(actor, shared, settings.dashboard_token.clone());
+        let app =
+            stratus_scheduler::http::router(actor, shared.clone(), settings.dashboard_token.clone());
         let http = HttpConfig {
             token: settings.dashboard_token.clone(),
             header_timeout: Duration::from_secs_f64(settings.dashboard_header_timeout),
@@ -225,7 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             info!("scheduler file written to {}", path.display());
         }
         tokio::spawn(reload_on_sighup(cli, tls, endpoint.clone()));
-        wait_for_shutdown().await;
+        wait_for_shutdown(&shared).await;
         info!("scheduler stopping");
         // A clean exit takes its address down with it, so nobody dials a
         // stopped scheduler; the next start writes it again.
@@ -263,11 +269,13 @@ async fn reload_on_sighup(cli: Cli, mut tls: ServerTls, endpoint: quinn::Endpoin
     }
 }
 
-async fn wait_for_shutdown() {
+/// Until Ctrl-C, SIGTERM, or the idle timeout.
+async fn wait_for_shutdown(shared: &Shared) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = shared.idle.stopped() => {}
     }
 }

@@ -86,6 +86,65 @@ pub struct Shared {
     pub runs: Arc<RunStore>,
     /// Bumped whenever something a live view shows may have changed.
     pub changes: watch::Sender<u64>,
+    /// When the scheduler last had a client or a job (`--idle-timeout`).
+    pub idle: IdleClock,
+}
+
+/// How long the scheduler has gone without a connected client or a job in
+/// progress; past `timeout` it asks to stop (Dask's `--idle-timeout`).
+#[derive(Debug)]
+pub struct IdleClock {
+    pub timeout: Option<Duration>,
+    clients: AtomicU64,
+    busy_at: std::sync::Mutex<Instant>,
+    stop: tokio::sync::Notify,
+}
+
+impl IdleClock {
+    pub fn new(timeout: Option<Duration>) -> Self {
+        IdleClock {
+            timeout,
+            clients: AtomicU64::new(0),
+            busy_at: std::sync::Mutex::new(Instant::now()),
+            stop: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Something happened: the idle time starts again.
+    pub fn touch(&self) {
+        *self.busy_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// A client connected; it counts as present until the guard drops.
+    pub fn client(&self) -> ClientPresent<'_> {
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        ClientPresent(self)
+    }
+
+    /// Idle for longer than the timeout (never without one).
+    fn expired(&self) -> bool {
+        let Some(timeout) = self.timeout else {
+            return false;
+        };
+        let since = *self.busy_at.lock().unwrap_or_else(|e| e.into_inner());
+        self.clients.load(Ordering::Relaxed) == 0 && since.elapsed() > timeout
+    }
+
+    /// Resolves once the scheduler has been idle past its timeout.
+    pub async fn stopped(&self) {
+        self.stop.notified().await
+    }
+}
+
+/// A connected client (see [`IdleClock::client`]).
+pub struct ClientPresent<'a>(&'a IdleClock);
+
+impl Drop for ClientPresent<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 impl Shared {
@@ -396,7 +455,19 @@ impl Actor for SchedulerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(Duration::from_millis(500), |actor, _| {
-            actor.apply(Event::Tick)
+            actor.apply(Event::Tick);
+            let idle = &actor.shared.idle;
+            if actor.state.jobs_in_progress() > 0 {
+                idle.touch();
+            } else if idle.expired() {
+                if let Some(timeout) = idle.timeout {
+                    info!(
+                        "idle for {} (no client, no job): stopping (--idle-timeout)",
+                        stratus_protocol::units::format_duration(timeout)
+                    );
+                }
+                idle.stop.notify_one();
+            }
         });
     }
 }
@@ -604,6 +675,8 @@ async fn serve_connection(
             let run = (!run.trim().is_empty()).then_some(run);
             let tracker = shared.metrics.connections();
             let _tracked = tracker.track(PeerKind::Client, &remote, &conn);
+            let shared_for_idle = shared.clone();
+            let _present = shared_for_idle.idle.client();
             serve_client(ClientSession {
                 conn,
                 actor,

@@ -34,6 +34,10 @@ pub struct Cli {
     /// fails (`30s`, `10m`; default 3m).
     #[arg(long)]
     pub no_workers_timeout: Option<String>,
+    /// Stop after this long with no client connected and no job running
+    /// (`30m`, `1h`; default: never), as Dask's `--idle-timeout`.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
     /// Fewest workers the adaptive target asks for (default 0).
     #[arg(long)]
     pub minimum_workers: Option<u32>,
@@ -80,6 +84,9 @@ pub struct Settings {
     /// A request with no worker to run on fails after this long (a
     /// duration: `30s`, `10m`, `1h`, or seconds).
     pub no_workers_timeout: String,
+    /// Stop when idle this long (a duration; unset: never).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
     /// Bounds of the adaptive target (`/api/adaptive`).
     pub minimum_workers: u32,
     pub maximum_workers: u32,
@@ -181,6 +188,9 @@ impl Settings {
         if let Some(v) = &cli.no_workers_timeout {
             builder = builder.set_override("no_workers_timeout", v.as_str())?;
         }
+        if let Some(v) = &cli.idle_timeout {
+            builder = builder.set_override("idle_timeout", v.as_str())?;
+        }
         if let Some(v) = cli.minimum_workers {
             builder = builder.set_override("minimum_workers", v)?;
         }
@@ -225,9 +235,20 @@ impl Settings {
             .map_err(|e| format!("no_workers_timeout (--no-workers-timeout): {e}"))
     }
 
+    /// `idle_timeout` as a duration (None: never; an empty value too).
+    pub fn idle_timeout(&self) -> Result<Option<std::time::Duration>, String> {
+        match self.idle_timeout.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => stratus_protocol::units::parse_duration(text)
+                .map(Some)
+                .map_err(|e| format!("idle_timeout (--idle-timeout): {e}")),
+        }
+    }
+
     /// Refuse settings that cannot work, naming the setting.
     fn check(&self) -> Result<(), String> {
         self.no_workers_timeout()?;
+        self.idle_timeout()?;
         if self.minimum_workers > self.maximum_workers {
             return Err(format!(
                 "minimum_workers ({}) is above maximum_workers ({}) (--minimum-workers, --maximum-workers)",
