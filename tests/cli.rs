@@ -403,6 +403,7 @@ fn an_idle_scheduler_stops_after_its_idle_timeout_but_not_while_a_client_is_conn
     let mut child = Command::new(scheduler)
         .args(["--host", "127.0.0.1", "--port", "0"])
         .args(["--dashboard-address", "127.0.0.1:0", "--idle-timeout", "2s"])
+        .args(["--log-format", "json"])
         .arg("--scheduler-file")
         .arg(&file)
         .arg("--data-dir")
@@ -429,7 +430,10 @@ fn an_idle_scheduler_stops_after_its_idle_timeout_but_not_while_a_client_is_conn
         let client = stratus::Client::connect(&target).await.unwrap();
         for _ in 0..12 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            client.info().await.expect("the scheduler serves while a client is connected");
+            client
+                .info()
+                .await
+                .expect("the scheduler serves while a client is connected");
         }
         client.close().await;
     });
@@ -439,11 +443,27 @@ fn an_idle_scheduler_stops_after_its_idle_timeout_but_not_while_a_client_is_conn
     );
 
     // Once it leaves, the idle timeout runs out and the scheduler stops cleanly.
-    let status = eventually(Duration::from_secs(30), "the idle scheduler to stop", || {
-        child.try_wait().ok().flatten()
-    });
+    let status = eventually(
+        Duration::from_secs(30),
+        "the idle scheduler to stop",
+        || child.try_wait().ok().flatten(),
+    );
     assert!(status.success(), "{status}");
     assert!(!file.exists(), "scheduler file left behind");
+    // --log-format json: one object per line, the message in `fields`.
     let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap();
-    assert!(log.contains("--idle-timeout"), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let idle = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--idle-timeout"))
+        })
+        .unwrap_or_else(|| panic!("no idle message in {log}"));
+    assert_eq!(idle["level"], "INFO");
+    assert!(idle["timestamp"].is_string(), "{idle}");
 }

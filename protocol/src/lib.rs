@@ -20,6 +20,8 @@ pub mod handshake;
 pub mod ipc;
 #[cfg(feature = "transport")]
 pub mod limits;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod messages;
 #[cfg(feature = "prometheus")]
 pub mod metrics;

@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    stratus_protocol::logging::init(cli.verbose, cli.log_format);
     abort_on_panic();
     if let Err(e) = run(cli) {
         eprintln!("stratus-scheduler: error: {e:#}");
@@ -42,20 +42,6 @@ fn abort_on_panic() {
         tracing::error!("stratus-scheduler: panic ({info}); aborting");
         std::process::abort();
     }));
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn host_name() -> String {

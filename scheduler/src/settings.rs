@@ -71,6 +71,9 @@ pub struct Cli {
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines as `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, env = "STRATUS_LOG_FORMAT", default_value = "text")]
+    pub log_format: stratus_protocol::logging::LogFormat,
 }
 
 /// Resolved settings.

@@ -72,6 +72,9 @@ struct Cli {
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log lines as `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, env = "STRATUS_LOG_FORMAT", default_value = "text")]
+    log_format: stratus_protocol::logging::LogFormat,
 }
 
 /// Settings: defaults, then the TOML file's `[worker]`-less keys, then
@@ -163,17 +166,7 @@ fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
 
 fn main() {
     let cli = Cli::parse();
-    let default = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    stratus_protocol::logging::init(cli.verbose, cli.log_format);
     stratus_worker::panics::abort_on_panic();
     if let Err(e) = start(cli) {
         eprintln!("stratus-worker: error: {e:#}");
