@@ -249,6 +249,11 @@ impl Client {
         }
     }
 
+    /// The object-store options sent with every request.
+    pub fn storage_options(&self) -> &[(String, String)] {
+        &self.storage.0
+    }
+
     /// The run this session logs to, if any.
     pub fn run(&self) -> Option<&str> {
         self.run.as_deref()

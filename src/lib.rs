@@ -12,6 +12,7 @@ pub mod display;
 pub mod local;
 pub mod plots;
 pub mod progress;
+pub mod settings;
 pub mod sql;
 
 pub use client::{Client, ClientError};

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use stratus::local::{LocalCluster, LocalOptions};
+use stratus::settings::{ClientFlags, ClientSettings};
 use stratus::{Client, Locator};
 use stratus_plan::Step;
 use stratus_protocol::units::{format_bytes, parse_bytes};
@@ -25,8 +26,16 @@ struct Cli {
     /// Scheduler file written by the scheduler or `stratus local`.
     #[arg(long, global = true, env = "STRATUS_SCHEDULER_FILE")]
     scheduler_file: Option<PathBuf>,
-    /// Scheduler address `quic://HOST:PORT` (needs --tls-ca, --tls-cert, --tls-key).
-    #[arg(long, global = true, env = "STRATUS_SCHEDULER")]
+    /// Scheduler address `quic://HOST:PORT` (needs --tls-ca, --tls-cert,
+    /// --tls-key). Without a value, in `config show --scheduler`: show the
+    /// scheduler's settings.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATUS_SCHEDULER",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
     scheduler: Option<String>,
     /// The cluster CA certificate (PEM).
     #[arg(long, global = true, env = "STRATUS_TLS_CA")]
@@ -37,9 +46,13 @@ struct Cli {
     /// The private key of --tls-cert.
     #[arg(long, global = true, env = "STRATUS_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Seconds to wait for a first worker before giving up.
-    #[arg(long, global = true, default_value_t = 30.0)]
-    wait_for_workers: f64,
+    /// Seconds to wait for a first worker before giving up (default 30).
+    #[arg(long, global = true)]
+    wait_for_workers: Option<f64>,
+    /// The client's TOML settings file (default: client.toml in
+    /// $XDG_CONFIG_HOME/stratus or ~/.config/stratus, if there is one).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     /// The run this command's work is logged to (default: none, nothing is logged).
     #[arg(long, global = true, env = "STRATUS_RUN")]
     run: Option<String>,
@@ -204,6 +217,11 @@ enum Cmd {
         #[arg(long = "data-root", value_name = "DIR")]
         data_roots: Vec<PathBuf>,
     },
+    /// The settings in force for the client, the scheduler or a worker.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
     /// The cluster's certificate authority and the certificates it issues.
     Certs {
         #[command(subcommand)]
@@ -240,6 +258,27 @@ enum Cmd {
         /// Where the plots are written.
         #[arg(long, default_value = "stratus-plots")]
         plots: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print the settings in force as TOML, each with where it came from
+    /// (default, file, env, flag), secrets masked: the client's (default),
+    /// or the scheduler's or a worker's as `stratus-scheduler` or
+    /// `stratus-worker` would load them here, with the flags after `--`
+    /// (e.g. `-- --config /etc/stratus/worker.toml`).
+    Show {
+        // `--scheduler` (without a value) is the global flag's: see `Cli`.
+        /// A worker's (`stratus-worker --show-config`).
+        #[arg(long, conflicts_with = "client")]
+        worker: bool,
+        /// The client's (the default).
+        #[arg(long)]
+        client: bool,
+        /// Flags of the scheduler or worker whose settings are shown.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -285,7 +324,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Settings files and variables fill in what the flags left out.
+    if let Err(e) = apply_client_settings(&mut cli) {
+        eprintln!("stratus: error: {e}");
+        std::process::exit(2);
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -339,6 +383,39 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The client's flags as [`ClientFlags`].
+fn client_flags(cli: &Cli) -> ClientFlags {
+    ClientFlags {
+        scheduler_file: cli.scheduler_file.clone(),
+        // `--scheduler` without a value names no address.
+        scheduler: cli.scheduler.clone().filter(|s| !s.is_empty()),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        run: cli.run.clone(),
+        wait_for_workers: cli.wait_for_workers,
+        storage_options: cli.storage_options.clone(),
+    }
+}
+
+/// Fill the flags the user left out from the client's settings (file and
+/// variables), so that every later step reads one answer.
+fn apply_client_settings(cli: &mut Cli) -> Result<(), String> {
+    if matches!(cli.command, Cmd::Config { .. }) {
+        return Ok(()); // `config show` loads (and reports) them itself.
+    }
+    let s = ClientSettings::load(cli.config.as_deref(), &client_flags(cli))?;
+    cli.storage_options = s.storage_options();
+    cli.scheduler_file = s.scheduler_file;
+    cli.scheduler = s.scheduler;
+    cli.tls_ca = s.tls_ca;
+    cli.tls_cert = s.tls_cert;
+    cli.tls_key = s.tls_key;
+    cli.run = s.run;
+    cli.wait_for_workers = Some(s.wait_for_workers);
+    Ok(())
 }
 
 fn locator(cli: &Cli) -> Locator {
@@ -418,7 +495,10 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let client = connect_now(cli).await?;
     client
-        .wait_for_workers(1, Duration::from_secs_f64(cli.wait_for_workers.max(0.0)))
+        .wait_for_workers(
+            1,
+            Duration::from_secs_f64(cli.wait_for_workers.unwrap_or(30.0).max(0.0)),
+        )
         .await?;
     Ok(client)
 }
@@ -686,6 +766,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             eprintln!("stratus local: stopping");
             drop(cluster);
+        }
+        Cmd::Config {
+            action:
+                ConfigCmd::Show {
+                    worker,
+                    client,
+                    args,
+                },
+        } => {
+            let scheduler = cli.scheduler.as_deref() == Some("");
+            if scheduler && (*worker || *client) {
+                bail!("config show: choose one of --scheduler, --worker, --client");
+            }
+            if scheduler || *worker {
+                let name = if scheduler {
+                    "stratus-scheduler"
+                } else {
+                    "stratus-worker"
+                };
+                let status = std::process::Command::new(stratus::local::sibling_binary(name)?)
+                    .arg("--show-config")
+                    .args(args)
+                    .status()
+                    .with_context(|| format!("running {name} --show-config"))?;
+                if !status.success() {
+                    bail!("{name} refused its settings (above)");
+                }
+            } else {
+                if !args.is_empty() {
+                    bail!("flags after `--` are for --scheduler or --worker");
+                }
+                let loaded = ClientSettings::load_shown(cli.config.as_deref(), &client_flags(&cli))
+                    .map_err(anyhow::Error::msg)?;
+                print!("{}", loaded.render());
+            }
         }
         Cmd::Certs { action } => certs(action)?,
         Cmd::Datagen {

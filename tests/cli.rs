@@ -467,3 +467,181 @@ fn an_idle_scheduler_stops_after_its_idle_timeout_but_not_while_a_client_is_conn
     assert_eq!(idle["level"], "INFO");
     assert!(idle["timestamp"].is_string(), "{idle}");
 }
+
+/// `stratus` with a clean environment but for `vars` (no STRATUS_* of the
+/// test process), its user config directory in `home`.
+fn stratus_env(
+    home: &std::path::Path,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stratus"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("STRATUS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("XDG_CONFIG_HOME", home)
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .expect("run stratus")
+}
+
+/// `stratus config show`: the settings in force for the client, the
+/// scheduler and a worker, each with where it came from (default, file,
+/// env, flag), secrets masked; bad settings refused naming key and origin.
+#[test]
+fn config_show_tells_where_every_setting_came_from() {
+    let home = TempDir::new("config-home");
+    std::fs::create_dir_all(home.path().join("stratus")).unwrap();
+    let user_file = home.path().join("stratus/client.toml");
+    write_text(
+        &user_file,
+        "wait_for_workers = 5\n[storage_options]\naccount_name = \"acct\"\naccount_key = \"SECRET-KEY\"\n",
+    );
+    let o = stratus_env(
+        home.path(),
+        &[
+            ("STRATUS_CLIENT__RUN", "nightly"),
+            ("STRATUS_SCHEDULER_FILE", "/srv/cluster.json"),
+        ],
+        &["config", "show", "--tls-ca", "/etc/ca.pem"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} =")) || l.starts_with(&format!("# {key} ")))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .to_string()
+    };
+    let file = user_file.display().to_string();
+    assert!(
+        line("wait_for_workers").ends_with(&format!("# file {file}")),
+        "{text}"
+    );
+    assert!(
+        line("run").contains("\"nightly\"") && line("run").ends_with("# env STRATUS_CLIENT__RUN"),
+        "{text}"
+    );
+    assert!(
+        line("scheduler_file").ends_with("# env STRATUS_SCHEDULER_FILE"),
+        "{text}"
+    );
+    assert!(line("tls_ca").ends_with("# flag --tls-ca"), "{text}");
+    assert!(
+        line("scheduler").starts_with("# scheduler (not set)"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRET-KEY"), "a secret shown:\n{text}");
+    assert!(
+        line("storage_options").contains("account_key = \"********\""),
+        "{text}"
+    );
+
+    // The scheduler's and a worker's, as their binaries would load them here.
+    let conf = home.path().join("scheduler.toml");
+    write_text(&conf, "port = 9999\nmaximum_workers = 7\n");
+    let conf_arg = conf.display().to_string();
+    let o = stratus_env(
+        home.path(),
+        &[
+            ("STRATUS_SCHEDULER__MINIMUM_WORKERS", "2"),
+            ("STRATUS_DASHBOARD_TOKEN", "0123456789abcdef0123"),
+        ],
+        &[
+            "config",
+            "show",
+            "--scheduler",
+            "--",
+            "--config",
+            &conf_arg,
+            "--host",
+            "127.0.0.1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for (expected, source) in [
+        ("port = 9999", format!("# file {conf_arg}")),
+        ("maximum_workers = 7", format!("# file {conf_arg}")),
+        (
+            "minimum_workers = 2",
+            "# env STRATUS_SCHEDULER__MINIMUM_WORKERS".to_string(),
+        ),
+        ("host = \"127.0.0.1\"", "# flag --host".to_string()),
+        (
+            "dashboard_token = \"********\"",
+            "# env STRATUS_DASHBOARD_TOKEN".to_string(),
+        ),
+        ("heartbeat_timeout = 5.0", "# default".to_string()),
+    ] {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(expected))
+            .unwrap_or_else(|| panic!("no `{expected}` in:\n{text}"));
+        assert!(l.ends_with(&source), "{l}");
+    }
+    assert!(!text.contains("0123456789abcdef0123"), "{text}");
+    let o = stratus_env(
+        home.path(),
+        &[("STRATUS_WORKER__NTHREADS", "3")],
+        &["config", "show", "--worker"],
+    );
+    assert!(stdout(&o).lines().any(|l| l.starts_with("nthreads = 3") && l.ends_with("# env STRATUS_WORKER__NTHREADS")), "{}", stdout(&o));
+
+    // Unknown keys and wrong types fail at start, naming the key and the file.
+    write_text(&conf, "prot = 9999\n");
+    let o = stratus_env(
+        home.path(),
+        &[],
+        &["config", "show", "--scheduler", "--", "--config", &conf_arg],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown setting 'prot'") && err.contains(&conf_arg),
+        "{err}"
+    );
+    write_text(&conf, "port = \"many\"\n");
+    let scheduler = std::path::Path::new(env!("CARGO_BIN_EXE_stratus"))
+        .parent()
+        .unwrap()
+        .join("stratus-scheduler");
+    let o = Command::new(scheduler)
+        .args(["--config", &conf_arg])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("port") && err.contains("scheduler.toml"),
+        "{err}"
+    );
+    write_text(&user_file, "wait_for_worker = 5\n");
+    let o = stratus_env(home.path(), &[], &["list"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown setting 'wait_for_worker'") && err.contains(&file),
+        "{err}"
+    );
+}
+
+/// The client's settings file is used for real: a cluster named only there
+/// answers `stratus info` with no flag or variable.
+#[test]
+fn the_user_client_file_finds_the_cluster() {
+    let local = start_local(1, &[]);
+    let home = TempDir::new("client-home");
+    std::fs::create_dir_all(home.path().join("stratus")).unwrap();
+    write_text(
+        &home.path().join("stratus/client.toml"),
+        &format!("scheduler_file = \"{}\"\n", local.file.display()),
+    );
+    let o = stratus_env(home.path(), &[], &["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("workers=1"), "{}", stdout(&o));
+}

@@ -31,7 +31,6 @@ use pyo3::types::{PyDict, PyList};
 use stratus::client::ErrorKind;
 use stratus::{Agg, ClientError, DataFrame, Step};
 use stratus_protocol::messages::FrameSummary;
-use stratus_protocol::scheduler_file::Locator;
 
 /// How often a waiting request checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -120,6 +119,19 @@ impl Plan {
         }
         frame
     }
+}
+
+/// The client with a frame's `storage_options` on top of its own (from
+/// the settings).
+fn scoped(client: &stratus::Client, frame: &[(String, String)]) -> stratus::Client {
+    let mut options: Vec<(String, String)> = client
+        .storage_options()
+        .iter()
+        .filter(|(k, _)| !frame.iter().any(|(f, _)| f == k))
+        .cloned()
+        .collect();
+    options.extend(frame.iter().cloned());
+    client.with_storage_options(options)
 }
 
 /// Batches as one `pyarrow.Table` (one C stream; buffers not copied).
@@ -234,15 +246,22 @@ impl Client {
         tls_key: Option<PathBuf>,
         run: Option<String>,
     ) -> PyResult<Client> {
-        let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
-        let locator = Locator {
-            scheduler_file: scheduler_file.or_else(|| env("STRATUS_SCHEDULER_FILE")),
-            scheduler: address.or_else(|| std::env::var("STRATUS_SCHEDULER").ok()),
-            tls_ca: tls_ca.or_else(|| env("STRATUS_TLS_CA")),
-            tls_cert: tls_cert.or_else(|| env("STRATUS_TLS_CERT")),
-            tls_key: tls_key.or_else(|| env("STRATUS_TLS_KEY")),
+        // As the command line: the arguments, then the flat variables
+        // (STRATUS_SCHEDULER_FILE, ...), STRATUS_CLIENT__* and the user's
+        // client.toml.
+        let flags = stratus::settings::ClientFlags {
+            scheduler_file,
+            scheduler: address,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            run,
+            ..Default::default()
         };
-        let target = locator
+        let settings =
+            stratus::settings::ClientSettings::load(None, &flags).map_err(|e| bad_input(py, e))?;
+        let target = settings
+            .locator()
             .resolve()
             .map_err(|e| exception(py, "ConnectionError", e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -251,10 +270,11 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| exception(py, "StratusError", e.to_string()))?;
-        let run = stratus::client::run_name(run).or_else(stratus::client::env_run_name);
-        let inner = py
+        let run = stratus::client::run_name(settings.run.clone());
+        let mut inner = py
             .detach(|| runtime.block_on(stratus::Client::connect_with(&target, run.as_deref())))
             .map_err(|e| client_error(py, e))?;
+        inner.set_storage_options(settings.storage_options());
         Ok(Client {
             runtime,
             inner: Some(inner),
@@ -328,7 +348,7 @@ impl Client {
     fn len(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<u64> {
         let plan = plan(py, frame)?;
         self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             plan.frame(&c).len().await
         })
     }
@@ -342,7 +362,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         let plan = plan(py, frame)?;
         let batches = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             plan.frame(&c).head(n).await
         })?;
         let schema = match batches.first() {
@@ -363,7 +383,7 @@ impl Client {
         let mut base = plan(py, frame)?;
         let steps = std::mem::take(&mut base.steps);
         let batches = self.wait(py, |c| async {
-            let c = c.with_storage_options(base.storage.clone());
+            let c = scoped(c, &base.storage);
             // One row: a head of none answers no table, so no schema.
             base.frame(&c).head(1).await
         })?;
@@ -388,7 +408,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyDict>> {
         let plan = plan(py, frame)?;
         let (_, s) = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             let (_, s) = plan.frame(&c).persist_with(name, replace).await?;
             Ok(((), s))
         })?;
@@ -403,7 +423,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         let plan = plan(py, frame)?;
         let batch = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             plan.frame(&c).describe().await
         })?;
         one_table(py, batch)
@@ -417,7 +437,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         let plan = plan(py, frame)?;
         let batch = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             plan.frame(&c).memory_usage().await
         })?;
         one_table(py, batch)
@@ -434,7 +454,7 @@ impl Client {
         let plan = plan(py, frame)?;
         let function = agg(py, function)?;
         let batch = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             let frame = plan.frame(&c);
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             frame.groupby(&keys).all(function).await
@@ -452,7 +472,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyDict>> {
         let plan = plan(py, frame)?;
         let s = self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             let (_, s) = plan.frame(&c).sort_by(by, into).await?;
             Ok(s)
         })?;
@@ -470,7 +490,7 @@ impl Client {
     ) -> PyResult<(u64, u64)> {
         let plan = plan(py, frame)?;
         self.wait(py, |c| async move {
-            let c = c.with_storage_options(plan.storage.clone());
+            let c = scoped(c, &plan.storage);
             let by: Vec<&str> = partition_on.iter().map(String::as_str).collect();
             plan.frame(&c).to_parquet(dest, &by, overwrite).await
         })

@@ -24,6 +24,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    if cli.show_config {
+        // `stratus config show --scheduler`: the settings in force, and why.
+        match Settings::load_shown(&cli) {
+            Ok(loaded) => print!("{}", loaded.render()),
+            Err(e) => {
+                eprintln!("stratus-scheduler: error: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     stratus_protocol::logging::init(cli.verbose, cli.log_format);
     abort_on_panic();
     if let Err(e) = run(cli) {
@@ -67,7 +78,7 @@ fn contact_host(bind_host: &str) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(&cli).context("reading settings")?;
+    let settings = Settings::load(&cli).map_err(anyhow::Error::msg)?;
     let bind: SocketAddr = format!("{}:{}", settings.host, settings.port)
         .parse()
         .map_err(|e| {
@@ -240,7 +251,7 @@ async fn reload_on_sighup(cli: Cli, mut tls: ServerTls, endpoint: quinn::Endpoin
     };
     while hup.recv().await.is_some() {
         let reloaded = Settings::load(&cli)
-            .context("reading settings")
+            .map_err(anyhow::Error::msg)
             .and_then(|settings| tls.reload(&settings))
             .and_then(|()| tls.server_config());
         match reloaded {

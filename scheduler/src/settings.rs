@@ -2,7 +2,7 @@
 //! `STRATUS_SCHEDULER__<KEY>` environment variables, then command-line flags.
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Command line of `stratus-scheduler` (Dask's shapes).
@@ -68,6 +68,10 @@ pub struct Cli {
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print the settings in force, each with where it came from (default,
+    /// file, env, flag; secrets masked), and exit.
+    #[arg(long)]
+    pub show_config: bool,
     /// More logging (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -77,7 +81,7 @@ pub struct Cli {
 }
 
 /// Resolved settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub host: String,
     pub port: u16,
@@ -135,90 +139,119 @@ pub struct Settings {
 
 impl Settings {
     /// Merge defaults, file, environment and flags.
-    pub fn load(cli: &Cli) -> Result<Settings, config::ConfigError> {
-        let mut builder = config::Config::builder()
-            .set_default("host", "0.0.0.0")?
-            .set_default("port", 8786)?
-            .set_default("dashboard_address", DEFAULT_DASHBOARD_ADDRESS)?
-            .set_default("dashboard_header_timeout", 10.0)?
-            .set_default("dashboard_max_connections", 256)?
-            .set_default("max_runs", 10_000)?
-            .set_default("run_retention", 1_000)?
-            .set_default("max_artifacts_per_run", 500)?
-            .set_default("max_artifact_bytes", 32u64 << 20)?
-            .set_default("heartbeat_timeout", 5.0)?
-            .set_default("no_workers_timeout", "3m")?
-            .set_default("minimum_workers", 0)?
-            .set_default("maximum_workers", 100)?
-            .set_default("data_dir", "stratus-data")?
-            .set_default("max_worker_threads", 1024)?
-            .set_default("max_worker_memory", 64u64 << 40)?
-            .set_default("max_connections", 4096)?
-            .set_default("max_connections_per_ip", 256)?
-            .set_default(
+    pub fn load(cli: &Cli) -> Result<Settings, String> {
+        Self::load_shown(cli).map(|loaded| loaded.settings)
+    }
+
+    /// [`Settings::load`], with where every value came from (`--show-config`).
+    pub fn load_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, String> {
+        use stratus_settings::{Layers, Source};
+        let flag = |name: &str| Source::Flag(name.to_string());
+        // A flag clap may also take from a flat variable: say which.
+        let flag_or_env = |name: &str, var: &str, value: &str| match std::env::var(var) {
+            Ok(v) if v == value => Source::Env(var.to_string()),
+            _ => Source::Flag(name.to_string()),
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let mut layers = Layers::new("scheduler")
+            .default("host", "0.0.0.0")
+            .default("port", 8786)
+            .default("dashboard_address", DEFAULT_DASHBOARD_ADDRESS)
+            .default("dashboard_header_timeout", 10.0)
+            .default("dashboard_max_connections", 256)
+            .default("max_runs", 10_000)
+            .default("run_retention", 1_000)
+            .default("max_artifacts_per_run", 500)
+            .default("max_artifact_bytes", 32u64 << 20)
+            .default("heartbeat_timeout", 5.0)
+            .default("no_workers_timeout", "3m")
+            .default("minimum_workers", 0)
+            .default("maximum_workers", 100)
+            .default("data_dir", "stratus-data")
+            .default("max_worker_threads", 1024)
+            .default("max_worker_memory", 64u64 << 40)
+            .default("max_connections", 4096)
+            .default("max_connections_per_ip", 256)
+            .default(
                 "max_streams_per_connection",
                 stratus_protocol::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
-            )?;
-        if let Some(path) = &cli.config {
-            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+            )
+            .list("tls_hosts")
+            .list("tls_deny_serials")
+            .secret("dashboard_token")
+            .file(cli.config.as_deref())
+            .flag("host", cli.host.clone(), flag("--host"))
+            .flag("port", cli.port, flag("--port"))
+            .flag(
+                "dashboard_address",
+                cli.dashboard_address.clone(),
+                flag("--dashboard-address"),
+            )
+            .flag(
+                "scheduler_file",
+                path(&cli.scheduler_file),
+                flag("--scheduler-file"),
+            )
+            .flag(
+                "heartbeat_timeout",
+                cli.heartbeat_timeout,
+                flag("--heartbeat-timeout"),
+            )
+            .flag(
+                "no_workers_timeout",
+                cli.no_workers_timeout.clone(),
+                flag("--no-workers-timeout"),
+            )
+            .flag(
+                "idle_timeout",
+                cli.idle_timeout.clone(),
+                flag("--idle-timeout"),
+            )
+            .flag(
+                "minimum_workers",
+                cli.minimum_workers,
+                flag("--minimum-workers"),
+            )
+            .flag(
+                "maximum_workers",
+                cli.maximum_workers,
+                flag("--maximum-workers"),
+            )
+            .flag(
+                "contact_address",
+                cli.contact_address.clone(),
+                flag("--contact-address"),
+            )
+            .flag("data_dir", path(&cli.data_dir), flag("--data-dir"));
+        if let Some(token) = &cli.dashboard_token {
+            let source = flag_or_env("--dashboard-token", "STRATUS_DASHBOARD_TOKEN", token);
+            layers = layers.flag("dashboard_token", Some(token.clone()), source);
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("STRATUS_SCHEDULER")
-                .prefix_separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("tls_hosts")
-                .with_list_parse_key("tls_deny_serials"),
-        );
-        if let Some(v) = &cli.host {
-            builder = builder.set_override("host", v.as_str())?;
-        }
-        if let Some(v) = cli.port {
-            builder = builder.set_override("port", v)?;
-        }
-        if let Some(v) = &cli.dashboard_address {
-            builder = builder.set_override("dashboard_address", v.as_str())?;
-        }
-        if let Some(v) = &cli.dashboard_token {
-            builder = builder.set_override("dashboard_token", v.as_str())?;
-        }
-        if let Some(v) = &cli.scheduler_file {
-            builder = builder.set_override("scheduler_file", v.display().to_string())?;
-        }
-        if let Some(v) = cli.heartbeat_timeout {
-            builder = builder.set_override("heartbeat_timeout", v)?;
-        }
-        if let Some(v) = &cli.no_workers_timeout {
-            builder = builder.set_override("no_workers_timeout", v.as_str())?;
-        }
-        if let Some(v) = &cli.idle_timeout {
-            builder = builder.set_override("idle_timeout", v.as_str())?;
-        }
-        if let Some(v) = cli.minimum_workers {
-            builder = builder.set_override("minimum_workers", v)?;
-        }
-        if let Some(v) = cli.maximum_workers {
-            builder = builder.set_override("maximum_workers", v)?;
-        }
-        if let Some(v) = &cli.contact_address {
-            builder = builder.set_override("contact_address", v.as_str())?;
-        }
-        if let Some(v) = &cli.data_dir {
-            builder = builder.set_override("data_dir", v.display().to_string())?;
-        }
-        for (key, value) in [
-            ("tls_ca", &cli.tls_ca),
-            ("tls_cert", &cli.tls_cert),
-            ("tls_key", &cli.tls_key),
+        for (key, name, var, value) in [
+            ("tls_ca", "--tls-ca", "STRATUS_TLS_CA", path(&cli.tls_ca)),
+            (
+                "tls_cert",
+                "--tls-cert",
+                "STRATUS_TLS_CERT",
+                path(&cli.tls_cert),
+            ),
+            (
+                "tls_key",
+                "--tls-key",
+                "STRATUS_TLS_KEY",
+                path(&cli.tls_key),
+            ),
         ] {
             if let Some(v) = value {
-                builder = builder.set_override(key, v.display().to_string())?;
+                let source = flag_or_env(name, var, &v);
+                layers = layers.flag(key, Some(v), source);
             }
         }
         if !cli.tls_hosts.is_empty() {
-            builder = builder.set_override("tls_hosts", cli.tls_hosts.clone())?;
+            layers = layers.flag("tls_hosts", Some(cli.tls_hosts.clone()), flag("--tls-host"));
         }
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        let mut loaded = layers.load::<Settings>()?;
+        let settings = &mut loaded.settings;
         // An empty token (an empty variable) means no token, never "the
         // empty string is the password".
         if settings
@@ -228,8 +261,8 @@ impl Settings {
         {
             settings.dashboard_token = None;
         }
-        settings.check().map_err(config::ConfigError::Message)?;
-        Ok(settings)
+        settings.check()?;
+        Ok(loaded)
     }
 
     /// `no_workers_timeout` as a duration.

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use stratus_protocol::pki::{PeerCertificate, Role, FILE_WORKER_NAME};
 use stratus_protocol::scheduler_file::{Holder, Locator, Target};
@@ -75,11 +75,15 @@ struct Cli {
     /// Log lines as `text`, or `json` (one object per line, for log shippers).
     #[arg(long, env = "STRATUS_LOG_FORMAT", default_value = "text")]
     log_format: stratus_protocol::logging::LogFormat,
+    /// Print the settings in force, each with where it came from (default,
+    /// file, env, flag), and exit.
+    #[arg(long)]
+    show_config: bool,
 }
 
 /// Settings: defaults, then the TOML file's `[worker]`-less keys, then
 /// `STRATUS_WORKER__<KEY>` environment variables, then flags.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct Settings {
     /// Certificate files (flags and STRATUS_TLS_* variables win).
     tls_ca: Option<PathBuf>,
@@ -122,50 +126,96 @@ struct Settings {
     storage_request_timeout_seconds: u64,
 }
 
-fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
-    let mut builder = config::Config::builder()
-        .set_default("memory_limit", "auto")?
-        .set_default("metrics_address", "127.0.0.1:0")?
-        .set_default("max_result_bytes", "64MiB")?
-        .set_default("storage_instance_credentials", false)?
-        .set_default("storage_max_requests", 32)?
-        .set_default("storage_retries", 5)?
-        .set_default("storage_retry_timeout_seconds", 60)?
-        .set_default("storage_request_timeout_seconds", 60)?
-        .set_default("max_connections", 4096)?
-        .set_default("max_connections_per_ip", 256)?
-        .set_default(
+fn settings(cli: &Cli) -> Result<Settings, String> {
+    settings_shown(cli).map(|loaded| loaded.settings)
+}
+
+/// The settings, with where every value came from (`--show-config`).
+fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, String> {
+    use stratus_settings::{Layers, Source};
+    let flag = |name: &str| Source::Flag(name.to_string());
+    // A flag clap may also take from a flat variable: say which.
+    let flag_or_env = |name: &str, var: &str, value: &str| match std::env::var(var) {
+        Ok(v) if v == value => Source::Env(var.to_string()),
+        _ => Source::Flag(name.to_string()),
+    };
+    let mut layers = Layers::new("worker")
+        .default("memory_limit", "auto")
+        .default("metrics_address", "127.0.0.1:0")
+        .default("max_result_bytes", "64MiB")
+        .default("storage_instance_credentials", false)
+        .default("storage_max_requests", 32)
+        .default("storage_retries", 5)
+        .default("storage_retry_timeout_seconds", 60)
+        .default("storage_request_timeout_seconds", 60)
+        .default("max_connections", 4096)
+        .default("max_connections_per_ip", 256)
+        .default(
             "max_streams_per_connection",
             stratus_protocol::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
-        )?;
-    if let Some(path) = &cli.config {
-        builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        )
+        .list("tls_deny_serials")
+        .list("url_allow")
+        .list("data_roots")
+        .file(cli.config.as_deref())
+        .flag("nthreads", cli.nthreads, flag("--nthreads"))
+        .flag(
+            "memory_limit",
+            cli.memory_limit.clone(),
+            flag("--memory-limit"),
+        )
+        .flag("name", cli.name.clone(), flag("--name"))
+        .flag(
+            "metrics_address",
+            cli.metrics_address.clone(),
+            flag("--metrics-address"),
+        );
+    for (key, name, var, value) in [
+        ("tls_ca", "--tls-ca", "STRATUS_TLS_CA", &cli.tls_ca),
+        ("tls_cert", "--tls-cert", "STRATUS_TLS_CERT", &cli.tls_cert),
+        ("tls_key", "--tls-key", "STRATUS_TLS_KEY", &cli.tls_key),
+    ] {
+        if let Some(v) = value {
+            let v = v.display().to_string();
+            let source = flag_or_env(name, var, &v);
+            layers = layers.flag(key, Some(v), source);
+        }
     }
-    builder = builder.add_source(
-        config::Environment::with_prefix("STRATUS_WORKER")
-            .prefix_separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("tls_deny_serials")
-            .with_list_parse_key("url_allow"),
-    );
-    if let Some(v) = cli.nthreads {
-        builder = builder.set_override("nthreads", v)?;
+    // The data roots: flags, else STRATUS_DATA_ROOTS, else the settings (as
+    // `roots::configured` takes them).
+    let display = |roots: &[PathBuf]| -> Vec<String> {
+        roots.iter().map(|r| r.display().to_string()).collect()
+    };
+    if !cli.data_roots.is_empty() {
+        layers = layers.flag(
+            "data_roots",
+            Some(display(&cli.data_roots)),
+            flag("--data-root"),
+        );
+    } else if let Some(list) = std::env::var_os("STRATUS_DATA_ROOTS").filter(|l| !l.is_empty()) {
+        let roots: Vec<PathBuf> = std::env::split_paths(&list).collect();
+        layers = layers.flag(
+            "data_roots",
+            Some(display(&roots)),
+            Source::Env("STRATUS_DATA_ROOTS".into()),
+        );
     }
-    if let Some(v) = &cli.memory_limit {
-        builder = builder.set_override("memory_limit", v.as_str())?;
-    }
-    if let Some(v) = &cli.name {
-        builder = builder.set_override("name", v.as_str())?;
-    }
-    if let Some(v) = &cli.metrics_address {
-        builder = builder.set_override("metrics_address", v.as_str())?;
-    }
-    builder.build()?.try_deserialize()
+    layers.load::<Settings>()
 }
 
 fn main() {
     let cli = Cli::parse();
+    if cli.show_config {
+        // `stratus config show --worker`: the settings in force, and why.
+        match settings_shown(&cli) {
+            Ok(loaded) => print!("{}", loaded.render()),
+            Err(e) => {
+                eprintln!("stratus-worker: error: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     stratus_protocol::logging::init(cli.verbose, cli.log_format);
     stratus_worker::panics::abort_on_panic();
     if let Err(e) = start(cli) {
@@ -175,7 +225,7 @@ fn main() {
 }
 
 fn start(cli: Cli) -> anyhow::Result<()> {
-    let s = settings(&cli).context("reading settings")?;
+    let s = settings(&cli).map_err(anyhow::Error::msg)?;
     let credentials = load_credentials(&cli, &s)?;
     let target = credentials.target.clone();
     let own = credentials.own.clone();
@@ -314,7 +364,7 @@ async fn reload_on_sighup(cli: Cli, tls: TlsConfigHandle) {
     };
     while hup.recv().await.is_some() {
         let reloaded = settings(&cli)
-            .context("reading settings")
+            .map_err(anyhow::Error::msg)
             .and_then(|s| Ok((load_credentials(&cli, &s)?, s)));
         match reloaded {
             Ok((loaded, s)) => {
