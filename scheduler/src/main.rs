@@ -142,7 +142,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             None => format!("quic://{contact}:{port}"),
         };
         let dash_host_public = if dash_bind.ip().is_unspecified() {
-            contact.clone()
+            // The host clients are told to dial (--contact-address) reaches
+            // the dashboard too; our own host name may resolve to loopback.
+            match &settings.contact_address {
+                Some(a) => match stratus_protocol::transport::parse_address(a) {
+                    Ok((host, _)) if host.contains(':') => format!("[{host}]"),
+                    Ok((host, _)) => host,
+                    Err(_) => contact.clone(),
+                },
+                None => contact.clone(),
+            }
         } else {
             dash_bind.ip().to_string()
         };

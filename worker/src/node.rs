@@ -182,6 +182,18 @@ pub struct WorkerConfig {
     pub storage_stats: Arc<stratus_storage::StorageStats>,
 }
 
+/// The source address the kernel picks for packets to `remote`: `connect`
+/// on a UDP socket only looks up the route, nothing is sent.
+fn source_ip_toward(remote: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let any: std::net::SocketAddr = match remote {
+        std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(remote).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
 /// Connect, register, and serve the scheduler until it goes away.
 /// Returns an error naming the scheduler when the connection ends.
 pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
@@ -190,9 +202,12 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         stratus_protocol::transport::client_config(tls.credentials(), Role::Scheduler, tls.deny())?,
     )?;
     let conn = stratus_protocol::transport::connect(&endpoint, &config.address).await?;
-    // Peers reach us on the address we reach the scheduler from.
+    // Peers reach us on the address we reach the scheduler from. quinn's
+    // `Connection::local_ip` is always None on the dialing side, so ask the
+    // kernel which source address its route to the scheduler uses.
     let local_ip = conn
         .local_ip()
+        .or_else(|| source_ip_toward(conn.remote_address()))
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let peers = PeerService::bind(
@@ -378,4 +393,18 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     writer.abort();
     config.metrics.set_registered(false);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_ip_toward;
+
+    #[test]
+    fn the_source_address_toward_loopback_is_loopback() {
+        // Only a route lookup: nothing is sent (port 9 is discard anyway).
+        assert_eq!(
+            source_ip_toward("127.0.0.1:9".parse().unwrap()),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
 }
