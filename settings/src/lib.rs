@@ -182,9 +182,15 @@ impl Layers {
                 None => Source::Default,
             }
         };
+        // config names the file relative to the working directory: name it
+        // whole as well.
+        let in_file = match &self.file {
+            Some(path) => format!(" (settings file {})", path.display()),
+            None => String::new(),
+        };
         let settings: T = built
             .try_deserialize()
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|e| format!("{what}: {e}{in_file}"))?;
         let typed = serde_json::to_value(&settings).map_err(|e| format!("{what}: {e}"))?;
         let known = typed
             .as_object()
