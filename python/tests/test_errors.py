@@ -6,7 +6,6 @@ clients; and messages that name the thing at fault."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -131,7 +130,6 @@ def test_unreachable_address_is_connection_error(cluster, tmp_path):
     for key in ("tls_ca", "tls_cert", "tls_key"):
         paths[key] = tmp_path / f"{key}.pem"
         paths[key].write_text(info[key])
-    started = time.monotonic()
     with pytest.raises(stratus.ConnectionError) as err:
         stratus.Client(
             address="quic://127.0.0.1:1",
@@ -140,7 +138,6 @@ def test_unreachable_address_is_connection_error(cluster, tmp_path):
             tls_key=str(paths["tls_key"]),
         )
     assert "127.0.0.1:1" in str(err.value)
-    assert time.monotonic() - started < 60
 
 
 def test_missing_certificate_file_is_connection_error(tmp_path):
