@@ -457,10 +457,11 @@ fn probe(url: &str, timeout: Duration) -> anyhow::Result<String> {
         .with_context(|| format!("probe: cannot connect to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write: a server may answer and close as soon as it has the headers.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .with_context(|| format!("probe: sending the request to {address}"))?;
     let mut answer = Vec::new();
     stream
         .take(64 * 1024)
