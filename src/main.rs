@@ -227,6 +227,17 @@ enum Cmd {
         #[command(subcommand)]
         action: CertsCmd,
     },
+    /// GET an HTTP URL on this host (`http://127.0.0.1:8787/ready`; default
+    /// STRATUS_PROBE_URL) and exit 0 on a 2xx answer, 1 otherwise: a health
+    /// check for images with no curl (the scheduler's and workers' /health
+    /// and /ready probes).
+    Probe {
+        #[arg(env = "STRATUS_PROBE_URL")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Generate sample data.
     Datagen {
         #[command(subcommand)]
@@ -425,6 +436,42 @@ fn locator(cli: &Cli) -> Locator {
         tls_ca: cli.tls_ca.clone(),
         tls_cert: cli.tls_cert.clone(),
         tls_key: cli.tls_key.clone(),
+    }
+}
+
+/// `stratus probe URL`: one HTTP/1.0 GET of `http://IP:PORT/PATH` (an
+/// address, not a name: images have no resolver), its status line if 2xx,
+/// else an error. Blocking, with `timeout` on every step.
+fn probe(url: &str, timeout: Duration) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("probe: '{url}' is not an http:// URL"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = authority.replace("localhost", "127.0.0.1");
+    let address: std::net::SocketAddr = authority.parse().map_err(|e| {
+        anyhow::anyhow!("probe: '{url}': expected http://IP:PORT/PATH with an IP address: {e}")
+    })?;
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("probe: cannot connect to {address}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // One write: a server may answer and close as soon as it has the headers.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .with_context(|| format!("probe: sending the request to {address}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .with_context(|| format!("probe: reading the answer of {url}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or_default().to_string();
+    match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
+        Some(Ok(code)) if (200..300).contains(&code) => Ok(status_line),
+        _ => anyhow::bail!("probe: {url} answered '{status_line}'"),
     }
 }
 
@@ -803,6 +850,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Certs { action } => certs(action)?,
+        Cmd::Probe { url, timeout } => {
+            let status = probe(url, Duration::from_secs_f64(timeout.clamp(0.1, 3600.0)))?;
+            println!("{status}");
+        }
         Cmd::Datagen {
             kind: DatagenKind::Isd { rows, out, seed },
         } => {

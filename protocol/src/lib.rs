@@ -30,6 +30,8 @@ pub mod netstats;
 #[cfg(feature = "transport")]
 pub mod pki;
 pub mod scheduler_file;
+/// systemd's `Type=notify` readiness messages (`READY=1`, `STOPPING=1`).
+pub mod sd_notify;
 #[cfg(feature = "transport")]
 pub mod tls;
 #[cfg(feature = "transport")]

@@ -237,7 +237,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             info!("scheduler file written to {}", path.display());
         }
         tokio::spawn(reload_on_sighup(cli, tls, endpoint.clone()));
+        // systemd (Type=notify): QUIC and HTTP listen, the file is written.
+        stratus_protocol::sd_notify::notify_or_log("READY=1");
         wait_for_shutdown(&shared).await;
+        stratus_protocol::sd_notify::notify_or_log("STOPPING=1");
         info!("scheduler stopping");
         // A clean exit takes its address down with it, so nobody dials a
         // stopped scheduler; the next start writes it again.

@@ -324,11 +324,14 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(metrics::serve(metrics_listener, metrics));
         tokio::spawn(reload_on_sighup(cli, tls));
-        tokio::select! {
+        let result = tokio::select! {
             result = run(config) => result.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
-        }
+        };
+        // systemd (Type=notify): READY=1 is sent once registered (node.rs).
+        stratus_protocol::sd_notify::notify_or_log("STOPPING=1");
+        result
     })
 }
 

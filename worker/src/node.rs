@@ -241,6 +241,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         config.name, config.address
     );
     config.metrics.set_registered(true);
+    // systemd (Type=notify): registered, so ready.
+    stratus_protocol::sd_notify::notify_or_log("READY=1");
 
     let _tracked = config
         .metrics
