@@ -317,7 +317,8 @@ impl Client {
         let _ = send.finish();
         loop {
             let frame = read_frame(&mut recv, &peer)
-                .await?
+                .await
+                .map_err(|e| self.lost_during(e, request))?
                 .ok_or_else(|| ProtocolError::Peer {
                     peer: peer.clone(),
                     what: "ended the request without an answer".into(),
@@ -352,6 +353,25 @@ impl Client {
                     return Ok(frame);
                 }
             }
+        }
+    }
+
+    /// A request's stream failed: when the connection itself is gone, say
+    /// so, and what to do (a restarted scheduler keeps persisted frames).
+    fn lost_during(&self, error: ProtocolError, request: &ClientRequest) -> ProtocolError {
+        if self.conn.close_reason().is_none() {
+            return error;
+        }
+        match error {
+            ProtocolError::Peer { peer, what } => ProtocolError::Peer {
+                peer,
+                what: format!(
+                    "{what}: the connection was lost while '{}' ran (the scheduler stopped or \
+                     restarted; persisted frames survive a restart): connect again and run it again",
+                    request.kind()
+                ),
+            },
+            other => other,
         }
     }
 

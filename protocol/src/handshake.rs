@@ -26,6 +26,8 @@ pub struct Introduced {
     pub recv: quinn::RecvStream,
     /// The id the scheduler gave this peer.
     pub peer_id: u64,
+    /// Which start of the scheduler welcomed it ([`Welcome::Accepted`]).
+    pub incarnation: u64,
 }
 
 /// Introduce ourselves to the scheduler at the other end of `conn` as `role`;
@@ -70,10 +72,15 @@ async fn introduce_inner(
             what: "closed the connection during the handshake".into(),
         })?;
     match access::<ArchivedWelcome>(&frame, peer)? {
-        ArchivedWelcome::Accepted { peer_id, .. } => Ok(Introduced {
+        ArchivedWelcome::Accepted {
+            peer_id,
+            incarnation,
+            ..
+        } => Ok(Introduced {
             send,
             recv,
             peer_id: peer_id.to_native(),
+            incarnation: incarnation.to_native(),
         }),
         ArchivedWelcome::Rejected { reason } => Err(ProtocolError::Peer {
             peer: peer.to_string(),
@@ -156,11 +163,18 @@ pub async fn receive_within(
     Ok(Received { send, recv, hello })
 }
 
-/// Accept a peer that said `Hello`, giving it `peer_id`.
-pub async fn welcome(send: &mut quinn::SendStream, peer_id: u64, peer: &str) -> Result<()> {
+/// Accept a peer that said `Hello`, giving it `peer_id`, on behalf of the
+/// scheduler's `incarnation`.
+pub async fn welcome(
+    send: &mut quinn::SendStream,
+    peer_id: u64,
+    incarnation: u64,
+    peer: &str,
+) -> Result<()> {
     let welcome = Welcome::Accepted {
         peer_id,
         scheduler_version: STRATUS_VERSION.to_string(),
+        incarnation,
     };
     send_message(send, &welcome, peer).await
 }

@@ -6,7 +6,7 @@
 //! certificates ([`pki`]), mutual TLS with roles ([`tls`]), QUIC
 //! endpoint setup ([`transport`]), the handshake every connection starts with
 //! ([`handshake`]), statistics of live QUIC connections for
-//! metrics ([`netstats`]) and the scheduler file that tells clients and
+//! metrics ([`netstats`]), the scheduler's durable catalog ([`catalog`]) and the scheduler file that tells clients and
 //! workers where a cluster lives ([`scheduler_file`]). It knows nothing about
 //! scheduling or compute.
 //!
@@ -14,6 +14,7 @@
 //! `framing`) is the default feature `transport`; without it the crate is
 //! plain data, which is what the scheduler's sans-IO core depends on.
 
+pub mod catalog;
 pub mod framing;
 #[cfg(feature = "transport")]
 pub mod handshake;
@@ -40,7 +41,7 @@ pub mod units;
 
 /// Version of the control protocol. Peers with a different version are refused
 /// at the handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Version of the Stratus release these binaries belong to.
 pub const STRATUS_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -107,6 +107,11 @@ pub enum Welcome {
     Accepted {
         peer_id: u64,
         scheduler_version: String,
+        /// Which start of the scheduler this is (its start time in Unix
+        /// milliseconds): a worker that reconnects to another incarnation
+        /// re-registers what it holds ([`FromWorker::Held`]); one that the
+        /// same incarnation removed drops its state and joins fresh.
+        incarnation: u64,
     },
     Rejected {
         reason: String,
@@ -470,6 +475,17 @@ pub enum FromWorker {
     },
     /// Task outcomes, batched.
     Reports(Vec<TaskReport>),
+    /// The partitions this worker kept from an earlier incarnation of the
+    /// scheduler (sent once, first, after reconnecting to a new one).
+    Held(Vec<HeldPartition>),
+}
+
+/// A persisted partition a worker holds, as it re-registers it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct HeldPartition {
+    pub key: PartitionKey,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// A client's request; one per stream.

@@ -11,6 +11,7 @@
 //! - [`security`]: the TLS identity (issued, or a cluster CA of its own);
 //! - [`settings`]: command line, `STRATUS_*` environment and config file.
 
+pub mod catalog;
 pub mod http;
 pub mod metrics;
 pub mod runs;

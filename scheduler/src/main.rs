@@ -169,6 +169,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("opening the data directory {}", settings.data_dir.display())
             })?;
         info!("runs kept in {}", settings.data_dir.display());
+        // The catalog of persisted frames: this start's number is on disk
+        // before any id of it is handed out, and its frames come back.
+        let catalog_file = stratus_scheduler::catalog::CatalogFile::in_dir(&settings.data_dir);
+        let mut catalog = catalog_file.load()?;
+        catalog.starts += 1;
+        catalog_file.save(&catalog)?;
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             runs: Arc::new(runs),
@@ -178,8 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .idle_timeout()
                     .expect("checked when the settings loaded"),
             ),
+            catalog: Some(catalog_file.clone()),
+            incarnation,
         });
-        let state = SchedulerState::new(Config {
+        let mut state = SchedulerState::new(Config {
             heartbeat_timeout: Duration::from_secs_f64(settings.heartbeat_timeout.max(0.5)),
             no_workers_timeout: settings
                 .no_workers_timeout()
@@ -190,8 +201,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             address: address.clone(),
             dashboard: dashboard.clone(),
+            restore_grace: settings
+                .restore_grace()
+                .expect("checked when the settings loaded"),
             ..Config::default()
         });
+        let (restored, warnings) = state.start_from(std::time::Instant::now(), &catalog);
+        for warning in warnings {
+            tracing::warn!("catalog {}: {warning}", catalog_file.path().display());
+        }
+        info!(
+            "start {} on {} (incarnation {incarnation}){}",
+            catalog.starts,
+            settings.data_dir.display(),
+            if restored > 0 {
+                format!(
+                    "; {restored} frame(s) restored from the catalog, waiting up to {} for \
+                     their workers to re-register their partitions",
+                    settings.restore_grace
+                )
+            } else {
+                String::new()
+            }
+        );
         let identity = Identity {
             address: address.clone(),
             dashboard: dashboard.clone(),
@@ -241,6 +273,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         stratus_protocol::sd_notify::notify_or_log("READY=1");
         wait_for_shutdown(&shared).await;
         stratus_protocol::sd_notify::notify_or_log("STOPPING=1");
+        // Peers hear why (clients name it in the error of a request in flight).
+        endpoint.close(0u32.into(), b"the scheduler is stopping");
         info!("scheduler stopping");
         // A clean exit takes its address down with it, so nobody dials a
         // stopped scheduler; the next start writes it again.

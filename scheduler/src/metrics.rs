@@ -36,6 +36,9 @@ pub struct Metrics {
     tasks_done: IntCounterVec,
     workers_lost: IntCounter,
     partitions_rebuilt: IntCounter,
+    partitions_restored: IntCounter,
+    catalog_writes: IntCounterVec,
+    restoring: IntGauge,
     persisted_frames: IntGauge,
     persisted_partitions: IntGauge,
     persisted_bytes: IntGauge,
@@ -150,6 +153,25 @@ impl Metrics {
                 "Persisted partitions sent for a rebuild from their lineage since start, \
                  because the worker holding them was lost.",
             ),
+            partitions_restored: counter(
+                &registry,
+                "stratus_scheduler_partitions_restored_total",
+                "Persisted partitions that workers re-registered after a scheduler restart \
+                 (taken back as they were: nothing read again).",
+            ),
+            catalog_writes: counter_vec(
+                &registry,
+                "stratus_scheduler_catalog_writes_total",
+                "Writes of the durable catalog of persisted frames (<data-dir>/catalog), by \
+                 outcome (ok, error).",
+                &["outcome"],
+            ),
+            restoring: gauge(
+                &registry,
+                "stratus_scheduler_restoring",
+                "1 while partitions of frames restored after a restart wait for their workers \
+                 to re-register them (--restore-grace), else 0.",
+            ),
             persisted_frames: gauge(&registry, "stratus_persisted_frames", "Persisted frames."),
             persisted_partitions: gauge(
                 &registry,
@@ -263,6 +285,8 @@ impl Metrics {
         }
         advance(&self.workers_lost, c.workers_lost);
         advance(&self.partitions_rebuilt, c.partitions_rebuilt);
+        advance(&self.partitions_restored, c.partitions_restored);
+        self.restoring.set(state.restoring() as i64);
         let frames: Vec<_> = state.frames().collect();
         self.persisted_frames.set(frames.len() as i64);
         self.persisted_partitions
@@ -276,6 +300,13 @@ impl Metrics {
         );
         self.jobs.set(state.jobs_in_progress() as i64);
         self.desired_workers.set(state.adaptive().target as i64);
+    }
+
+    /// A write of the durable catalog ended.
+    pub fn catalog_written(&self, ok: bool) {
+        self.catalog_writes
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Prometheus text exposition.

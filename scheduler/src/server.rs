@@ -88,6 +88,11 @@ pub struct Shared {
     pub changes: watch::Sender<u64>,
     /// When the scheduler last had a client or a job (`--idle-timeout`).
     pub idle: IdleClock,
+    /// Where the durable catalog is written (None: nowhere, in tests).
+    pub catalog: Option<crate::catalog::CatalogFile>,
+    /// This start's incarnation id (its start time in Unix milliseconds),
+    /// told to every peer in its `Welcome`.
+    pub incarnation: u64,
 }
 
 /// How long the scheduler has gone without a connected client or a job in
@@ -291,6 +296,20 @@ impl SchedulerActor {
                         link.conn.close(1u32.into(), reason.as_bytes());
                     }
                 }
+                Command::SaveCatalog(catalog) => {
+                    // Small (metadata only) and before the replies that
+                    // follow it: a persist is on disk before it is answered.
+                    if let Some(file) = &self.shared.catalog {
+                        let saved = file.save(&catalog);
+                        if let Err(e) = &saved {
+                            tracing::error!(
+                                "{e:#}: the frames persisted since the last write would not \
+                                 survive a restart of the scheduler"
+                            );
+                        }
+                        self.metrics.catalog_written(saved.is_ok());
+                    }
+                }
             }
         }
         self.metrics.observe(&self.state);
@@ -354,6 +373,7 @@ impl SchedulerActor {
                     "rows": f.partitions.iter().map(|p| p.rows).sum::<u64>(),
                     "bytes": f.partitions.iter().map(|p| p.bytes).sum::<u64>(),
                     "partitions": f.partitions.len(),
+                    "partitions_held": f.partitions.iter().filter(|p| p.holder.is_some()).count(),
                 })
             })
             .collect();
@@ -656,7 +676,7 @@ async fn serve_connection(
         }
     }
     let id = next_id();
-    handshake::welcome(&mut send, id, &peer).await?;
+    handshake::welcome(&mut send, id, shared.incarnation, &peer).await?;
     match hello.role {
         PeerRole::Worker(mut info) => {
             // Peers will check this name on the worker's peer endpoint.
@@ -722,6 +742,20 @@ async fn serve_worker(
                     actor.do_send(Input(Event::Heartbeat {
                         worker: id,
                         memory_used: memory_used.to_native(),
+                    }));
+                }
+                Ok(ArchivedFromWorker::Held(held)) => {
+                    let mut partitions = Vec::with_capacity(held.len());
+                    for h in held.iter() {
+                        partitions.push(to_owned(h, &peer)?);
+                    }
+                    info!(
+                        "{peer} kept {} partition(s) from an earlier start of the scheduler",
+                        partitions.len()
+                    );
+                    actor.do_send(Input(Event::WorkerHeld {
+                        worker: id,
+                        partitions,
                     }));
                 }
                 Ok(ArchivedFromWorker::Reports(reports)) => {

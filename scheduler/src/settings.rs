@@ -38,6 +38,11 @@ pub struct Cli {
     /// (`30m`, `1h`; default: never), as Dask's `--idle-timeout`.
     #[arg(long)]
     pub idle_timeout: Option<String>,
+    /// After a restart, how long persisted partitions wait for their
+    /// workers to reconnect before they are rebuilt from lineage (default
+    /// 30s).
+    #[arg(long)]
+    pub restore_grace: Option<String>,
     /// Fewest workers the adaptive target asks for (default 0).
     #[arg(long)]
     pub minimum_workers: Option<u32>,
@@ -47,7 +52,8 @@ pub struct Cli {
     /// Address workers and clients should use (default: derived from --host).
     #[arg(long)]
     pub contact_address: Option<String>,
-    /// Where runs (logged metrics and artifacts) are kept across restarts.
+    /// Where runs (logged metrics and artifacts), the catalog of persisted
+    /// frames and the cluster's TLS identity are kept across restarts.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The cluster CA certificate (PEM). With --tls-cert and --tls-key: use
@@ -94,6 +100,8 @@ pub struct Settings {
     /// Stop when idle this long (a duration; unset: never).
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// After a restart, how long restored partitions wait for their workers.
+    pub restore_grace: String,
     /// Bounds of the adaptive target (`/api/adaptive`).
     pub minimum_workers: u32,
     pub maximum_workers: u32,
@@ -165,6 +173,7 @@ impl Settings {
             .default("max_artifact_bytes", 32u64 << 20)
             .default("heartbeat_timeout", 5.0)
             .default("no_workers_timeout", "3m")
+            .default("restore_grace", "30s")
             .default("minimum_workers", 0)
             .default("maximum_workers", 100)
             .default("data_dir", "stratus-data")
@@ -206,6 +215,11 @@ impl Settings {
                 "idle_timeout",
                 cli.idle_timeout.clone(),
                 flag("--idle-timeout"),
+            )
+            .flag(
+                "restore_grace",
+                cli.restore_grace.clone(),
+                flag("--restore-grace"),
             )
             .flag(
                 "minimum_workers",
@@ -271,6 +285,12 @@ impl Settings {
             .map_err(|e| format!("no_workers_timeout (--no-workers-timeout): {e}"))
     }
 
+    /// `restore_grace` as a duration.
+    pub fn restore_grace(&self) -> Result<std::time::Duration, String> {
+        stratus_protocol::units::parse_duration(&self.restore_grace)
+            .map_err(|e| format!("restore_grace (--restore-grace): {e}"))
+    }
+
     /// `idle_timeout` as a duration (None: never; an empty value too).
     pub fn idle_timeout(&self) -> Result<Option<std::time::Duration>, String> {
         match self.idle_timeout.as_deref().map(str::trim) {
@@ -284,6 +304,7 @@ impl Settings {
     /// Refuse settings that cannot work, naming the setting.
     fn check(&self) -> Result<(), String> {
         self.no_workers_timeout()?;
+        self.restore_grace()?;
         self.idle_timeout()?;
         if self.minimum_workers > self.maximum_workers {
             return Err(format!(

@@ -22,7 +22,7 @@ use stratus_worker::peer::{TlsConfig, TlsConfigHandle};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command line of `stratus-worker` (Dask's shapes).
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "stratus-worker", version, about = "Stratus worker")]
 struct Cli {
     /// Scheduler address, `quic://HOST:PORT`.
@@ -66,6 +66,10 @@ struct Cli {
     /// settings. Local paths are governed by --data-root.
     #[arg(long = "url-allow", value_name = "PREFIX")]
     url_allow: Vec<String>,
+    /// How long to keep reconnecting to a lost scheduler (keeping the
+    /// partitions held) before exiting: `30s`, `10m` (default 5m).
+    #[arg(long)]
+    reconnect_timeout: Option<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -83,7 +87,7 @@ struct Cli {
 
 /// Settings: defaults, then the TOML file's `[worker]`-less keys, then
 /// `STRATUS_WORKER__<KEY>` environment variables, then flags.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 struct Settings {
     /// Certificate files (flags and STRATUS_TLS_* variables win).
     tls_ca: Option<PathBuf>,
@@ -104,6 +108,8 @@ struct Settings {
     max_streams_per_connection: u32,
     /// Largest result (head rows, group-by answer, file list) a task sends.
     max_result_bytes: String,
+    /// How long a worker that lost its scheduler tries to reconnect.
+    reconnect_timeout: String,
     /// Directories tasks may read and write (flags and STRATUS_DATA_ROOTS
     /// take precedence).
     #[serde(default)]
@@ -143,6 +149,7 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
         .default("memory_limit", "auto")
         .default("metrics_address", "127.0.0.1:0")
         .default("max_result_bytes", "64MiB")
+        .default("reconnect_timeout", "5m")
         .default("storage_instance_credentials", false)
         .default("storage_max_requests", 32)
         .default("storage_retries", 5)
@@ -165,6 +172,11 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
             flag("--memory-limit"),
         )
         .flag("name", cli.name.clone(), flag("--name"))
+        .flag(
+            "reconnect_timeout",
+            cli.reconnect_timeout.clone(),
+            flag("--reconnect-timeout"),
+        )
         .flag(
             "metrics_address",
             cli.metrics_address.clone(),
@@ -281,6 +293,17 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         target.credentials(),
         DenyList::new(&s.tls_deny_serials),
     ));
+    let reconnect_timeout = stratus_protocol::units::parse_duration(&s.reconnect_timeout)
+        .map_err(|e| anyhow!("reconnect_timeout (--reconnect-timeout): {e}"))?;
+    // After a restart the scheduler may listen elsewhere: its file says.
+    let relocate = {
+        let (cli_for_relocate, settings_for_relocate) = (cli.clone(), s.clone());
+        stratus_worker::node::Relocate(Arc::new(move || {
+            load_credentials(&cli_for_relocate, &settings_for_relocate)
+                .ok()
+                .map(|loaded| loaded.target.address)
+        }))
+    };
     let config = WorkerConfig {
         name,
         nthreads,
@@ -298,6 +321,8 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         },
         data_roots: Arc::new(data_roots),
         storage_stats,
+        reconnect_timeout,
+        relocate,
         storage: stratus_storage::StoragePolicy {
             url_allow: s.url_allow.iter().chain(&cli.url_allow).cloned().collect(),
             instance_credentials: s.storage_instance_credentials,

@@ -73,6 +73,8 @@ pub struct WorkerMetrics {
     storage_peak: IntGauge,
     /// 1 while registered with the scheduler (what `/ready` answers).
     registered: IntGauge,
+    /// Registrations after a lost connection.
+    reconnects: IntCounter,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -131,6 +133,12 @@ impl WorkerMetrics {
         )
         .set(memory_limit as i64);
         let metrics = WorkerMetrics {
+            reconnects: counter(
+                &registry,
+                "stratus_worker_reconnects_total",
+                "Times this worker registered with its scheduler again after losing it (a new \
+                 start of the scheduler gets back the partitions it kept).",
+            ),
             registered: gauge(
                 &registry,
                 "stratus_worker_registered",
@@ -325,6 +333,10 @@ pub fn public_address(bound: SocketAddr, advertised: IpAddr) -> String {
 
 impl WorkerMetrics {
     /// Say whether the worker is registered with its scheduler.
+    pub fn reconnected(&self) {
+        self.reconnects.inc();
+    }
+
     pub fn set_registered(&self, registered: bool) {
         self.registered.set(registered as i64);
     }

@@ -14,13 +14,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
 use stratus_protocol::handshake::Introduced;
 use stratus_protocol::messages::{
-    ArchivedToWorker, FromWorker, MailboxKey, PartitionKey, PeerRole, TaskAssignment, TaskReport,
-    WorkerInfo,
+    ArchivedToWorker, FromWorker, HeldPartition, MailboxKey, PartitionKey, PeerRole,
+    TaskAssignment, TaskReport, WorkerInfo,
 };
 use stratus_protocol::netstats::PeerKind;
 use stratus_protocol::pki::Role;
@@ -58,6 +58,8 @@ pub struct WorkerActor {
     exec: Executor,
     outbox: mpsc::UnboundedSender<FromWorker>,
     metrics: Arc<WorkerMetrics>,
+    /// What a rejoin re-registers (taken by the [`Rejoin`] handler).
+    held: Option<Vec<(PartitionKey, u64, u64)>>,
 }
 
 impl WorkerActor {
@@ -93,6 +95,7 @@ impl WorkerActor {
                     self.metrics.task_ended(id, TaskOutcome::Cancelled);
                 }
                 Command::Answer(result) => answer = Some(result),
+                Command::Held(held) => self.held = Some(held),
             }
         }
         answer
@@ -180,6 +183,10 @@ pub struct WorkerConfig {
     pub storage: stratus_storage::StoragePolicy,
     /// Its counters (also read by the metrics).
     pub storage_stats: Arc<stratus_storage::StorageStats>,
+    /// How long to keep trying to reconnect to a lost scheduler.
+    pub reconnect_timeout: Duration,
+    /// Where the scheduler is now (re-read before each reconnect attempt).
+    pub relocate: Relocate,
 }
 
 /// The source address the kernel picks for packets to `remote`: `connect`
@@ -194,14 +201,44 @@ fn source_ip_toward(remote: std::net::SocketAddr) -> Option<std::net::IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-/// Connect, register, and serve the scheduler until it goes away.
-/// Returns an error naming the scheduler when the connection ends.
-pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
+/// Re-reads where the scheduler is (its scheduler file may name a new
+/// port after a restart); None keeps the address last used.
+#[derive(Clone)]
+pub struct Relocate(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for Relocate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relocate")
+    }
+}
+
+/// First wait before reconnecting to a lost scheduler; it doubles up to
+/// [`RECONNECT_MAX_DELAY`].
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(250);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// One registered connection to the scheduler.
+struct Link {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    id: u64,
+    incarnation: u64,
+    /// Its endpoint (kept alive with the connection).
+    _endpoint: quinn::Endpoint,
+}
+
+/// Dial the scheduler at `address` and register as `role`.
+async fn register(
+    config: &WorkerConfig,
+    address: &str,
+    role: &dyn Fn(std::net::IpAddr) -> PeerRole,
+) -> Result<(Link, std::net::IpAddr), ProtocolError> {
     let tls = config.tls.current();
     let endpoint = stratus_protocol::transport::client_endpoint(
         stratus_protocol::transport::client_config(tls.credentials(), Role::Scheduler, tls.deny())?,
     )?;
-    let conn = stratus_protocol::transport::connect(&endpoint, &config.address).await?;
+    let conn = stratus_protocol::transport::connect(&endpoint, address).await?;
     // Peers reach us on the address we reach the scheduler from. quinn's
     // `Connection::local_ip` is always None on the dialing side, so ask the
     // kernel which source address its route to the scheduler uses.
@@ -210,48 +247,91 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         .or_else(|| source_ip_toward(conn.remote_address()))
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let peers = PeerService::bind(
-        local_ip,
-        config.metrics.connections().clone(),
-        config.tls.clone(),
-    )?;
-    let peer = format!("scheduler {}", config.address);
-    let role = PeerRole::Worker(WorkerInfo {
-        name: config.name.clone(),
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-        pid: std::process::id(),
-        nthreads: config.nthreads,
-        memory_limit: config.memory_limit,
-        metrics_address: config
-            .metrics_bound
-            .map(|bound| crate::metrics::public_address(bound, local_ip)),
-        peer_address: peers.address.clone(),
-        // The scheduler reads the name from our verified certificate.
-        cert_name: String::new(),
-    });
+    let peer = format!("scheduler {address}");
     let Introduced {
-        mut send,
-        mut recv,
-        peer_id: my_id,
-    } = stratus_protocol::handshake::introduce(&conn, role, &peer).await?;
-    info!(
-        "worker '{}' registered with {} as #{my_id}",
-        config.name, config.address
-    );
-    config.metrics.set_registered(true);
-    // systemd (Type=notify): registered, so ready.
-    stratus_protocol::sd_notify::notify_or_log("READY=1");
+        send,
+        recv,
+        peer_id,
+        incarnation,
+    } = stratus_protocol::handshake::introduce(&conn, role(local_ip), &peer).await?;
+    Ok((
+        Link {
+            conn,
+            send,
+            recv,
+            id: peer_id,
+            incarnation,
+            _endpoint: endpoint,
+        },
+        local_ip,
+    ))
+}
 
-    let _tracked = config
-        .metrics
-        .connections()
-        .track(PeerKind::Scheduler, "scheduler", &conn);
-    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
+/// Connect, register, and serve the scheduler. When the connection is
+/// lost the worker keeps its partitions and reconnects with back-off for up
+/// to `reconnect_timeout`: to a new start of the scheduler it re-registers
+/// what it holds; to the start that removed it (silent too long), it joins
+/// fresh. Returns an error naming the scheduler when it gives up.
+pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
+    let peers: std::sync::OnceLock<Arc<PeerService>> = std::sync::OnceLock::new();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    // The peer endpoint is bound once, on the address of the first route to
+    // the scheduler, and advertised on every registration.
+    let bind_error: std::sync::Mutex<Option<ProtocolError>> = std::sync::Mutex::new(None);
+    let role = |local_ip: std::net::IpAddr| {
+        let peer_address = match peers.get() {
+            Some(p) => p.address.clone(),
+            None => match PeerService::bind(
+                local_ip,
+                config.metrics.connections().clone(),
+                config.tls.clone(),
+            ) {
+                Ok(p) => {
+                    let address = p.address.clone();
+                    let _ = peers.set(p);
+                    address
+                }
+                Err(e) => {
+                    *bind_error.lock().expect("not poisoned") = Some(e);
+                    String::new()
+                }
+            },
+        };
+        PeerRole::Worker(WorkerInfo {
+            name: config.name.clone(),
+            host: host.clone(),
+            pid: std::process::id(),
+            nthreads: config.nthreads,
+            memory_limit: config.memory_limit,
+            metrics_address: config
+                .metrics_bound
+                .map(|bound| crate::metrics::public_address(bound, local_ip)),
+            peer_address,
+            // The scheduler reads the name from our verified certificate.
+            cert_name: String::new(),
+        })
+    };
+    let mut address = config.address.clone();
+    let (mut link, _) = register(&config, &address, &role).await?;
+    if let Some(e) = bind_error.lock().expect("not poisoned").take() {
+        return Err(e);
+    }
+    let peers = peers
+        .get()
+        .expect("bound at the first registration")
+        .clone();
+    info!(
+        "worker '{}' registered with {address} as #{} (scheduler incarnation {})",
+        config.name, link.id, link.incarnation
+    );
+
+    let (outbox, outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
+    let outbox_rx = Arc::new(tokio::sync::Mutex::new(outbox_rx));
     let state = WorkerState::new(state::Config {
         name: config.name.clone(),
-        id: my_id,
+        id: link.id,
         nthreads: config.nthreads,
         memory_limit: config.memory_limit,
     });
@@ -281,14 +361,168 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             },
             outbox,
             metrics,
+            held: None,
         }
     });
     let deliver = deliver_to(actor.clone());
     tokio::spawn(peers.clone().serve(deliver, config.peer_limits));
 
+    loop {
+        config.metrics.set_registered(true);
+        // systemd (Type=notify): registered, so ready (again).
+        stratus_protocol::sd_notify::notify_or_log("READY=1");
+        let peer = format!("scheduler {address}");
+        let lost = serve(link, &actor, &peers, &outbox_rx, &config, &peer).await;
+        config.metrics.set_registered(false);
+        let held = actor.send(HeldNow).await.unwrap_or(0);
+        warn!(
+            "lost {peer}: {lost}; keeping {held} partition(s) and reconnecting for up to {}",
+            stratus_protocol::units::format_duration(config.reconnect_timeout)
+        );
+        stratus_protocol::sd_notify::notify_or_log("STATUS=reconnecting to the scheduler");
+        let previous = match &lost {
+            Lost::Removed(incarnation) | Lost::Connection(incarnation, _) => *incarnation,
+        };
+        let deadline = tokio::time::Instant::now() + config.reconnect_timeout;
+        let mut delay = RECONNECT_FIRST_DELAY;
+        link = loop {
+            if let Some(found) = (config.relocate.0)() {
+                address = found;
+            }
+            match register(&config, &address, &role).await {
+                Ok((link, _)) => break link,
+                Err(e) => {
+                    let now = tokio::time::Instant::now();
+                    if now + delay > deadline {
+                        return Err(ProtocolError::Peer {
+                            peer: format!("scheduler {address}"),
+                            what: format!(
+                                "lost ({lost}) and not back within {} (reconnect_timeout); last attempt: {e}",
+                                stratus_protocol::units::format_duration(config.reconnect_timeout)
+                            ),
+                        });
+                    }
+                    debug!("reconnecting to {address}: {e}; next attempt in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                }
+            }
+        };
+        config.metrics.reconnected();
+        // The same start of the scheduler welcoming us again removed us:
+        // what we hold was rebuilt elsewhere; join fresh.
+        let keep_partitions = link.incarnation != previous;
+        let held = actor
+            .send(Rejoin {
+                id: link.id,
+                keep_partitions,
+            })
+            .await
+            .unwrap_or_default();
+        // Nothing queued for the old connection goes to the new one.
+        {
+            let mut rx = outbox_rx.lock().await;
+            while rx.try_recv().is_ok() {}
+        }
+        if keep_partitions {
+            info!(
+                "worker '{}' registered again with {address} as #{} (a new start of the scheduler, incarnation {}): re-registering {} partition(s)",
+                config.name,
+                link.id,
+                link.incarnation,
+                held.len()
+            );
+            let held = FromWorker::Held(
+                held.into_iter()
+                    .map(|(key, rows, bytes)| HeldPartition { key, rows, bytes })
+                    .collect(),
+            );
+            send_message(&mut link.send, &held, &format!("scheduler {address}")).await?;
+        } else {
+            warn!(
+                "worker '{}' registered again with {address} as #{}: the scheduler had removed it, so it dropped what it held and joined fresh",
+                config.name, link.id
+            );
+        }
+    }
+}
+
+/// Why a connection to the scheduler ended (with its incarnation).
+enum Lost {
+    /// The scheduler closed it, removing this worker.
+    Removed(u64),
+    /// It broke or closed otherwise.
+    Connection(u64, ProtocolError),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Removed(_) => f.write_str("the scheduler removed this worker"),
+            Lost::Connection(_, e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// How many partitions the worker holds.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct HeldNow;
+
+impl Handler<HeldNow> for WorkerActor {
+    type Result = usize;
+    fn handle(&mut self, _: HeldNow, _: &mut Context<Self>) -> usize {
+        self.state.store().len()
+    }
+}
+
+/// Registered again (see [`Event::Rejoin`]); the answer is what to
+/// re-register.
+#[derive(Message)]
+#[rtype(result = "Vec<(PartitionKey, u64, u64)>")]
+struct Rejoin {
+    id: u64,
+    keep_partitions: bool,
+}
+
+impl Handler<Rejoin> for WorkerActor {
+    type Result = MessageResult<Rejoin>;
+    fn handle(&mut self, msg: Rejoin, _: &mut Context<Self>) -> Self::Result {
+        self.held = None;
+        self.feed(Event::Rejoin {
+            id: msg.id,
+            keep_partitions: msg.keep_partitions,
+        });
+        MessageResult(self.held.take().unwrap_or_default())
+    }
+}
+
+/// Serve one registered connection until it ends.
+async fn serve(
+    link: Link,
+    actor: &Addr<WorkerActor>,
+    peers: &Arc<PeerService>,
+    outbox_rx: &Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<FromWorker>>>,
+    config: &WorkerConfig,
+    peer: &str,
+) -> Lost {
+    let Link {
+        conn,
+        mut send,
+        mut recv,
+        incarnation,
+        ..
+    } = link;
+    let _tracked = config
+        .metrics
+        .connections()
+        .track(PeerKind::Scheduler, "scheduler", &conn);
+
     // Writer: send heartbeats as they come, and batch reports that queued up.
-    let writer_peer = peer.clone();
+    let writer_peer = peer.to_string();
+    let outbox_rx = outbox_rx.clone();
     let writer = tokio::spawn(async move {
+        let mut outbox_rx = outbox_rx.lock().await;
         while let Some(first) = outbox_rx.recv().await {
             let mut reports = Vec::new();
             let mut batch_bytes = 0usize;
@@ -318,11 +552,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                             reports.push(report);
                         }
                     }
-                    heartbeat => {
-                        if send_message(&mut send, &heartbeat, &writer_peer)
-                            .await
-                            .is_err()
-                        {
+                    other => {
+                        if send_message(&mut send, &other, &writer_peer).await.is_err() {
                             return;
                         }
                     }
@@ -339,26 +570,43 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
     });
 
     let announcements = peers.announcements().clone();
-    let result = loop {
-        let frame = match read_frame(&mut recv, &peer).await {
+    let lost = loop {
+        let frame = match read_frame(&mut recv, peer).await {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                break Err(ProtocolError::Peer {
-                    peer: peer.clone(),
-                    what: "closed the control stream".into(),
-                })
+                break Lost::Connection(
+                    incarnation,
+                    ProtocolError::Peer {
+                        peer: peer.to_string(),
+                        what: "closed the control stream".into(),
+                    },
+                )
             }
-            Err(e) => break Err(e),
+            Err(e) => {
+                // The scheduler closes the connection with code 1 when it
+                // removes a worker.
+                if let Some(quinn::ConnectionError::ApplicationClosed(close)) = conn.close_reason()
+                {
+                    if close.error_code == quinn::VarInt::from_u32(1) {
+                        warn!(
+                            "the scheduler removed this worker: {}",
+                            String::from_utf8_lossy(&close.reason)
+                        );
+                        break Lost::Removed(incarnation);
+                    }
+                }
+                break Lost::Connection(incarnation, e);
+            }
         };
-        match access::<ArchivedToWorker>(&frame, &peer) {
+        match access::<ArchivedToWorker>(&frame, peer) {
             Ok(ArchivedToWorker::Run(tasks)) => {
                 let owned: Result<Vec<TaskAssignment>, _> =
-                    tasks.iter().map(|t| to_owned(t, &peer)).collect();
+                    tasks.iter().map(|t| to_owned(t, peer)).collect();
                 match owned {
                     Ok(tasks) => actor.do_send(Input(Event::Run(tasks))),
                     Err(e) => {
                         conn.close(2u32.into(), b"invalid frame");
-                        break Err(e);
+                        break Lost::Connection(incarnation, e);
                     }
                 }
             }
@@ -388,13 +636,13 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             }
             Err(e) => {
                 conn.close(2u32.into(), b"invalid frame");
-                break Err(e);
+                break Lost::Connection(incarnation, e);
             }
         }
     };
     writer.abort();
-    config.metrics.set_registered(false);
-    result
+    let _ = writer.await;
+    lost
 }
 
 #[cfg(test)]

@@ -174,6 +174,30 @@ impl Store {
         Ok((rows, bytes))
     }
 
+    /// Every partition held, with its rows and bytes.
+    pub fn held(&self) -> Vec<(PartitionKey, u64, u64)> {
+        let mut held: Vec<_> = self
+            .partitions
+            .iter()
+            .map(|(key, p)| (*key, p.rows, p.bytes))
+            .collect();
+        held.sort_unstable_by_key(|h| h.0);
+        held
+    }
+
+    /// Drop every mailbox (the jobs they were for are gone with the
+    /// scheduler that ran them).
+    pub fn clear_mailboxes(&mut self) {
+        self.mailboxes.clear();
+        self.in_flight = 0;
+    }
+
+    /// Free every partition.
+    pub fn clear_partitions(&mut self) {
+        self.partitions.clear();
+        self.used = 0;
+    }
+
     /// Free a partition.
     pub fn remove(&mut self, key: &PartitionKey) {
         if let Some(p) = self.partitions.remove(key) {

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use stratus_protocol::catalog::Catalog;
 use stratus_protocol::messages::{
-    ClientRequest, StorageOptions, TaskReport, ToClient, ToWorker, WorkerInfo,
+    ClientRequest, HeldPartition, StorageOptions, TaskReport, ToClient, ToWorker, WorkerInfo,
 };
 
 use crate::ids::{RequestId, WorkerId};
@@ -27,6 +28,10 @@ pub struct Config {
     /// The bounds of the adaptive target (`--minimum-workers`,
     /// `--maximum-workers`).
     pub adaptive: crate::adaptive::Bounds,
+    /// After a restart, how long partitions of restored frames wait for
+    /// their workers to re-register them before they are rebuilt from
+    /// lineage (`--restore-grace`).
+    pub restore_grace: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +43,7 @@ impl Default for Config {
             dashboard: String::new(),
             no_workers_timeout: Duration::from_secs(180),
             adaptive: crate::adaptive::Bounds::default(),
+            restore_grace: Duration::from_secs(30),
         }
     }
 }
@@ -60,6 +66,12 @@ pub enum Event {
     WorkerLeft {
         worker: WorkerId,
         reason: String,
+    },
+    /// A worker that reconnected after a restart re-registers the
+    /// partitions it kept.
+    WorkerHeld {
+        worker: WorkerId,
+        partitions: Vec<HeldPartition>,
     },
     Request {
         request: RequestId,
@@ -94,4 +106,7 @@ pub enum Command {
         worker: WorkerId,
         reason: String,
     },
+    /// Write the durable catalog (before carrying out the commands after
+    /// it, so a persist is on disk before its client hears of it).
+    SaveCatalog(Box<Catalog>),
 }

@@ -52,6 +52,9 @@ pub struct PersistedPartition {
     pub loading: Option<TaskId>,
     /// Why it could not be rebuilt after its worker was lost, if it could not.
     pub lost: Option<String>,
+    /// Restored from the catalog after a restart: waiting for a worker to
+    /// re-register it (until the restore grace ends; then it is rebuilt).
+    pub awaiting_holder: bool,
 }
 
 impl PersistedPartition {
@@ -64,6 +67,7 @@ impl PersistedPartition {
             holder: None,
             loading: Some(task),
             lost: None,
+            awaiting_holder: false,
         }
     }
 }
@@ -141,6 +145,10 @@ impl Frames {
     /// Every frame, complete or not.
     pub fn all(&self) -> impl Iterator<Item = &Frame> {
         self.frames.values()
+    }
+
+    pub(crate) fn all_mut(&mut self) -> impl Iterator<Item = &mut Frame> {
+        self.frames.values_mut()
     }
 
     /// Complete frames.

@@ -64,6 +64,12 @@ impl Default for IdGen {
 }
 
 impl IdGen {
+    /// Ids from `base` on (a scheduler's start picks a base above every
+    /// earlier start's ids: see [`crate::event::Config::id_base`]).
+    pub fn starting_at(base: u64) -> Self {
+        IdGen { next: base.max(1) }
+    }
+
     fn fresh(&mut self) -> u64 {
         let id = self.next;
         self.next += 1;

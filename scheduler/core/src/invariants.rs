@@ -180,10 +180,21 @@ impl SchedulerState {
                         ),
                     );
                 }
-                if p.holder.is_none() && p.loading.is_none() && p.lost.is_none() && f.complete {
+                if p.holder.is_none()
+                    && p.loading.is_none()
+                    && p.lost.is_none()
+                    && !p.awaiting_holder
+                    && f.complete
+                {
                     check(
                         false,
-                        format!("partition {}/{index} of '{}' is held nowhere, loading nowhere, not lost", f.id, f.name),
+                        format!("partition {}/{index} of '{}' is held nowhere, loading nowhere, not lost, not awaited", f.id, f.name),
+                    );
+                }
+                if p.awaiting_holder {
+                    check(
+                        p.holder.is_none() && p.loading.is_none() && self.restoring.is_some(),
+                        format!("partition {}/{index} of '{}' is awaited from a worker outside a restore, or is held or loading", f.id, f.name),
                     );
                 }
             }

@@ -8,6 +8,7 @@
 //! - [`event`]: the events in, the commands out, the settings;
 //! - [`cluster`]: workers, tasks, the queue and placement (dispatch);
 //! - [`frames`]: persisted frames, their partitions, holders and lineage;
+//! - [`catalog`]: frames to and from the durable catalog (restarts);
 //! - [`requests`]: validation of client requests, as pure functions;
 //! - [`jobs`]: the [`jobs::Job`] trait and one module per job kind;
 //! - [`state`]: the machine that routes events to the cluster, frames and jobs;
@@ -18,6 +19,7 @@
 
 pub mod activity;
 pub mod adaptive;
+pub mod catalog;
 pub mod cluster;
 pub mod event;
 pub mod frames;

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use stratus_protocol::catalog::Catalog;
 use stratus_protocol::messages::{
-    ClientRequest, ClusterInfo, PartitionKey, StorageOptions, TaskOutput, TaskReport, ToClient,
-    ToWorker,
+    ClientRequest, ClusterInfo, HeldPartition, PartitionKey, StorageOptions, TaskOutput,
+    TaskReport, ToClient, ToWorker,
 };
 
 use crate::activity::{Activity, RequestState, TaskRecord};
@@ -32,6 +33,8 @@ pub struct Counters {
     pub tasks_retried: u64,
     pub workers_lost: u64,
     pub partitions_rebuilt: u64,
+    /// Partitions workers re-registered after a restart (not read again).
+    pub partitions_restored: u64,
 }
 
 /// Something a job is asked to handle.
@@ -63,6 +66,13 @@ pub struct SchedulerState {
     clock: Instant,
     /// Since when the cluster has had no worker (None while it has one).
     workerless_since: Option<Instant>,
+    /// Scheduler starts on this data directory, this one included.
+    starts: u64,
+    /// Until when restored partitions wait for their workers (None once
+    /// the restore ended, or when nothing was restored).
+    pub(crate) restoring: Option<Instant>,
+    /// What the catalog last written holds.
+    saved_catalog: crate::catalog::CatalogSignature,
 }
 
 /// A [`JobCx`] over the state's fields (a macro, so that the job table
@@ -100,7 +110,37 @@ impl SchedulerState {
             changed: BTreeSet::new(),
             clock: Instant::now(),
             workerless_since: None,
+            starts: 1,
+            restoring: None,
+            saved_catalog: Vec::new(),
         }
+    }
+
+    /// Start from the durable catalog, `catalog.starts` being this start's
+    /// number: ids begin above every earlier start's (`starts << 32`), and
+    /// its frames are registered complete, their partitions awaiting their
+    /// workers for the restore grace, after which those still missing are
+    /// rebuilt from lineage. Returns how many frames were restored and a
+    /// warning per record that could not be.
+    pub fn start_from(&mut self, now: Instant, catalog: &Catalog) -> (usize, Vec<String>) {
+        self.starts = catalog.starts.max(1);
+        self.ids = IdGen::starting_at(self.starts << 32);
+        let (restored, warnings) = self.frames.restore(catalog);
+        if self.frames.any_awaiting() {
+            self.restoring = Some(now + self.config.restore_grace);
+        }
+        self.saved_catalog = self.frames.catalog_signature();
+        (restored, warnings)
+    }
+
+    /// The durable catalog as it stands.
+    pub fn catalog(&self) -> Catalog {
+        self.frames.catalog(self.starts)
+    }
+
+    /// Whether restored partitions still wait for their workers.
+    pub fn restoring(&self) -> bool {
+        self.restoring.is_some()
     }
 
     /// Registered workers.
@@ -202,6 +242,7 @@ impl SchedulerState {
                 }
             }
             Event::WorkerLeft { worker, reason } => self.remove_worker(worker, &reason, &mut out),
+            Event::WorkerHeld { worker, partitions } => self.adopt(worker, &partitions, &mut out),
             Event::Request {
                 request,
                 body,
@@ -251,12 +292,73 @@ impl SchedulerState {
                 }
             }
         }
+        self.end_restore(now, &mut out);
         self.tell_changed_frames(&mut out);
         self.dispatch(&mut out);
         self.reap_background_jobs();
         self.without_workers(now, &mut out);
         self.track_requests(now, &mut out);
+        self.save_catalog(&mut out);
         out
+    }
+
+    /// When the set of complete frames changed, the catalog is written
+    /// first, before any reply of this event (a persist is durable before
+    /// its client hears of it).
+    fn save_catalog(&mut self, out: &mut Vec<Command>) {
+        let signature = self.frames.catalog_signature();
+        if signature != self.saved_catalog {
+            self.saved_catalog = signature;
+            out.insert(0, Command::SaveCatalog(Box::new(self.catalog())));
+        }
+    }
+
+    /// A reconnected worker re-registers the partitions it kept: those its
+    /// restored frames await are held there again, the rest it drops.
+    fn adopt(&mut self, worker: WorkerId, held: &[HeldPartition], out: &mut Vec<Command>) {
+        if self.cluster.worker(worker).is_none() {
+            return;
+        }
+        let mut refused = Vec::new();
+        for partition in held {
+            match self.frames.adopt(&mut self.cluster, worker, partition) {
+                Some(frame) => {
+                    self.counters.partitions_restored += 1;
+                    self.changed.insert(frame);
+                }
+                None => refused.push(partition.key),
+            }
+        }
+        if !refused.is_empty() {
+            out.push(Command::ToWorker {
+                worker,
+                message: ToWorker::Drop(refused),
+            });
+        }
+    }
+
+    /// The restore ends when every restored partition is held again, or
+    /// when the grace is over: what is still missing is rebuilt.
+    fn end_restore(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let Some(until) = self.restoring else {
+            return;
+        };
+        if self.frames.any_awaiting() && now < until {
+            return;
+        }
+        self.restoring = None;
+        let missing = self.frames.stop_awaiting();
+        for key in &missing {
+            self.changed.insert(FrameId(key.frame));
+        }
+        if !missing.is_empty() {
+            self.start_job(
+                None,
+                Box::new(RebuildJob::new(missing)),
+                Arc::default(),
+                out,
+            );
+        }
     }
 
     /// With no worker registered, no request can progress: each says it

@@ -96,6 +96,12 @@ pub enum Event {
     },
     /// Time to tell the scheduler we are alive.
     Tick,
+    /// We connected to the scheduler again and it gave us the id `id`.
+    /// Every task and mailbox of the old connection is gone (running bodies
+    /// finish unreported); the partitions are kept and re-registered
+    /// ([`Command::Held`]) when `keep_partitions` (a new start of the
+    /// scheduler), else dropped (the same start removed us: join fresh).
+    Rejoin { id: u64, keep_partitions: bool },
 }
 
 /// A task to run now, with its inputs.
@@ -127,6 +133,9 @@ pub enum Command {
     /// The answer to the [`Event::Delivery`] just handled: kept, or refused
     /// with the reason (sent back to the peer).
     Answer(Result<(), String>),
+    /// Re-register these partitions (key, rows, bytes) with the scheduler,
+    /// before anything else on the new connection.
+    Held(Vec<(PartitionKey, u64, u64)>),
 }
 
 /// The worker's state: store, waiting and running tasks.
@@ -205,8 +214,30 @@ impl WorkerState {
                 memory_used: self.store.used() + self.store.in_flight(),
                 running: (self.running.len() + self.waiting.len()) as u32,
             }),
+            Event::Rejoin {
+                id,
+                keep_partitions,
+            } => self.rejoin(id, keep_partitions, &mut out),
         }
         out
+    }
+
+    /// A new connection to the scheduler: forget the old one's work.
+    fn rejoin(&mut self, id: u64, keep_partitions: bool, out: &mut Vec<Command>) {
+        self.id = id;
+        let all: Vec<TaskId> = self
+            .running
+            .iter()
+            .chain(self.waiting_ids.iter())
+            .copied()
+            .collect();
+        self.cancel(all, out);
+        self.store.clear_mailboxes();
+        if keep_partitions {
+            out.push(Command::Held(self.store.held()));
+        } else {
+            self.store.clear_partitions();
+        }
     }
 
     /// A task arrived: resolve its inputs and queue it, or fail it.

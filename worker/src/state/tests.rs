@@ -555,3 +555,58 @@ fn every_task_not_cancelled_is_reported_once() {
     let used = state.store().used();
     assert_eq!(heartbeat(&mut state), (used, 0));
 }
+
+#[test]
+fn a_rejoin_to_a_new_scheduler_keeps_partitions_and_forgets_the_old_work() {
+    let mut state = worker(1, 0);
+    hold(&mut state, 1, key(5, 0), vec![batch(1000)]);
+    hold(&mut state, 2, key(5, 1), vec![batch(10)]);
+    state.handle(Event::Delivery {
+        mailbox: mailbox(9, 0),
+        batches: vec![batch(1000)],
+    });
+    // One task runs, one waits.
+    let cmds = state.handle(Event::Run(vec![list(3), list(4)]));
+    assert_eq!(executed(&cmds), vec![3]);
+
+    let cmds = state.handle(Event::Rejoin {
+        id: 42,
+        keep_partitions: true,
+    });
+    // The waiting task never starts; the partitions are re-registered.
+    assert!(cmds
+        .iter()
+        .any(|c| matches!(c, Command::Cancelled { id: 4 })));
+    let held: Vec<_> = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Held(held) => Some(held.clone()),
+            _ => None,
+        })
+        .expect("a Held command");
+    assert_eq!(
+        held.iter().map(|h| (h.0, h.1)).collect::<Vec<_>>(),
+        vec![(key(5, 0), 1000), (key(5, 1), 10)]
+    );
+    // The mailbox went with the old jobs: only the partitions count.
+    let partitions_bytes: u64 = held.iter().map(|h| h.2).sum();
+    assert_eq!(heartbeat(&mut state).0, partitions_bytes);
+    // The running body ends unreported, and a new task with a new id runs.
+    let cmds = state.handle(finished(3));
+    assert!(reports(&cmds).is_empty(), "{cmds:?}");
+    let cmds = state.handle(Event::Run(vec![reduce(5 << 32, vec![key(5, 0)])]));
+    assert_eq!(executed(&cmds), vec![5 << 32]);
+}
+
+#[test]
+fn a_rejoin_to_the_scheduler_that_removed_us_drops_everything() {
+    let mut state = worker(2, 0);
+    hold(&mut state, 1, key(5, 0), vec![batch(1000)]);
+    let cmds = state.handle(Event::Rejoin {
+        id: 43,
+        keep_partitions: false,
+    });
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Held(_))));
+    assert!(state.store().is_empty());
+    assert_eq!(heartbeat(&mut state), (0, 0));
+}

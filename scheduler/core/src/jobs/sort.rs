@@ -376,6 +376,7 @@ impl Sort {
                 holder: Some(*worker),
                 loading: None,
                 lost: None,
+                awaiting_holder: false,
             })
             .collect();
         let sorted = Frame {

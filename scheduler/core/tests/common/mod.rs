@@ -307,7 +307,7 @@ impl Sim {
                 Command::DisconnectWorker { worker, .. } => {
                     self.running.remove(worker);
                 }
-                Command::Reply { .. } => {}
+                Command::Reply { .. } | Command::SaveCatalog(_) => {}
             }
         }
         cmds
