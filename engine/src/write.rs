@@ -17,10 +17,12 @@
 //!    hidden per-attempt name, then renamed to `part-<task_tag>.snappy.parquet`, so a rerun of
 //!    a task replaces the staged file atomically. Readers skip `_`-prefixed names
 //!    ([`crate::scan::list_files`]), so nothing staged is visible.
-//! 3. Once every task succeeded, [`commit`] checks the staged files, removes the old dataset
-//!    when overwriting (its `_SUCCESS` first; `_temporary` is kept), renames every staged file
-//!    to its final path, removes `_temporary/<job_id>` (and `_temporary` when empty), and
-//!    writes the `_SUCCESS` marker last.
+//! 3. Once every task succeeded, [`commit`] checks the staged files, renames every staged
+//!    file to its final path, removes `_temporary/<job_id>` (and `_temporary` when empty),
+//!    and writes the `_SUCCESS` marker last. Overwriting an existing dataset is atomic
+//!    instead: the new dataset is built whole in a sibling directory and swapped with the
+//!    old one in one `renameat2(RENAME_EXCHANGE)`, then the old one is removed, so a crash
+//!    at any moment leaves the old dataset or the new one whole at the destination.
 //! 4. A failed job calls [`abort`], which removes `_temporary/<job_id>` and the destination
 //!    itself when this job created it and it is empty again: no half dataset is left behind.
 //!
@@ -1038,6 +1040,9 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
             return Err(refuse_overwrite(dest, &why));
         }
     }
+    if opts.overwrite && !existing.is_empty() {
+        return commit_by_swap(opts, staged, &job_dir);
+    }
     if opts.overwrite {
         // `_SUCCESS` first: the old dataset stops looking complete before it goes.
         let mut ordered = existing;
@@ -1090,6 +1095,159 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
     let marker = opts.dest.join(SUCCESS_MARKER);
     File::create(&marker).map_err(|e| EngineError::io(marker.display().to_string(), e))?;
 
+    let rows = staged
+        .iter()
+        .map(|s| s.rows)
+        .fold(0u64, u64::saturating_add);
+    Ok((rows, staged.len()))
+}
+
+/// Where an overwrite builds the new dataset, next to the old one (same
+/// file system, so every move is a rename): `.<name>.stratus-new-<job>`.
+pub fn swap_sibling(dest: &Path, job_id: &str) -> Option<PathBuf> {
+    let name = dest.file_name()?.to_string_lossy().into_owned();
+    Some(dest.with_file_name(format!(".{name}.stratus-new-{job_id}")))
+}
+
+/// Crash-test hooks: `STRATUS_FAILPOINTS=name,...` makes the process abort
+/// at those points (read once; tests use it to crash a commit midway).
+fn failpoint(name: &str) {
+    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var("STRATUS_FAILPOINTS")
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+            .unwrap_or_default()
+    });
+    if points.iter().any(|p| p == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Swap the directories `a` and `b` in one step (Linux `renameat2` with
+/// `RENAME_EXCHANGE`). Err(None) when the file system can not.
+fn exchange(a: &Path, b: &Path) -> std::result::Result<(), Option<std::io::Error>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(a), Ok(b)) = (
+        CString::new(a.as_os_str().as_bytes()),
+        CString::new(b.as_os_str().as_bytes()),
+    ) else {
+        return Err(None);
+    };
+    // SAFETY: two NUL-terminated paths, relative to the working directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Err(None),
+        _ => Err(Some(e)),
+    }
+}
+
+/// An overwrite of an existing dataset, atomic: the new dataset is built
+/// whole (`_SUCCESS` included) in [`swap_sibling`], then swapped with the
+/// old directory in one `renameat2(RENAME_EXCHANGE)`, then the old one is
+/// removed. A crash at any moment leaves `dest` holding the old dataset or
+/// the new one, whole; what it leaves next to it (a hidden sibling) is
+/// removed by the next overwrite of `dest`. On a file system without the
+/// exchange, the swap is two renames with a moment in between where `dest`
+/// is absent (never half-written).
+fn commit_by_swap(
+    opts: &WriteOptions,
+    staged: &[StagedFile],
+    job_dir: &Path,
+) -> Result<(u64, usize)> {
+    let dest = dest_str(opts)?;
+    let new_dir = swap_sibling(&opts.dest, &opts.job_id).ok_or_else(|| {
+        EngineError::Argument(format!("destination '{dest}' has no directory name"))
+    })?;
+    let shown_new = new_dir.display().to_string();
+    // What an earlier crashed overwrite of this destination left.
+    if let (Some(parent), Some(name)) = (opts.dest.parent(), opts.dest.file_name()) {
+        let prefix = format!(".{}.stratus-", name.to_string_lossy());
+        if let Ok(entries) = fs::read_dir(parent) {
+            for entry in entries.flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix) && entry.path() != new_dir {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    fs::create_dir_all(&new_dir).map_err(|e| EngineError::io(&shown_new, e))?;
+    let undo = |moved: &[(PathBuf, &StagedFile)]| {
+        for (at, s) in moved.iter().rev() {
+            let _ = fs::rename(at, &s.temp_path);
+        }
+        let _ = fs::remove_dir_all(&new_dir);
+    };
+    let mut moved: Vec<(PathBuf, &StagedFile)> = Vec::with_capacity(staged.len());
+    for s in staged {
+        let rel = Path::new(&s.temp_path)
+            .strip_prefix(job_dir)
+            .expect("checked above")
+            .to_path_buf();
+        let at = new_dir.join(&rel);
+        let r = match at.parent() {
+            Some(parent) => fs::create_dir_all(parent),
+            None => Ok(()),
+        }
+        .and_then(|()| fs::rename(&s.temp_path, &at));
+        if let Err(e) = r {
+            undo(&moved);
+            return Err(EngineError::io(at.display().to_string(), e));
+        }
+        moved.push((at, s));
+    }
+    let marker = new_dir.join(SUCCESS_MARKER);
+    if let Err(e) = File::create(&marker).and_then(|f| f.sync_all()) {
+        undo(&moved);
+        return Err(EngineError::io(marker.display().to_string(), e));
+    }
+    // Our staging is empty now; other jobs' staging goes with the new dataset.
+    let tmp_root = opts.dest.join(TEMPORARY_DIR);
+    let _ = fs::remove_dir_all(job_dir);
+    remove_if_empty(&tmp_root);
+    if tmp_root.exists() {
+        let _ = fs::rename(&tmp_root, new_dir.join(TEMPORARY_DIR));
+    }
+    failpoint("write.commit.before_swap");
+    match exchange(&new_dir, &opts.dest) {
+        Ok(()) => {}
+        Err(Some(e)) => {
+            undo(&moved);
+            return Err(EngineError::io(dest, e));
+        }
+        Err(None) => {
+            // No exchange here: move the old one aside, the new one in.
+            let old_dir = opts.dest.with_file_name(format!(
+                ".{}.stratus-old-{}",
+                opts.dest.file_name().unwrap_or_default().to_string_lossy(),
+                opts.job_id
+            ));
+            fs::rename(&opts.dest, &old_dir).map_err(|e| EngineError::io(dest, e))?;
+            if let Err(e) = fs::rename(&new_dir, &opts.dest) {
+                let _ = fs::rename(&old_dir, &opts.dest);
+                undo(&moved);
+                return Err(EngineError::io(dest, e));
+            }
+            let _ = fs::rename(&old_dir, &new_dir);
+        }
+    }
+    failpoint("write.commit.after_swap");
+    // The old dataset now sits where the new one was built.
+    let _ = fs::remove_dir_all(&new_dir);
     let rows = staged
         .iter()
         .map(|s| s.rows)

@@ -651,3 +651,76 @@ fn duckdb_reads_the_committed_dataset() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a/b=c");
 }
+
+/// In a child process (the test binary run again, see
+/// `an_overwrite_crashed_at_any_point_leaves_the_old_or_the_new_dataset_whole`):
+/// stage and commit the overwrite described by the environment, aborting at
+/// the failpoint `STRATUS_FAILPOINTS` names.
+#[test]
+fn crash_child_commit() {
+    let Ok(dest) = std::env::var("STRATUS_TEST_CRASH_DEST") else {
+        return; // run by the parent test only
+    };
+    let o = opts(Path::new(&dest), &["year", "month"], "crashing", true);
+    let rows: Vec<Row> = (0..50)
+        .map(|i| (2020, 7, "NEW".to_string(), Some(i as f64), i))
+        .collect();
+    let staged = write_partition(&[batch(&rows)], &o, "00000").unwrap();
+    commit(&o, &staged).unwrap();
+}
+
+#[test]
+fn an_overwrite_crashed_at_any_point_leaves_the_old_or_the_new_dataset_whole() {
+    for (point, new_wins) in [
+        ("write.commit.before_swap", false),
+        ("write.commit.after_swap", true),
+    ] {
+        let tmp = TempDir::new("crash");
+        let dest = tmp.join("ds");
+        let first = opts(&dest, &["year", "month"], "old", false);
+        let (_, staged) = write_tasks(&first, 2, 100);
+        commit(&first, &staged).unwrap();
+        let old_rows = sorted(rows_of(&read_back(&dest)));
+        assert_eq!(old_rows.len(), 200);
+
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child_commit",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("STRATUS_TEST_CRASH_DEST", &dest)
+            .env("STRATUS_FAILPOINTS", point)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&status.stderr);
+        assert!(
+            !status.status.success() && stderr.contains(&format!("failpoint {point}")),
+            "the child did not crash at {point}: {stderr}"
+        );
+        // The destination holds one whole dataset: the old or the new.
+        assert!(dest.join("_SUCCESS").is_file(), "{point}: no _SUCCESS");
+        let now = sorted(rows_of(&read_back(&dest)));
+        if new_wins {
+            assert_eq!(now.len(), 50, "{point}");
+            assert!(now.iter().all(|r| r.2 == "NEW"), "{point}");
+        } else {
+            assert_eq!(now, old_rows, "{point}");
+        }
+        // The next overwrite succeeds and removes what the crash left next to it.
+        let again = opts(&dest, &["year", "month"], "again", true);
+        check_destination(&again).unwrap();
+        let staged = write_partition(&[batch(&task_rows(3, 30))], &again, "00000").unwrap();
+        commit(&again, &staged).unwrap();
+        assert_eq!(rows_of(&read_back(&dest)).len(), 30);
+        let siblings: Vec<String> = fs::read_dir(&tmp.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(siblings, vec!["ds".to_string()], "{point}");
+        assert!(!dest.join("_temporary").exists(), "{point}");
+    }
+}

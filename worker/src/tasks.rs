@@ -282,6 +282,19 @@ fn check_dest(roots: &DataRoots, spec: &WriteSpec) -> Result<(), String> {
     roots.check(&staging)?;
     let job_dir = staging.join(&spec.job_id);
     roots.check(&job_dir)?;
+    if spec.overwrite {
+        // An overwrite builds the new dataset next to the old one, then
+        // swaps them: that sibling must be inside the roots too.
+        if let Some(sibling) = stratus_engine::write::swap_sibling(dest, &spec.job_id) {
+            roots.check(&sibling).map_err(|e| {
+                format!(
+                    "{e} (--overwrite builds the new dataset beside '{}' and swaps it in: \
+                     write to a directory below a data root, not a root itself)",
+                    spec.dest
+                )
+            })?;
+        }
+    }
     no_links_below(&job_dir, 0)
 }
 
