@@ -29,7 +29,7 @@ use crate::client::Client;
 pub struct LocalOptions {
     pub workers: u32,
     pub threads_per_worker: u32,
-    /// Per-worker memory limit; `None` = available memory / workers.
+    /// Per-worker memory limit; `None` = [`stratus_protocol::units::auto_memory_limit`].
     pub memory_limit: Option<u64>,
     /// QUIC port of the scheduler (0 = any free port).
     pub port: u16,
@@ -325,11 +325,8 @@ impl LocalCluster {
 
         let memory_limit = match options.memory_limit {
             Some(limit) => limit,
-            None => {
-                stratus_protocol::units::available_memory()
-                    .ok_or_else(|| anyhow!("cannot read available memory; pass --memory-limit"))?
-                    / options.workers.max(1) as u64
-            }
+            None => stratus_protocol::units::auto_memory_limit(options.workers)
+                .ok_or_else(|| anyhow!("cannot read the machine's memory; pass --memory-limit"))?,
         };
         cluster.spec.memory_limit = memory_limit;
         for index in 0..options.workers {

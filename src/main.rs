@@ -197,7 +197,8 @@ enum Cmd {
         workers: u32,
         #[arg(long, default_value_t = 1)]
         threads_per_worker: u32,
-        /// Per worker (default: available memory / workers).
+        /// Per worker (default: 60% of the machine's memory, or of its cgroup's
+        /// limit, divided among the workers).
         #[arg(long)]
         memory_limit: Option<String>,
         #[arg(long, default_value_t = 0)]

@@ -88,15 +88,111 @@ pub fn format_duration(duration: std::time::Duration) -> String {
 
 /// Memory the kernel says is available (`MemAvailable` in /proc/meminfo).
 pub fn available_memory() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The share of the machine's memory `--memory-limit auto` gives the workers
+/// of one host together. The limit counts the Arrow buffers of persisted
+/// partitions and deliveries; the rest is for what tasks allocate while they
+/// run (a partition's sort or group-by works in memory of about its size),
+/// allocator slack, the scheduler and the OS (as Dask's default
+/// `memory_limit="auto"` divides the machine's memory among its workers).
+pub const AUTO_MEMORY_FRACTION: f64 = 0.6;
+
+/// The memory this process may use: the machine's total (`MemTotal`), or
+/// the cgroup's limit (`memory.max`, cgroup v2; `memory.limit_in_bytes`,
+/// v1: a container's or a systemd unit's `MemoryMax`) when lower.
+pub fn memory_budget() -> Option<u64> {
+    let total = meminfo("MemTotal:")?;
+    let cgroup = cgroup_memory_limit(
+        std::fs::read_to_string("/proc/self/cgroup").ok().as_deref(),
+        |path| std::fs::read_to_string(path).ok(),
+    );
+    Some(cgroup.map_or(total, |limit| limit.min(total)))
+}
+
+/// `memory_limit = "auto"` for one of `workers` workers on this host.
+pub fn auto_memory_limit(workers: u32) -> Option<u64> {
+    let budget = memory_budget()? as f64 * AUTO_MEMORY_FRACTION;
+    Some((budget / workers.max(1) as f64) as u64)
+}
+
+/// The memory limit of this process's cgroup, if it has one: read from the
+/// cgroup file system via `read` (a path to its text).
+fn cgroup_memory_limit(
+    self_cgroup: Option<&str>,
+    read: impl Fn(&str) -> Option<String>,
+) -> Option<u64> {
+    let number = |text: Option<String>| -> Option<u64> {
+        let text = text?;
+        let text = text.trim();
+        (text != "max").then(|| text.parse().ok()).flatten()
+    };
+    let lines = self_cgroup?;
+    // cgroup v2: one line `0::/path`.
+    if let Some(path) = lines.lines().find_map(|l| l.strip_prefix("0::")) {
+        let path = path.trim_end_matches('/');
+        if let Some(limit) = number(read(&format!("/sys/fs/cgroup{path}/memory.max"))) {
+            return Some(limit);
+        }
+    }
+    // cgroup v1: the memory controller's line.
+    let path = lines.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    let path = path.trim_end_matches('/');
+    // v1 reports "no limit" as a huge number.
+    number(read(&format!(
+        "/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"
+    )))
+    .filter(|&limit| limit < 1 << 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_limits_are_read_for_v2_and_v1() {
+        let files = |path: &str| -> Option<String> {
+            match path {
+                "/sys/fs/cgroup/system.slice/stratus-worker.service/memory.max" => {
+                    Some("8589934592\n".into())
+                }
+                "/sys/fs/cgroup/user.slice/memory.max" => Some("max\n".into()),
+                "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => {
+                    Some("4294967296\n".into())
+                }
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes" => {
+                    Some("9223372036854771712\n".into())
+                }
+                _ => None,
+            }
+        };
+        let v2 = Some("0::/system.slice/stratus-worker.service\n");
+        assert_eq!(cgroup_memory_limit(v2, files), Some(8 << 30));
+        assert_eq!(cgroup_memory_limit(Some("0::/user.slice\n"), files), None);
+        let v1 = Some("12:pids:/docker/abc\n4:cpu,memory:/docker/abc\n");
+        assert_eq!(cgroup_memory_limit(v1, files), Some(4 << 30));
+        assert_eq!(cgroup_memory_limit(Some("4:memory:/\n"), files), None);
+        assert_eq!(cgroup_memory_limit(None, files), None);
+        // A real machine has a budget, and auto divides it.
+        let budget = memory_budget().expect("/proc/meminfo");
+        let two = auto_memory_limit(2).unwrap();
+        assert!(two > 0 && two as f64 <= budget as f64 * AUTO_MEMORY_FRACTION / 2.0 + 1.0);
+    }
 
     #[test]
     fn sizes() {

@@ -88,8 +88,8 @@ def _stop(process: subprocess.Popen, log: Any, tempdir: Optional[str]) -> None:
 class LocalCluster:
     """A scheduler and `n_workers` workers with `threads_per_worker` threads
     each, as child processes on loopback. `memory_limit` is per worker (bytes
-    or a size such as `"4GiB"`; default: available memory divided among the
-    workers). `data_dir` is where the scheduler keeps runs (default
+    or a size such as `"4GiB"`; default: 60% of the machine's memory, or of
+    its cgroup's limit, divided among the workers). `data_dir` is where the scheduler keeps runs (default
     `stratus-data`, as `stratus local`); `data_roots` the folders workers
     may read and write (default: the current and temporary directories, or
     `STRATUS_DATA_ROOTS`)."""

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use stratus_protocol::pki::{PeerCertificate, Role, FILE_WORKER_NAME};
 use stratus_protocol::scheduler_file::{Holder, Locator, Target};
 use stratus_protocol::tls::DenyList;
-use stratus_protocol::units::{available_memory, parse_bytes};
+use stratus_protocol::units::{auto_memory_limit, parse_bytes};
 use stratus_worker::metrics::{self, WorkerMetrics};
 use stratus_worker::node::{run, WorkerConfig};
 use stratus_worker::peer::{TlsConfig, TlsConfigHandle};
@@ -44,7 +44,8 @@ struct Cli {
     /// Compute threads (default: all cores).
     #[arg(long)]
     nthreads: Option<u32>,
-    /// Memory for persisted data: `8GiB`, `auto` (available memory), `0` (no limit).
+    /// Memory for persisted data: `8GiB`, `auto` (60% of the machine's
+    /// memory or its cgroup's limit, whichever is lower), `0` (no limit).
     #[arg(long)]
     memory_limit: Option<String>,
     /// Worker name (default: its certificate's name; host-pid with the
@@ -245,8 +246,10 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .nthreads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     let memory_limit = match s.memory_limit.as_str() {
-        "auto" => available_memory()
-            .ok_or_else(|| anyhow!("cannot read available memory; pass --memory-limit"))?,
+        // The worker's share as if it were alone on its host (`stratus
+        // local` divides among its workers itself).
+        "auto" => auto_memory_limit(1)
+            .ok_or_else(|| anyhow!("cannot read the machine's memory; pass --memory-limit"))?,
         text => parse_bytes(text).map_err(|e| anyhow!("--memory-limit: {e}"))?,
     };
     let name = s.name.clone().unwrap_or_else(|| {
