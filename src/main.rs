@@ -46,7 +46,8 @@ struct Cli {
     /// The private key of --tls-cert.
     #[arg(long, global = true, env = "STRATUS_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Seconds to wait for a first worker before giving up (default 30).
+    /// Seconds to wait for a first worker before giving up (default: the
+    /// scheduler's --no-workers-timeout, 3 minutes unless set).
     #[arg(long, global = true)]
     wait_for_workers: Option<f64>,
     /// The client's TOML settings file (default: client.toml in
@@ -426,7 +427,7 @@ fn apply_client_settings(cli: &mut Cli) -> Result<(), String> {
     cli.tls_cert = s.tls_cert;
     cli.tls_key = s.tls_key;
     cli.run = s.run;
-    cli.wait_for_workers = Some(s.wait_for_workers);
+    cli.wait_for_workers = s.wait_for_workers;
     Ok(())
 }
 
@@ -542,11 +543,13 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 /// Connect as [`connect_now`], then wait for a first worker.
 async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let client = connect_now(cli).await?;
+    // By default, as long as the scheduler would let a request wait.
+    let wait = match cli.wait_for_workers {
+        Some(seconds) => seconds,
+        None => client.info().await?.no_workers_timeout_seconds,
+    };
     client
-        .wait_for_workers(
-            1,
-            Duration::from_secs_f64(cli.wait_for_workers.unwrap_or(30.0).max(0.0)),
-        )
+        .wait_for_workers(1, Duration::from_secs_f64(wait.max(0.0)))
         .await?;
     Ok(client)
 }

@@ -25,8 +25,11 @@ pub struct ClientSettings {
     pub tls_key: Option<PathBuf>,
     /// The run work is logged to (none: nothing is logged).
     pub run: Option<String>,
-    /// Seconds to wait for a first worker (the command line's).
-    pub wait_for_workers: f64,
+    /// Seconds to wait for a first worker (the command line's); unset: as
+    /// long as the scheduler lets a request wait (its
+    /// `--no-workers-timeout`).
+    #[serde(default)]
+    pub wait_for_workers: Option<f64>,
     /// Dask's `storage_options`, sent with every request (secrets: shown
     /// masked).
     #[serde(default)]
@@ -84,7 +87,6 @@ impl ClientSettings {
         };
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let mut layers = Layers::new("client")
-            .default("wait_for_workers", 30.0)
             .secret("storage_options")
             .file(file.as_deref());
         for (key, name, var, given) in [

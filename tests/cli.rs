@@ -191,6 +191,8 @@ fn clients_wait_for_workers_then_give_up_clearly() {
             "0",
             "--dashboard-address",
             "127.0.0.1:0",
+            "--no-workers-timeout",
+            "2s",
         ])
         .arg("--scheduler-file")
         .arg(&file)
@@ -204,6 +206,11 @@ fn clients_wait_for_workers_then_give_up_clearly() {
     });
     let err = fails(&file, &["--wait-for-workers", "1", "len", &fixture()]);
     assert!(err.contains("no worker registered"), "{err}");
+    assert!(err.contains("within 1s"), "{err}");
+    // Without --wait-for-workers, as long as the scheduler lets a request
+    // wait (its --no-workers-timeout).
+    let err = fails(&file, &["len", &fixture()]);
+    assert!(err.contains("within 2s"), "{err}");
     let info = ok(&file, &["info"]);
     assert!(info.contains("workers=0"), "{info}");
 

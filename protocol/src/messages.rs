@@ -606,6 +606,9 @@ pub struct ClusterInfo {
     pub threads: u32,
     pub memory_limit: u64,
     pub memory_used: u64,
+    /// How long a request waits when there is no worker (the scheduler's
+    /// `--no-workers-timeout`): the client's default wait at start.
+    pub no_workers_timeout_seconds: f64,
 }
 
 /// A persisted frame as `stratus list` shows it.

@@ -182,6 +182,7 @@ impl SchedulerState {
             threads: workers().map(|w| w.info.nthreads).sum(),
             memory_limit: workers().map(|w| w.info.memory_limit).sum(),
             memory_used: workers().map(|w| w.memory_used).sum(),
+            no_workers_timeout_seconds: self.config.no_workers_timeout.as_secs_f64(),
         }
     }
 
