@@ -53,7 +53,7 @@ pub struct FrameRecord {
 /// One partition of a frame.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PartitionRecord {
-    /// None: it cannot be rebuilt (a range of a frame sorted twice).
+    /// None: it cannot be rebuilt.
     pub origin: Option<OriginRecord>,
     pub rows: u64,
     pub bytes: u64,

@@ -42,8 +42,8 @@ pub enum Origin {
 /// One persisted partition and where it came from.
 #[derive(Debug, Clone)]
 pub struct PersistedPartition {
-    /// What it is rebuilt from if its worker is lost; None when it cannot
-    /// be (a frame sorted twice by shuffles).
+    /// What it is rebuilt from if its worker is lost (None: it cannot be,
+    /// which no job makes today; kept for frames that say so).
     pub origin: Option<Origin>,
     pub rows: u64,
     pub bytes: u64,

@@ -59,8 +59,12 @@ fn is_sample(kind: &TaskKind) -> bool {
 }
 
 fn sort(into: Option<&str>) -> ClientRequest {
+    sort_of("t", into)
+}
+
+fn sort_of(source: &str, into: Option<&str>) -> ClientRequest {
     ClientRequest::Sort {
-        source: "t".into(),
+        source: source.into(),
         by: "temperature".into(),
         into: into.map(str::to_string),
     }
@@ -163,7 +167,17 @@ fn a_frame_ranged_by_the_key_is_sorted_in_place_in_range_order_moving_no_data() 
 /// Sort `t` by a shuffle into `into`; returns the sorted frame's id on the
 /// wire and the owner of each range.
 fn shuffle_sort(sim: &mut Sim, request: u64, into: &str) -> (u64, BTreeMap<u32, WorkerId>) {
-    sim.request(request, sort(Some(into)));
+    shuffle_sort_of(sim, request, "t", into)
+}
+
+/// [`shuffle_sort`] of the frame `source`.
+fn shuffle_sort_of(
+    sim: &mut Sim,
+    request: u64,
+    source: &str,
+    into: &str,
+) -> (u64, BTreeMap<u32, WorkerId>) {
+    sim.request(request, sort_of(source, Some(into)));
     // Every partition spans the same values: not ranged.
     let cmds = sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0)));
     let sends = sim.running_where(|k| matches!(k, TaskKind::ShuffleSend { .. }));
@@ -306,6 +320,73 @@ fn lost_ranges_of_a_shuffled_frame_are_rebuilt_from_the_parents_parquet_inputs()
         .unwrap();
     assert_eq!(sorted.partitions_held, 4);
     assert!(sim.state.counters().partitions_rebuilt >= lost.len() as u64);
+    sim.assert_idle();
+}
+
+#[test]
+fn a_frame_sorted_twice_by_shuffles_is_rebuilt_back_to_parquet() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    let (first, _) = shuffle_sort(&mut sim, 2, "once");
+    let (twice, owners) = shuffle_sort_of(&mut sim, 3, "once", "twice");
+    let lost: Vec<u32> = owners
+        .iter()
+        .filter(|(_, w)| **w == WorkerId(2))
+        .map(|(r, _)| *r)
+        .collect();
+    assert!(!lost.is_empty());
+    sim.leave(2);
+    sim.finish_parquet_loads();
+    // Both sorted frames lost ranges: each is rebuilt from the Parquet
+    // inputs of "t" (not from the other sorted frame), in one task each.
+    let rebuilds = sim.running_where(|k| matches!(k, TaskKind::RebuildRanges { .. }));
+    assert_eq!(rebuilds.len(), 1, "one thread: one at a time: {rebuilds:?}");
+    let mut rebuilt = BTreeSet::new();
+    for _ in 0..2 {
+        let rebuilds = sim.running_where(|k| matches!(k, TaskKind::RebuildRanges { .. }));
+        let [(
+            worker,
+            id,
+            TaskKind::RebuildRanges {
+                frame,
+                parts,
+                sources,
+                ..
+            },
+        )] = &rebuilds[..]
+        else {
+            panic!("one rebuild at a time: {rebuilds:?}")
+        };
+        assert_eq!(sources.len(), 4, "the Parquet inputs of 't', once each");
+        for source in sources {
+            assert!(source.partition.path.ends_with(".parquet"), "{source:?}");
+        }
+        rebuilt.insert(*frame);
+        if *frame == twice {
+            assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), lost);
+        }
+        let output = TaskOutput::LoadedMany(
+            parts
+                .iter()
+                .map(|(_, index)| {
+                    (
+                        PartitionKey {
+                            frame: *frame,
+                            index: *index,
+                        },
+                        10,
+                        1000,
+                    )
+                })
+                .collect(),
+        );
+        let (worker, id) = (*worker, *id);
+        sim.finish(worker, id, output);
+    }
+    assert_eq!(rebuilt, BTreeSet::from([first, twice]));
+    for frame in sim.list(4) {
+        assert_eq!(frame.partitions_held, frame.partitions, "{}", frame.name);
+    }
     sim.assert_idle();
 }
 

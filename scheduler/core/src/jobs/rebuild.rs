@@ -75,8 +75,8 @@ impl Job for RebuildJob {
                 }
                 None => {
                     p.lost = Some(format!(
-                        "partition {} of '{name}' (a range of a frame sorted twice by shuffles) \
-                         was lost with its worker; sort the frame again",
+                        "partition {} of '{name}' has no lineage to rebuild it from and \
+                         was lost with its worker; persist or sort the frame again",
                         key.index
                     ));
                     cx.frame_changed(FrameId(key.frame));

@@ -342,20 +342,37 @@ impl Sort {
     ) -> Flow {
         ranges.sort_unstable();
         let parent = cx.frames.get(frame).expect("checked by the caller");
-        // The lineage of every range: the parent's Parquet inputs (none if
-        // the parent is itself a shuffled frame).
-        let sources: Option<Vec<RangeSource>> = parent
-            .partitions
-            .iter()
-            .map(|p| match &p.origin {
-                Some(Origin::Parquet(partition)) => Some(RangeSource {
+        // The lineage of every range: the Parquet inputs the parent's rows
+        // come from, each with every step since. A parent that is itself a
+        // shuffled frame (or derived from one) takes its own lineage's
+        // inputs with its steps appended: its rows are those inputs' rows
+        // through the same row-wise steps (their order does not matter, as
+        // this sort orders them again), so a frame sorted any number of
+        // times is rebuilt back to Parquet.
+        let mut sources: Option<Vec<RangeSource>> = Some(Vec::new());
+        let mut seen: Vec<(*const SortLineage, &[Step])> = Vec::new();
+        for p in &parent.partitions {
+            match (&p.origin, sources.as_mut()) {
+                (Some(Origin::Parquet(partition)), Some(sources)) => sources.push(RangeSource {
                     partition: partition.clone(),
                     columns: parent.columns.clone(),
                     steps: parent.steps.clone(),
                 }),
-                _ => None,
-            })
-            .collect();
+                (Some(Origin::Range { lineage, steps, .. }), Some(sources)) => {
+                    let id = (Arc::as_ptr(lineage), steps.as_slice());
+                    if seen.contains(&id) {
+                        continue; // every range of a shuffle shares its inputs
+                    }
+                    seen.push(id);
+                    sources.extend(lineage.sources.iter().map(|source| RangeSource {
+                        partition: source.partition.clone(),
+                        columns: source.columns.clone(),
+                        steps: source.steps.iter().chain(steps).cloned().collect(),
+                    }));
+                }
+                _ => sources = None,
+            }
+        }
         let lineage = sources.map(|sources| {
             Arc::new(SortLineage {
                 sources,
