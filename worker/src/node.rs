@@ -180,6 +180,8 @@ pub struct WorkerConfig {
     pub storage: stratus_storage::StoragePolicy,
     /// Its counters (also read by the metrics).
     pub storage_stats: Arc<stratus_storage::StorageStats>,
+    /// How SIGTERM reaches the scheduler as a retire request.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// The source address the kernel picks for packets to `remote`: `connect`
@@ -249,6 +251,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         .connections()
         .track(PeerKind::Scheduler, "scheduler", &conn);
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
+    config.drain.connected(outbox.clone());
     let state = WorkerState::new(state::Config {
         name: config.name.clone(),
         id: my_id,
@@ -386,12 +389,18 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                         .collect(),
                 )));
             }
+            Ok(ArchivedToWorker::Exit { reason }) => {
+                info!("the scheduler retired this worker ({reason}); exiting");
+                conn.close(0u32.into(), b"retired");
+                break Ok(());
+            }
             Err(e) => {
                 conn.close(2u32.into(), b"invalid frame");
                 break Err(e);
             }
         }
     };
+    config.drain.disconnected();
     writer.abort();
     config.metrics.set_registered(false);
     result
