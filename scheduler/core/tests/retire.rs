@@ -258,7 +258,12 @@ fn a_receiver_lost_mid_retire_is_replaced_by_another() {
         })
         .collect();
     assert!(!resend.is_empty(), "sent to the other worker: {cmds:#?}");
-    let seen = run_moves(&mut sim, |_| 100);
+    // The lost receiver's own partition is rebuilt there too (not on w1).
+    let mut seen = run_moves(&mut sim, |_| 100);
+    let rebuilt = sim.finish_parquet_loads();
+    assert!(load_runs(&rebuilt).iter().all(|l| l.0 != WorkerId(1)));
+    seen.extend(rebuilt);
+    seen.extend(run_moves(&mut sim, |_| 100));
     assert_eq!(exits(&seen), vec![WorkerId(1)]);
     assert!(mine.is_subset(&sim.partitions_of(other)));
 }
