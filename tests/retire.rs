@@ -67,18 +67,15 @@ fn local_log(local: &Local) -> String {
 }
 
 fn exited_normally(local: &Local, name: &str) {
+    let line = format!("worker {name} (pid");
     eventually(
         Duration::from_secs(60),
         &format!("{name} to exit with status 0"),
         || {
             local_log(local)
-                .contains(&format!("worker {name} (pid"))
+                .lines()
+                .any(|l| l.contains(&line) && l.contains("exited normally"))
                 .then_some(())
-                .filter(|_| {
-                    local_log(local).lines().any(|l| {
-                        l.contains(&format!("worker {name} (pid")) && l.contains("exited normally")
-                    })
-                })
         },
     );
 }
@@ -219,9 +216,5 @@ fn local_adaptive_starts_a_worker_for_persisted_data_and_retires_it_when_idle() 
         "{}",
         local.log_tail()
     );
-    assert!(
-        local_log(&local).contains("exited normally"),
-        "{}",
-        local.log_tail()
-    );
+    exited_normally(&local, "local-1");
 }
