@@ -10,7 +10,7 @@ use arrow_array::RecordBatch;
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned, Frame};
 use stratus_protocol::messages::{
     AggFunc, ArchivedToClient, ClientRequest, ClusterInfo, FrameSummary, PeerRole, RequestFrame,
-    Step, StorageOptions, ToClient,
+    RetiredWorker, Step, StorageOptions, ToClient,
 };
 use stratus_protocol::scheduler_file::Target;
 use stratus_protocol::ProtocolError;
@@ -469,6 +469,23 @@ impl Client {
         Ok(stratus_protocol::ipc::decode_table_payload(
             bytes.as_slice(),
         )?)
+    }
+
+    /// Retire workers by name (`stratus retire`): their persisted
+    /// partitions move to the other workers over the peer links, their
+    /// tasks end, and they exit with status 0. Refused, naming the bytes
+    /// needed and free, when the others have no room, unless `force` (then
+    /// what does not fit is dropped and rebuilt from lineage later). The
+    /// answer says what moved where.
+    pub async fn retire(&self, workers: &[String], force: bool) -> Result<Vec<RetiredWorker>> {
+        let request = ClientRequest::Retire {
+            workers: workers.to_vec(),
+            force,
+        };
+        match self.call_owned(&request, &mut |_, _, _| {}).await? {
+            ToClient::Retired(retired) => Ok(retired),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// Release a persisted frame.

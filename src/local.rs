@@ -12,6 +12,18 @@
 //! a back-off, and starts a new `stratus-worker` with the same settings as a
 //! direct child again. A worker that exits with status 0 was asked to stop
 //! and is not replaced; a slot that dies too often is given up.
+//!
+//! With `--adaptive` ([`Adaptive`]), the nanny also polls the scheduler's
+//! adaptive target (`GET /api/adaptive`) and acts on it as Dask's
+//! `Adaptive` does: it starts workers up to the target at once, and retires
+//! surplus ones (`Client::retire`: their partitions move to the others, then
+//! they exit 0) only after the target said so for [`Adaptive::wait_count`]
+//! polls in a row.
+//!
+//! Stopping the cluster sends SIGINT to the workers (a worker drains only on
+//! SIGTERM, and a cluster that stops has nowhere to move data to) and
+//! SIGTERM to the scheduler; children also get SIGINT/SIGTERM if this
+//! process dies (`PR_SET_PDEATHSIG`).
 
 use std::collections::VecDeque;
 use std::os::unix::process::CommandExt;
@@ -45,6 +57,43 @@ pub struct LocalOptions {
     /// The directories the workers may read and write (`--data-root`);
     /// `None` = [`default_data_roots`].
     pub data_roots: Option<Vec<PathBuf>>,
+    /// Scale on the scheduler's adaptive target (`--adaptive`).
+    pub adaptive: Option<Adaptive>,
+}
+
+/// `stratus local --adaptive`: follow the scheduler's adaptive target.
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    /// Bounds of the target (the scheduler's `--minimum-workers`,
+    /// `--maximum-workers`).
+    pub minimum: u32,
+    pub maximum: u32,
+    /// How often the target is read.
+    pub interval: Duration,
+    /// Scale down only after this many polls in a row asked for fewer
+    /// workers (Dask's `wait_count`).
+    pub wait_count: u32,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            minimum: 1,
+            maximum: 8,
+            interval: Duration::from_secs(1),
+            wait_count: 3,
+        }
+    }
+}
+
+/// Where the adaptive loop stands.
+#[derive(Debug, Default)]
+struct AdaptiveState {
+    next_poll: Option<Instant>,
+    /// Polls in a row whose target was below the workers running.
+    below: u32,
+    /// A retire in flight.
+    retiring: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The data roots of `stratus local`'s workers unless told otherwise:
@@ -79,6 +128,7 @@ impl Default for LocalOptions {
             inherit_logs: false,
             data_dir: None,
             data_roots: None,
+            adaptive: None,
         }
     }
 }
@@ -152,6 +202,8 @@ pub struct LocalCluster {
     workers: Vec<WorkerSlot>,
     spec: WorkerSpec,
     run_dir: PathBuf,
+    adaptive: Option<Adaptive>,
+    adaptive_state: AdaptiveState,
     /// The scheduler file written for the user, if any.
     pub scheduler_file: Option<PathBuf>,
     /// Address and certificate of the scheduler.
@@ -183,7 +235,12 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn child_command(binary: &Path, log: Option<&Path>) -> anyhow::Result<Command> {
+/// A child process; `death_signal` is what it gets if we die.
+fn child_command(
+    binary: &Path,
+    log: Option<&Path>,
+    death_signal: libc::c_int,
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(binary);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     match log {
@@ -197,14 +254,49 @@ fn child_command(binary: &Path, log: Option<&Path>) -> anyhow::Result<Command> {
         }
     }
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
-    // SIGTERM to the child when its parent thread dies.
+    // `death_signal` to the child when its parent thread dies.
     unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, death_signal);
             Ok(())
         });
     }
     Ok(cmd)
+}
+
+/// GET `path` of the dashboard at `base` (`http://IP:PORT/`): the body of
+/// a 200 answer.
+async fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("dashboard '{base}' is not an http:// URL"))?
+        .trim_end_matches('/')
+        .replace("localhost", "127.0.0.1");
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&authority),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to {authority} timed out"))??;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        (&mut stream).take(1 << 20).read_to_end(&mut answer),
+    )
+    .await
+    .map_err(|_| anyhow!("GET {path} timed out"))??;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("GET {path}: no HTTP answer"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("GET {path} answered '{status}'");
+    }
+    Ok(body.to_string())
 }
 
 fn default_dashboard() -> String {
@@ -243,13 +335,17 @@ impl LocalCluster {
             .data_dir
             .clone()
             .unwrap_or_else(|| run_dir.join("data"));
-        let mut cmd = child_command(&scheduler_bin, log("scheduler").as_deref())?;
+        let mut cmd = child_command(&scheduler_bin, log("scheduler").as_deref(), libc::SIGTERM)?;
         cmd.args(["--host", "127.0.0.1", "--port", &options.port.to_string()])
             .args(["--dashboard-address", &dashboard])
             .arg("--scheduler-file")
             .arg(&internal_file)
             .arg("--data-dir")
             .arg(&data_dir);
+        if let Some(adaptive) = &options.adaptive {
+            cmd.args(["--minimum-workers", &adaptive.minimum.to_string()])
+                .args(["--maximum-workers", &adaptive.maximum.to_string()]);
+        }
         // The scheduler makes (or reuses) its own cluster CA in the data
         // directory: the user's certificate variables are not for it.
         for var in ["STRATUS_TLS_CA", "STRATUS_TLS_CERT", "STRATUS_TLS_KEY"] {
@@ -278,6 +374,8 @@ impl LocalCluster {
                     .collect(),
             },
             run_dir: run_dir.clone(),
+            adaptive: options.adaptive.clone(),
+            adaptive_state: AdaptiveState::default(),
             scheduler_file: None,
             target: Target {
                 address: String::new(),
@@ -371,7 +469,8 @@ impl LocalCluster {
     fn spawn_worker(&self, name: &str) -> anyhow::Result<Child> {
         let spec = &self.spec;
         let log = (!spec.inherit_logs).then(|| self.run_dir.join(format!("{name}.log")));
-        let mut cmd = child_command(&spec.binary, log.as_deref())?;
+        // SIGINT: a worker stops at once (SIGTERM would drain it).
+        let mut cmd = child_command(&spec.binary, log.as_deref(), libc::SIGINT)?;
         cmd.arg("--scheduler-file")
             .arg(&spec.scheduler_file)
             .args(["--nthreads", &spec.threads.to_string()])
@@ -485,8 +584,151 @@ impl LocalCluster {
                     }
                 }
             }
+            if self.adaptive.is_some() {
+                self.adapt().await;
+            }
             tokio::time::sleep(policy.poll).await;
         }
+    }
+
+    /// One step of `--adaptive`: read the target when a poll is due, start
+    /// workers up to it at once, retire surplus ones after `wait_count`
+    /// polls in a row asked for fewer (one retire at a time, in the
+    /// background: the nanny keeps reaping meanwhile).
+    async fn adapt(&mut self) {
+        let Some(adaptive) = self.adaptive.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.adaptive_state.next_poll.is_some_and(|t| t > now) {
+            return;
+        }
+        self.adaptive_state.next_poll = Some(now + adaptive.interval);
+        if let Some(task) = &self.adaptive_state.retiring {
+            if !task.is_finished() {
+                return;
+            }
+            self.adaptive_state.retiring = None;
+        }
+        let target = match self.adaptive_target().await {
+            Ok(target) => target,
+            Err(e) => {
+                eprintln!("stratus local: adaptive: cannot read the target: {e:#}");
+                return;
+            }
+        };
+        let active: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].child.is_some() || self.workers[i].restart_at.is_some())
+            .collect();
+        let running = active.len() as u32;
+        if target > running {
+            self.adaptive_state.below = 0;
+            eprintln!(
+                "stratus local: adaptive: target {target} workers, {running} running: starting {}",
+                target - running
+            );
+            for _ in running..target {
+                let index = self.workers.len() as u32;
+                let name = format!("local-{index}");
+                match self.spawn_worker(&name) {
+                    Ok(child) => self.workers.push(WorkerSlot {
+                        index,
+                        name,
+                        child: Some(child),
+                        restarts: 0,
+                        deaths: VecDeque::new(),
+                        restart_at: None,
+                        retired: false,
+                    }),
+                    Err(e) => {
+                        eprintln!("stratus local: adaptive: cannot start {name}: {e:#}");
+                        break;
+                    }
+                }
+            }
+        } else if target < running {
+            self.adaptive_state.below += 1;
+            if self.adaptive_state.below < adaptive.wait_count {
+                return;
+            }
+            self.adaptive_state.below = 0;
+            // The newest workers go first.
+            let names: Vec<String> = active
+                .iter()
+                .rev()
+                .filter(|&&i| self.workers[i].child.is_some())
+                .take((running - target) as usize)
+                .map(|&i| self.workers[i].name.clone())
+                .collect();
+            if names.is_empty() {
+                return;
+            }
+            eprintln!(
+                "stratus local: adaptive: target {target} workers, {running} running: retiring {}",
+                names.join(", ")
+            );
+            let target = self.target.clone();
+            let retire = names;
+            // A thread of its own (the client's futures stay on one thread):
+            // the nanny keeps reaping while the data moves.
+            let task = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let result = match runtime {
+                    Ok(runtime) => runtime.block_on(async {
+                        let client = Client::connect_with(&target, None).await?;
+                        let retired = client.retire(&retire, false).await;
+                        client.close().await;
+                        retired
+                    }),
+                    Err(e) => {
+                        eprintln!("stratus local: adaptive: no runtime for a retire: {e}");
+                        return;
+                    }
+                };
+                match result {
+                    Ok(retired) => {
+                        for w in retired {
+                            let moved: Vec<String> = w
+                                .moved
+                                .iter()
+                                .map(|(to, n, bytes)| {
+                                    format!(
+                                        "{n} partitions ({}) to {to}",
+                                        stratus_protocol::units::format_bytes(*bytes)
+                                    )
+                                })
+                                .collect();
+                            eprintln!(
+                                "stratus local: adaptive: retired {}{}",
+                                w.name,
+                                if moved.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": moved {}", moved.join(", "))
+                                }
+                            );
+                        }
+                    }
+                    Err(e) => eprintln!("stratus local: adaptive: retire refused: {e}"),
+                }
+            });
+            self.adaptive_state.retiring = Some(task);
+        } else {
+            self.adaptive_state.below = 0;
+        }
+    }
+
+    /// `target` of the scheduler's `GET /api/adaptive`.
+    async fn adaptive_target(&self) -> anyhow::Result<u32> {
+        let body = http_get(&self.dashboard, "/api/adaptive").await?;
+        let value: serde_json::Value =
+            serde_json::from_str(&body).context("/api/adaptive is not JSON")?;
+        value["target"]
+            .as_u64()
+            .map(|t| t as u32)
+            .ok_or_else(|| anyhow!("/api/adaptive has no target: {body}"))
     }
 
     fn log_hint(&self, name: &str) -> String {
@@ -519,25 +761,29 @@ impl LocalCluster {
         &self.run_dir
     }
 
-    /// Stop every child (SIGTERM, then SIGKILL after 5 s) and remove the
-    /// scheduler file.
+    /// Stop every child (SIGINT to workers, SIGTERM to the scheduler, then
+    /// SIGKILL after 5 s) and remove the scheduler file.
     pub fn stop(&mut self) {
-        let mut children: Vec<&mut Child> = self
+        // A retire in flight ends with the cluster (its thread is left).
+        self.adaptive_state.retiring = None;
+        let mut children: Vec<(&mut Child, libc::c_int)> = self
             .workers
             .iter_mut()
             .filter_map(|w| w.child.as_mut())
+            .map(|c| (c, libc::SIGINT))
             .collect();
-        children.push(&mut self.scheduler);
-        for child in children.iter_mut() {
+        children.push((&mut self.scheduler, libc::SIGTERM));
+        // Workers get SIGINT: they exit at once (SIGTERM would drain them).
+        for (child, signal) in children.iter_mut() {
             if let Ok(None) = child.try_wait() {
                 // SAFETY: plain kill(2) on our own child's pid.
                 unsafe {
-                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                    libc::kill(child.id() as libc::pid_t, *signal);
                 }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for child in children.iter_mut() {
+        for (child, _) in children.iter_mut() {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,

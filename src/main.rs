@@ -190,6 +190,17 @@ enum Cmd {
     },
     /// Release a persisted frame.
     Unpersist { name: String },
+    /// Retire workers by name: their persisted partitions move to the other
+    /// workers (nothing is read again), their tasks end, and they exit with
+    /// status 0. Refused when the others lack the room, unless --force.
+    Retire {
+        #[arg(required = true, value_name = "WORKER")]
+        workers: Vec<String>,
+        /// Retire even without room elsewhere: partitions that do not fit
+        /// are dropped and rebuilt from their Parquet sources later.
+        #[arg(long)]
+        force: bool,
+    },
     /// Persisted frames.
     List,
     /// Start a scheduler and workers on this machine until Ctrl-C.
@@ -218,6 +229,17 @@ enum Cmd {
         /// system temporary directory).
         #[arg(long = "data-root", value_name = "DIR")]
         data_roots: Vec<PathBuf>,
+        /// Follow the scheduler's adaptive target (/api/adaptive): start
+        /// workers up to it, retire surplus ones (their data moves) after
+        /// it asked for fewer 3 polls in a row. --workers is the start.
+        #[arg(long)]
+        adaptive: bool,
+        /// With --adaptive: fewest workers.
+        #[arg(long, default_value_t = 1, requires = "adaptive")]
+        minimum_workers: u32,
+        /// With --adaptive: most workers.
+        #[arg(long, default_value_t = 8, requires = "adaptive")]
+        maximum_workers: u32,
     },
     /// The settings in force for the client, the scheduler or a worker.
     Config {
@@ -768,6 +790,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.unpersist(name).await?;
             client.close().await;
         }
+        Cmd::Retire { workers, force } => {
+            let client = connect_now(&cli).await?;
+            let retired = client.retire(workers, *force).await?;
+            client.close().await;
+            for w in retired {
+                let mut parts: Vec<String> = w
+                    .moved
+                    .iter()
+                    .map(|(to, n, bytes)| {
+                        format!("{n} partitions ({}) to {to}", format_bytes(*bytes))
+                    })
+                    .collect();
+                if w.dropped_partitions > 0 {
+                    parts.push(format!(
+                        "{} partitions ({}) dropped, rebuilt from lineage",
+                        w.dropped_partitions,
+                        format_bytes(w.dropped_bytes)
+                    ));
+                }
+                if parts.is_empty() {
+                    parts.push("held nothing".into());
+                }
+                println!("retired {}: {}", w.name, parts.join(", "));
+            }
+        }
         Cmd::List => {
             let client = connect_now(&cli).await?;
             let frames = client.list().await?;
@@ -783,7 +830,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             no_nanny,
             data_roots,
+            adaptive,
+            minimum_workers,
+            maximum_workers,
         } => {
+            if *adaptive && minimum_workers > maximum_workers {
+                bail!("--minimum-workers {minimum_workers} exceeds --maximum-workers {maximum_workers}");
+            }
             let options = LocalOptions {
                 workers: *workers,
                 threads_per_worker: *threads_per_worker,
@@ -798,6 +851,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 inherit_logs: true,
                 data_dir: Some(data_dir.clone()),
                 data_roots: (!data_roots.is_empty()).then(|| data_roots.clone()),
+                adaptive: adaptive.then(|| stratus::local::Adaptive {
+                    minimum: *minimum_workers,
+                    maximum: *maximum_workers,
+                    ..Default::default()
+                }),
             };
             let mut cluster = LocalCluster::start(&options).await?;
             println!("scheduler {}", cluster.target.address);

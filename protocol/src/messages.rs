@@ -287,6 +287,21 @@ pub enum TaskKind {
         n: u64,
         columns: Option<Vec<String>>,
     },
+    /// A retiring worker hands held partitions over: partition `key` goes,
+    /// as it is, to mailbox `(job, tag)` on `deliver_to` (one delivery per
+    /// partition).
+    SendPartitions {
+        partitions: Vec<(PartitionKey, u32)>,
+        deliver_to: PeerRef,
+        job: u64,
+    },
+    /// Keep what mailbox `(job, tag)` received as partition `key`, under the
+    /// memory limit (all or none); a mailbox nothing was delivered to is an
+    /// empty partition.
+    AdoptPartitions {
+        partitions: Vec<(u32, PartitionKey)>,
+        job: u64,
+    },
 }
 
 impl TaskKind {
@@ -305,6 +320,9 @@ impl TaskKind {
             TaskKind::ShuffleSend { owners, job, .. } => {
                 owners.iter().map(|o| (o.worker, *job)).collect()
             }
+            TaskKind::SendPartitions {
+                deliver_to, job, ..
+            } => vec![(deliver_to.worker, *job)],
             _ => Vec::new(),
         }
     }
@@ -327,6 +345,8 @@ impl TaskKind {
             TaskKind::ShuffleCollect { .. } => "shuffle_collect",
             TaskKind::RebuildRanges { .. } => "rebuild_ranges",
             TaskKind::Head { .. } => "head",
+            TaskKind::SendPartitions { .. } => "send_partitions",
+            TaskKind::AdoptPartitions { .. } => "adopt_partitions",
         }
     }
 
@@ -353,6 +373,8 @@ impl TaskKind {
             TaskKind::ShuffleCollect { .. } => "shuffle: sort ranges",
             TaskKind::RebuildRanges { .. } => "rebuild sorted ranges",
             TaskKind::Head { .. } => "head",
+            TaskKind::SendPartitions { .. } => "retire: send partitions",
+            TaskKind::AdoptPartitions { .. } => "retire: keep partitions",
         }
     }
 }
@@ -411,6 +433,9 @@ pub enum ToWorker {
     /// `job` to this worker (sent before the sender is told to run). A peer
     /// endpoint admits a delivery only for a job announced with its sender.
     Expect { job: u64, sender: String },
+    /// The worker is retired (its partitions moved, no task runs there):
+    /// exit with status 0.
+    Exit { reason: String },
 }
 
 /// What a finished task produced.
@@ -478,6 +503,9 @@ pub enum FromWorker {
     /// The partitions this worker kept from an earlier incarnation of the
     /// scheduler (sent once, first, after reconnecting to a new one).
     Held(Vec<HeldPartition>),
+    /// The worker was asked to stop (SIGTERM): retire it (move its
+    /// partitions to other workers, wait for its tasks, then `Exit`).
+    Retire,
 }
 
 /// A persisted partition a worker holds, as it re-registers it.
@@ -548,6 +576,14 @@ pub enum ClientRequest {
     },
     /// Persisted frames.
     List,
+    /// Retire workers by name: move their persisted partitions to other
+    /// workers, wait for their tasks, then tell them to exit. Refused when
+    /// the others have no room, unless `force` (then what does not fit is
+    /// dropped and rebuilt from lineage).
+    Retire {
+        workers: Vec<String>,
+        force: bool,
+    },
     /// Log numbers to the session's run (step timings, row counts, anything).
     LogMetrics {
         metrics: Vec<(String, f64)>,
@@ -577,6 +613,7 @@ impl ClientRequest {
             ClientRequest::Sort { .. } => "sort",
             ClientRequest::LogMetrics { .. } => "log_metrics",
             ClientRequest::LogArtifact { .. } => "log_artifact",
+            ClientRequest::Retire { .. } => "retire",
         }
     }
 
@@ -623,6 +660,18 @@ pub struct FrameSummary {
     pub partitions_held: u32,
 }
 
+/// What a retire did to one worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct RetiredWorker {
+    pub name: String,
+    /// Per receiving worker: its name, partitions and bytes moved there.
+    pub moved: Vec<(String, u64, u64)>,
+    /// Partitions (and bytes) dropped for lack of room (`--force`), rebuilt
+    /// from lineage.
+    pub dropped_partitions: u64,
+    pub dropped_bytes: u64,
+}
+
 /// Scheduler -> client, on a request's stream.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ToClient {
@@ -639,6 +688,8 @@ pub enum ToClient {
     Table(Vec<u8>),
     Frames(Vec<FrameSummary>),
     Persisted(FrameSummary),
+    /// Workers retired (told to exit), with what moved where.
+    Retired(Vec<RetiredWorker>),
     /// Logged to the run with this id (`/api/runs/{id}`).
     Logged {
         run_id: String,

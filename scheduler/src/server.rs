@@ -357,6 +357,7 @@ impl SchedulerActor {
                     "persisted_bytes": w.persisted_bytes,
                     "persisted_partitions": w.partitions.len(),
                     "running_tasks": w.running.len(),
+                    "retiring": w.retiring.is_some(),
                     "metrics_url": w.info.metrics_address.as_ref().map(|a| format!("http://{a}/metrics")),
                     "peer_address": w.info.peer_address,
                     "certificate": w.info.cert_name,
@@ -767,6 +768,10 @@ async fn serve_worker(
                         worker: id,
                         reports: owned,
                     }));
+                }
+                Ok(ArchivedFromWorker::Retire) => {
+                    info!("{peer} asks to be retired (SIGTERM): moving its partitions");
+                    actor.do_send(Input(Event::WorkerRetiring { worker: id }));
                 }
                 Err(e) => {
                     conn.close(2u32.into(), b"invalid frame");

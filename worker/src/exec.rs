@@ -192,7 +192,35 @@ impl Executor {
                 })
                 .await
             }
+            Work::SendPartitions { parts, to, job, me } => {
+                self.send_partitions(parts, to, job, me).await
+            }
+            // Kept by the state machine (all or none, under the limit).
+            Work::Adopt { parts } => Ok(Computed::LoadedMany(parts)),
         }
+    }
+
+    /// Hand held partitions over to a peer, one delivery each, as they are
+    /// (no compute: the batches are encoded straight from the store).
+    async fn send_partitions(
+        &self,
+        parts: Vec<(u32, Vec<RecordBatch>)>,
+        to: stratus_protocol::messages::PeerRef,
+        job: u64,
+        me: u64,
+    ) -> Result<Computed, String> {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut sends = tokio::task::JoinSet::new();
+        for (tag, batches) in parts {
+            rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let to = Destination::of(me, to.clone(), MailboxKey { job, tag });
+            let this = self.clone();
+            sends.spawn(async move { this.deliver(to, batches).await });
+        }
+        while let Some(sent) = sends.join_next().await {
+            bytes += sent.map_err(|e| format!("delivery panicked: {e}"))??;
+        }
+        Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
     }
 
     /// Deliver one computed batch; the task reports `Delivered` once the

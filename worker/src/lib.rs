@@ -10,10 +10,12 @@
 //! - [`exec`]: runs task bodies on blocking threads and their deliveries;
 //! - [`node`]: the actix actor that feeds the state machine and carries out
 //!   its commands, and the QUIC edge to the scheduler;
+//! - [`drain`]: SIGTERM asks the scheduler to retire the worker;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
 //! - [`roots`]: the data roots, the only directories tasks read and write;
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 
+pub mod drain;
 pub mod exec;
 pub mod metrics;
 pub mod node;

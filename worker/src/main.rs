@@ -326,6 +326,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         storage_stats,
         reconnect_timeout,
         relocate,
+        drain: Default::default(),
         storage: stratus_storage::StoragePolicy {
             url_allow: s.url_allow.iter().chain(&cli.url_allow).cloned().collect(),
             instance_credentials: s.storage_instance_credentials,
@@ -352,10 +353,35 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(metrics::serve(metrics_listener, metrics));
         tokio::spawn(reload_on_sighup(cli, tls));
+        let drain = config.drain.clone();
+        let run = run(config);
+        tokio::pin!(run);
         let result = tokio::select! {
-            result = run(config) => result.map_err(anyhow::Error::from),
+            result = &mut run => result.map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
+            // Connected: the scheduler retires us (partitions move to other
+            // workers) and says when to exit. Not connected: exit now.
+            _ = term.recv() => {
+                if drain.request() {
+                    tracing::info!(
+                        "SIGTERM: retiring (partitions move to other workers, then exit); \
+                         SIGTERM again or SIGINT to exit at once"
+                    );
+                    stratus_protocol::sd_notify::notify_or_log("STOPPING=1");
+                    tokio::select! {
+                        result = &mut run => {
+                            if let Err(e) = result {
+                                tracing::warn!("the scheduler went away while retiring: {e}");
+                            }
+                            Ok(())
+                        }
+                        _ = tokio::signal::ctrl_c() => Ok(()),
+                        _ = term.recv() => Ok(()),
+                    }
+                } else {
+                    Ok(())
+                }
+            }
         };
         // systemd (Type=notify): READY=1 is sent once registered (node.rs).
         stratus_protocol::sd_notify::notify_or_log("STOPPING=1");

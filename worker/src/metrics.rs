@@ -69,6 +69,7 @@ pub struct WorkerMetrics {
     storage_errors: IntCounter,
     storage_fetched: IntCounter,
     storage_uploaded: IntCounter,
+    parquet_rows: IntCounter,
     storage_in_flight: IntGauge,
     storage_peak: IntGauge,
     /// 1 while registered with the scheduler (what `/ready` answers).
@@ -213,6 +214,11 @@ impl WorkerMetrics {
                 "stratus_worker_storage_bytes_uploaded_total",
                 "Bytes this worker wrote to object stores.",
             ),
+            parquet_rows: counter(
+                &registry,
+                "stratus_worker_parquet_rows_read_total",
+                "Rows this worker read from Parquet (loads, rebuilds from lineage, heads of a source).",
+            ),
             storage_in_flight: gauge(
                 &registry,
                 "stratus_worker_storage_requests_in_flight",
@@ -304,6 +310,7 @@ impl WorkerMetrics {
         catch_up(&self.storage_errors, load(&stats.errors));
         catch_up(&self.storage_fetched, load(&stats.bytes_fetched));
         catch_up(&self.storage_uploaded, load(&stats.bytes_uploaded));
+        catch_up(&self.parquet_rows, crate::tasks::parquet_rows_read());
         self.storage_in_flight.set(load(&stats.in_flight) as i64);
         self.storage_peak.set(load(&stats.peak_in_flight) as i64);
         stratus_protocol::metrics::render(&self.registry)

@@ -187,6 +187,8 @@ pub struct WorkerConfig {
     pub reconnect_timeout: Duration,
     /// Where the scheduler is now (re-read before each reconnect attempt).
     pub relocate: Relocate,
+    /// How SIGTERM reaches the scheduler as a retire request.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// The source address the kernel picks for packets to `remote`: `connect`
@@ -329,6 +331,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
 
     let (outbox, outbox_rx) = mpsc::unbounded_channel::<FromWorker>();
     let outbox_rx = Arc::new(tokio::sync::Mutex::new(outbox_rx));
+    let retire_outbox = outbox.clone();
     let state = WorkerState::new(state::Config {
         name: config.name.clone(),
         id: link.id,
@@ -372,8 +375,19 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         // systemd (Type=notify): registered, so ready (again).
         stratus_protocol::sd_notify::notify_or_log("READY=1");
         let peer = format!("scheduler {address}");
+        config.drain.connected(retire_outbox.clone());
         let lost = serve(link, &actor, &peers, &outbox_rx, &config, &peer).await;
+        config.drain.disconnected();
         config.metrics.set_registered(false);
+        match &lost {
+            Lost::Retired => return Ok(()),
+            // Asked to stop: nothing to reconnect for.
+            _ if config.drain.requested() => {
+                warn!("lost {peer} while retiring ({lost}): exiting");
+                return Ok(());
+            }
+            _ => {}
+        }
         let held = actor.send(HeldNow).await.unwrap_or(0);
         warn!(
             "lost {peer}: {lost}; keeping {held} partition(s) and reconnecting for up to {}",
@@ -382,6 +396,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         stratus_protocol::sd_notify::notify_or_log("STATUS=reconnecting to the scheduler");
         let previous = match &lost {
             Lost::Removed(incarnation) | Lost::Connection(incarnation, _) => *incarnation,
+            Lost::Retired => unreachable!("returned above"),
         };
         let deadline = tokio::time::Instant::now() + config.reconnect_timeout;
         let mut delay = RECONNECT_FIRST_DELAY;
@@ -449,6 +464,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
 
 /// Why a connection to the scheduler ended (with its incarnation).
 enum Lost {
+    /// The scheduler retired this worker: exit (status 0).
+    Retired,
     /// The scheduler closed it, removing this worker.
     Removed(u64),
     /// It broke or closed otherwise.
@@ -458,6 +475,7 @@ enum Lost {
 impl std::fmt::Display for Lost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Lost::Retired => f.write_str("the scheduler retired this worker"),
             Lost::Removed(_) => f.write_str("the scheduler removed this worker"),
             Lost::Connection(_, e) => write!(f, "{e}"),
         }
@@ -633,6 +651,11 @@ async fn serve(
                         })
                         .collect(),
                 )));
+            }
+            Ok(ArchivedToWorker::Exit { reason }) => {
+                info!("the scheduler retired this worker ({reason}); exiting");
+                conn.close(0u32.into(), b"retired");
+                break Lost::Retired;
             }
             Err(e) => {
                 conn.close(2u32.into(), b"invalid frame");

@@ -33,6 +33,15 @@ pub const DEFAULT_MAX_RESULT_BYTES: u64 = 64 << 20;
 
 static MAX_RESULT_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_MAX_RESULT_BYTES);
 
+/// Rows this process read from Parquet (loads, rebuilds, heads): the
+/// metric `stratus_worker_parquet_rows_read_total`.
+static PARQUET_ROWS_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Rows this process has read from Parquet so far.
+pub fn parquet_rows_read() -> u64 {
+    PARQUET_ROWS_READ.load(Ordering::Relaxed)
+}
+
 /// Set the largest result a task may send (setting `max_result_bytes`).
 pub fn set_max_result_bytes(bytes: u64) {
     MAX_RESULT_BYTES.store(bytes.max(1 << 10), Ordering::Relaxed);
@@ -185,12 +194,17 @@ fn read_partition(
     columns: Option<&[String]>,
     limit: Option<usize>,
 ) -> Result<(Vec<RecordBatch>, u64), String> {
-    if is_remote(&input.path) {
-        return io.remote.read_partition(input, columns, limit, io.storage);
-    }
-    io.roots.check(Path::new(&input.path))?;
-    let batches = scan::read_partition(input, columns, limit).map_err(|e| e.to_string())?;
-    Ok((batches, 0))
+    let (batches, fetched) = if is_remote(&input.path) {
+        io.remote
+            .read_partition(input, columns, limit, io.storage)?
+    } else {
+        io.roots.check(Path::new(&input.path))?;
+        let batches = scan::read_partition(input, columns, limit).map_err(|e| e.to_string())?;
+        (batches, 0)
+    };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    PARQUET_ROWS_READ.fetch_add(rows as u64, Ordering::Relaxed);
+    Ok((batches, fetched))
 }
 
 /// Read a partition into batches and apply the frame's steps.

@@ -26,6 +26,9 @@ pub struct Worker {
     pub running: HashSet<TaskId>,
     pub partitions: HashSet<PartitionKey>,
     pub persisted_bytes: u64,
+    /// Being retired by this job (`jobs/retire.rs`): it gets that job's
+    /// tasks only, and stays so until it leaves.
+    pub retiring: Option<JobId>,
 }
 
 impl Worker {
@@ -38,7 +41,23 @@ impl Worker {
             running: HashSet::new(),
             partitions: HashSet::new(),
             persisted_bytes: 0,
+            retiring: None,
         }
+    }
+
+    /// Whether a task of `job` may be placed here (a retiring worker takes
+    /// only its retire job's tasks).
+    pub fn takes(&self, job: JobId) -> bool {
+        self.retiring.is_none_or(|j| j == job)
+    }
+
+    /// Bytes its memory limit still admits (`u64::MAX` without a limit).
+    pub fn free_memory(&self) -> u64 {
+        if self.info.memory_limit == 0 {
+            return u64::MAX;
+        }
+        let used = self.memory_used.max(self.persisted_bytes);
+        self.info.memory_limit.saturating_sub(used)
     }
 
     /// Threads not running a task.
@@ -323,8 +342,9 @@ impl Cluster {
     /// Hand queued tasks to workers with free threads: one `Run` per worker.
     /// A task pinned to a worker waits for it; a task next to a persisted
     /// partition waits for its holder; loads go where the fewest partitions
-    /// per thread are held; the rest where the most threads are free. Tasks
-    /// whose partition is gone for good are returned, removed.
+    /// per thread are held; the rest where the most threads are free. A
+    /// retiring worker gets only its retire job's tasks. Tasks whose
+    /// partition is gone for good are returned, removed.
     pub fn dispatch(
         &mut self,
         frames: &Frames,
@@ -356,7 +376,12 @@ impl Cluster {
                 });
                 continue;
             }
-            let free = |w: &WorkerId| self.workers.get(w).is_some_and(|w| w.free_slots() > 0);
+            let job = task.job;
+            let free = |w: &WorkerId| {
+                self.workers
+                    .get(w)
+                    .is_some_and(|w| w.free_slots() > 0 && w.takes(job))
+            };
             let chosen = match (task.worker_pin, task.pinned_to()) {
                 (Some(pin), _) => Some(pin).filter(free),
                 (None, Some(key)) => frames.holder(key).filter(free),
@@ -364,7 +389,7 @@ impl Cluster {
                     let loads = matches!(task.kind, TaskKind::Load { .. });
                     self.workers
                         .values()
-                        .filter(|w| w.free_slots() > 0)
+                        .filter(|w| w.free_slots() > 0 && w.takes(job))
                         .min_by_key(|w| {
                             if loads {
                                 // Balance persisted data: fewest partitions held

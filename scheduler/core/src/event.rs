@@ -89,6 +89,11 @@ pub enum Event {
     },
     /// Time passed (checks heartbeats).
     Tick,
+    /// A worker asks to be retired (it got SIGTERM): its partitions move to
+    /// other workers, then it is told to exit.
+    WorkerRetiring {
+        worker: WorkerId,
+    },
 }
 
 /// Something to do.

@@ -297,6 +297,69 @@ impl Frames {
         }
     }
 
+    /// A partition moved from `from` to `to` (a retire handed it over, and
+    /// `to` keeps it under the same key, counting `bytes`): `to` holds it
+    /// now, `from` is told to free it. Returns false (and `to` frees it)
+    /// when the frame is gone or `from` no longer holds it.
+    pub fn moved(
+        &mut self,
+        cluster: &mut Cluster,
+        key: PartitionKey,
+        from: WorkerId,
+        to: WorkerId,
+        bytes: u64,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let Some(p) = self.partition_mut(key).filter(|p| p.holder == Some(from)) else {
+            out.push(Command::ToWorker {
+                worker: to,
+                message: ToWorker::Drop(vec![key]),
+            });
+            return false;
+        };
+        p.holder = Some(to);
+        let old = std::mem::replace(&mut p.bytes, bytes);
+        if let Some(w) = cluster.worker_mut(from) {
+            w.partitions.remove(&key);
+            w.persisted_bytes = w.persisted_bytes.saturating_sub(old);
+        }
+        if let Some(w) = cluster.worker_mut(to) {
+            w.partitions.insert(key);
+            w.persisted_bytes += bytes;
+        }
+        out.push(Command::ToWorker {
+            worker: from,
+            message: ToWorker::Drop(vec![key]),
+        });
+        true
+    }
+
+    /// A retiring worker drops a partition without handing it over
+    /// (`retire --force`, no room elsewhere): held nowhere now, it is left
+    /// for a rebuild from lineage.
+    pub fn dropped(
+        &mut self,
+        cluster: &mut Cluster,
+        key: PartitionKey,
+        from: WorkerId,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let Some(p) = self.partition_mut(key).filter(|p| p.holder == Some(from)) else {
+            return false;
+        };
+        p.holder = None;
+        let bytes = p.bytes;
+        if let Some(w) = cluster.worker_mut(from) {
+            w.partitions.remove(&key);
+            w.persisted_bytes = w.persisted_bytes.saturating_sub(bytes);
+        }
+        out.push(Command::ToWorker {
+            worker: from,
+            message: ToWorker::Drop(vec![key]),
+        });
+        true
+    }
+
     /// A worker is gone: the partitions it held are held nowhere now.
     pub fn release_holder(&mut self, partitions: &[PartitionKey]) {
         for key in partitions {

@@ -167,7 +167,8 @@ pub fn check_output(kind: &TaskKind, output: &TaskOutput) -> Result<(), String> 
         (
             TaskKind::GroupByPartial { .. }
             | TaskKind::GroupByMerge { .. }
-            | TaskKind::ShuffleSend { .. },
+            | TaskKind::ShuffleSend { .. }
+            | TaskKind::SendPartitions { .. },
             TaskOutput::Delivered { rows, bytes },
         ) => {
             count("Delivered.rows", *rows)?;
@@ -207,6 +208,22 @@ pub fn check_output(kind: &TaskKind, output: &TaskOutput) -> Result<(), String> 
             },
             TaskOutput::LoadedMany(parts),
         ) => kept_keys(parts, *frame, &asked.iter().map(|p| p.1).collect()),
+        (TaskKind::AdoptPartitions { partitions, .. }, TaskOutput::LoadedMany(parts)) => {
+            // Kept all or none: exactly the partitions asked for.
+            len_eq("LoadedMany", parts.len(), partitions.len())?;
+            let mut asked: BTreeSet<PartitionKey> = partitions.iter().map(|p| p.1).collect();
+            for (i, (key, rows, bytes)) in parts.iter().enumerate() {
+                if !asked.remove(key) {
+                    return Err(format!(
+                        "LoadedMany[{i}].key = {}/{} is not a partition the task asked for (or is repeated)",
+                        key.frame, key.index
+                    ));
+                }
+                count(&format!("LoadedMany[{i}].rows"), *rows)?;
+                count(&format!("LoadedMany[{i}].bytes"), *bytes)?;
+            }
+            Ok(())
+        }
         (kind, other) => Err(unexpected(kind.label(), other)),
     }
 }

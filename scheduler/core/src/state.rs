@@ -291,7 +291,9 @@ impl SchedulerState {
                     });
                     self.remove_worker(worker, &reason, &mut out);
                 }
+                self.tick_jobs(&mut out);
             }
+            Event::WorkerRetiring { worker } => self.retire_worker(worker, &mut out),
         }
         self.end_restore(now, &mut out);
         self.tell_changed_frames(&mut out);
@@ -533,11 +535,34 @@ impl SchedulerState {
         }
     }
 
-    /// Background jobs end when their last task has reported.
+    /// Background jobs end when their last task has reported (unless they
+    /// wait on the cluster: [`Job::in_progress`]).
     fn reap_background_jobs(&mut self) {
         let cluster = &self.cluster;
-        self.jobs
-            .retain(|id, entry| entry.request.is_some() || cluster.pending(*id) > 0);
+        self.jobs.retain(|id, entry| {
+            entry.request.is_some() || cluster.pending(*id) > 0 || entry.job.in_progress()
+        });
+    }
+
+    /// Every job hears the tick ([`Job::on_tick`]).
+    fn tick_jobs(&mut self, out: &mut Vec<Command>) {
+        let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            self.drive(job, out, |j, cx| j.on_tick(cx));
+        }
+    }
+
+    /// A worker asked to stop (SIGTERM): retire it in the background, as
+    /// `stratus retire --force` would (it goes either way). Once only.
+    fn retire_worker(&mut self, worker: WorkerId, out: &mut Vec<Command>) {
+        if self
+            .cluster
+            .worker(worker)
+            .is_some_and(|w| w.retiring.is_none())
+        {
+            let job = jobs::retire::RetireJob::for_worker(worker);
+            self.start_job(None, Box::new(job), Arc::default(), out);
+        }
     }
 
     /// Frame names reserved by running jobs, with the job's kind.

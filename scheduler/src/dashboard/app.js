@@ -345,7 +345,7 @@
   function updateWorkerRow(row, w) {
     var c = row.cells;
     var name = String(w.name);
-    setText(c.name, name);
+    setText(c.name, w.retiring ? name + ' (retiring)' : name);
     setAttr(c.name, 'title', w.address ? name + ' (' + w.address + ')' : name);
     var host = w.host === null || w.host === undefined ? '\u2014' : String(w.host);
     setText(c.host, host);

@@ -131,6 +131,18 @@ pub enum Work {
         n: u64,
         columns: Option<Vec<String>>,
     },
+    /// Deliver each held partition as it is to mailbox `(job, tag)` on `to`
+    /// (a retiring worker handing its partitions over).
+    SendPartitions {
+        parts: Vec<(u32, Vec<RecordBatch>)>,
+        to: PeerRef,
+        job: u64,
+        me: u64,
+    },
+    /// Keep what was delivered as these partitions.
+    Adopt {
+        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+    },
 }
 
 /// Resolve the inputs of a task of worker `name` (peer id `me`).
@@ -278,6 +290,29 @@ pub(super) fn resolve(
             batches: held(store, name, &[key])?,
             n,
             columns,
+        },
+        TaskKind::SendPartitions {
+            partitions,
+            deliver_to,
+            job,
+        } => Work::SendPartitions {
+            parts: partitions
+                .iter()
+                .map(|(key, tag)| Ok((*tag, held(store, name, std::slice::from_ref(key))?)))
+                .collect::<Result<_, String>>()?,
+            to: deliver_to,
+            job,
+            me,
+        },
+        // A partition with no rows was sent as nothing: an empty mailbox.
+        TaskKind::AdoptPartitions { partitions, job } => Work::Adopt {
+            parts: partitions
+                .iter()
+                .map(|&(tag, key)| {
+                    let batches = store.take_mailbox(&MailboxKey { job, tag });
+                    (key, batches.into_iter().flatten().collect())
+                })
+                .collect(),
         },
     })
 }

@@ -14,6 +14,7 @@
 //! | write | [`write`] | prepare, stage files, commit |
 //! | rebuild (background) | [`rebuild`] | reload lost partitions from lineage |
 //! | cleanup (background) | [`rebuild`] | undo what a failed job left |
+//! | retire (a request, or a worker's SIGTERM) | [`retire`] | send partitions to other workers, they keep them, then exit |
 //!
 //! A new kind is one new module plus one line in [`for_request`].
 
@@ -24,6 +25,7 @@ pub mod len;
 pub mod memory;
 pub mod persist;
 pub mod rebuild;
+pub mod retire;
 pub mod rounds;
 pub mod scan;
 pub mod sort;
@@ -87,6 +89,19 @@ pub trait Job: Debug {
     /// this job (those tasks are still counted; the job decides).
     fn on_worker_lost(&mut self, _cx: &mut JobCx, _worker: WorkerId) -> Flow {
         Flow::Continue
+    }
+
+    /// Time passed (the scheduler's tick): a job that waits on the cluster
+    /// rather than on its own tasks (a retire waits for other jobs' tasks on
+    /// its workers) looks again.
+    fn on_tick(&mut self, _cx: &mut JobCx) -> Flow {
+        Flow::Continue
+    }
+
+    /// Whether a background job goes on with no task of its own pending
+    /// (background jobs otherwise end with their last task).
+    fn in_progress(&self) -> bool {
+        false
     }
 
     /// The job ends early: undo what it left behind (its tasks are
@@ -251,6 +266,7 @@ pub fn for_request(body: ClientRequest, at: &mut Planning) -> Result<Box<dyn Job
             partition_by,
             overwrite,
         } => write::plan(at, source, dest, partition_by, overwrite),
+        ClientRequest::Retire { workers, force } => retire::plan(at, workers, force),
         other => Err(format!("'{}' is not a cluster job", other.kind())),
     }
 }

@@ -302,7 +302,7 @@ impl Sim {
                     ToWorker::Expect { job, sender } => {
                         self.announced.insert((*worker, *job, sender.clone()));
                     }
-                    ToWorker::Drop(_) | ToWorker::Forget { .. } => {}
+                    ToWorker::Drop(_) | ToWorker::Forget { .. } | ToWorker::Exit { .. } => {}
                 },
                 Command::DisconnectWorker { worker, .. } => {
                     self.running.remove(worker);
