@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 
+import pandas as pd
 import pytest
 
 import stratus
@@ -189,7 +190,14 @@ def test_ctrl_c_cancels_the_request(ctrl_c_setup, isd_dir):
 
     # The client (and the frame, and the resumed worker) still work.
     assert len(frame) == len(c.read_parquet(isd_dir))
-    assert frame.describe().equals(expected)
+    # The stopped worker may have been removed and its partitions rebuilt
+    # elsewhere: the moments then merge in another order (last-bit
+    # differences in mean and std); counts and quantiles stay exact.
+    again = frame.describe()
+    pd.testing.assert_frame_equal(again, expected, check_exact=False, rtol=1e-12)
+    assert again.loc[["count", "min", "25%", "50%", "75%", "max"]].equals(
+        expected.loc[["count", "min", "25%", "50%", "75%", "max"]]
+    )
     assert jobs(cluster, "describe")[0]["state"] == "ok"
 
 
