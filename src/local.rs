@@ -196,6 +196,21 @@ struct WorkerSlot {
     retired: bool,
 }
 
+impl WorkerSlot {
+    /// Slot `index` whose first worker, `name`, was just started.
+    fn started(index: u32, name: String, child: Child) -> WorkerSlot {
+        WorkerSlot {
+            index,
+            name,
+            child: Some(child),
+            restarts: 0,
+            deaths: VecDeque::new(),
+            restart_at: None,
+            retired: false,
+        }
+    }
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     scheduler: Child,
@@ -430,15 +445,9 @@ impl LocalCluster {
         for index in 0..options.workers {
             let name = format!("local-{index}");
             let child = cluster.spawn_worker(&name)?;
-            cluster.workers.push(WorkerSlot {
-                index,
-                name,
-                child: Some(child),
-                restarts: 0,
-                deaths: VecDeque::new(),
-                restart_at: None,
-                retired: false,
-            });
+            cluster
+                .workers
+                .push(WorkerSlot::started(index, name, child));
         }
 
         // No run: waiting for workers logs nothing.
@@ -631,15 +640,7 @@ impl LocalCluster {
                 let index = self.workers.len() as u32;
                 let name = format!("local-{index}");
                 match self.spawn_worker(&name) {
-                    Ok(child) => self.workers.push(WorkerSlot {
-                        index,
-                        name,
-                        child: Some(child),
-                        restarts: 0,
-                        deaths: VecDeque::new(),
-                        restart_at: None,
-                        retired: false,
-                    }),
+                    Ok(child) => self.workers.push(WorkerSlot::started(index, name, child)),
                     Err(e) => {
                         eprintln!("stratus local: adaptive: cannot start {name}: {e:#}");
                         break;

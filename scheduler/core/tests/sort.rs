@@ -164,6 +164,17 @@ fn a_frame_ranged_by_the_key_is_sorted_in_place_in_range_order_moving_no_data() 
     sim.assert_idle();
 }
 
+/// What a rebuild of `parts` (range, index) of `frame` answers: 10 rows,
+/// 1000 bytes each.
+fn ranges_loaded(frame: u64, parts: &[(u32, u32)]) -> TaskOutput {
+    TaskOutput::LoadedMany(
+        parts
+            .iter()
+            .map(|&(_, index)| (PartitionKey { frame, index }, 10, 1000))
+            .collect(),
+    )
+}
+
 /// Sort `t` by a shuffle into `into`; returns the sorted frame's id on the
 /// wire and the owner of each range.
 fn shuffle_sort(sim: &mut Sim, request: u64, into: &str) -> (u64, BTreeMap<u32, WorkerId>) {
@@ -296,21 +307,7 @@ fn lost_ranges_of_a_shuffled_frame_are_rebuilt_from_the_parents_parquet_inputs()
     assert_eq!(sources.len(), 4, "every Parquet input of the parent");
     assert_eq!(key, "temperature");
     assert!(!boundaries_ipc.is_empty());
-    let output = TaskOutput::LoadedMany(
-        parts
-            .iter()
-            .map(|(_, index)| {
-                (
-                    PartitionKey {
-                        frame,
-                        index: *index,
-                    },
-                    10,
-                    1000,
-                )
-            })
-            .collect(),
-    );
+    let output = ranges_loaded(frame, parts);
     let (worker, id) = (*worker, *id);
     sim.finish(worker, id, output);
     let sorted = sim
@@ -365,21 +362,7 @@ fn a_frame_sorted_twice_by_shuffles_is_rebuilt_back_to_parquet() {
         if *frame == twice {
             assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), lost);
         }
-        let output = TaskOutput::LoadedMany(
-            parts
-                .iter()
-                .map(|(_, index)| {
-                    (
-                        PartitionKey {
-                            frame: *frame,
-                            index: *index,
-                        },
-                        10,
-                        1000,
-                    )
-                })
-                .collect(),
-        );
+        let output = ranges_loaded(*frame, parts);
         let (worker, id) = (*worker, *id);
         sim.finish(worker, id, output);
     }
