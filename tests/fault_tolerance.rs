@@ -74,6 +74,105 @@ async fn a_persist_survives_a_killed_worker_and_its_partitions_are_rebuilt_with_
     client.close().await;
 }
 
+/// Every value of a describe table: numbers within a relative 1e-12 (the
+/// moments merge in another order once partitions moved), the rest equal.
+fn assert_same_describe(a: &arrow_array::RecordBatch, b: &arrow_array::RecordBatch) {
+    use arrow_array::cast::AsArray;
+    assert_eq!(a.schema(), b.schema());
+    assert_eq!(a.num_rows(), b.num_rows());
+    for (i, field) in a.schema().fields().iter().enumerate() {
+        let (x, y) = (a.column(i), b.column(i));
+        if field.data_type() == &arrow_schema::DataType::Float64 {
+            let (x, y) = (
+                x.as_primitive::<arrow_array::types::Float64Type>(),
+                y.as_primitive::<arrow_array::types::Float64Type>(),
+            );
+            for (p, q) in x.iter().zip(y.iter()) {
+                match (p, q) {
+                    (Some(p), Some(q)) => assert!(
+                        (p - q).abs() <= 1e-12 * p.abs().max(q.abs()).max(1.0),
+                        "{}: {p} vs {q}",
+                        field.name()
+                    ),
+                    (p, q) => assert_eq!(p, q, "{}", field.name()),
+                }
+            }
+        } else {
+            assert_eq!(x, y, "{}", field.name());
+        }
+    }
+}
+
+/// A frame sorted by a shuffle whose parent was itself sorted by a shuffle
+/// (lineage is recursive): a killed worker's ranges of both are rebuilt
+/// back to Parquet, and the frames answer as before.
+#[tokio::test(flavor = "current_thread")]
+async fn a_frame_sorted_twice_by_shuffles_is_rebuilt_after_a_killed_worker() {
+    let data = TempDir::new("ft-twice");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 300_000,
+        out: data.path().to_path_buf(),
+        seed: 5,
+    })
+    .unwrap();
+    let src = data.path().display().to_string();
+    let cluster = start_cluster(3, 4 << 30).await;
+    let pids = cluster.worker_pids();
+    let client = stratus::Client::connect(&cluster.target).await.unwrap();
+    client
+        .persist(&src, "isd", false, None, Vec::new(), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    client
+        .sort("isd", "temperature", Some("once"))
+        .await
+        .unwrap();
+    // Sorted by temperature, every range spans every time: a shuffle again.
+    client
+        .sort("once", "datetime", Some("twice"))
+        .await
+        .unwrap();
+    let describe = client.describe("twice", None).await.unwrap();
+    let first: Vec<_> = client
+        .head("twice", 50, Some(vec!["datetime".into()]))
+        .await
+        .unwrap();
+
+    kill9(pids[0]);
+    let frames = eventually_async(
+        Duration::from_secs(90),
+        "the lost ranges rebuilt",
+        || async {
+            let info = client.info().await.unwrap();
+            let frames = client.list().await.unwrap();
+            let whole = frames.iter().all(|f| f.partitions_held == f.partitions);
+            (info.workers == 2 && whole).then_some(frames)
+        },
+    )
+    .await;
+    assert_eq!(frames.len(), 3);
+    let text = http_get(&format!("{}metrics", cluster.dashboard));
+    let samples = common::exposition::parse_exposition(&text);
+    let rebuilt = common::exposition::value(
+        &samples,
+        "stratus_scheduler_partitions_rebuilt_total",
+        &[],
+        &text,
+    );
+    assert!(
+        rebuilt > 0.0,
+        "the killed worker held partitions: {rebuilt}"
+    );
+    assert_eq!(client.len("twice").await.unwrap(), 300_000);
+    assert_same_describe(&client.describe("twice", None).await.unwrap(), &describe);
+    let again: Vec<_> = client
+        .head("twice", 50, Some(vec!["datetime".into()]))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the smallest times, in order");
+    client.close().await;
+}
+
 /// Progress stages a client heard.
 #[derive(Default)]
 struct Stages(std::sync::Mutex<Vec<String>>);
