@@ -1,0 +1,334 @@
+//! The fault matrix: every step of the workflow, on 3 workers of a real
+//! `stratus local` cluster, once without a fault and once per fault injected
+//! at a random moment of the step; the answer must equal the answer without
+//! a fault, with no hang. Faults: SIGKILL of a worker (the nanny starts a new
+//! one; its partitions are rebuilt from lineage), and SIGSTOP of a worker
+//! for longer than the heartbeat timeout, then SIGCONT (it was removed, its
+//! work ran elsewhere; woken, it drops its stale state and joins again).
+//!
+//! Moments and victims are drawn from a seed, printed with every case, so a
+//! failure can be replayed: `STRATUS_FAULT_SEED=N cargo test --test
+//! fault_matrix`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The scheduler's heartbeat timeout in these tests (a stopped worker is
+/// removed after it).
+const HEARTBEAT_TIMEOUT: &str = "2";
+/// How long a stopped worker stays stopped: well past the heartbeat timeout.
+const STOPPED: Duration = Duration::from_secs(4);
+
+/// xorshift64*: enough randomness for moments and victims, from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    Kill,
+    Stop,
+}
+
+/// One step of the workflow: what prepares it (unpersisting the names it
+/// creates), the command, and how its answer is read back (when it has no
+/// reads, the command's output is the answer; a persist's or sort's output
+/// also says how many bytes it holds, which depends on how batches were
+/// cut, so it is not compared).
+struct Step {
+    name: &'static str,
+    prepare: Vec<Vec<String>>,
+    run: Vec<String>,
+    answer: Vec<Vec<String>>,
+}
+
+fn args(text: &[&str]) -> Vec<String> {
+    text.iter().map(|s| s.to_string()).collect()
+}
+
+fn steps(source: &str, out: &str) -> Vec<Step> {
+    vec![
+        Step {
+            name: "persist with a derived column",
+            prepare: vec![],
+            run: args(&[
+                "persist",
+                source,
+                "--as",
+                "isd",
+                "--replace",
+                "--with-column",
+                "date=date_trunc('day', datetime)",
+            ]),
+            answer: vec![args(&["len", "isd"]), args(&["describe", "isd", "--json"])],
+        },
+        Step {
+            name: "describe",
+            prepare: vec![],
+            run: args(&["describe", "isd", "--json"]),
+            answer: vec![],
+        },
+        Step {
+            name: "groupby(date).mean",
+            prepare: vec![],
+            run: args(&["groupby", "isd", "--by", "date", "--agg", "mean", "--json"]),
+            answer: vec![],
+        },
+        Step {
+            name: "groupby([year, month]).count",
+            prepare: vec![],
+            run: args(&[
+                "groupby",
+                "isd",
+                "--by",
+                "year,month",
+                "--agg",
+                "count",
+                "--json",
+            ]),
+            answer: vec![],
+        },
+        Step {
+            name: "sort ranged (by date)",
+            prepare: vec![args(&["unpersist", "by_date"])],
+            run: args(&["sort", "isd", "--by", "date", "--as", "by_date"]),
+            answer: vec![
+                args(&["len", "by_date"]),
+                args(&["describe", "by_date", "--json"]),
+                args(&["head", "by_date", "-n", "20", "--columns", "date"]),
+            ],
+        },
+        Step {
+            name: "sort with a shuffle (by temperature)",
+            prepare: vec![args(&["unpersist", "by_temp"])],
+            run: args(&["sort", "isd", "--by", "temperature", "--as", "by_temp"]),
+            answer: vec![
+                args(&["len", "by_temp"]),
+                args(&["describe", "by_temp", "--json"]),
+                args(&["head", "by_temp", "-n", "20", "--columns", "temperature"]),
+            ],
+        },
+        Step {
+            name: "persist a derived frame of a sorted frame",
+            prepare: vec![],
+            run: args(&[
+                "persist",
+                "by_temp",
+                "--as",
+                "fahrenheit",
+                "--replace",
+                "--with-column",
+                "temperature=temperature * 9 / 5 + 32",
+                "--fillna",
+                "0",
+            ]),
+            answer: vec![
+                args(&["len", "fahrenheit"]),
+                args(&["describe", "fahrenheit", "--json"]),
+            ],
+        },
+        Step {
+            name: "write year/month",
+            prepare: vec![],
+            run: args(&[
+                "write",
+                "isd",
+                out,
+                "--partition-by",
+                "year,month",
+                "--overwrite",
+            ]),
+            answer: vec![args(&["len", out])],
+        },
+    ]
+}
+
+/// Equal JSON documents, numbers within a relative 1e-9 (moments merge in
+/// another order when partitions moved); other text exactly.
+fn same(a: &str, b: &str) -> Result<(), String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value::*;
+        match (a, b) {
+            (Number(x), Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| walk(p, q)),
+            (Object(x), Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    let parsed = (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    );
+    let equal = match parsed {
+        (Ok(x), Ok(y)) => walk(&x, &y),
+        _ => a == b,
+    };
+    equal
+        .then_some(())
+        .ok_or_else(|| format!("expected:\n{a}\ngot:\n{b}"))
+}
+
+/// Every worker of the cluster: (name, pid).
+fn workers(local: &Local) -> Vec<(String, u32)> {
+    local.json("api/cluster")["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap_or_default().to_string(),
+                w["pid"].as_u64().unwrap_or_default() as u32,
+            )
+        })
+        .collect()
+}
+
+/// Three workers, every frame whole, nothing running.
+fn settled(local: &Local) {
+    eventually(Duration::from_secs(120), "the cluster settled", || {
+        let cluster = local.json("api/cluster");
+        let three = cluster["workers"].as_array().map(Vec::len) == Some(3);
+        let whole = cluster["frames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|f| f["partitions_held"] == f["partitions"]);
+        let idle = cluster["jobs_in_progress"] == 0;
+        (three && whole && idle).then_some(())
+    });
+}
+
+fn as_str(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Run `step` (after its preparation); the answers it reads back.
+fn run(local: &Local, step: &Step) -> Result<Vec<String>, String> {
+    for prepare in &step.prepare {
+        let _ = local.client(&as_str(prepare)); // gone already is fine
+    }
+    let output = local.client(&as_str(&step.run))?;
+    if step.answer.is_empty() {
+        return Ok(vec![output]);
+    }
+    step.answer
+        .iter()
+        .map(|read| local.client(&as_str(read)))
+        .collect()
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: plain kill(2) on a worker of our own cluster.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+#[test]
+fn every_step_gives_the_same_answer_under_every_fault() {
+    let seed: u64 = std::env::var("STRATUS_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        | 1;
+    eprintln!("fault matrix: seed {seed} (replay with STRATUS_FAULT_SEED={seed})");
+    let mut rng = Rng(seed);
+
+    let data = TempDir::new("matrix-data");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 1_000_000,
+        out: data.path().join("isd"),
+        seed: 17,
+    })
+    .unwrap();
+    let source = data.path().join("isd").display().to_string();
+    let out = data.path().join("out").display().to_string();
+    let local = start_local_env(
+        3,
+        &[],
+        &[("STRATUS_SCHEDULER__HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT)],
+    );
+    eventually(Duration::from_secs(60), "three workers", || {
+        (workers(&local).len() == 3).then_some(())
+    });
+
+    let steps = steps(&source, &out);
+    // The answers without a fault, and how long each step took.
+    let mut expected = Vec::new();
+    for step in &steps {
+        let start = Instant::now();
+        let answers = run(&local, step).unwrap_or_else(|e| panic!("{}: {e}", step.name));
+        expected.push((answers, start.elapsed()));
+    }
+
+    let mut report = Vec::new();
+    for fault in [Fault::Kill, Fault::Stop] {
+        for (step, (answers, took)) in steps.iter().zip(&expected) {
+            settled(&local);
+            let victims = workers(&local);
+            let (victim, pid) = victims[(rng.next() % victims.len() as u64) as usize].clone();
+            // A moment within the step as it ran without a fault.
+            let at = took.mul_f64(0.1 + 0.7 * rng.unit());
+            let case = format!(
+                "{fault:?} of {victim} {:.0} ms into '{}' (seed {seed})",
+                at.as_secs_f64() * 1000.0,
+                step.name
+            );
+            eprintln!("fault matrix: {case}");
+            let injector = std::thread::spawn(move || {
+                std::thread::sleep(at);
+                match fault {
+                    Fault::Kill => kill9(pid),
+                    Fault::Stop => {
+                        signal(pid, libc::SIGSTOP);
+                        std::thread::sleep(STOPPED);
+                        signal(pid, libc::SIGCONT);
+                    }
+                }
+            });
+            let start = Instant::now();
+            let got = run(&local, step);
+            let took_now = start.elapsed();
+            injector.join().unwrap();
+            let got = got.unwrap_or_else(|e| panic!("{case}: {e}\n{}", local.log_tail()));
+            for (want, have) in answers.iter().zip(&got) {
+                if let Err(diff) = same(want, have) {
+                    panic!("{case}: another answer\n{diff}");
+                }
+            }
+            let landed = if took_now > at { "during" } else { "after" };
+            report.push(format!(
+                "{fault:?} {:<42} {:>6.0} ms in ({landed} the step), {:.2} s vs {:.2} s: same answer",
+                step.name,
+                at.as_secs_f64() * 1000.0,
+                took_now.as_secs_f64(),
+                took.as_secs_f64()
+            ));
+        }
+    }
+    eprintln!("fault matrix (seed {seed}):\n{}", report.join("\n"));
+}
