@@ -356,7 +356,10 @@ impl LocalCluster {
             .arg("--scheduler-file")
             .arg(&internal_file)
             .arg("--data-dir")
-            .arg(&data_dir);
+            .arg(&data_dir)
+            // Its workers are all new: frames of an earlier cluster on this
+            // data directory could only be rebuilt from Parquet.
+            .arg("--no-restore");
         if let Some(adaptive) = &options.adaptive {
             cmd.args(["--minimum-workers", &adaptive.minimum.to_string()])
                 .args(["--maximum-workers", &adaptive.maximum.to_string()]);

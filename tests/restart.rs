@@ -342,6 +342,29 @@ fn persisted_and_sorted_frames_survive_a_killed_scheduler_without_reading_parque
 
     // New work runs on the restored frames.
     ok(&sf, &["groupby", "isd", "--by", "date", "--agg", "mean"]);
+
+    // A start with --no-restore (what `stratus local` does: its workers are
+    // all new) forgets the catalog's frames: the workers drop what they kept.
+    kill9(procs.0[0].id());
+    let _ = procs.0[0].wait();
+    std::fs::remove_file(&sf).unwrap();
+    procs.0[0] = start_scheduler(dir.path(), "scheduler-3.log", &["--no-restore"]);
+    eventually(Duration::from_secs(30), "the third scheduler file", || {
+        sf.exists().then_some(())
+    });
+    eventually(
+        Duration::from_secs(60),
+        "the workers back, holding nothing",
+        || {
+            let cluster = cluster_json(dir.path());
+            let workers = cluster["workers"].as_array().unwrap();
+            let empty = workers
+                .iter()
+                .all(|w| w["persisted_partitions"].as_u64() == Some(0));
+            (workers.len() == 2 && empty).then_some(())
+        },
+    );
+    assert!(!ok(&sf, &["list"]).contains("isd"));
 }
 
 #[test]

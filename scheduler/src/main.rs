@@ -174,6 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let catalog_file = stratus_scheduler::catalog::CatalogFile::in_dir(&settings.data_dir);
         let mut catalog = catalog_file.load()?;
         catalog.starts += 1;
+        if !settings.restore && !catalog.frames.is_empty() {
+            info!(
+                "not restoring the {} frame(s) of the catalog (restore = false)",
+                catalog.frames.len()
+            );
+            catalog.frames.clear();
+            catalog.sort_lineages.clear();
+        }
         catalog_file.save(&catalog)?;
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -43,6 +43,11 @@ pub struct Cli {
     /// 30s).
     #[arg(long)]
     pub restore_grace: Option<String>,
+    /// Start without the frames of the catalog in --data-dir (a cluster
+    /// whose workers are all new, as `stratus local` starts them, could
+    /// only rebuild them all from Parquet). Setting: `restore = false`.
+    #[arg(long)]
+    pub no_restore: bool,
     /// Fewest workers the adaptive target asks for (default 0).
     #[arg(long)]
     pub minimum_workers: Option<u32>,
@@ -102,6 +107,8 @@ pub struct Settings {
     pub idle_timeout: Option<String>,
     /// After a restart, how long restored partitions wait for their workers.
     pub restore_grace: String,
+    /// Take back the frames of the catalog at start.
+    pub restore: bool,
     /// Bounds of the adaptive target (`/api/adaptive`).
     pub minimum_workers: u32,
     pub maximum_workers: u32,
@@ -174,6 +181,7 @@ impl Settings {
             .default("heartbeat_timeout", 5.0)
             .default("no_workers_timeout", "3m")
             .default("restore_grace", "30s")
+            .default("restore", true)
             .default("minimum_workers", 0)
             .default("maximum_workers", 100)
             .default("data_dir", "stratus-data")
@@ -220,6 +228,11 @@ impl Settings {
                 "restore_grace",
                 cli.restore_grace.clone(),
                 flag("--restore-grace"),
+            )
+            .flag(
+                "restore",
+                cli.no_restore.then_some(false),
+                flag("--no-restore"),
             )
             .flag(
                 "minimum_workers",
