@@ -222,18 +222,53 @@ fn as_str(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// A step that takes longer than this has hung (they take seconds).
+const HUNG: Duration = Duration::from_secs(180);
+
+/// `stratus ARGS` against `local`, failing (not hanging) past [`HUNG`].
+fn client(local: &Local, args: &[&str]) -> Result<String, String> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--scheduler-file")
+        .arg(&local.file)
+        .args(args)
+        .env_remove("STRATUS_SCHEDULER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stratus");
+    let start = Instant::now();
+    while child.try_wait().expect("wait for stratus").is_none() {
+        if start.elapsed() > HUNG {
+            let _ = child.kill();
+            return Err(format!("`stratus {}` hung for {HUNG:?}", args.join(" ")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("stratus output");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`stratus {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Run `step` (after its preparation); the answers it reads back.
 fn run(local: &Local, step: &Step) -> Result<Vec<String>, String> {
     for prepare in &step.prepare {
-        let _ = local.client(&as_str(prepare)); // gone already is fine
+        let _ = client(local, &as_str(prepare)); // gone already is fine
     }
-    let output = local.client(&as_str(&step.run))?;
+    let output = client(local, &as_str(&step.run))?;
     if step.answer.is_empty() {
         return Ok(vec![output]);
     }
     step.answer
         .iter()
-        .map(|read| local.client(&as_str(read)))
+        .map(|read| client(local, &as_str(read)))
         .collect()
 }
 

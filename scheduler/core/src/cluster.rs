@@ -315,6 +315,20 @@ impl Cluster {
     }
 
     /// Jobs with a task pinned to this worker (queued or running).
+    /// Queued tasks pinned to a worker that is gone (a job planned them
+    /// from a view of the cluster that the worker's removal made stale):
+    /// their ids, jobs and workers.
+    pub fn pinned_to_missing(&self) -> Vec<(TaskId, JobId, WorkerId)> {
+        self.queue
+            .iter()
+            .filter_map(|id| {
+                let task = self.tasks.get(id)?;
+                let pin = task.worker_pin?;
+                (!self.workers.contains_key(&pin)).then_some((*id, task.job, pin))
+            })
+            .collect()
+    }
+
     pub fn jobs_pinned_to(&self, worker: WorkerId) -> BTreeSet<JobId> {
         self.tasks
             .values()

@@ -803,8 +803,39 @@ impl SchedulerState {
 
     // ----- placement and progress -------------------------------------------
 
+    /// A task pinned to a worker that left before it was placed (its job
+    /// planned it from a stale view: the worker went between two rounds)
+    /// would wait forever. Its job hears that the worker is lost (a round
+    /// runs again); a task its job still leaves pinned there fails it.
+    fn unpin_from_missing(&mut self, out: &mut Vec<Command>) {
+        let orphans = self.cluster.pinned_to_missing();
+        if orphans.is_empty() {
+            return;
+        }
+        let jobs: BTreeSet<(JobId, WorkerId)> = orphans
+            .iter()
+            .map(|&(_, job, worker)| (job, worker))
+            .collect();
+        for (job, worker) in jobs {
+            self.drive(job, out, |j, cx| j.on_worker_lost(cx, worker));
+        }
+        for (id, _, worker) in self.cluster.pinned_to_missing() {
+            let Some(task) = self.cluster.remove(id) else {
+                continue;
+            };
+            let error = format!(
+                "worker {worker} left before a task pinned to it ({}) could start",
+                task.kind.label()
+            );
+            self.drive(task.job, out, |job, cx| {
+                job.on_task_failed(cx, &task.kind, error)
+            });
+        }
+    }
+
     /// Place queued tasks; tasks that can never run fail their job.
     fn dispatch(&mut self, out: &mut Vec<Command>) {
+        self.unpin_from_missing(out);
         for _ in 0..4 {
             let doomed = self.cluster.dispatch(&self.frames, self.clock, out);
             if doomed.is_empty() {

@@ -373,6 +373,59 @@ fn a_frame_sorted_twice_by_shuffles_is_rebuilt_back_to_parquet() {
     sim.assert_idle();
 }
 
+/// A worker that leaves between the send and the collect of a shuffle (it
+/// runs none of the sort's tasks when it goes, but owns ranges) does not
+/// leave a collect pinned to it forever: the sort runs again without it.
+#[test]
+fn a_range_owner_lost_between_rounds_does_not_hang_the_sort() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(Some("sorted")));
+    sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0)));
+    let is_send = |k: &TaskKind| matches!(k, TaskKind::ShuffleSend { .. });
+    let delivered = |_: WorkerId, _: &TaskKind| TaskOutput::Delivered {
+        rows: 20,
+        bytes: 2000,
+    };
+    // Worker 2's send ends; it leaves with nothing of the sort running.
+    let sends = sim.running_where(is_send);
+    let (w2, id2, _) = sends.iter().find(|s| s.0 == WorkerId(2)).cloned().unwrap();
+    sim.finish(w2, id2, delivered(w2, &sends[0].2));
+    sim.leave(2);
+    // Worker 1's send ends: the collect round must not pin a task to
+    // worker 2 (the harness panics on a Run to an unknown worker).
+    sim.answer_running(is_send, delivered);
+    let mut answer = None;
+    for _ in 0..50 {
+        let mut seen = sim.finish_parquet_loads();
+        seen.extend(
+            sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0))),
+        );
+        seen.extend(sim.answer_running(is_send, delivered));
+        seen.extend(sim.answer_running(
+            |k| matches!(k, TaskKind::ShuffleCollect { .. }),
+            |_, kind| {
+                let TaskKind::ShuffleCollect { ranges, frame, .. } = kind else {
+                    unreachable!()
+                };
+                let parts: Vec<(u32, u32)> = ranges.iter().map(|r| (*r, *r)).collect();
+                ranges_loaded(*frame, &parts)
+            },
+        ));
+        if let Some(reply) = final_reply(&seen, 2) {
+            answer = Some(reply);
+            break;
+        }
+    }
+    match answer {
+        Some(ToClient::Persisted(summary)) => {
+            assert_eq!(summary.partitions, summary.partitions_held);
+        }
+        other => panic!("the sort did not finish: {other:?}"),
+    }
+    sim.assert_idle();
+}
+
 #[test]
 fn a_name_a_running_sort_will_create_is_refused_to_persist_and_to_other_sorts() {
     let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
