@@ -16,15 +16,19 @@ use crate::cluster::Cluster;
 use crate::frames::{Frame, Frames, Origin, PersistedPartition, SortLineage};
 use crate::ids::{FrameId, WorkerId};
 
-/// What identifies the catalog's content: complete frames by id, name and
-/// partition count. A snapshot is written when it changes.
-pub(crate) type CatalogSignature = Vec<(u64, String, usize)>;
+/// What identifies the catalog's content: a hash of the complete frames'
+/// ids, names and partition counts (computed after every event, heartbeats
+/// included, so it allocates nothing). A snapshot is written when it changes.
+pub(crate) type CatalogSignature = u64;
 
 impl Frames {
     pub(crate) fn catalog_signature(&self) -> CatalogSignature {
-        self.complete()
-            .map(|f| (f.id.0, f.name.clone(), f.partitions.len()))
-            .collect()
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for f in self.complete() {
+            (f.id.0, f.name.as_str(), f.partitions.len()).hash(&mut hasher);
+        }
+        hasher.finish()
     }
 
     /// The catalog of the complete frames (`starts` as given).
@@ -128,18 +132,20 @@ impl Frames {
                 .partitions
                 .iter()
                 .map(|p| PersistedPartition {
-                    origin: p.origin.as_ref().map(|o| match o {
-                        OriginRecord::Parquet(input) => Origin::Parquet(input.clone()),
+                    // A lineage index out of range (refused when the file
+                    // is read) leaves the partition without lineage: it is
+                    // then reported lost, never a panic.
+                    origin: p.origin.as_ref().and_then(|o| match o {
+                        OriginRecord::Parquet(input) => Some(Origin::Parquet(input.clone())),
                         OriginRecord::Range {
                             lineage,
                             range,
                             steps,
-                        } => Origin::Range {
-                            // Checked when the catalog was read.
-                            lineage: lineages[*lineage as usize].clone(),
+                        } => Some(Origin::Range {
+                            lineage: lineages.get(*lineage as usize)?.clone(),
                             range: *range,
                             steps: steps.clone(),
-                        },
+                        }),
                     }),
                     rows: p.rows,
                     bytes: p.bytes,

@@ -112,7 +112,7 @@ impl SchedulerState {
             workerless_since: None,
             starts: 1,
             restoring: None,
-            saved_catalog: Vec::new(),
+            saved_catalog: Frames::default().catalog_signature(),
         }
     }
 

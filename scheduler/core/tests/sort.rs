@@ -175,6 +175,16 @@ fn ranges_loaded(frame: u64, parts: &[(u32, u32)]) -> TaskOutput {
     )
 }
 
+/// What a collect of its ranges answers: each range kept as the partition
+/// of the same index.
+fn collected(kind: &TaskKind) -> TaskOutput {
+    let TaskKind::ShuffleCollect { ranges, frame, .. } = kind else {
+        panic!("not a collect: {kind:?}")
+    };
+    let parts: Vec<(u32, u32)> = ranges.iter().map(|r| (*r, *r)).collect();
+    ranges_loaded(*frame, &parts)
+}
+
 /// Sort `t` by a shuffle into `into`; returns the sorted frame's id on the
 /// wire and the owner of each range.
 fn shuffle_sort(sim: &mut Sim, request: u64, into: &str) -> (u64, BTreeMap<u32, WorkerId>) {
@@ -212,26 +222,7 @@ fn shuffle_sort_of(
     let mut frame = 0;
     let seen = sim.answer_running(
         |k| matches!(k, TaskKind::ShuffleCollect { .. }),
-        |_, kind| {
-            let TaskKind::ShuffleCollect { ranges, frame, .. } = kind else {
-                unreachable!()
-            };
-            TaskOutput::LoadedMany(
-                ranges
-                    .iter()
-                    .map(|r| {
-                        (
-                            PartitionKey {
-                                frame: *frame,
-                                index: *r,
-                            },
-                            10,
-                            1000,
-                        )
-                    })
-                    .collect(),
-            )
-        },
+        |_, kind| collected(kind),
     );
     for (worker, task) in &sim.assignments {
         if let TaskKind::ShuffleCollect {
@@ -404,13 +395,7 @@ fn a_range_owner_lost_between_rounds_does_not_hang_the_sort() {
         seen.extend(sim.answer_running(is_send, delivered));
         seen.extend(sim.answer_running(
             |k| matches!(k, TaskKind::ShuffleCollect { .. }),
-            |_, kind| {
-                let TaskKind::ShuffleCollect { ranges, frame, .. } = kind else {
-                    unreachable!()
-                };
-                let parts: Vec<(u32, u32)> = ranges.iter().map(|r| (*r, *r)).collect();
-                ranges_loaded(*frame, &parts)
-            },
+            |_, kind| collected(kind),
         ));
         if let Some(reply) = final_reply(&seen, 2) {
             answer = Some(reply);
