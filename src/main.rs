@@ -349,6 +349,11 @@ enum DatagenKind {
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Order of the rows within each monthly file: time, station (grouped by
+        /// station, then time, as real copies written by pyarrow come) or random
+        /// (a seeded shuffle). The same rows for every order.
+        #[arg(long, default_value_t = stratus_engine::datagen::RowOrder::Time)]
+        order: stratus_engine::datagen::RowOrder,
     },
 }
 
@@ -917,17 +922,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{status}");
         }
         Cmd::Datagen {
-            kind: DatagenKind::Isd { rows, out, seed },
+            kind:
+                DatagenKind::Isd {
+                    rows,
+                    out,
+                    seed,
+                    order,
+                },
         } => {
             let start = Instant::now();
-            let summary =
-                stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+            let summary = stratus_engine::datagen::generate_isd_ordered(
+                &stratus_engine::datagen::DatagenOptions {
                     rows: *rows,
                     out: out.clone(),
                     seed: *seed,
-                })?;
+                },
+                *order,
+            )?;
             eprintln!(
-                "wrote {} rows in {} files ({}) to {} in {}",
+                "wrote {} rows ({order} order) in {} files ({}) to {} in {}",
                 summary.rows,
                 summary.files,
                 format_bytes(summary.bytes),

@@ -3,8 +3,14 @@
 //! `out/year=YYYY/month=M/part-00000.parquet` for 2008..=2019 and months 1..=12.
 //!
 //! Determinism: the station table comes from `seed`, each partition from its own `SmallRng`
-//! seeded from `seed` and the partition index, so the bytes written depend on `seed` and
-//! `rows` only, never on threading.
+//! seeded from `seed` and the partition index, so the bytes written depend on `seed`, `rows`
+//! and the [`RowOrder`] only, never on threading.
+//!
+//! Row order: the rows of a file are generated in time order ([`RowOrder::Time`], the
+//! default). [`RowOrder::Station`] groups them by station, then time, within each file (the
+//! way real ISD copies written by pyarrow come); [`RowOrder::Random`] shuffles them within
+//! each file (seeded). Every order holds the same rows with the same values: the rows are
+//! generated as for `Time`, then permuted with one `take` per column per file.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -14,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::types::Int32Type;
 use arrow_array::{
-    ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -37,6 +43,49 @@ pub const NUM_PARTITIONS: usize = ((LAST_YEAR - FIRST_YEAR + 1) * 12) as usize;
 pub const NUM_STATIONS: usize = 2000;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The order of the rows within each generated file (the rows themselves do not change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RowOrder {
+    /// By time (as generated; `stratus datagen`'s default).
+    #[default]
+    Time,
+    /// Grouped by station, then by time (as real ISD copies written by pyarrow come).
+    Station,
+    /// A seeded shuffle.
+    Random,
+}
+
+impl RowOrder {
+    /// Every order, `Time` first.
+    pub const ALL: [RowOrder; 3] = [RowOrder::Time, RowOrder::Station, RowOrder::Random];
+
+    /// `time`, `station` or `random`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowOrder::Time => "time",
+            RowOrder::Station => "station",
+            RowOrder::Random => "random",
+        }
+    }
+}
+
+impl std::fmt::Display for RowOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for RowOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        RowOrder::ALL
+            .into_iter()
+            .find(|o| o.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown row order {s:?} (time, station or random)"))
+    }
+}
 
 /// What to generate and where.
 #[derive(Debug, Clone)]
@@ -100,8 +149,15 @@ pub fn isd_schema() -> SchemaRef {
 /// months 1..=12. Rows are spread evenly over the 144 partitions (the first `rows % 144`
 /// get one more); partitions that get no rows (only when `rows < 144`) write no file.
 /// Snappy, 64Ki-row row groups, dictionary-encoded strings; partitions are generated in
-/// parallel on up to `available_parallelism` threads.
+/// parallel on up to `available_parallelism` threads. Rows in time order: see
+/// [`generate_isd_ordered`].
 pub fn generate_isd(opts: &DatagenOptions) -> Result<DatagenSummary> {
+    generate_isd_ordered(opts, RowOrder::Time)
+}
+
+/// [`generate_isd`] with the rows of each file in `order`: the same rows and values for
+/// every order (for `Time`, the same bytes as [`generate_isd`]).
+pub fn generate_isd_ordered(opts: &DatagenOptions, order: RowOrder) -> Result<DatagenSummary> {
     let out_dir = opts.out.display().to_string();
     fs::create_dir_all(&opts.out).map_err(|e| EngineError::io(&out_dir, e))?;
     let stations = Arc::new(Stations::generate(opts.seed));
@@ -132,8 +188,9 @@ pub fn generate_isd(opts: &DatagenOptions) -> Result<DatagenSummary> {
                 let Some(&(index, rows)) = jobs.get(j) else {
                     break;
                 };
-                let r = write_partition(&opts.out, opts.seed, index, rows, &stations, &schema)
-                    .map(|bytes| (index, bytes));
+                let r =
+                    write_partition(&opts.out, opts.seed, index, rows, order, &stations, &schema)
+                        .map(|bytes| (index, bytes));
                 let failed = r.is_err();
                 if let Ok(mut v) = results.lock() {
                     v.push(r);
@@ -370,8 +427,82 @@ const PRECIP_TIME: [(f64, f64); 6] = [
 
 const CLOUDS: [&str; 7] = ["CLR", "FEW", "SCT", "BKN", "OVC", "VV", "OBS"];
 
-/// Build one partition as record batches of at most [`ROW_GROUP_ROWS`] rows.
+/// Salt of the seed of the shuffle of [`RowOrder::Random`] (apart from the values' seeds).
+const SHUFFLE_SALT: u64 = 0x5EED_5A1F_F1E5_0001;
+
+/// Build one partition in `order` as record batches of at most [`ROW_GROUP_ROWS`] rows.
 fn build_batches(
+    seed: u64,
+    index: usize,
+    rows: usize,
+    order: RowOrder,
+    stations: &Stations,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let batches = build_time_batches(seed, index, rows, stations, schema)?;
+    if order == RowOrder::Time || rows == 0 {
+        return Ok(batches);
+    }
+    let arrow = |e| EngineError::arrow("datagen", e);
+    let all = arrow_select::concat::concat_batches(schema, &batches).map_err(arrow)?;
+    drop(batches);
+    let n = all.num_rows();
+    let perm: Vec<u32> = match order {
+        RowOrder::Time => (0..n as u32).collect(),
+        RowOrder::Station => {
+            // The usaf column's dictionary keys name the station. The rows are in time
+            // order, so a stable counting sort by station keeps time order within one.
+            let keys = all
+                .column(0)
+                .as_any()
+                .downcast_ref::<DictionaryArray<Int32Type>>()
+                .ok_or_else(|| EngineError::Argument("datagen: usaf is not a dictionary".into()))?
+                .keys();
+            let station = |i: usize| usize::try_from(keys.value(i)).unwrap_or(0);
+            let buckets = keys
+                .values()
+                .iter()
+                .copied()
+                .max()
+                .map_or(0, |m| m.max(0) as usize)
+                + 1;
+            let mut start = vec![0u32; buckets + 1];
+            for i in 0..n {
+                start[station(i) + 1] += 1;
+            }
+            for b in 0..buckets {
+                start[b + 1] += start[b];
+            }
+            let mut perm = vec![0u32; n];
+            for i in 0..n {
+                let s = station(i);
+                perm[start[s] as usize] = i as u32;
+                start[s] += 1;
+            }
+            perm
+        }
+        RowOrder::Random => {
+            // Fisher-Yates with its own generator: the values' generators are untouched.
+            let mut rng = SmallRng::seed_from_u64(mix(seed ^ SHUFFLE_SALT, index as u64));
+            let mut perm: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                perm.swap(i, rng.random_range(0..=i));
+            }
+            perm
+        }
+    };
+    // One `take` per column for the whole file, then zero-copy row-group slices.
+    let sorted =
+        arrow_select::take::take_record_batch(&all, &UInt32Array::from(perm)).map_err(arrow)?;
+    drop(all);
+    Ok((0..n)
+        .step_by(ROW_GROUP_ROWS)
+        .map(|at| sorted.slice(at, ROW_GROUP_ROWS.min(n - at)))
+        .collect())
+}
+
+/// Build one partition in time order as record batches of at most [`ROW_GROUP_ROWS`] rows.
+fn build_time_batches(
     seed: u64,
     index: usize,
     rows: usize,
@@ -521,6 +652,7 @@ fn write_partition(
     seed: u64,
     index: usize,
     rows: u64,
+    order: RowOrder,
     stations: &Stations,
     schema: &SchemaRef,
 ) -> Result<u64> {
@@ -529,7 +661,7 @@ fn write_partition(
     let path_s = path.display().to_string();
     let rows = usize::try_from(rows)
         .map_err(|_| EngineError::Argument(format!("datagen: too many rows ({rows})")))?;
-    let batches = build_batches(seed, index, rows, stations, schema)?;
+    let batches = build_batches(seed, index, rows, order, stations, schema)?;
     fs::create_dir_all(&dir).map_err(|e| EngineError::io(dir.display().to_string(), e))?;
     let file = File::create(&path).map_err(|e| EngineError::io(&path_s, e))?;
     let props = WriterProperties::builder()
@@ -570,5 +702,110 @@ mod tests {
             days_from_civil(2008, 2, 29) + 1,
             days_from_civil(2008, 3, 1)
         );
+    }
+
+    /// One file of `rows` rows in `order`, as one batch, with its row-group sizes.
+    fn file(rows: usize, order: RowOrder) -> (RecordBatch, Vec<usize>) {
+        let stations = Stations::generate(7);
+        let schema = isd_schema();
+        let batches = build_batches(7, 30, rows, order, &stations, &schema).expect("build");
+        let sizes = batches.iter().map(RecordBatch::num_rows).collect();
+        let all = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
+        (all, sizes)
+    }
+
+    /// Each row encoded as comparable bytes (arrow-row), in the file's order.
+    fn rows_of(batch: &RecordBatch) -> Vec<Vec<u8>> {
+        use arrow_row::{RowConverter, SortField};
+        let fields = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields).expect("converter");
+        let rows = converter.convert_columns(batch.columns()).expect("rows");
+        rows.iter().map(|r| r.as_ref().to_vec()).collect()
+    }
+
+    fn station_and_time(batch: &RecordBatch) -> Vec<(i32, i64)> {
+        let usaf = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .expect("usaf");
+        let names = usaf
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("names");
+        let time = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("datetime");
+        (0..batch.num_rows())
+            .map(|i| {
+                let id = names.value(usaf.keys().value(i) as usize);
+                (id.parse().expect("usaf digits"), time.value(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_order_holds_the_same_rows() {
+        // More than two row groups, so the permutation crosses row-group boundaries.
+        let n = 2 * ROW_GROUP_ROWS + 1234;
+        let (time, time_sizes) = file(n, RowOrder::Time);
+        let mut expected = rows_of(&time);
+        let time_rows = expected.clone();
+        expected.sort_unstable();
+        let keys = station_and_time(&time);
+        assert!(keys.windows(2).all(|w| w[0].1 <= w[1].1), "time order");
+        for order in [RowOrder::Station, RowOrder::Random] {
+            let (batch, sizes) = file(n, order);
+            assert_eq!(
+                sizes, time_sizes,
+                "{order}: row groups of {ROW_GROUP_ROWS} rows"
+            );
+            assert_eq!(batch.schema(), time.schema());
+            let got = rows_of(&batch);
+            assert_ne!(got, time_rows, "{order}: the order differs");
+            let mut sorted = got;
+            sorted.sort_unstable();
+            assert!(sorted == expected, "{order}: the same multiset of rows");
+            let keys = station_and_time(&batch);
+            let by_station = keys
+                .windows(2)
+                .all(|w| w[0].0 != w[1].0 || w[0].1 <= w[1].1);
+            let mut seen = std::collections::HashSet::new();
+            let runs = keys.windows(2).filter(|w| w[0].0 != w[1].0).count() + 1;
+            let stations = keys.iter().filter(|k| seen.insert(k.0)).count();
+            match order {
+                // Grouped: one run per station, time order inside each.
+                RowOrder::Station => {
+                    assert!(by_station, "time order within a station");
+                    assert_eq!(runs, stations, "one run per station");
+                }
+                _ => {
+                    assert!(runs > stations * 10, "shuffled: {runs} runs");
+                    assert!(!keys.windows(2).all(|w| w[0].1 <= w[1].1));
+                }
+            }
+        }
+        // Same seed, same order: the same rows in the same order.
+        assert_eq!(
+            rows_of(&file(5000, RowOrder::Random).0),
+            rows_of(&file(5000, RowOrder::Random).0)
+        );
+    }
+
+    #[test]
+    fn order_names() {
+        for order in RowOrder::ALL {
+            assert_eq!(order.name().parse::<RowOrder>(), Ok(order));
+        }
+        assert_eq!(RowOrder::default(), RowOrder::Time);
+        assert!("sorted".parse::<RowOrder>().is_err());
     }
 }
