@@ -487,8 +487,20 @@ pub enum TaskOutput {
 /// The outcome of one task.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum TaskReport {
-    Finished { id: u64, output: TaskOutput },
-    Failed { id: u64, error: String },
+    Finished {
+        id: u64,
+        output: TaskOutput,
+    },
+    Failed {
+        id: u64,
+        error: String,
+        /// The worker this task could not reach (a delivery's receiver whose
+        /// connection failed), when that is why it failed. The scheduler
+        /// then waits for its verdict on that worker before failing the job:
+        /// a receiver that died is a lost worker (the job runs its round
+        /// again), not an error of the request.
+        unreachable_peer: Option<u64>,
+    },
 }
 
 /// Worker -> scheduler.

@@ -162,6 +162,7 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
             TaskReport::Failed {
                 id: 3,
                 error: "e".into(),
+                unreachable_peer: Some(4),
             },
         ]))
         .unwrap(),

@@ -12,11 +12,11 @@ use stratus_protocol::messages::{MailboxKey, PartitionKey, StorageOptions, TaskO
 use crate::peer::{Deliver, PeerService};
 use crate::remote::Remote;
 use crate::roots::DataRoots;
-use crate::state::{Computed, Destination, Ready, TaskId, Work};
+use crate::state::{Computed, Destination, Ready, TaskError, TaskId, Work};
 use crate::tasks;
 
 /// Called with a task body's result.
-pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, String>) + Send + Sync>;
+pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, TaskError>) + Send + Sync>;
 
 /// What task bodies need from the outside world.
 #[derive(Clone)]
@@ -45,7 +45,39 @@ impl Executor {
         });
     }
 
-    async fn run(&self, work: Work, storage: StorageOptions) -> Result<Computed, String> {
+    /// A task that delivers to mailboxes computes, then delivers (its
+    /// error may name the peer it could not reach); the others compute.
+    async fn run(&self, work: Work, storage: StorageOptions) -> Result<Computed, TaskError> {
+        match work {
+            Work::GroupByPartial { batches, spec, to } => {
+                let batch = compute(move || tasks::groupby_partial(&batches, &spec)).await?;
+                self.deliver_one(to, batch).await
+            }
+            Work::GroupByMerge { partials, spec, to } => {
+                let batch = compute(move || tasks::groupby_merge(&partials, &spec)).await?;
+                self.deliver_one(to, batch).await
+            }
+            Work::ShuffleSend {
+                batches,
+                key,
+                boundaries_ipc,
+                owners,
+                job,
+                tag_base,
+                me,
+            } => {
+                let ranges =
+                    compute(move || tasks::split_ranges(&batches, &key, &boundaries_ipc)).await?;
+                self.shuffle_send(ranges, owners, job, tag_base, me).await
+            }
+            Work::SendPartitions { parts, to, job, me } => {
+                self.send_partitions(parts, to, job, me).await
+            }
+            work => Ok(self.compute_only(work, storage).await?),
+        }
+    }
+
+    async fn compute_only(&self, work: Work, storage: StorageOptions) -> Result<Computed, String> {
         let output = |r: Result<TaskOutput, String>| r.map(Computed::Output);
         let (roots, remote) = (self.roots.clone(), self.remote.clone());
         // The task's file access, built inside its compute closure.
@@ -96,14 +128,6 @@ impl Executor {
                 })
                 .await
             }
-            Work::GroupByPartial { batches, spec, to } => {
-                let batch = compute(move || tasks::groupby_partial(&batches, &spec)).await?;
-                self.deliver_one(to, batch).await
-            }
-            Work::GroupByMerge { partials, spec, to } => {
-                let batch = compute(move || tasks::groupby_merge(&partials, &spec)).await?;
-                self.deliver_one(to, batch).await
-            }
             Work::GroupByFinal { partials, spec } => {
                 compute(move || output(tasks::groupby_final(&partials, &spec))).await
             }
@@ -134,19 +158,6 @@ impl Executor {
                 n,
                 columns,
             } => compute(move || output(tasks::head_of(&batches, n, columns.as_deref()))).await,
-            Work::ShuffleSend {
-                batches,
-                key,
-                boundaries_ipc,
-                owners,
-                job,
-                tag_base,
-                me,
-            } => {
-                let ranges =
-                    compute(move || tasks::split_ranges(&batches, &key, &boundaries_ipc)).await?;
-                self.shuffle_send(ranges, owners, job, tag_base, me).await
-            }
             Work::ShuffleCollect {
                 received,
                 key,
@@ -192,8 +203,11 @@ impl Executor {
                 })
                 .await
             }
-            Work::SendPartitions { parts, to, job, me } => {
-                self.send_partitions(parts, to, job, me).await
+            Work::GroupByPartial { .. }
+            | Work::GroupByMerge { .. }
+            | Work::ShuffleSend { .. }
+            | Work::SendPartitions { .. } => {
+                Err("internal: a delivering task was run without its deliveries".into())
             }
             // Kept by the state machine (all or none, under the limit).
             Work::Adopt { parts } => Ok(Computed::LoadedMany(parts)),
@@ -208,7 +222,7 @@ impl Executor {
         to: stratus_protocol::messages::PeerRef,
         job: u64,
         me: u64,
-    ) -> Result<Computed, String> {
+    ) -> Result<Computed, TaskError> {
         let (mut rows, mut bytes) = (0u64, 0u64);
         let mut sends = tokio::task::JoinSet::new();
         for (tag, batches) in parts {
@@ -225,14 +239,18 @@ impl Executor {
 
     /// Deliver one computed batch; the task reports `Delivered` once the
     /// receiver holds it (bytes sent: 0 for our own mailbox).
-    async fn deliver_one(&self, to: Destination, batch: RecordBatch) -> Result<Computed, String> {
+    async fn deliver_one(
+        &self,
+        to: Destination,
+        batch: RecordBatch,
+    ) -> Result<Computed, TaskError> {
         let rows = batch.num_rows() as u64;
         let bytes = self.deliver(to, vec![batch]).await?;
         Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
     }
 
     /// Deliver batches; returns the bytes sent over the network.
-    async fn deliver(&self, to: Destination, batches: Vec<RecordBatch>) -> Result<u64, String> {
+    async fn deliver(&self, to: Destination, batches: Vec<RecordBatch>) -> Result<u64, TaskError> {
         match to {
             Destination::Local(push) => {
                 (self.local)(push.mailbox, push.from_worker, batches).await?;
@@ -257,14 +275,17 @@ impl Executor {
         job: u64,
         tag_base: u32,
         me: u64,
-    ) -> Result<Computed, String> {
+    ) -> Result<Computed, TaskError> {
         let (mut rows, mut bytes) = (0u64, 0u64);
         let mut sends = tokio::task::JoinSet::new();
         for (r, range) in ranges.into_iter().enumerate() {
             if range.is_empty() {
                 continue;
             }
-            let owner = owners.get(r).ok_or("sort: a range has no owner")?.clone();
+            let owner = owners
+                .get(r)
+                .ok_or(TaskError::from("sort: a range has no owner"))?
+                .clone();
             let mailbox = MailboxKey {
                 job,
                 tag: tag_base + r as u32,

@@ -40,6 +40,8 @@ use stratus_protocol::pki::Role;
 use stratus_protocol::tls::{Credentials, DenyList};
 use stratus_protocol::{tls, transport, ProtocolError};
 
+use crate::state::TaskError;
+
 /// Largest delivery accepted (one partition's share of a shuffle).
 const MAX_DELIVERY_BYTES: usize = 8 << 30;
 
@@ -389,35 +391,39 @@ impl PeerService {
         push: PeerPush,
         schema: &SchemaRef,
         batches: &[RecordBatch],
-    ) -> Result<u64, String> {
+    ) -> Result<u64, TaskError> {
         let peer = format!("worker {} ({})", to.worker, to.address);
-        let conn = self.connection(to).await?;
+        // A failed connection or stream names the peer (it may have died:
+        // the scheduler decides); a refusal is the peer's answer.
+        let lost = |message: String| TaskError::unreachable(to.worker, message);
+        let conn = self.connection(to).await.map_err(lost)?;
         let (mut send, mut recv) = conn
             .open_bi()
             .await
-            .map_err(|e| format!("{peer}: cannot open a stream: {e}"))?;
+            .map_err(|e| lost(format!("{peer}: cannot open a stream: {e}")))?;
         send_message(&mut send, &push, &peer)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| lost(e.to_string()))?;
         // Column buffers go out as they are: no copy into one message.
         let mut chunks =
             stratus_protocol::ipc::encode_chunks(schema, batches).map_err(|e| e.to_string())?;
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         send.write_all_chunks(&mut chunks)
             .await
-            .map_err(|e| format!("{peer}: send failed: {e}"))?;
-        send.finish().map_err(|e| format!("{peer}: {e}"))?;
+            .map_err(|e| lost(format!("{peer}: send failed: {e}")))?;
+        send.finish().map_err(|e| lost(format!("{peer}: {e}")))?;
         let mut ack = [0u8; 1];
         recv.read_exact(&mut ack)
             .await
-            .map_err(|e| format!("{peer} did not acknowledge the delivery: {e}"))?;
+            .map_err(|e| lost(format!("{peer} did not acknowledge the delivery: {e}")))?;
         if ack[0] != 1 {
             let mut reason = Vec::new();
             let _ = recv.read_to_end(4096).await.map(|r| reason = r);
             return Err(format!(
                 "{peer} refused the delivery: {}",
                 String::from_utf8_lossy(&reason)
-            ));
+            )
+            .into());
         }
         Ok(bytes)
     }

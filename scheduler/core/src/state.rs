@@ -73,6 +73,25 @@ pub struct SchedulerState {
     pub(crate) restoring: Option<Instant>,
     /// What the catalog last written holds.
     saved_catalog: crate::catalog::CatalogSignature,
+    /// Failures blamed on a peer that is still a member, waiting for the
+    /// verdict on it.
+    held_failures: Vec<HeldFailure>,
+}
+
+/// A task that failed because it could not reach another worker, while that
+/// worker is still a member: a receiver that died fails its senders before
+/// the scheduler notices it is gone (its heartbeats stop). The failure is
+/// held, its task still counted, until the peer is removed (the job hears
+/// that a worker of its round is lost and runs the round again: the answer
+/// is the same as without the fault) or the hold ends with the peer still
+/// here (the failure stands).
+#[derive(Debug, Clone)]
+struct HeldFailure {
+    task: TaskId,
+    worker: WorkerId,
+    peer: WorkerId,
+    error: String,
+    until: Instant,
 }
 
 /// A [`JobCx`] over the state's fields (a macro, so that the job table
@@ -113,6 +132,7 @@ impl SchedulerState {
             starts: 1,
             restoring: None,
             saved_catalog: Frames::default().catalog_signature(),
+            held_failures: Vec::new(),
         }
     }
 
@@ -291,6 +311,7 @@ impl SchedulerState {
                     });
                     self.remove_worker(worker, &reason, &mut out);
                 }
+                self.settle_held_failures(now, &mut out);
                 self.tick_jobs(&mut out);
             }
             Event::WorkerRetiring { worker } => self.retire_worker(worker, &mut out),
@@ -629,9 +650,13 @@ impl SchedulerState {
     // ----- task outcomes ---------------------------------------------------
 
     fn on_report(&mut self, worker: WorkerId, report: TaskReport, out: &mut Vec<Command>) {
-        let (id, result) = match report {
-            TaskReport::Finished { id, output } => (TaskId(id), Ok(output)),
-            TaskReport::Failed { id, error } => (TaskId(id), Err(error)),
+        let (id, result, unreachable_peer) = match report {
+            TaskReport::Finished { id, output } => (TaskId(id), Ok(output), None),
+            TaskReport::Failed {
+                id,
+                error,
+                unreachable_peer,
+            } => (TaskId(id), Err(error), unreachable_peer.map(WorkerId)),
         };
         // A report for a task we no longer track (cancelled, or reassigned after
         // the worker was presumed lost) is ignored; a partition it loaded is freed
@@ -676,6 +701,32 @@ impl SchedulerState {
                 return;
             }
         }
+        let result = match (result, unreachable_peer) {
+            (Err(error), Some(peer)) if peer != worker => {
+                if self.cluster.worker(peer).is_some() {
+                    // Wait for the verdict on the peer: gone within twice the
+                    // heartbeat timeout (it stopped answering) or not.
+                    self.held_failures.push(HeldFailure {
+                        task: id,
+                        worker,
+                        peer,
+                        error,
+                        until: self.clock + 2 * self.config.heartbeat_timeout,
+                    });
+                    return;
+                }
+                // Gone already, and this task's job was not told (its task
+                // still counts): it is now, and decides.
+                if let Some(job) = self.cluster.task(id).map(|t| t.job) {
+                    self.drive(job, out, |j, cx| j.on_worker_lost(cx, peer));
+                }
+                if !self.cluster.is_running_on(id, worker) {
+                    return;
+                }
+                Err(error)
+            }
+            (result, _) => result,
+        };
         let Some(task) = self.cluster.remove(id) else {
             return;
         };
@@ -796,9 +847,58 @@ impl SchedulerState {
             // Each rebuilt partition's task carries its frame's options.
             self.start_job(None, Box::new(RebuildJob::new(lost)), Arc::default(), out);
         }
-        for job in pinned {
+        for &job in &pinned {
             self.drive(job, out, |j, cx| j.on_worker_lost(cx, worker));
         }
+        // Failures blamed on this worker were its loss: their jobs hear it
+        // (unless they just did); a task a job still counts then fails.
+        let (blamed, kept): (Vec<HeldFailure>, Vec<HeldFailure>) =
+            std::mem::take(&mut self.held_failures)
+                .into_iter()
+                .filter(|h| h.worker != worker)
+                .partition(|h| h.peer == worker);
+        self.held_failures = kept;
+        for held in blamed {
+            let Some(job) = self.cluster.task(held.task).map(|t| t.job) else {
+                continue;
+            };
+            if !pinned.contains(&job) {
+                self.drive(job, out, |j, cx| j.on_worker_lost(cx, worker));
+            }
+            self.fail_held(held, out);
+        }
+    }
+
+    /// Held failures whose hold ended with their peer still a member stand.
+    fn settle_held_failures(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let (due, waiting): (Vec<HeldFailure>, Vec<HeldFailure>) =
+            std::mem::take(&mut self.held_failures)
+                .into_iter()
+                .partition(|h| now >= h.until);
+        self.held_failures = waiting;
+        for held in due {
+            self.fail_held(held, out);
+        }
+    }
+
+    /// A held failure's task fails its job, if the job still counts it.
+    fn fail_held(&mut self, held: HeldFailure, out: &mut Vec<Command>) {
+        if !self.cluster.is_running_on(held.task, held.worker) {
+            return;
+        }
+        let Some(task) = self.cluster.remove(held.task) else {
+            return;
+        };
+        let name = self
+            .cluster
+            .worker(held.worker)
+            .map(|w| w.info.name.clone())
+            .unwrap_or_default();
+        self.record_task(held.task, &task, &name, "failed");
+        self.counters.tasks_failed += 1;
+        self.drive(task.job, out, |job, cx| {
+            job.on_task_failed(cx, &task.kind, held.error)
+        });
     }
 
     // ----- placement and progress -------------------------------------------

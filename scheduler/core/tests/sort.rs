@@ -500,3 +500,86 @@ fn sample_bounds_without_a_max_column_fail_the_sort_without_a_panic() {
     assert!(error.contains("not min and max"), "{error}");
     assert!(sim.list(3).iter().all(|f| f.name != "s"));
 }
+
+/// A shuffle sort's send that could not reach its receiver: (the sim, the
+/// sender, its task, the receiver). The receiver is still a member.
+fn a_send_fails_unreachable() -> (Sim, WorkerId, u64, WorkerId) {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, sort(Some("sorted")));
+    sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0)));
+    let sends = sim.running_where(|k| matches!(k, TaskKind::ShuffleSend { .. }));
+    let (sender, id, _) = sends.iter().find(|s| s.0 == WorkerId(1)).cloned().unwrap();
+    let cmds = sim.fail_unreachable(sender, id, 2);
+    assert_eq!(
+        final_reply(&cmds, 2),
+        None,
+        "a failure blamed on a member waits for the verdict on it: {cmds:?}"
+    );
+    (sim, sender, id, WorkerId(2))
+}
+
+#[test]
+fn a_send_whose_receiver_died_runs_the_round_again_once_the_receiver_is_removed() {
+    let (mut sim, _, _, receiver) = a_send_fails_unreachable();
+    // The receiver's heartbeats stopped: it is removed; the sort goes on
+    // without it and ends as it would have without the fault.
+    sim.leave(receiver);
+    let delivered = |_: WorkerId, _: &TaskKind| TaskOutput::Delivered {
+        rows: 20,
+        bytes: 2000,
+    };
+    let mut answer = None;
+    for _ in 0..50 {
+        let mut seen = sim.finish_parquet_loads();
+        seen.extend(
+            sim.answer_running(is_sample, |_, kind| sample_answer(kind, &|_| (0.0, 100.0))),
+        );
+        seen.extend(sim.answer_running(|k| matches!(k, TaskKind::ShuffleSend { .. }), delivered));
+        seen.extend(sim.answer_running(
+            |k| matches!(k, TaskKind::ShuffleCollect { .. }),
+            |_, kind| collected(kind),
+        ));
+        if let Some(reply) = final_reply(&seen, 2) {
+            answer = Some(reply);
+            break;
+        }
+    }
+    match answer {
+        Some(ToClient::Persisted(summary)) => {
+            assert_eq!(summary.partitions, summary.partitions_held);
+            assert_eq!(summary.rows, 40, "every row once, as without the fault");
+        }
+        other => panic!("the sort did not finish: {other:?}"),
+    }
+    sim.assert_idle();
+}
+
+#[test]
+fn a_send_blamed_on_a_receiver_that_stays_fails_the_sort_after_the_hold() {
+    let (mut sim, _, _, receiver) = a_send_fails_unreachable();
+    let timeout = Config::default().heartbeat_timeout;
+    // The receiver keeps beating: it is alive, the failure stands.
+    let mut reply = None;
+    for step in 1..=12u32 {
+        sim.at(timeout * step / 4);
+        sim.send(Event::Heartbeat {
+            worker: receiver,
+            memory_used: 0,
+        });
+        sim.send(Event::Heartbeat {
+            worker: WorkerId(1),
+            memory_used: 0,
+        });
+        let cmds = sim.send(Event::Tick);
+        if let Some(r) = final_reply(&cmds, 2) {
+            assert!(step >= 8, "held for twice the heartbeat timeout: {step}");
+            reply = Some(r);
+            break;
+        }
+    }
+    match reply {
+        Some(ToClient::Error(e)) => assert!(e.contains("did not acknowledge"), "{e}"),
+        other => panic!("expected the send's error: {other:?}"),
+    }
+}

@@ -56,6 +56,46 @@ pub struct Config {
     pub memory_limit: u64,
 }
 
+/// Why a task body failed: what to tell the scheduler, and the peer it
+/// could not reach when that is the cause (the scheduler then waits to hear
+/// whether that worker is gone before failing the job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    pub message: String,
+    pub unreachable_peer: Option<u64>,
+}
+
+impl TaskError {
+    /// The connection to worker `peer` failed.
+    pub fn unreachable(peer: u64, message: String) -> Self {
+        TaskError {
+            message,
+            unreachable_peer: Some(peer),
+        }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError {
+            message,
+            unreachable_peer: None,
+        }
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What a task body produced, for [`Event::TaskDone`].
 #[derive(Debug)]
 pub enum Computed {
@@ -92,7 +132,7 @@ pub enum Event {
     /// A task body started by [`Command::Execute`] ended.
     TaskDone {
         id: TaskId,
-        result: Result<Computed, String>,
+        result: Result<Computed, TaskError>,
     },
     /// Time to tell the scheduler we are alive.
     Tick,
@@ -256,7 +296,11 @@ impl WorkerState {
                     storage: task.storage,
                 });
             }
-            Err(error) => out.push(Command::Report(TaskReport::Failed { id, error })),
+            Err(error) => out.push(Command::Report(TaskReport::Failed {
+                id,
+                error,
+                unreachable_peer: None,
+            })),
         }
     }
 
@@ -296,7 +340,7 @@ impl WorkerState {
 
     /// A running task's body ended: keep what it loaded and report it, or
     /// drop its result if it was cancelled.
-    fn done(&mut self, id: TaskId, result: Result<Computed, String>, out: &mut Vec<Command>) {
+    fn done(&mut self, id: TaskId, result: Result<Computed, TaskError>, out: &mut Vec<Command>) {
         if !self.running.remove(&id) {
             return;
         }
@@ -320,16 +364,31 @@ impl WorkerState {
                         fetched,
                     },
                 },
-                Err(error) => TaskReport::Failed { id, error },
+                Err(error) => TaskReport::Failed {
+                    id,
+                    error,
+                    unreachable_peer: None,
+                },
             },
             Ok(Computed::LoadedMany(parts)) => match self.keep_all(parts) {
                 Ok(kept) => TaskReport::Finished {
                     id,
                     output: TaskOutput::LoadedMany(kept),
                 },
-                Err(error) => TaskReport::Failed { id, error },
+                Err(error) => TaskReport::Failed {
+                    id,
+                    error,
+                    unreachable_peer: None,
+                },
             },
-            Err(error) => TaskReport::Failed { id, error },
+            Err(TaskError {
+                message,
+                unreachable_peer,
+            }) => TaskReport::Failed {
+                id,
+                error: message,
+                unreachable_peer,
+            },
         };
         out.push(Command::Report(report));
     }

@@ -122,7 +122,9 @@ fn reports(commands: &[Command]) -> Vec<&TaskReport> {
 /// The one failure reported for task `id`.
 fn failure(commands: &[Command], id: TaskId) -> String {
     match reports(commands).as_slice() {
-        [TaskReport::Failed { id: failed, error }] if *failed == id => error.clone(),
+        [TaskReport::Failed {
+            id: failed, error, ..
+        }] if *failed == id => error.clone(),
         other => panic!("expected task {id} to fail, got {other:?}"),
     }
 }
@@ -194,6 +196,16 @@ fn runs_at_most_nthreads_and_queues_the_rest_in_order() {
         result: Err("disk on fire".into()),
     });
     assert_eq!(failure(&out, 1), "disk on fire");
+    assert!(
+        matches!(
+            reports(&out).as_slice(),
+            [TaskReport::Failed {
+                unreachable_peer: None,
+                ..
+            }]
+        ),
+        "a failure of its own blames no peer"
+    );
     assert_eq!(executed(&out), vec![4]);
     // Later arrivals wait behind nobody once threads are free.
     state.handle(finished(3));
@@ -609,4 +621,26 @@ fn a_rejoin_to_the_scheduler_that_removed_us_drops_everything() {
     assert!(!cmds.iter().any(|c| matches!(c, Command::Held(_))));
     assert!(state.store().is_empty());
     assert_eq!(heartbeat(&mut state), (0, 0));
+}
+
+#[test]
+fn a_delivery_that_could_not_reach_its_peer_reports_that_peer() {
+    let mut state = worker(1, 0);
+    state.handle(Event::Run(vec![list(1)]));
+    let out = state.handle(Event::TaskDone {
+        id: 1,
+        result: Err(TaskError::unreachable(
+            7,
+            "worker 7 (127.0.0.1:9) did not acknowledge the delivery: connection lost".into(),
+        )),
+    });
+    assert_eq!(
+        reports(&out),
+        vec![&TaskReport::Failed {
+            id: 1,
+            error: "worker 7 (127.0.0.1:9) did not acknowledge the delivery: connection lost"
+                .into(),
+            unreachable_peer: Some(7),
+        }]
+    );
 }

@@ -383,6 +383,28 @@ impl Sim {
             TaskReport::Failed {
                 id,
                 error: error.to_string(),
+                unreachable_peer: None,
+            },
+        )
+    }
+
+    /// Fail a task because it could not reach worker `peer`.
+    pub fn fail_unreachable(
+        &mut self,
+        worker: impl Into<WorkerId>,
+        id: TaskId,
+        peer: impl Into<WorkerId>,
+    ) -> Vec<Command> {
+        let peer: WorkerId = peer.into();
+        self.report(
+            worker,
+            TaskReport::Failed {
+                id,
+                error: format!(
+                    "worker {} did not acknowledge the delivery: connection lost",
+                    peer.0
+                ),
+                unreachable_peer: Some(peer.0),
             },
         )
     }
