@@ -176,6 +176,9 @@ struct WorkerSpec {
     /// `cert_dir`. `None` only before the scheduler is ready.
     ca: Option<stratus_protocol::pki::CertificateAuthority>,
     cert_dir: PathBuf,
+    /// Where the workers spill (`<data-dir>/spill`; each takes its own
+    /// locked directory inside).
+    spill_dir: PathBuf,
     /// Absolute: the workers' current directory is ours, but say it plainly.
     data_roots: Vec<PathBuf>,
 }
@@ -383,6 +386,8 @@ impl LocalCluster {
                 inherit_logs: options.inherit_logs,
                 ca: None,
                 cert_dir: run_dir.join("tls"),
+                spill_dir: std::path::absolute(data_dir.join("spill"))
+                    .unwrap_or_else(|_| data_dir.join("spill")),
                 data_roots: options
                     .data_roots
                     .clone()
@@ -487,7 +492,9 @@ impl LocalCluster {
             .arg(&spec.scheduler_file)
             .args(["--nthreads", &spec.threads.to_string()])
             .args(["--memory-limit", &spec.memory_limit.to_string()])
-            .args(["--name", name]);
+            .args(["--name", name])
+            .arg("--spill-dir")
+            .arg(&spec.spill_dir);
         for root in &spec.data_roots {
             cmd.arg("--data-root").arg(root);
         }

@@ -159,36 +159,6 @@ fn steps(source: &str, out: &str) -> Vec<Step> {
     ]
 }
 
-/// Equal JSON documents, numbers within a relative 1e-9 (moments merge in
-/// another order when partitions moved); other text exactly.
-fn same(a: &str, b: &str) -> Result<(), String> {
-    fn walk(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-        use serde_json::Value::*;
-        match (a, b) {
-            (Number(x), Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
-            }
-            (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| walk(p, q)),
-            (Object(x), Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w)))
-            }
-            _ => a == b,
-        }
-    }
-    let parsed = (
-        serde_json::from_str::<serde_json::Value>(a),
-        serde_json::from_str::<serde_json::Value>(b),
-    );
-    let equal = match parsed {
-        (Ok(x), Ok(y)) => walk(&x, &y),
-        _ => a == b,
-    };
-    equal
-        .then_some(())
-        .ok_or_else(|| format!("expected:\n{a}\ngot:\n{b}"))
-}
-
 /// Every worker of the cluster: (name, pid).
 fn workers(local: &Local) -> Vec<(String, u32)> {
     local.json("api/cluster")["workers"]
@@ -369,7 +339,7 @@ fn every_step_gives_the_same_answer_under_every_fault() {
             injector.join().unwrap();
             let got = got.unwrap_or_else(|e| panic!("{case}: {e}\n{}", local.log_tail()));
             for (want, have) in answers.iter().zip(&got) {
-                if let Err(diff) = same(want, have) {
+                if let Err(diff) = same_answer(want, have) {
                     panic!("{case}: another answer\n{diff}");
                 }
             }

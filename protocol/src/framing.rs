@@ -197,6 +197,8 @@ mod tests {
         let msg = FromWorker::Heartbeat {
             memory_used: 1,
             running: 2,
+            spilled: 3,
+            paused: true,
         };
         let body = encode(&msg).unwrap();
         let mut bad = AlignedVec::<16>::new();

@@ -509,6 +509,11 @@ pub enum FromWorker {
     Heartbeat {
         memory_used: u64,
         running: u32,
+        /// Bytes (as Arrow buffers) of partitions spilled to disk.
+        spilled: u64,
+        /// Tasks that add data wait for spills (memory past the pause
+        /// fraction of the limit).
+        paused: bool,
     },
     /// Task outcomes, batched.
     Reports(Vec<TaskReport>),

@@ -172,6 +172,8 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
         encode(&FromWorker::Heartbeat {
             memory_used: 1,
             running: 2,
+            spilled: 3,
+            paused: false,
         })
         .unwrap(),
     ));

@@ -29,6 +29,8 @@ pub struct Metrics {
     threads: IntGauge,
     worker_memory_limit: IntGaugeVec,
     worker_memory_used: IntGaugeVec,
+    worker_spilled_bytes: IntGaugeVec,
+    worker_paused: IntGaugeVec,
     worker_persisted_partitions: IntGaugeVec,
     worker_persisted_bytes: IntGaugeVec,
     worker_running_tasks: IntGaugeVec,
@@ -109,6 +111,18 @@ impl Metrics {
                 &registry,
                 "stratus_cluster_worker_memory_used_bytes",
                 "Memory held by each worker's persisted partitions (its last heartbeat).",
+                &["worker"],
+            ),
+            worker_spilled_bytes: gauge_vec(
+                &registry,
+                "stratus_cluster_worker_spilled_bytes",
+                "Bytes of each worker's persisted partitions on disk only (its last heartbeat).",
+                &["worker"],
+            ),
+            worker_paused: gauge_vec(
+                &registry,
+                "stratus_cluster_worker_paused",
+                "1 while a worker holds back tasks that add data until its spills end (its last heartbeat).",
                 &["worker"],
             ),
             worker_persisted_partitions: gauge_vec(
@@ -253,6 +267,8 @@ impl Metrics {
             &self.worker_persisted_partitions,
             &self.worker_persisted_bytes,
             &self.worker_running_tasks,
+            &self.worker_spilled_bytes,
+            &self.worker_paused,
         ];
         for family in per_worker {
             family.reset();
@@ -265,6 +281,8 @@ impl Metrics {
                 w.partitions.len() as i64,
                 w.persisted_bytes as i64,
                 w.running.len() as i64,
+                w.spilled_bytes as i64,
+                i64::from(w.paused),
             ];
             for (family, value) in per_worker.iter().zip(values) {
                 family.with_label_values(&label).set(value);

@@ -328,7 +328,15 @@ impl SchedulerActor {
         self.state.activity().version.hash(&mut h);
         self.state.task_counts().hash(&mut h);
         for w in self.state.workers() {
-            (w.id, w.memory_used, w.persisted_bytes, w.running.len()).hash(&mut h);
+            (
+                w.id,
+                w.memory_used,
+                w.persisted_bytes,
+                w.spilled_bytes,
+                w.paused,
+                w.running.len(),
+            )
+                .hash(&mut h);
         }
         for f in self.state.frames() {
             (f.id, f.partitions.len()).hash(&mut h);
@@ -356,6 +364,8 @@ impl SchedulerActor {
                     "memory_used": w.memory_used,
                     "persisted_bytes": w.persisted_bytes,
                     "persisted_partitions": w.partitions.len(),
+                    "spilled_bytes": w.spilled_bytes,
+                    "paused": w.paused,
                     "running_tasks": w.running.len(),
                     "retiring": w.retiring.is_some(),
                     "metrics_url": w.info.metrics_address.as_ref().map(|a| format!("http://{a}/metrics")),
@@ -739,10 +749,17 @@ async fn serve_worker(
     let reason = loop {
         match read_frame(&mut recv, &peer).await {
             Ok(Some(frame)) => match access::<ArchivedFromWorker>(&frame, &peer) {
-                Ok(ArchivedFromWorker::Heartbeat { memory_used, .. }) => {
+                Ok(ArchivedFromWorker::Heartbeat {
+                    memory_used,
+                    spilled,
+                    paused,
+                    ..
+                }) => {
                     actor.do_send(Input(Event::Heartbeat {
                         worker: id,
                         memory_used: memory_used.to_native(),
+                        spilled: spilled.to_native(),
+                        paused: *paused,
                     }));
                 }
                 Ok(ArchivedFromWorker::Held(held)) => {

@@ -333,3 +333,33 @@ impl Local {
         }
     }
 }
+
+/// Equal JSON documents, numbers within a relative 1e-9 (moments merge in
+/// another order when partitions moved); other text exactly.
+pub fn same_answer(a: &str, b: &str) -> Result<(), String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value::*;
+        match (a, b) {
+            (Number(x), Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| walk(p, q)),
+            (Object(x), Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    let parsed = (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    );
+    let equal = match parsed {
+        (Ok(x), Ok(y)) => walk(&x, &y),
+        _ => a == b,
+    };
+    equal
+        .then_some(())
+        .ok_or_else(|| format!("expected:\n{a}\ngot:\n{b}"))
+}

@@ -12,7 +12,7 @@ use stratus_protocol::messages::{MailboxKey, PartitionKey, StorageOptions, TaskO
 use crate::peer::{Deliver, PeerService};
 use crate::remote::Remote;
 use crate::roots::DataRoots;
-use crate::state::{Computed, Destination, Ready, TaskError, TaskId, Work};
+use crate::state::{load, load_each, Computed, Destination, Ready, TaskError, TaskId, Work};
 use crate::tasks;
 
 /// Called with a task body's result.
@@ -50,7 +50,7 @@ impl Executor {
     async fn run(&self, work: Work, storage: StorageOptions) -> Result<Computed, TaskError> {
         match work {
             Work::GroupByPartial { batches, spec, to } => {
-                let batch = compute(move || tasks::groupby_partial(&batches, &spec)).await?;
+                let batch = compute(move || tasks::groupby_partial(&load(batches)?, &spec)).await?;
                 self.deliver_one(to, batch).await
             }
             Work::GroupByMerge { partials, spec, to } => {
@@ -67,10 +67,12 @@ impl Executor {
                 me,
             } => {
                 let ranges =
-                    compute(move || tasks::split_ranges(&batches, &key, &boundaries_ipc)).await?;
+                    compute(move || tasks::split_ranges(&load(batches)?, &key, &boundaries_ipc))
+                        .await?;
                 self.shuffle_send(ranges, owners, job, tag_base, me).await
             }
             Work::SendPartitions { parts, to, job, me } => {
+                let parts = compute(move || load_each(parts)).await?;
                 self.send_partitions(parts, to, job, me).await
             }
             work => Ok(self.compute_only(work, storage).await?),
@@ -120,7 +122,7 @@ impl Executor {
                 steps,
             } => {
                 compute(move || {
-                    tasks::derive(batches, &steps).map(|batches| Computed::Loaded {
+                    tasks::derive(load(batches)?, &steps).map(|batches| Computed::Loaded {
                         key,
                         batches,
                         fetched: 0,
@@ -135,7 +137,7 @@ impl Executor {
                 compute(move || output(tasks::prepare_write(io!(), &spec))).await
             }
             Work::WriteParts { parts, spec } => {
-                compute(move || output(tasks::write_parts(io!(), &parts, &spec))).await
+                compute(move || output(tasks::write_parts(io!(), &load_each(parts)?, &spec))).await
             }
             Work::CommitWrite { spec, staged } => {
                 compute(move || output(tasks::commit_write(io!(), &spec, &staged))).await
@@ -144,10 +146,10 @@ impl Executor {
                 compute(move || output(tasks::abort_write(io!(), &spec))).await
             }
             Work::SortSample { parts, key, sample } => {
-                compute(move || output(tasks::sort_sample(&parts, &key, sample))).await
+                compute(move || output(tasks::sort_sample(&load_each(parts)?, &key, sample))).await
             }
             Work::Reduce { batches, op } => {
-                compute(move || output(tasks::reduce(&batches, &op))).await
+                compute(move || output(tasks::reduce(&load(batches)?, &op))).await
             }
             Work::HeadParquet { input, n, columns } => {
                 compute(move || output(tasks::head_parquet(io!(), &input, n, columns.as_deref())))
@@ -157,7 +159,10 @@ impl Executor {
                 batches,
                 n,
                 columns,
-            } => compute(move || output(tasks::head_of(&batches, n, columns.as_deref()))).await,
+            } => {
+                compute(move || output(tasks::head_of(&load(batches)?, n, columns.as_deref())))
+                    .await
+            }
             Work::ShuffleCollect {
                 received,
                 key,

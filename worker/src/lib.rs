@@ -23,6 +23,7 @@ pub mod panics;
 pub mod peer;
 pub mod remote;
 pub mod roots;
+pub mod spill;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -17,6 +17,7 @@ use stratus_protocol::units::{auto_memory_limit, parse_bytes};
 use stratus_worker::metrics::{self, WorkerMetrics};
 use stratus_worker::node::{run, WorkerConfig};
 use stratus_worker::peer::{TlsConfig, TlsConfigHandle};
+use stratus_worker::store::SpillPolicy;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,6 +72,16 @@ struct Cli {
     /// partitions held) before exiting: `30s`, `10m` (default 5m).
     #[arg(long)]
     reconnect_timeout: Option<String>,
+    /// Where persisted partitions spill when memory runs short (this worker
+    /// takes a locked directory of its own inside; default: systemd's
+    /// $CACHE_DIRECTORY, else the system's temporary directory; `none`:
+    /// no spilling, a partition past the memory limit is refused).
+    #[arg(long)]
+    spill_dir: Option<String>,
+    /// Most bytes of spill files on disk (`50GiB`; default 0: no cap other
+    /// than the disk's).
+    #[arg(long)]
+    spill_limit: Option<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -131,10 +142,54 @@ struct Settings {
     storage_retry_timeout_seconds: u64,
     /// Time for one object-store request.
     storage_request_timeout_seconds: u64,
+    /// Spill directory ("" = the default, "none" = no spilling).
+    spill_dir: String,
+    /// Most bytes of spill files (0 = no cap).
+    spill_limit: String,
+    /// Fraction of the memory limit above which partitions spill (Dask's
+    /// `target`).
+    memory_target_fraction: f64,
+    /// Fraction of the memory limit above which tasks that add data wait
+    /// for spills (Dask's `pause`).
+    memory_pause_fraction: f64,
 }
 
 fn settings(cli: &Cli) -> Result<Settings, String> {
     settings_shown(cli).map(|loaded| loaded.settings)
+}
+
+/// The spill directory this worker takes, and when to spill; None with
+/// `spill_dir = "none"`.
+fn open_spill(
+    s: &Settings,
+    name: &str,
+) -> anyhow::Result<Option<(Arc<stratus_worker::spill::SpillDir>, SpillPolicy)>> {
+    if s.spill_dir.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (target, pause) = (s.memory_target_fraction, s.memory_pause_fraction);
+    if !(0.0 < target && target <= pause && pause <= 1.0) {
+        return Err(anyhow!(
+            "memory_target_fraction ({target}) and memory_pause_fraction ({pause}) must satisfy 0 < target <= pause <= 1"
+        ));
+    }
+    let root = if s.spill_dir.is_empty() {
+        std::env::var_os("CACHE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("stratus-spill"))
+    } else {
+        PathBuf::from(&s.spill_dir)
+    };
+    let limit = parse_bytes(&s.spill_limit).map_err(|e| anyhow!("--spill-limit: {e}"))?;
+    let dir = stratus_worker::spill::SpillDir::open(&root, name, limit)
+        .map_err(|e| anyhow!("--spill-dir: {e}"))?;
+    tracing::info!(
+        "spill directory {} (spilling past {:.0}% of the memory limit, pausing past {:.0}%)",
+        dir.path().display(),
+        target * 100.0,
+        pause * 100.0
+    );
+    Ok(Some((Arc::new(dir), SpillPolicy { target, pause })))
 }
 
 /// The settings, with where every value came from (`--show-config`).
@@ -151,6 +206,10 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
         .default("metrics_address", "127.0.0.1:0")
         .default("max_result_bytes", "64MiB")
         .default("reconnect_timeout", "5m")
+        .default("spill_dir", "")
+        .default("spill_limit", "0")
+        .default("memory_target_fraction", 0.6)
+        .default("memory_pause_fraction", 0.8)
         .default("storage_instance_credentials", false)
         .default("storage_max_requests", 32)
         .default("storage_retries", 5)
@@ -173,6 +232,12 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
             flag("--memory-limit"),
         )
         .flag("name", cli.name.clone(), flag("--name"))
+        .flag("spill_dir", cli.spill_dir.clone(), flag("--spill-dir"))
+        .flag(
+            "spill_limit",
+            cli.spill_limit.clone(),
+            flag("--spill-limit"),
+        )
         .flag(
             "reconnect_timeout",
             cli.reconnect_timeout.clone(),
@@ -307,6 +372,8 @@ fn start(cli: Cli) -> anyhow::Result<()> {
                 .map(|loaded| loaded.target.address)
         }))
     };
+    let spill = open_spill(&s, &name)?;
+    let spill_dir = spill.as_ref().map(|(dir, _)| dir.clone());
     let config = WorkerConfig {
         name,
         nthreads,
@@ -327,6 +394,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         reconnect_timeout,
         relocate,
         drain: Default::default(),
+        spill,
         storage: stratus_storage::StoragePolicy {
             url_allow: s.url_allow.iter().chain(&cli.url_allow).cloned().collect(),
             instance_credentials: s.storage_instance_credentials,
@@ -348,7 +416,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             .build()
             .expect("tokio runtime")
     };
-    actix_rt::System::with_tokio_rt(runtime).block_on(async move {
+    let result = actix_rt::System::with_tokio_rt(runtime).block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(metrics::serve(metrics_listener, metrics));
@@ -386,7 +454,12 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         // systemd (Type=notify): READY=1 is sent once registered (node.rs).
         stratus_protocol::sd_notify::notify_or_log("STOPPING=1");
         result
-    })
+    });
+    // Whatever still holds the directory, its spill files go with us.
+    if let Some(dir) = spill_dir {
+        dir.delete_all();
+    }
+    result
 }
 
 /// The worker's TLS material, and what it was read from.

@@ -76,6 +76,12 @@ pub struct WorkerMetrics {
     registered: IntGauge,
     /// Registrations after a lost connection.
     reconnects: IntCounter,
+    spilled_bytes: IntGauge,
+    spilled_partitions: IntGauge,
+    paused: IntGauge,
+    spill_written: IntCounter,
+    spill_read: IntCounter,
+    spill_failures: IntCounter,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -158,7 +164,37 @@ impl WorkerMetrics {
             persisted_bytes: gauge(
                 &registry,
                 "stratus_worker_persisted_bytes",
-                "Bytes of the persisted partitions this worker holds.",
+                "Bytes of the persisted partitions this worker holds (in RAM or spilled to disk).",
+            ),
+            spilled_bytes: gauge(
+                &registry,
+                "stratus_worker_spilled_bytes",
+                "Bytes (as Arrow buffers) of persisted partitions this worker holds on disk only.",
+            ),
+            spilled_partitions: gauge(
+                &registry,
+                "stratus_worker_spilled_partitions",
+                "Persisted partitions this worker holds on disk only.",
+            ),
+            paused: gauge(
+                &registry,
+                "stratus_worker_paused",
+                "1 while tasks that add data wait for spills (memory past the pause fraction of the limit), else 0.",
+            ),
+            spill_written: counter(
+                &registry,
+                "stratus_worker_spill_bytes_written_total",
+                "Bytes of spill files written (rate(): the spill rate).",
+            ),
+            spill_read: counter(
+                &registry,
+                "stratus_worker_spill_bytes_read_total",
+                "Bytes of spill files read back by tasks (rate(): the unspill rate).",
+            ),
+            spill_failures: counter(
+                &registry,
+                "stratus_worker_spill_failures_total",
+                "Spills that failed (disk full, read-only, past --spill-limit).",
             ),
             tasks: register(
                 &registry,
@@ -295,8 +331,23 @@ impl WorkerMetrics {
     pub fn observe_store(&self, store: &Store) {
         self.memory_used
             .set((store.used() + store.in_flight()) as i64);
-        self.persisted_bytes.set(store.used() as i64);
+        self.persisted_bytes
+            .set((store.used() + store.spilled()) as i64);
         self.persisted_partitions.set(store.len() as i64);
+        self.spilled_bytes.set(store.spilled() as i64);
+        self.spilled_partitions
+            .set(store.spilled_partitions() as i64);
+        self.paused.set(i64::from(store.paused()));
+    }
+
+    /// A spill file of `bytes` was written.
+    pub fn spilled(&self, bytes: u64) {
+        self.spill_written.inc_by(bytes);
+    }
+
+    /// A spill failed.
+    pub fn spill_failed(&self) {
+        self.spill_failures.inc();
     }
 
     /// Prometheus text exposition.
@@ -311,6 +362,7 @@ impl WorkerMetrics {
         catch_up(&self.storage_fetched, load(&stats.bytes_fetched));
         catch_up(&self.storage_uploaded, load(&stats.bytes_uploaded));
         catch_up(&self.parquet_rows, crate::tasks::parquet_rows_read());
+        catch_up(&self.spill_read, crate::spill::bytes_read());
         self.storage_in_flight.set(load(&stats.in_flight) as i64);
         self.storage_peak.set(load(&stats.peak_in_flight) as i64);
         stratus_protocol::metrics::render(&self.registry)

@@ -29,6 +29,7 @@ use stratus_protocol::ProtocolError;
 use crate::exec::Executor;
 use crate::metrics::{TaskOutcome, WorkerMetrics};
 use crate::peer::{Deliver, PeerService, TlsConfigHandle};
+use crate::spill::SpillDir;
 use crate::state::{self, Command, Event, WorkerState};
 
 /// Heartbeat interval.
@@ -60,6 +61,10 @@ pub struct WorkerActor {
     metrics: Arc<WorkerMetrics>,
     /// What a rejoin re-registers (taken by the [`Rejoin`] handler).
     held: Option<Vec<(PartitionKey, u64, u64)>>,
+    /// Where partitions spill (None: no spilling).
+    spill_dir: Option<Arc<SpillDir>>,
+    /// This actor, for the results of spills.
+    me: actix::WeakAddr<WorkerActor>,
 }
 
 impl WorkerActor {
@@ -84,11 +89,21 @@ impl WorkerActor {
                 Command::Heartbeat {
                     memory_used,
                     running,
+                    spilled,
+                    paused,
                 } => {
                     let _ = self.outbox.send(FromWorker::Heartbeat {
                         memory_used,
                         running,
+                        spilled,
+                        paused,
                     });
+                }
+                Command::Spill { key, batches } => self.spill(key, batches),
+                Command::DeleteSpill(file) => {
+                    if let Some(dir) = self.spill_dir.clone() {
+                        tokio::task::spawn_blocking(move || dir.delete(&file));
+                    }
                 }
                 Command::Cancelled { id } => {
                     debug!("cancelled task {id} ended; nothing reported");
@@ -99,6 +114,33 @@ impl WorkerActor {
             }
         }
         answer
+    }
+
+    /// Write a partition to the spill directory on a blocking thread; the
+    /// outcome comes back as [`Event::Spilled`].
+    fn spill(&self, key: PartitionKey, batches: Vec<RecordBatch>) {
+        let (dir, me, metrics) = (
+            self.spill_dir.clone(),
+            self.me.clone(),
+            self.metrics.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let result = match dir {
+                Some(dir) => dir.write(key, &batches),
+                None => Err("no spill directory".to_string()),
+            };
+            drop(batches);
+            match &result {
+                Ok(file) => metrics.spilled(file.disk_bytes),
+                Err(error) => {
+                    warn!("{error}");
+                    metrics.spill_failed();
+                }
+            }
+            if let Some(actor) = me.upgrade() {
+                actor.do_send(Input(Event::Spilled { key, result }));
+            }
+        });
     }
 }
 
@@ -189,6 +231,9 @@ pub struct WorkerConfig {
     pub relocate: Relocate,
     /// How SIGTERM reaches the scheduler as a retire request.
     pub drain: Arc<crate::drain::Drain>,
+    /// The spill directory and when to spill (None: partitions past the
+    /// memory limit are refused).
+    pub spill: Option<(Arc<SpillDir>, crate::store::SpillPolicy)>,
 }
 
 /// The source address the kernel picks for packets to `remote`: `connect`
@@ -337,7 +382,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
         id: link.id,
         nthreads: config.nthreads,
         memory_limit: config.memory_limit,
+        spill: config.spill.as_ref().map(|(_, policy)| *policy),
     });
+    let spill_dir = config.spill.as_ref().map(|(dir, _)| dir.clone());
     let metrics = config.metrics.clone();
     let exec_peers = peers.clone();
     let data_roots = config.data_roots.clone();
@@ -365,6 +412,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             outbox,
             metrics,
             held: None,
+            spill_dir,
+            me: ctx.address().downgrade(),
         }
     });
     let deliver = deliver_to(actor.clone());

@@ -1,8 +1,16 @@
-//! What this worker holds in RAM, counted against its memory limit: persisted
+//! What this worker holds, counted against its memory limit: persisted
 //! partitions, and the mailboxes where peers deliver data for a job (shuffle
-//! ranges, partial group-bys) until a task takes it. Until spilling exists, a
-//! partition or a delivery that would take the worker over its limit is
-//! refused with an error naming the worker and the sizes.
+//! ranges, partial group-bys) until a task takes it.
+//!
+//! With a spill directory, the store keeps the bytes of partitions in RAM
+//! under a *target* fraction of the limit: past it, the least recently used
+//! partitions are handed out to be written to disk ([`Store::plan_spills`];
+//! the writing is the I/O edge's), and once written they live on disk only
+//! ([`Residence::Disk`]) and are read back by the tasks that use them. Past
+//! the *pause* fraction, tasks that would add data wait for the spills in
+//! flight ([`Store::paused`]). A partition is refused only when it would go
+//! past the limit and spilling cannot make room (no spill directory, or the
+//! last spill failed: the error says why). Mailboxes are never spilled.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -10,20 +18,66 @@ use arrow_array::RecordBatch;
 use stratus_protocol::messages::{MailboxKey, PartitionKey};
 use stratus_protocol::units::format_bytes;
 
+use crate::spill::SpillFile;
+
+/// Where a persisted partition's batches are.
+#[derive(Debug, Clone)]
+pub enum Residence {
+    /// In RAM.
+    Memory(Vec<RecordBatch>),
+    /// In RAM, being written to disk (still counted in RAM until written).
+    Spilling(Vec<RecordBatch>),
+    /// On disk only.
+    Disk(SpillFile),
+}
+
 /// One persisted partition.
 #[derive(Debug, Clone)]
 pub struct StoredPartition {
-    pub batches: Vec<RecordBatch>,
+    pub residence: Residence,
     pub rows: u64,
+    /// Bytes of its Arrow buffers (in RAM, or once read back).
     pub bytes: u64,
+    /// When it was last kept or used (the store's clock): spilling goes
+    /// least recently used first.
+    last_use: u64,
 }
 
-/// The worker's in-memory store.
+/// When to spill and when to pause, as fractions of the memory limit
+/// (Dask's worker memory `target` and `pause`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpillPolicy {
+    pub target: f64,
+    pub pause: f64,
+}
+
+impl Default for SpillPolicy {
+    fn default() -> Self {
+        SpillPolicy {
+            target: 0.6,
+            pause: 0.8,
+        }
+    }
+}
+
+/// The worker's store.
 #[derive(Debug)]
 pub struct Store {
     partitions: HashMap<PartitionKey, StoredPartition>,
+    /// Bytes of partitions in RAM (spilling ones included).
     used: u64,
+    /// Bytes of partitions being written to disk.
+    spilling: u64,
+    /// Bytes (in RAM terms) of partitions on disk only.
+    spilled: u64,
     limit: u64,
+    /// None: no spill directory (a partition past the limit is refused).
+    spill: Option<SpillPolicy>,
+    /// Why the last spill failed, until one succeeds or disk space is freed.
+    spill_error: Option<String>,
+    /// Spill files whose partitions are gone, for the I/O edge to delete.
+    doomed: Vec<SpillFile>,
+    clock: u64,
     /// Deliveries per mailbox, with their bytes.
     mailboxes: HashMap<MailboxKey, (Vec<Vec<RecordBatch>>, u64)>,
     in_flight: u64,
@@ -37,12 +91,19 @@ pub struct Store {
 const FORGOTTEN_JOBS: usize = 4096;
 
 impl Store {
-    /// A store that may hold up to `limit` bytes (0 = no limit).
-    pub fn new(limit: u64) -> Self {
+    /// A store that may hold up to `limit` bytes in RAM (0 = no limit), and
+    /// spills past `spill`'s target when given.
+    pub fn new(limit: u64, spill: Option<SpillPolicy>) -> Self {
         Store {
             partitions: HashMap::new(),
             used: 0,
+            spilling: 0,
+            spilled: 0,
             limit,
+            spill,
+            spill_error: None,
+            doomed: Vec::new(),
+            clock: 0,
             mailboxes: HashMap::new(),
             in_flight: 0,
             forgotten: HashSet::new(),
@@ -50,7 +111,7 @@ impl Store {
         }
     }
 
-    /// Bytes of Arrow buffers held in persisted partitions.
+    /// Bytes of Arrow buffers of persisted partitions in RAM.
     pub fn used(&self) -> u64 {
         self.used
     }
@@ -60,8 +121,52 @@ impl Store {
         self.in_flight
     }
 
+    /// Bytes (as Arrow buffers) of partitions on disk only.
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+
+    /// Partitions on disk only.
+    pub fn spilled_partitions(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| matches!(p.residence, Residence::Disk(_)))
+            .count()
+    }
+
+    /// Why spilling does not work now, if it does not.
+    pub fn spill_error(&self) -> Option<&str> {
+        self.spill_error.as_deref()
+    }
+
+    /// Whether tasks that add data should wait: RAM past the pause fraction
+    /// while spills that will free some are being written.
+    pub fn paused(&self) -> bool {
+        match self.spill {
+            Some(policy) if self.limit > 0 && self.spilling > 0 => {
+                (self.used + self.in_flight) as f64 > policy.pause * self.limit as f64
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether spilling can make room now.
+    fn can_spill(&self) -> bool {
+        self.spill.is_some() && self.spill_error.is_none()
+    }
+
+    /// Why a store past its limit can not make room.
+    fn no_room_reason(&self) -> String {
+        match (&self.spill, &self.spill_error) {
+            (None, _) => "no spill directory; add workers or memory, or give --spill-dir".into(),
+            (Some(_), Some(error)) => format!("spilling failed: {error}"),
+            (Some(_), None) => "add workers or memory".into(),
+        }
+    }
+
     /// Keep what a peer (or this worker) delivered to a mailbox, or refuse it
-    /// if it would take the worker over its memory limit.
+    /// if it would take the worker over its memory limit (partitions that
+    /// can be spilled do not count against a delivery).
     pub fn deliver(
         &mut self,
         worker: &str,
@@ -75,21 +180,25 @@ impl Store {
             ));
         }
         let bytes = stratus_engine::memory::batches_memory_bytes(&batches) as u64;
-        let after = self.used + self.in_flight + bytes;
-        if self.limit > 0 && after > self.limit {
+        let resident = if self.can_spill() { 0 } else { self.used };
+        if self.limit > 0 && resident + self.in_flight + bytes > self.limit {
             return Err(format!(
-                "worker '{worker}': memory limit exceeded: holding {} and {} in flight for jobs, a delivery for job {} needs {}, limit {} (spilling to disk is not supported yet; add workers or memory)",
+                "worker '{worker}': memory limit exceeded: holding {} and {} in flight for jobs, a delivery for job {} needs {}, limit {} ({})",
                 format_bytes(self.used),
                 format_bytes(self.in_flight),
                 mailbox.job,
                 format_bytes(bytes),
-                format_bytes(self.limit)
+                format_bytes(self.limit),
+                self.no_room_reason()
             ));
         }
+        self.mailboxes
+            .entry(mailbox)
+            .or_insert_with(|| (Vec::new(), 0))
+            .0
+            .push(batches);
+        self.mailboxes.get_mut(&mailbox).expect("just inserted").1 += bytes;
         self.in_flight += bytes;
-        let entry = self.mailboxes.entry(mailbox).or_default();
-        entry.0.push(batches);
-        entry.1 += bytes;
         Ok(())
     }
 
@@ -135,12 +244,22 @@ impl Store {
         self.partitions.is_empty()
     }
 
-    /// The partition's batches (cheap: Arrow arrays are reference counted).
+    /// The partition, marked used now (for least-recently-used spilling).
+    pub fn touch(&mut self, key: &PartitionKey) -> Option<&StoredPartition> {
+        self.clock += 1;
+        let clock = self.clock;
+        let p = self.partitions.get_mut(key)?;
+        p.last_use = clock;
+        Some(p)
+    }
+
+    /// The partition, if held.
     pub fn get(&self, key: &PartitionKey) -> Option<&StoredPartition> {
         self.partitions.get(key)
     }
 
-    /// Keep a partition, or refuse if it would exceed the memory limit.
+    /// Keep a partition, or refuse it if it would take the worker past its
+    /// memory limit and spilling can not make room.
     pub fn insert(
         &mut self,
         worker: &str,
@@ -149,29 +268,120 @@ impl Store {
     ) -> Result<(u64, u64), String> {
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let bytes = stratus_engine::memory::batches_memory_bytes(&batches) as u64;
-        let replaced = self.partitions.get(&key).map_or(0, |p| p.bytes);
+        let replaced = self.partitions.get(&key).map_or(0, |p| {
+            if matches!(p.residence, Residence::Disk(_)) {
+                0
+            } else {
+                p.bytes
+            }
+        });
         let after = self.used - replaced + bytes;
-        if self.limit > 0 && after + self.in_flight > self.limit {
+        if self.limit > 0 && after + self.in_flight > self.limit && !self.can_spill() {
             return Err(format!(
-                "worker '{worker}': memory limit exceeded: holding {} (and {} in flight for jobs), partition {}/{} needs {}, limit {} (spilling to disk is not supported yet; add workers or memory)",
+                "worker '{worker}': memory limit exceeded: holding {} (and {} in flight for jobs), partition {}/{} needs {}, limit {} ({})",
                 format_bytes(self.used),
                 format_bytes(self.in_flight),
                 key.frame,
                 key.index,
                 format_bytes(bytes),
-                format_bytes(self.limit)
+                format_bytes(self.limit),
+                self.no_room_reason()
             ));
         }
-        self.used = after;
+        self.remove(&key);
+        self.clock += 1;
+        self.used += bytes;
         self.partitions.insert(
             key,
             StoredPartition {
-                batches,
+                residence: Residence::Memory(batches),
                 rows,
                 bytes,
+                last_use: self.clock,
             },
         );
         Ok((rows, bytes))
+    }
+
+    /// Partitions to write to disk now, least recently used first, until
+    /// what stays in RAM is under the target; they are marked spilling.
+    pub fn plan_spills(&mut self) -> Vec<(PartitionKey, Vec<RecordBatch>)> {
+        let Some(policy) = self.spill else {
+            return Vec::new();
+        };
+        if self.limit == 0 || self.spill_error.is_some() {
+            return Vec::new();
+        }
+        let target = (policy.target * self.limit as f64) as u64;
+        let staying = (self.used - self.spilling) + self.in_flight;
+        if staying <= target {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u64, PartitionKey)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| matches!(p.residence, Residence::Memory(_)) && p.rows > 0)
+            .map(|(key, p)| (p.last_use, *key))
+            .collect();
+        candidates.sort_unstable();
+        let mut excess = staying - target;
+        let mut plan = Vec::new();
+        for (_, key) in candidates {
+            if excess == 0 {
+                break;
+            }
+            let p = self.partitions.get_mut(&key).expect("candidate held");
+            let Residence::Memory(batches) = &p.residence else {
+                continue;
+            };
+            let batches = batches.clone();
+            p.residence = Residence::Spilling(batches.clone());
+            self.spilling += p.bytes;
+            excess = excess.saturating_sub(p.bytes);
+            plan.push((key, batches));
+        }
+        plan
+    }
+
+    /// A spill planned by [`Store::plan_spills`] ended: the partition now
+    /// lives on disk, or stays in RAM (and spilling stops until it works
+    /// again). A spill of a partition dropped meanwhile is deleted.
+    pub fn spilled_to(&mut self, key: PartitionKey, result: Result<SpillFile, String>) {
+        let Some(p) = self.partitions.get_mut(&key) else {
+            if let Ok(file) = result {
+                self.doomed.push(file);
+            }
+            return;
+        };
+        let Residence::Spilling(batches) = &p.residence else {
+            // Replaced by a new version while it was written.
+            if let Ok(file) = result {
+                self.doomed.push(file);
+            }
+            return;
+        };
+        self.spilling -= p.bytes;
+        match result {
+            Ok(file) => {
+                p.residence = Residence::Disk(file);
+                self.used -= p.bytes;
+                self.spilled += p.bytes;
+                self.spill_error = None;
+            }
+            Err(error) => {
+                p.residence = Residence::Memory(batches.clone());
+                self.spill_error = Some(error);
+            }
+        }
+    }
+
+    /// Spill files to delete (their partitions are gone).
+    pub fn take_doomed(&mut self) -> Vec<SpillFile> {
+        if !self.doomed.is_empty() {
+            // Disk space comes back: spilling may work again.
+            self.spill_error = None;
+        }
+        std::mem::take(&mut self.doomed)
     }
 
     /// Every partition held, with its rows and bytes.
@@ -194,14 +404,27 @@ impl Store {
 
     /// Free every partition.
     pub fn clear_partitions(&mut self) {
-        self.partitions.clear();
-        self.used = 0;
+        let keys: Vec<PartitionKey> = self.partitions.keys().copied().collect();
+        for key in keys {
+            self.remove(&key);
+        }
     }
 
-    /// Free a partition.
+    /// Free a partition (its spill file, if any, is to be deleted).
     pub fn remove(&mut self, key: &PartitionKey) {
-        if let Some(p) = self.partitions.remove(key) {
-            self.used -= p.bytes;
+        let Some(p) = self.partitions.remove(key) else {
+            return;
+        };
+        match p.residence {
+            Residence::Memory(_) => self.used -= p.bytes,
+            Residence::Spilling(_) => {
+                self.used -= p.bytes;
+                self.spilling -= p.bytes;
+            }
+            Residence::Disk(file) => {
+                self.spilled -= p.bytes;
+                self.doomed.push(file);
+            }
         }
     }
 }
@@ -223,7 +446,7 @@ mod tests {
     #[test]
     fn refuses_beyond_limit_and_frees() {
         let one = stratus_engine::memory::batches_memory_bytes(&[batch(1000)]) as u64;
-        let mut store = Store::new(one * 2 + one / 2);
+        let mut store = Store::new(one * 2 + one / 2, None);
         let k = |index| PartitionKey { frame: 1, index };
         store.insert("w", k(0), vec![batch(1000)]).unwrap();
         store.insert("w", k(1), vec![batch(1000)]).unwrap();
@@ -238,7 +461,7 @@ mod tests {
     #[test]
     fn deliveries_count_against_the_limit_until_taken() {
         let one = stratus_engine::memory::batches_memory_bytes(&[batch(1000)]) as u64;
-        let mut store = Store::new(one * 2 + one / 2);
+        let mut store = Store::new(one * 2 + one / 2, None);
         let k = |index| PartitionKey { frame: 1, index };
         let mailbox = |job, tag| MailboxKey { job, tag };
         store.insert("w", k(0), vec![batch(1000)]).unwrap();

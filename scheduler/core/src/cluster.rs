@@ -26,6 +26,10 @@ pub struct Worker {
     pub running: HashSet<TaskId>,
     pub partitions: HashSet<PartitionKey>,
     pub persisted_bytes: u64,
+    /// Bytes of its partitions on disk only (its last heartbeat).
+    pub spilled_bytes: u64,
+    /// Holding back tasks that add data until spills end (its last heartbeat).
+    pub paused: bool,
     /// Being retired by this job (`jobs/retire.rs`): it gets that job's
     /// tasks only, and stays so until it leaves.
     pub retiring: Option<JobId>,
@@ -41,6 +45,8 @@ impl Worker {
             running: HashSet::new(),
             partitions: HashSet::new(),
             persisted_bytes: 0,
+            spilled_bytes: 0,
+            paused: false,
             retiring: None,
         }
     }

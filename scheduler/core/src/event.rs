@@ -58,6 +58,10 @@ pub enum Event {
     Heartbeat {
         worker: WorkerId,
         memory_used: u64,
+        /// Bytes of its partitions spilled to disk.
+        spilled: u64,
+        /// Whether it holds back tasks that add data until spills end.
+        paused: bool,
     },
     TaskReports {
         worker: WorkerId,

@@ -242,10 +242,14 @@ impl SchedulerState {
             Event::Heartbeat {
                 worker,
                 memory_used,
+                spilled,
+                paused,
             } => {
                 if let Some(w) = self.cluster.worker_mut(worker) {
                     w.last_seen = now;
                     w.memory_used = memory_used.min(crate::outputs::MAX_REPORTED_MEMORY);
+                    w.spilled_bytes = spilled.min(crate::outputs::MAX_REPORTED_MEMORY);
+                    w.paused = paused;
                 }
             }
             Event::TaskReports { worker, reports } => {

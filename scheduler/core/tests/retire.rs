@@ -192,6 +192,8 @@ fn retire_without_room_is_refused_naming_the_bytes() {
     sim.send(Event::Heartbeat {
         worker: WorkerId(2),
         memory_used: (1 << 20) - 100,
+        spilled: 0,
+        paused: false,
     });
     let cmds = sim.request(2, retire(&["w1"], false));
     let error = expect_error(&cmds, 2);
@@ -221,6 +223,8 @@ fn forced_retire_drops_what_does_not_fit_and_rebuilds_it_from_lineage() {
     sim.send(Event::Heartbeat {
         worker: WorkerId(2),
         memory_used: (1 << 20) - 100,
+        spilled: 0,
+        paused: false,
     });
     let cmds = sim.request(2, retire(&["w1"], true));
     // Nothing fits: everything is dropped, rebuilt on w2 from Parquet.

@@ -566,10 +566,14 @@ fn a_send_blamed_on_a_receiver_that_stays_fails_the_sort_after_the_hold() {
         sim.send(Event::Heartbeat {
             worker: receiver,
             memory_used: 0,
+            spilled: 0,
+            paused: false,
         });
         sim.send(Event::Heartbeat {
             worker: WorkerId(1),
             memory_used: 0,
+            spilled: 0,
+            paused: false,
         });
         let cmds = sim.send(Event::Tick);
         if let Some(r) = final_reply(&cmds, 2) {

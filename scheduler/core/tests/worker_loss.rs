@@ -227,6 +227,8 @@ fn heartbeat_timeout_disconnects_a_silent_worker_and_requeues_its_tasks() {
     let cmds = sim.send(Event::Heartbeat {
         worker: WorkerId(2),
         memory_used: 1234,
+        spilled: 0,
+        paused: false,
     });
     assert!(cmds.is_empty());
     assert_eq!(sim.state.cluster_info().memory_used, 1234);

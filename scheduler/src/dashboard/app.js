@@ -351,12 +351,17 @@
     setText(c.host, host);
     setAttr(c.host, 'title', host);
     setText(c.threads, formatInteger(w.threads));
-    setText(c.memoryText, formatBytes(w.memory_used) + ' / ' + formatBytes(w.memory_limit));
+    setText(c.memoryText, formatBytes(w.memory_used) + ' / ' + formatBytes(w.memory_limit) +
+      (w.paused ? ' \u00b7 paused' : ''));
+    setAttr(c.memoryText, 'title', w.paused ? 'loads wait for spills to disk' : '');
     var pct = percent(w.memory_used, w.memory_limit);
     setWidth(c.memoryFill, pct);
     setAttr(c.memoryFill, 'class', 'bar-fill level-' + levelOf(pct));
-    setText(c.persisted, formatBytes(w.persisted_bytes));
-    setAttr(c.persisted, 'title', formatInteger(w.persisted_partitions) + ' partitions');
+    var spilled = w.spilled_bytes || 0;
+    setText(c.persisted, formatBytes(w.persisted_bytes) +
+      (spilled > 0 ? ' (' + formatBytes(spilled) + ' on disk)' : ''));
+    setAttr(c.persisted, 'title', formatInteger(w.persisted_partitions) + ' partitions' +
+      (spilled > 0 ? ', ' + formatBytes(spilled) + ' spilled to disk' : ''));
     setText(c.running, formatInteger(w.running_tasks));
     setAttr(c.running, 'class', 'num running' + (w.running_tasks > 0 ? ' busy' : ''));
     var href = safeHref(w.metrics_url);

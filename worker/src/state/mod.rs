@@ -36,9 +36,10 @@ use stratus_protocol::messages::{
     MailboxKey, PartitionKey, StorageOptions, TaskAssignment, TaskOutput, TaskReport,
 };
 
+use crate::spill::SpillFile;
 use crate::store::Store;
 
-pub use work::{Destination, Work};
+pub use work::{load, load_each, Destination, Part, Parts, Work};
 
 /// Identifies a task (the scheduler's id).
 pub type TaskId = u64;
@@ -52,8 +53,10 @@ pub struct Config {
     pub id: u64,
     /// Tasks that run at a time (at least one).
     pub nthreads: u32,
-    /// Bytes the store may hold (0 = no limit).
+    /// Bytes the store may hold in RAM (0 = no limit).
     pub memory_limit: u64,
+    /// When to spill and pause (None: no spill directory).
+    pub spill: Option<crate::store::SpillPolicy>,
 }
 
 /// Why a task body failed: what to tell the scheduler, and the peer it
@@ -136,6 +139,11 @@ pub enum Event {
     },
     /// Time to tell the scheduler we are alive.
     Tick,
+    /// A spill of [`Command::Spill`] ended: the file, or why it failed.
+    Spilled {
+        key: PartitionKey,
+        result: Result<SpillFile, String>,
+    },
     /// We connected to the scheduler again and it gave us the id `id`.
     /// Every task and mailbox of the old connection is gone (running bodies
     /// finish unreported); the partitions are kept and re-registered
@@ -167,7 +175,19 @@ pub enum Command {
         memory_used: u64,
         /// Tasks on this worker: running, or waiting for a compute thread.
         running: u32,
+        /// Bytes of partitions on disk only.
+        spilled: u64,
+        /// Whether tasks that add data wait for spills.
+        paused: bool,
     },
+    /// Write this partition to the spill directory, then feed back
+    /// [`Event::Spilled`] (its batches stay counted in RAM until then).
+    Spill {
+        key: PartitionKey,
+        batches: Vec<RecordBatch>,
+    },
+    /// Delete this spill file: its partition is gone.
+    DeleteSpill(SpillFile),
     /// A cancelled task ended without a report (its result, if any, dropped).
     Cancelled { id: TaskId },
     /// The answer to the [`Event::Delivery`] just handled: kept, or refused
@@ -201,7 +221,7 @@ impl WorkerState {
             name: config.name,
             id: config.id,
             nthreads: config.nthreads.max(1) as usize,
-            store: Store::new(config.memory_limit),
+            store: Store::new(config.memory_limit, config.spill),
             waiting: VecDeque::new(),
             waiting_ids: HashSet::new(),
             running: HashSet::new(),
@@ -253,11 +273,24 @@ impl WorkerState {
             Event::Tick => out.push(Command::Heartbeat {
                 memory_used: self.store.used() + self.store.in_flight(),
                 running: (self.running.len() + self.waiting.len()) as u32,
+                spilled: self.store.spilled(),
+                paused: self.store.paused(),
             }),
+            Event::Spilled { key, result } => {
+                self.store.spilled_to(key, result);
+                self.start_waiting(&mut out);
+            }
             Event::Rejoin {
                 id,
                 keep_partitions,
             } => self.rejoin(id, keep_partitions, &mut out),
+        }
+        // Memory past the target goes to disk; files of dropped partitions go.
+        for (key, batches) in self.store.plan_spills() {
+            out.push(Command::Spill { key, batches });
+        }
+        for file in self.store.take_doomed() {
+            out.push(Command::DeleteSpill(file));
         }
         out
     }
@@ -304,12 +337,20 @@ impl WorkerState {
         }
     }
 
-    /// Start waiting tasks while compute threads are free.
+    /// Start waiting tasks while compute threads are free, in arrival
+    /// order; while the store is paused, tasks that would add data wait
+    /// (others go past them).
     fn start_waiting(&mut self, out: &mut Vec<Command>) {
         while self.running.len() < self.nthreads {
-            let Some(ready) = self.waiting.pop_front() else {
+            let paused = self.store.paused();
+            let Some(at) = self
+                .waiting
+                .iter()
+                .position(|ready| !(paused && ready.work.adds_data()))
+            else {
                 break;
             };
+            let ready = self.waiting.remove(at).expect("position in range");
             self.waiting_ids.remove(&ready.id);
             self.running.insert(ready.id);
             out.push(Command::Execute(Box::new(ready)));

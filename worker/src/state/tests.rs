@@ -30,6 +30,18 @@ fn worker(nthreads: u32, memory_limit: u64) -> WorkerState {
         id: 7,
         nthreads,
         memory_limit,
+        spill: None,
+    })
+}
+
+/// A worker that spills past 60% of `memory_limit` and pauses past 80%.
+fn spilling_worker(nthreads: u32, memory_limit: u64) -> WorkerState {
+    WorkerState::new(Config {
+        name: "w".into(),
+        id: 7,
+        nthreads,
+        memory_limit,
+        spill: Some(crate::store::SpillPolicy::default()),
     })
 }
 
@@ -152,6 +164,7 @@ fn heartbeat(state: &mut WorkerState) -> (u64, u32) {
         [Command::Heartbeat {
             memory_used,
             running,
+            ..
         }] => (*memory_used, *running),
         other => panic!("expected one heartbeat, got {other:?}"),
     }
@@ -473,6 +486,9 @@ fn inputs_are_resolved_without_copying() {
         panic!("{:?}", ready.work);
     };
     // The same Arrow buffers as the held partition's.
+    let [Part::Batches(batches)] = batches.as_slice() else {
+        panic!("{batches:?}");
+    };
     assert!(Arc::ptr_eq(batches[0].column(0), held.column(0)));
 
     // A mailbox's batches move into the task that takes them.
@@ -643,4 +659,169 @@ fn a_delivery_that_could_not_reach_its_peer_reports_that_peer() {
             unreachable_peer: Some(7),
         }]
     );
+}
+
+/// The spills among the commands: (key, rows).
+fn spills(commands: &[Command]) -> Vec<(PartitionKey, usize)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Spill { key, batches } => {
+                Some((*key, batches.iter().map(RecordBatch::num_rows).sum()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn spill_file(name: &str) -> crate::spill::SpillFile {
+    crate::spill::SpillFile {
+        path: std::path::PathBuf::from(format!("/spill/{name}")),
+        disk_bytes: 1234,
+    }
+}
+
+/// Keep `key` through a load task, returning the commands of its end.
+fn hold_cmds(state: &mut WorkerState, id: TaskId, key: PartitionKey) -> Vec<Command> {
+    state.handle(Event::Run(vec![load(id, key)]));
+    state.handle(Event::TaskDone {
+        id,
+        result: Ok(Computed::Loaded {
+            key,
+            batches: vec![batch(1000)],
+            fetched: 0,
+        }),
+    })
+}
+
+#[test]
+fn past_the_target_the_least_recently_used_partition_spills_and_tasks_read_its_file() {
+    // Room for 2.5 partitions: the target (60%) is 1.5 of them.
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    assert!(spills(&hold_cmds(&mut state, 1, key(1, 0))).is_empty());
+    // Two partitions are past the target: the older one spills.
+    let out = hold_cmds(&mut state, 2, key(1, 1));
+    assert_eq!(spills(&out), vec![(key(1, 0), 1000)], "{out:?}");
+    // While the spill is written, the partition still counts in RAM and
+    // reads as batches.
+    assert_eq!(state.store().used(), 2 * one());
+    state.handle(Event::Spilled {
+        key: key(1, 0),
+        result: Ok(spill_file("a")),
+    });
+    assert_eq!(state.store().used(), one());
+    assert_eq!(state.store().spilled(), one());
+    match state.handle(Event::Tick).as_slice() {
+        [Command::Heartbeat {
+            memory_used,
+            spilled,
+            paused: false,
+            ..
+        }] => assert_eq!((*memory_used, *spilled), (one(), one())),
+        other => panic!("{other:?}"),
+    }
+    // A task over both partitions reads the spilled one from its file.
+    let out = state.handle(Event::Run(vec![reduce(3, vec![key(1, 0), key(1, 1)])]));
+    let [Command::Execute(ready)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let Work::Reduce { batches, .. } = &ready.work else {
+        panic!("{:?}", ready.work);
+    };
+    assert!(
+        matches!(batches.as_slice(), [Part::Spilled(f), Part::Batches(_)] if *f == spill_file("a")),
+        "{batches:?}"
+    );
+    // Still persisted: re-registered after a scheduler restart.
+    let held = state.store().held();
+    assert_eq!(held.len(), 2);
+    // Dropping a spilled partition deletes its file.
+    let out = state.handle(Event::Drop(vec![key(1, 0)]));
+    assert!(
+        matches!(out.as_slice(), [Command::DeleteSpill(f)] if *f == spill_file("a")),
+        "{out:?}"
+    );
+    assert_eq!(state.store().spilled(), 0);
+}
+
+#[test]
+fn the_least_recently_used_partition_is_the_one_that_spills() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    hold_cmds(&mut state, 1, key(1, 0));
+    hold_cmds(&mut state, 2, key(1, 1));
+    state.handle(Event::Spilled {
+        key: key(1, 0),
+        result: Ok(spill_file("a")),
+    });
+    // Partition 1 (in RAM) is used by a task, then partition 2 arrives: of
+    // the two in RAM, 1 was used less recently, so it spills.
+    state.handle(Event::Run(vec![reduce(3, vec![key(1, 1)])]));
+    state.handle(finished(3));
+    let out = hold_cmds(&mut state, 4, key(1, 2));
+    assert_eq!(spills(&out), vec![(key(1, 1), 1000)], "{out:?}");
+}
+
+#[test]
+fn a_failed_spill_keeps_the_partition_in_ram_and_later_ones_past_the_limit_are_refused_naming_it() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    hold_cmds(&mut state, 1, key(1, 0));
+    let out = hold_cmds(&mut state, 2, key(1, 1));
+    assert_eq!(spills(&out).len(), 1);
+    state.handle(Event::Spilled {
+        key: key(1, 0),
+        result: Err("cannot spill partition 1/0 to /spill/w: No space left on device".into()),
+    });
+    assert_eq!(state.store().used(), 2 * one());
+    assert_eq!(state.store().spilled(), 0);
+    // No more spills are tried; a partition past the limit is refused.
+    let out = hold_cmds(&mut state, 3, key(1, 2));
+    assert!(spills(&out).is_empty(), "{out:?}");
+    let error = failure(&out, 3);
+    assert!(
+        error.contains("memory limit exceeded") && error.contains("No space left on device"),
+        "{error}"
+    );
+}
+
+#[test]
+fn past_the_pause_fraction_tasks_that_add_data_wait_for_the_spills_others_go_past() {
+    // Limit of 2 partitions: target 1.2, pause 1.6.
+    let mut state = spilling_worker(1, one() * 2);
+    hold_cmds(&mut state, 1, key(1, 0));
+    let out = hold_cmds(&mut state, 2, key(1, 1));
+    assert_eq!(spills(&out), vec![(key(1, 0), 1000)]);
+    assert!(state.store().paused());
+    // A load waits; a reduce behind it runs.
+    let out = state.handle(Event::Run(vec![
+        load(3, key(1, 2)),
+        reduce(4, vec![key(1, 1)]),
+    ]));
+    assert_eq!(executed(&out), vec![4]);
+    state.handle(finished(4));
+    assert_eq!(state.waiting(), 1);
+    // The spill ends: the load starts.
+    let out = state.handle(Event::Spilled {
+        key: key(1, 0),
+        result: Ok(spill_file("a")),
+    });
+    assert!(!state.store().paused());
+    assert_eq!(executed(&out), vec![3]);
+}
+
+#[test]
+fn a_spill_of_a_partition_dropped_while_it_was_written_is_deleted() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    hold_cmds(&mut state, 1, key(1, 0));
+    hold_cmds(&mut state, 2, key(1, 1));
+    state.handle(Event::Drop(vec![key(1, 0)]));
+    assert_eq!(state.store().used(), one());
+    let out = state.handle(Event::Spilled {
+        key: key(1, 0),
+        result: Ok(spill_file("a")),
+    });
+    assert!(
+        matches!(out.as_slice(), [Command::DeleteSpill(f)] if *f == spill_file("a")),
+        "{out:?}"
+    );
+    assert_eq!(state.store().spilled(), 0);
 }

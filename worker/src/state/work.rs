@@ -1,8 +1,9 @@
 //! A task with its inputs resolved: what [`super::WorkerState`] hands to the
 //! executor, and how a [`TaskKind`] becomes one. Resolving reads the store
-//! (held partitions: cheap `Arc` clones of their batches) or empties a
-//! mailbox (its batches move out), and fails with an error naming the worker
-//! and the missing input.
+//! (held partitions: cheap `Arc` clones of their batches, or the spill file
+//! of a partition on disk, which the task body reads: see [`Part`]) or
+//! empties a mailbox (its batches move out), and fails with an error naming
+//! the worker and the missing input.
 
 use arrow_array::RecordBatch;
 use stratus_protocol::messages::{
@@ -10,7 +11,36 @@ use stratus_protocol::messages::{
     PeerPush, PeerRef, RangeSource, ReduceOp, StagedFile, Step, TaskKind, WriteSpec,
 };
 
-use crate::store::Store;
+use crate::spill::SpillFile;
+use crate::store::{Residence, Store};
+
+/// A held partition as a task gets it: its batches, or the file it was
+/// spilled to (read back by the task body, on its compute thread).
+#[derive(Debug, Clone)]
+pub enum Part {
+    Batches(Vec<RecordBatch>),
+    Spilled(SpillFile),
+}
+
+/// Held partitions, in order.
+pub type Parts = Vec<Part>;
+
+/// The batches of `parts`, in order (spilled ones read back).
+pub fn load(parts: Parts) -> Result<Vec<RecordBatch>, String> {
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            Part::Batches(batches) => out.extend(batches),
+            Part::Spilled(file) => out.extend(crate::spill::read(&file)?),
+        }
+    }
+    Ok(out)
+}
+
+/// [`load`] of each keyed group of parts.
+pub fn load_each<K>(parts: Vec<(K, Parts)>) -> Result<Vec<(K, Vec<RecordBatch>)>, String> {
+    parts.into_iter().map(|(k, p)| Ok((k, load(p)?))).collect()
+}
 
 /// Where a computed batch goes: a mailbox of this worker, or a peer's.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,11 +86,11 @@ pub enum Work {
     /// Derive a partition from a held one and keep it as `key`.
     Derive {
         key: PartitionKey,
-        batches: Vec<RecordBatch>,
+        batches: Parts,
         steps: Vec<Step>,
     },
     GroupByPartial {
-        batches: Vec<RecordBatch>,
+        batches: Parts,
         spec: GroupBySpec,
         to: Destination,
     },
@@ -77,7 +107,7 @@ pub enum Work {
         spec: WriteSpec,
     },
     WriteParts {
-        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+        parts: Vec<(PartitionKey, Parts)>,
         spec: WriteSpec,
     },
     CommitWrite {
@@ -88,14 +118,14 @@ pub enum Work {
         spec: WriteSpec,
     },
     SortSample {
-        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+        parts: Vec<(PartitionKey, Parts)>,
         key: String,
         sample: usize,
     },
     /// Split by key ranges; range `r` goes to `owners[r]`, mailbox
     /// `(job, tag_base + r)` (see [`Destination::of`] with `me`).
     ShuffleSend {
-        batches: Vec<RecordBatch>,
+        batches: Parts,
         key: String,
         boundaries_ipc: Vec<u8>,
         owners: Vec<PeerRef>,
@@ -118,7 +148,7 @@ pub enum Work {
         steps: Vec<Step>,
     },
     Reduce {
-        batches: Vec<RecordBatch>,
+        batches: Parts,
         op: ReduceOp,
     },
     HeadParquet {
@@ -127,14 +157,14 @@ pub enum Work {
         columns: Option<Vec<String>>,
     },
     HeadOf {
-        batches: Vec<RecordBatch>,
+        batches: Parts,
         n: u64,
         columns: Option<Vec<String>>,
     },
     /// Deliver each held partition as it is to mailbox `(job, tag)` on `to`
     /// (a retiring worker handing its partitions over).
     SendPartitions {
-        parts: Vec<(u32, Vec<RecordBatch>)>,
+        parts: Vec<(u32, Parts)>,
         to: PeerRef,
         job: u64,
         me: u64,
@@ -143,6 +173,17 @@ pub enum Work {
     Adopt {
         parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
     },
+}
+
+impl Work {
+    /// Whether the task keeps new partitions (it waits while the store is
+    /// paused for spilling).
+    pub fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Work::Load { .. } | Work::Derive { .. } | Work::RebuildRanges { .. }
+        )
+    }
 }
 
 /// Resolve the inputs of a task of worker `name` (peer id `me`).
@@ -317,12 +358,16 @@ pub(super) fn resolve(
     })
 }
 
-/// The batches of these held partitions, in order (cheap clones).
-fn held(store: &Store, name: &str, keys: &[PartitionKey]) -> Result<Vec<RecordBatch>, String> {
-    let mut out = Vec::new();
+/// These held partitions, in order (cheap clones of batches in RAM), each
+/// marked used now.
+fn held(store: &mut Store, name: &str, keys: &[PartitionKey]) -> Result<Parts, String> {
+    let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        match store.get(key) {
-            Some(p) => out.extend(p.batches.iter().cloned()),
+        match store.touch(key) {
+            Some(p) => out.push(match &p.residence {
+                Residence::Memory(b) | Residence::Spilling(b) => Part::Batches(b.clone()),
+                Residence::Disk(file) => Part::Spilled(file.clone()),
+            }),
             None => {
                 return Err(format!(
                     "worker '{name}' does not hold partition {}/{}",
@@ -334,12 +379,12 @@ fn held(store: &Store, name: &str, keys: &[PartitionKey]) -> Result<Vec<RecordBa
     Ok(out)
 }
 
-/// Each held partition's batches, by key.
+/// Each held partition, by key.
 fn held_each(
-    store: &Store,
+    store: &mut Store,
     name: &str,
     keys: &[PartitionKey],
-) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, String> {
+) -> Result<Vec<(PartitionKey, Parts)>, String> {
     keys.iter()
         .map(|key| Ok((*key, held(store, name, std::slice::from_ref(key))?)))
         .collect()

@@ -1,0 +1,267 @@
+//! Spilling to disk, with real processes: a frame twice the cluster's memory
+//! limit persists on a 2-worker `stratus local` cluster (each worker keeps
+//! what fits under its target in RAM and writes the rest to its spill
+//! directory as Arrow IPC files), and every step of the workflow on it gives
+//! the answer a cluster without a limit gives. Unpersisting deletes the
+//! spill files.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// `stratus ARGS`, required to succeed.
+fn run(local: &Local, args: &[&str]) -> String {
+    local
+        .client(args)
+        .unwrap_or_else(|e| panic!("{e}\n{}", local.log_tail()))
+}
+
+/// The workflow's answers on `local`, persisting `source` (writing to `out`).
+fn workflow(local: &Local, source: &str, out: &Path) -> Vec<(String, String)> {
+    let out = out.display().to_string();
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "persist",
+            source,
+            "--as",
+            "isd",
+            "--with-column",
+            "date=date_trunc('day', datetime)",
+        ],
+        vec!["len", "isd"],
+        vec!["describe", "isd", "--json"],
+        vec!["groupby", "isd", "--by", "date", "--agg", "mean", "--json"],
+        vec![
+            "groupby",
+            "isd",
+            "--by",
+            "year,month",
+            "--agg",
+            "count",
+            "--json",
+        ],
+        vec!["sort", "isd", "--by", "date", "--as", "by_date"],
+        vec![
+            "head",
+            "by_date",
+            "-n",
+            "5",
+            "--columns",
+            "date,temperature",
+        ],
+        vec!["describe", "by_date", "--json"],
+        vec!["write", "isd", &out, "--partition-by", "year,month"],
+    ];
+    steps
+        .iter()
+        .map(|args| {
+            let answer = run(local, args);
+            // The write's answer names its own output directory; a frame's
+            // size in memory depends on where its buffers came from (a
+            // partition read back from a spill file has no slack capacity),
+            // its rows and partitions do not.
+            let answer = answer
+                .replace(out.as_str(), "OUT")
+                .split(", ")
+                .filter(|part| !is_size(part))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (args.join(" "), answer)
+        })
+        .collect()
+}
+
+/// Whether `text` is a size as answers print it (`75.51 MB`).
+fn is_size(text: &str) -> bool {
+    match text.split_once(' ') {
+        Some((number, unit)) => number.parse::<f64>().is_ok() && unit.ends_with('B'),
+        None => false,
+    }
+}
+
+/// The value of an unlabelled metric in a Prometheus exposition (0 if absent).
+fn metric_value(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The spill files under `dir` (recursively).
+fn spill_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(spill_files(&path));
+        } else if path.extension().is_some_and(|e| e == "arrows") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_without_a_limit() {
+    let data = TempDir::new("spill-data");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 400_000,
+        out: data.path().join("isd"),
+        seed: 17,
+    })
+    .unwrap();
+    let source = data.path().join("isd").display().to_string();
+
+    // Without a limit: the answers to match.
+    let expected = {
+        let local = start_local(2, &["--memory-limit", "0"]);
+        eventually(Duration::from_secs(60), "two workers", || {
+            (local.json("api/cluster")["workers"].as_array()?.len() == 2).then_some(())
+        });
+        workflow(&local, &source, &data.path().join("out-unlimited"))
+    };
+
+    // 400,000 rows hold about 68 MB of Arrow buffers: 2 x 17 MB is half.
+    let limit: u64 = 17 << 20;
+    let local = start_local(2, &["--memory-limit", &limit.to_string()]);
+    eventually(Duration::from_secs(60), "two workers", || {
+        (local.json("api/cluster")["workers"].as_array()?.len() == 2).then_some(())
+    });
+    let got = workflow(&local, &source, &data.path().join("out-limited"));
+    for ((step, want), (_, have)) in expected.iter().zip(&got) {
+        if let Err(diff) = same_answer(want, have) {
+            panic!("`stratus {step}` answered differently when spilling:\n{diff}");
+        }
+    }
+
+    // The workers spilled, and what stays in RAM is near the target.
+    let cluster = local.json("api/cluster");
+    let workers = cluster["workers"].as_array().unwrap().clone();
+    let spilled: u64 = workers
+        .iter()
+        .map(|w| w["spilled_bytes"].as_u64().unwrap())
+        .sum();
+    let persisted: u64 = workers
+        .iter()
+        .map(|w| w["persisted_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        persisted > 2 * 2 * limit * 9 / 10,
+        "the frames hold about twice the cluster's limit: {persisted}"
+    );
+    assert!(
+        spilled > persisted / 2,
+        "more than half of it is on disk: {spilled} of {persisted}\n{cluster:#}"
+    );
+    for w in &workers {
+        let used = w["memory_used"].as_u64().unwrap();
+        assert!(used <= limit, "worker {} holds {used} in RAM", w["name"]);
+        let metrics = http_get(w["metrics_url"].as_str().unwrap());
+        assert!(
+            metric_value(&metrics, "stratus_worker_spill_bytes_written_total") > 0.0
+                && metric_value(&metrics, "stratus_worker_spill_bytes_read_total") > 0.0,
+            "spill and unspill counters move:\n{metrics}"
+        );
+    }
+    let spill_dir = local.dir.path().join("data").join("spill");
+    assert!(!spill_files(&spill_dir).is_empty());
+
+    // Dropping the frames deletes their files.
+    run(&local, &["unpersist", "by_date"]);
+    run(&local, &["unpersist", "isd"]);
+    eventually(Duration::from_secs(30), "the spill files deleted", || {
+        spill_files(&spill_dir).is_empty().then_some(())
+    });
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .map_err(|e| e.to_string())?;
+        status
+            .success()
+            .then(|| Tmpfs(at.to_path_buf()))
+            .ok_or_else(|| format!("mount failed: {status}"))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_spill_directory_that_fills_up_fails_the_persist_clearly_and_leaves_nothing_behind() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED spill ENOSPC: needs root to mount a tmpfs (CI runs it as root)");
+        return;
+    }
+    let data = TempDir::new("spill-full");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 400_000,
+        out: data.path().join("isd"),
+        seed: 17,
+    })
+    .unwrap();
+    let source = data.path().join("isd").display().to_string();
+    // The workers' spill directory: a 4 MB disk, far too small.
+    let data_dir = data.path().join("cluster");
+    let _full = Tmpfs::mount(&data_dir.join("spill"), "4m").expect("mount a tmpfs");
+    let limit: u64 = 17 << 20;
+    let local = start_local(
+        2,
+        &[
+            "--memory-limit",
+            &limit.to_string(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+    );
+    eventually(Duration::from_secs(60), "two workers", || {
+        (local.json("api/cluster")["workers"].as_array()?.len() == 2).then_some(())
+    });
+    let error = local
+        .client(&["persist", &source, "--as", "isd"])
+        .expect_err("a frame twice the memory with 4 MB to spill to can not persist");
+    eprintln!("the persist failed as it should: {error}");
+    assert!(
+        error.contains("memory limit exceeded") && error.contains("No space left on device"),
+        "the error says why: {error}"
+    );
+    // Nothing of it stays: no frame, no partition, no spill file.
+    eventually(Duration::from_secs(30), "the failed frame released", || {
+        let cluster = local.json("api/cluster");
+        let frames = cluster["frames"].as_array()?.len();
+        let held: u64 = cluster["workers"]
+            .as_array()?
+            .iter()
+            .map(|w| w["persisted_partitions"].as_u64().unwrap_or(1))
+            .sum();
+        (frames == 0 && held == 0 && spill_files(&data_dir.join("spill")).is_empty()).then_some(())
+    });
+    // The cluster goes on: a frame that fits persists and answers.
+    run(
+        &local,
+        &["persist", &source, "--as", "t", "--columns", "temperature"],
+    );
+    assert_eq!(run(&local, &["len", "t"]).trim(), "400000");
+}

@@ -1,0 +1,349 @@
+//! The worker's spill directory: where persisted partitions go when memory
+//! runs short (the decisions are [`crate::store::Store`]'s; this is the I/O).
+//!
+//! - **One directory per worker process**, `<spill-dir>/<worker name>` (or
+//!   `<name>.1`, `<name>.2`... when another live process holds that one),
+//!   held with an exclusive `flock` on its `LOCK` file for the life of the
+//!   process: two clusters sharing a spill directory never touch each
+//!   other's files. Files left by a process that died (SIGKILL, OOM) are
+//!   deleted when the directory is next taken; a clean exit deletes its own.
+//! - **A spilled partition is one Arrow IPC stream file**, written from the
+//!   batches' own buffers (no copy into one message) to a temporary name and
+//!   renamed. It is read back by mapping the file: the column buffers point
+//!   into the mapping (no copy, no decode of values), the pages come in as a
+//!   task touches them and are the kernel's to drop again. Uncompressed: a
+//!   mapped file costs nothing to "read back" until it is used.
+//! - **`--spill-limit`** caps the bytes on disk: a spill past it fails with
+//!   an error naming the limit, and the store stops accepting data past its
+//!   memory limit until space is freed.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use stratus_protocol::messages::PartitionKey;
+use stratus_protocol::units::format_bytes;
+
+/// The suffix of spill files (anything else in the directory is left alone).
+const SUFFIX: &str = ".arrows";
+
+/// A partition on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillFile {
+    pub path: PathBuf,
+    /// Bytes of the file.
+    pub disk_bytes: u64,
+}
+
+/// This worker's spill directory, locked for the life of the process.
+#[derive(Debug)]
+pub struct SpillDir {
+    dir: PathBuf,
+    /// Held open: the `flock` lasts as long as the descriptor.
+    _lock: File,
+    /// 0: no cap.
+    limit: u64,
+    used: AtomicU64,
+    /// Files written, so names never repeat within the process.
+    serial: AtomicU64,
+}
+
+impl SpillDir {
+    /// Take `<root>/<name>` (or the first `<name>.N` no live process holds),
+    /// creating it, and delete the spill files a dead process left there.
+    pub fn open(root: &Path, name: &str, limit: u64) -> Result<SpillDir, String> {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        for n in 0..64 {
+            let dir = if n == 0 {
+                root.join(&safe)
+            } else {
+                root.join(format!("{safe}.{n}"))
+            };
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("spill directory {}: {e}", dir.display()))?;
+            let lock_path = dir.join("LOCK");
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| format!("spill directory lock {}: {e}", lock_path.display()))?;
+            // SAFETY: flock on a descriptor we own.
+            let taken = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if taken != 0 {
+                continue; // another live worker's: try the next name
+            }
+            let spill = SpillDir {
+                dir,
+                _lock: lock,
+                limit,
+                used: AtomicU64::new(0),
+                serial: AtomicU64::new(0),
+            };
+            let stale = spill.delete_all();
+            if stale > 0 {
+                tracing::info!(
+                    "spill directory {}: deleted {stale} file(s) a process that died left",
+                    spill.dir.display()
+                );
+            }
+            return Ok(spill);
+        }
+        Err(format!(
+            "spill directory {}: 64 directories for worker '{name}' are held by live processes",
+            root.display()
+        ))
+    }
+
+    /// The directory this worker owns.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of spill files on disk.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Write a partition's batches as one file.
+    pub fn write(&self, key: PartitionKey, batches: &[RecordBatch]) -> Result<SpillFile, String> {
+        let Some(schema) = batches.first().map(RecordBatch::schema) else {
+            return Err(format!(
+                "partition {}/{} has no batches to spill",
+                key.frame, key.index
+            ));
+        };
+        let chunks = stratus_protocol::ipc::encode_chunks(&schema, batches)
+            .map_err(|e| format!("spilling partition {}/{}: {e}", key.frame, key.index))?;
+        let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if self.limit > 0 && self.used() + size > self.limit {
+            return Err(format!(
+                "spill limit reached in {}: {} on disk, partition {}/{} needs {}, limit {} (--spill-limit)",
+                self.dir.display(),
+                format_bytes(self.used()),
+                key.frame,
+                key.index,
+                format_bytes(size),
+                format_bytes(self.limit)
+            ));
+        }
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{}-{}-{serial}{SUFFIX}", key.frame, key.index));
+        let temp = self
+            .dir
+            .join(format!(".{}-{}-{serial}.tmp", key.frame, key.index));
+        let written = (|| -> std::io::Result<()> {
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
+            for chunk in &chunks {
+                file.write_all(chunk)?;
+            }
+            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            std::fs::rename(&temp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(format!(
+                "cannot spill partition {}/{} to {}: {e}",
+                key.frame,
+                key.index,
+                self.dir.display()
+            ));
+        }
+        self.used.fetch_add(size, Ordering::Relaxed);
+        Ok(SpillFile {
+            path,
+            disk_bytes: size,
+        })
+    }
+
+    /// Delete a spill file (its partition was dropped).
+    pub fn delete(&self, file: &SpillFile) {
+        if std::fs::remove_file(&file.path).is_ok() {
+            self.used.fetch_sub(
+                file.disk_bytes.min(self.used()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Delete every spill file in the directory; how many there were.
+    pub fn delete_all(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if (name.ends_with(SUFFIX) || name.ends_with(".tmp"))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                deleted += 1;
+            }
+        }
+        self.used.store(0, Ordering::Relaxed);
+        deleted
+    }
+}
+
+impl Drop for SpillDir {
+    /// A clean exit leaves no spill file behind.
+    fn drop(&mut self) {
+        self.delete_all();
+    }
+}
+
+/// Bytes of spill files read back since the process started.
+static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of spill files read back since the process started (a metric).
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(Ordering::Relaxed)
+}
+
+/// Read a spilled partition back: its column buffers point into a read-only
+/// mapping of the file (kept alive by the buffers).
+pub fn read(file: &SpillFile) -> Result<Vec<RecordBatch>, String> {
+    let what = |e: &dyn std::fmt::Display| format!("spill file {}: {e}", file.path.display());
+    let opened = File::open(&file.path).map_err(|e| what(&e))?;
+    // SAFETY: the file is this process's own, written once and renamed into
+    // place; nothing writes to it while it is mapped (it is only deleted).
+    let map = unsafe { memmap2::Mmap::map(&opened) }.map_err(|e| what(&e))?;
+    if map.is_empty() {
+        return Err(what(&"empty"));
+    }
+    let len = map.len();
+    let ptr = NonNull::new(map.as_ptr() as *mut u8).ok_or_else(|| what(&"mapped at null"))?;
+    // SAFETY: `ptr` and `len` describe the mapping, which the buffer keeps
+    // alive through its owner for as long as any slice of it exists.
+    let buffer = unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(map)) };
+    let (_, batches) = stratus_protocol::ipc::decode_batches(buffer).map_err(|e| what(&e))?;
+    BYTES_READ.fetch_add(len as u64, Ordering::Relaxed);
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "stratus-spill-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn batch(n: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..n)) as arrow_array::ArrayRef,
+            ),
+            (
+                "t",
+                Arc::new(Float64Array::from_iter(
+                    (0..n).map(|i| (i % 7 != 0).then_some(i as f64 / 2.0)),
+                )),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("st{i}")),
+                )),
+            ),
+        ])
+        .unwrap()
+    }
+
+    const KEY: PartitionKey = PartitionKey { frame: 3, index: 9 };
+
+    #[test]
+    fn a_spilled_partition_reads_back_equal_and_is_deleted_with_the_directory() {
+        let root = temp("roundtrip");
+        let batches = vec![batch(1000), batch(17)];
+        let path;
+        {
+            let dir = SpillDir::open(&root, "w/1", 0).unwrap();
+            assert!(dir.path().ends_with("w_1"), "{}", dir.path().display());
+            let file = dir.write(KEY, &batches).unwrap();
+            assert_eq!(dir.used(), file.disk_bytes);
+            let back = read(&file).unwrap();
+            assert_eq!(back, batches);
+            path = file.path.clone();
+            assert!(path.exists());
+        }
+        assert!(!path.exists(), "a clean exit deletes its spill files");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_second_process_gets_its_own_directory_and_stale_files_are_deleted() {
+        let root = temp("lock");
+        let first = SpillDir::open(&root, "w", 0).unwrap();
+        let file = first.write(KEY, &[batch(10)]).unwrap();
+        // flock is per open file description: a second open in this
+        // process contends like another process would.
+        let second = SpillDir::open(&root, "w", 0).unwrap();
+        assert_ne!(first.path(), second.path());
+        assert!(file.path.exists(), "the other worker's file is untouched");
+        // A file a dead worker left in a free directory goes at open.
+        let stale = second.path().join("1-1-0.arrows");
+        std::fs::write(&stale, b"junk").unwrap();
+        drop(second);
+        std::fs::write(&stale, b"junk").unwrap();
+        let third = SpillDir::open(&root, "w", 0).unwrap();
+        assert_eq!(third.path(), stale.parent().unwrap());
+        assert!(!stale.exists());
+        drop((first, third));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_spill_past_the_limit_fails_naming_it_and_deleting_frees_room() {
+        let root = temp("limit");
+        let dir = SpillDir::open(&root, "w", 20_000).unwrap();
+        let file = dir.write(KEY, &[batch(500)]).unwrap();
+        let error = dir.write(KEY, &[batch(500)]).unwrap_err();
+        assert!(error.contains("spill limit"), "{error}");
+        dir.delete(&file);
+        assert_eq!(dir.used(), 0);
+        dir.write(KEY, &[batch(500)]).unwrap();
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_damaged_spill_file_is_an_error_naming_it() {
+        let root = temp("damaged");
+        let dir = SpillDir::open(&root, "w", 0).unwrap();
+        let file = dir.write(KEY, &[batch(100)]).unwrap();
+        let bytes = std::fs::read(&file.path).unwrap();
+        std::fs::write(&file.path, &bytes[..bytes.len() / 2]).unwrap();
+        let error = read(&file).unwrap_err();
+        assert!(error.contains(&file.path.display().to_string()), "{error}");
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
