@@ -181,8 +181,18 @@ fn open_spill(
         PathBuf::from(&s.spill_dir)
     };
     let limit = parse_bytes(&s.spill_limit).map_err(|e| anyhow!("--spill-limit: {e}"))?;
-    let dir = stratus_worker::spill::SpillDir::open(&root, name, limit)
-        .map_err(|e| anyhow!("--spill-dir: {e}"))?;
+    let dir = match stratus_worker::spill::SpillDir::open(&root, name, limit) {
+        Ok(dir) => dir,
+        // A directory given is required; the default may be missing (a
+        // scratch container has no /tmp): no spilling, said loudly.
+        Err(e) if s.spill_dir.is_empty() => {
+            tracing::warn!(
+                "no spilling: {e} (give --spill-dir; a partition past the memory limit is refused)"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow!("--spill-dir: {e}")),
+    };
     tracing::info!(
         "spill directory {} (spilling past {:.0}% of the memory limit, pausing past {:.0}%)",
         dir.path().display(),
