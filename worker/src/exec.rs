@@ -54,7 +54,7 @@ impl Executor {
                 self.deliver_one(to, batch).await
             }
             Work::GroupByMerge { partials, spec, to } => {
-                let batch = compute(move || tasks::groupby_merge(&partials, &spec)).await?;
+                let batch = compute(move || tasks::groupby_merge(&load(partials)?, &spec)).await?;
                 self.deliver_one(to, batch).await
             }
             Work::ShuffleSend {
@@ -131,7 +131,7 @@ impl Executor {
                 .await
             }
             Work::GroupByFinal { partials, spec } => {
-                compute(move || output(tasks::groupby_final(&partials, &spec))).await
+                compute(move || output(tasks::groupby_final(&load(partials)?, &spec))).await
             }
             Work::PrepareWrite { spec } => {
                 compute(move || output(tasks::prepare_write(io!(), &spec))).await
@@ -170,8 +170,9 @@ impl Executor {
             } => {
                 compute(move || {
                     let mut sorted = Vec::with_capacity(received.len());
-                    for (r, batches) in received {
-                        let batches = tasks::sort_range(&batches, &key)?;
+                    for (r, parts) in received {
+                        // One range read back at a time.
+                        let batches = tasks::sort_range(&load(parts)?, &key)?;
                         sorted.push((PartitionKey { frame, index: r }, batches));
                     }
                     Ok(Computed::LoadedMany(sorted))
@@ -215,7 +216,9 @@ impl Executor {
                 Err("internal: a delivering task was run without its deliveries".into())
             }
             // Kept by the state machine (all or none, under the limit).
-            Work::Adopt { parts } => Ok(Computed::LoadedMany(parts)),
+            Work::Adopt { parts } => {
+                compute(move || load_each(parts).map(Computed::LoadedMany)).await
+            }
         }
     }
 

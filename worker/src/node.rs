@@ -99,7 +99,7 @@ impl WorkerActor {
                         paused,
                     });
                 }
-                Command::Spill { key, batches } => self.spill(key, batches),
+                Command::Spill { target, batches } => self.spill(target, batches),
                 Command::DeleteSpill(file) => {
                     if let Some(dir) = self.spill_dir.clone() {
                         tokio::task::spawn_blocking(move || dir.delete(&file));
@@ -118,7 +118,7 @@ impl WorkerActor {
 
     /// Write a partition to the spill directory on a blocking thread; the
     /// outcome comes back as [`Event::Spilled`].
-    fn spill(&self, key: PartitionKey, batches: Vec<RecordBatch>) {
+    fn spill(&self, target: crate::store::SpillTarget, batches: Vec<RecordBatch>) {
         let (dir, me, metrics) = (
             self.spill_dir.clone(),
             self.me.clone(),
@@ -126,7 +126,7 @@ impl WorkerActor {
         );
         tokio::task::spawn_blocking(move || {
             let result = match dir {
-                Some(dir) => dir.write(key, &batches),
+                Some(dir) => dir.write(&target.stem(), &target.describe(), &batches),
                 None => Err("no spill directory".to_string()),
             };
             drop(batches);
@@ -138,7 +138,7 @@ impl WorkerActor {
                 }
             }
             if let Some(actor) = me.upgrade() {
-                actor.do_send(Input(Event::Spilled { key, result }));
+                actor.do_send(Input(Event::Spilled { target, result }));
             }
         });
     }

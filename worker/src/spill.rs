@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use stratus_protocol::messages::PartitionKey;
 use stratus_protocol::units::format_bytes;
 
 /// The suffix of spill files (anything else in the directory is left alone).
@@ -120,35 +119,32 @@ impl SpillDir {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Write a partition's batches as one file.
-    pub fn write(&self, key: PartitionKey, batches: &[RecordBatch]) -> Result<SpillFile, String> {
+    /// Write batches as one file named after `stem` (`what` they are, in
+    /// errors).
+    pub fn write(
+        &self,
+        stem: &str,
+        what: &str,
+        batches: &[RecordBatch],
+    ) -> Result<SpillFile, String> {
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
-            return Err(format!(
-                "partition {}/{} has no batches to spill",
-                key.frame, key.index
-            ));
+            return Err(format!("{what} has no batches to spill"));
         };
         let chunks = stratus_protocol::ipc::encode_chunks(&schema, batches)
-            .map_err(|e| format!("spilling partition {}/{}: {e}", key.frame, key.index))?;
+            .map_err(|e| format!("spilling {what}: {e}"))?;
         let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         if self.limit > 0 && self.used() + size > self.limit {
             return Err(format!(
-                "spill limit reached in {}: {} on disk, partition {}/{} needs {}, limit {} (--spill-limit)",
+                "spill limit reached in {}: {} on disk, {what} needs {}, limit {} (--spill-limit)",
                 self.dir.display(),
                 format_bytes(self.used()),
-                key.frame,
-                key.index,
                 format_bytes(size),
                 format_bytes(self.limit)
             ));
         }
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(format!("{}-{}-{serial}{SUFFIX}", key.frame, key.index));
-        let temp = self
-            .dir
-            .join(format!(".{}-{}-{serial}.tmp", key.frame, key.index));
+        let path = self.dir.join(format!("{stem}-{serial}{SUFFIX}"));
+        let temp = self.dir.join(format!(".{stem}-{serial}.tmp"));
         let written = (|| -> std::io::Result<()> {
             let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(&temp)?);
             for chunk in &chunks {
@@ -160,9 +156,7 @@ impl SpillDir {
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
             return Err(format!(
-                "cannot spill partition {}/{} to {}: {e}",
-                key.frame,
-                key.index,
+                "cannot spill {what} to {}: {e}",
                 self.dir.display()
             ));
         }
@@ -277,7 +271,9 @@ mod tests {
         .unwrap()
     }
 
-    const KEY: PartitionKey = PartitionKey { frame: 3, index: 9 };
+    fn write(dir: &SpillDir, batches: &[RecordBatch]) -> Result<SpillFile, String> {
+        dir.write("p3-9", "partition 3/9", batches)
+    }
 
     #[test]
     fn a_spilled_partition_reads_back_equal_and_is_deleted_with_the_directory() {
@@ -287,7 +283,7 @@ mod tests {
         {
             let dir = SpillDir::open(&root, "w/1", 0).unwrap();
             assert!(dir.path().ends_with("w_1"), "{}", dir.path().display());
-            let file = dir.write(KEY, &batches).unwrap();
+            let file = write(&dir, &batches).unwrap();
             assert_eq!(dir.used(), file.disk_bytes);
             let back = read(&file).unwrap();
             assert_eq!(back, batches);
@@ -302,7 +298,7 @@ mod tests {
     fn a_second_process_gets_its_own_directory_and_stale_files_are_deleted() {
         let root = temp("lock");
         let first = SpillDir::open(&root, "w", 0).unwrap();
-        let file = first.write(KEY, &[batch(10)]).unwrap();
+        let file = write(&first, &[batch(10)]).unwrap();
         // flock is per open file description: a second open in this
         // process contends like another process would.
         let second = SpillDir::open(&root, "w", 0).unwrap();
@@ -324,12 +320,12 @@ mod tests {
     fn a_spill_past_the_limit_fails_naming_it_and_deleting_frees_room() {
         let root = temp("limit");
         let dir = SpillDir::open(&root, "w", 20_000).unwrap();
-        let file = dir.write(KEY, &[batch(500)]).unwrap();
-        let error = dir.write(KEY, &[batch(500)]).unwrap_err();
+        let file = write(&dir, &[batch(500)]).unwrap();
+        let error = write(&dir, &[batch(500)]).unwrap_err();
         assert!(error.contains("spill limit"), "{error}");
         dir.delete(&file);
         assert_eq!(dir.used(), 0);
-        dir.write(KEY, &[batch(500)]).unwrap();
+        write(&dir, &[batch(500)]).unwrap();
         drop(dir);
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -338,7 +334,7 @@ mod tests {
     fn a_damaged_spill_file_is_an_error_naming_it() {
         let root = temp("damaged");
         let dir = SpillDir::open(&root, "w", 0).unwrap();
-        let file = dir.write(KEY, &[batch(100)]).unwrap();
+        let file = write(&dir, &[batch(100)]).unwrap();
         let bytes = std::fs::read(&file.path).unwrap();
         std::fs::write(&file.path, &bytes[..bytes.len() / 2]).unwrap();
         let error = read(&file).unwrap_err();

@@ -10,7 +10,10 @@
 //! the *pause* fraction, tasks that would add data wait for the spills in
 //! flight ([`Store::paused`]). A partition is refused only when it would go
 //! past the limit and spilling cannot make room (no spill directory, or the
-//! last spill failed: the error says why). Mailboxes are never spilled.
+//! last spill failed: the error says why). Deliveries waiting in mailboxes
+//! (a shuffle's ranges) spill too, after every persisted partition that can:
+//! the task that takes a mailbox reads them back, and their files are
+//! deleted when it ends.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -41,6 +44,48 @@ pub struct StoredPartition {
     /// When it was last kept or used (the store's clock): spilling goes
     /// least recently used first.
     last_use: u64,
+}
+
+/// What a spill file holds: a persisted partition, or a delivery waiting
+/// in a mailbox (numbered in arrival order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpillTarget {
+    Partition(PartitionKey),
+    Delivery(MailboxKey, u64),
+}
+
+impl SpillTarget {
+    /// A file name stem for it.
+    pub fn stem(&self) -> String {
+        match self {
+            SpillTarget::Partition(k) => format!("p{}-{}", k.frame, k.index),
+            SpillTarget::Delivery(m, n) => format!("d{}-{}-{n}", m.job, m.tag),
+        }
+    }
+
+    /// What it is, in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            SpillTarget::Partition(k) => format!("partition {}/{}", k.frame, k.index),
+            SpillTarget::Delivery(m, _) => format!("a delivery for mailbox {}/{}", m.job, m.tag),
+        }
+    }
+}
+
+/// A held partition or delivery as a task gets it: its batches, or the file
+/// it was spilled to (read back by the task body, on its compute thread).
+#[derive(Debug, Clone)]
+pub enum Part {
+    Batches(Vec<RecordBatch>),
+    Spilled(SpillFile),
+}
+
+/// One delivery waiting in a mailbox.
+#[derive(Debug)]
+struct Delivered {
+    serial: u64,
+    residence: Residence,
+    bytes: u64,
 }
 
 /// When to spill and when to pause, as fractions of the memory limit
@@ -78,9 +123,14 @@ pub struct Store {
     /// Spill files whose partitions are gone, for the I/O edge to delete.
     doomed: Vec<SpillFile>,
     clock: u64,
-    /// Deliveries per mailbox, with their bytes.
-    mailboxes: HashMap<MailboxKey, (Vec<Vec<RecordBatch>>, u64)>,
+    /// Deliveries per mailbox, in arrival order.
+    mailboxes: HashMap<MailboxKey, Vec<Delivered>>,
+    /// Bytes of deliveries in RAM (spilling ones included).
     in_flight: u64,
+    /// Bytes of deliveries being written to disk.
+    in_flight_spilling: u64,
+    /// Spill files of deliveries a task took: deleted when it ends.
+    taken: Vec<SpillFile>,
     /// Jobs whose mailboxes were dropped (the latest [`FORGOTTEN_JOBS`]): a
     /// late delivery for one of them is refused, not kept forever.
     forgotten: HashSet<u64>,
@@ -106,6 +156,8 @@ impl Store {
             clock: 0,
             mailboxes: HashMap::new(),
             in_flight: 0,
+            in_flight_spilling: 0,
+            taken: Vec::new(),
             forgotten: HashSet::new(),
             forgotten_order: VecDeque::new(),
         }
@@ -143,7 +195,7 @@ impl Store {
     /// while spills that will free some are being written.
     pub fn paused(&self) -> bool {
         match self.spill {
-            Some(policy) if self.limit > 0 && self.spilling > 0 => {
+            Some(policy) if self.limit > 0 && self.spilling + self.in_flight_spilling > 0 => {
                 (self.used + self.in_flight) as f64 > policy.pause * self.limit as f64
             }
             _ => false,
@@ -165,8 +217,9 @@ impl Store {
     }
 
     /// Keep what a peer (or this worker) delivered to a mailbox, or refuse it
-    /// if it would take the worker over its memory limit (partitions that
-    /// can be spilled do not count against a delivery).
+    /// if it would take the worker over its memory limit (what can be
+    /// spilled does not count against a delivery: only deliveries in RAM
+    /// do, when the spills lag that far behind).
     pub fn deliver(
         &mut self,
         worker: &str,
@@ -192,25 +245,62 @@ impl Store {
                 self.no_room_reason()
             ));
         }
-        self.mailboxes
-            .entry(mailbox)
-            .or_insert_with(|| (Vec::new(), 0))
-            .0
-            .push(batches);
-        self.mailboxes.get_mut(&mailbox).expect("just inserted").1 += bytes;
+        self.clock += 1;
+        self.mailboxes.entry(mailbox).or_default().push(Delivered {
+            serial: self.clock,
+            residence: Residence::Memory(batches),
+            bytes,
+        });
         self.in_flight += bytes;
         Ok(())
     }
 
-    /// Take a mailbox's deliveries (none if nothing came), freeing their count.
-    pub fn take_mailbox(&mut self, mailbox: &MailboxKey) -> Vec<Vec<RecordBatch>> {
-        match self.mailboxes.remove(mailbox) {
-            Some((deliveries, bytes)) => {
-                self.in_flight -= bytes;
-                deliveries
+    /// Forget a delivery's count (it leaves the store); its file, if any.
+    fn release_delivery(&mut self, d: Delivered) -> Option<SpillFile> {
+        match d.residence {
+            Residence::Memory(_) => {
+                self.in_flight -= d.bytes;
+                None
             }
-            None => Vec::new(),
+            Residence::Spilling(_) => {
+                self.in_flight -= d.bytes;
+                self.in_flight_spilling -= d.bytes;
+                None
+            }
+            Residence::Disk(file) => Some(file),
         }
+    }
+
+    /// Take a mailbox's deliveries (none if nothing came), freeing their
+    /// count. Spilled ones come as their files, which are deleted once the
+    /// task that took them ends ([`Store::take_taken`]).
+    pub fn take_mailbox(&mut self, mailbox: &MailboxKey) -> Vec<Part> {
+        let Some(deliveries) = self.mailboxes.remove(mailbox) else {
+            return Vec::new();
+        };
+        let mut parts = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let part = match &d.residence {
+                Residence::Memory(b) | Residence::Spilling(b) => Part::Batches(b.clone()),
+                Residence::Disk(file) => Part::Spilled(file.clone()),
+            };
+            if let Some(file) = self.release_delivery(d) {
+                self.taken.push(file);
+            }
+            parts.push(part);
+        }
+        parts
+    }
+
+    /// The spill files of the deliveries taken since the last call: the
+    /// caller deletes them when the task that took them ends.
+    pub fn take_taken(&mut self) -> Vec<SpillFile> {
+        std::mem::take(&mut self.taken)
+    }
+
+    /// Files to delete once a task ended.
+    pub fn discard(&mut self, files: Vec<SpillFile>) {
+        self.doomed.extend(files);
     }
 
     /// Drop every mailbox of a job, and refuse its deliveries from now on.
@@ -223,15 +313,19 @@ impl Store {
                 }
             }
         }
-        let mut freed = 0;
-        self.mailboxes.retain(|k, (_, bytes)| {
-            let keep = k.job != job;
-            if !keep {
-                freed += *bytes;
+        let gone: Vec<MailboxKey> = self
+            .mailboxes
+            .keys()
+            .filter(|k| k.job == job)
+            .copied()
+            .collect();
+        for key in gone {
+            for d in self.mailboxes.remove(&key).unwrap_or_default() {
+                if let Some(file) = self.release_delivery(d) {
+                    self.doomed.push(file);
+                }
             }
-            keep
-        });
-        self.in_flight -= freed;
+        }
     }
 
     /// Partitions held.
@@ -305,7 +399,7 @@ impl Store {
 
     /// Partitions to write to disk now, least recently used first, until
     /// what stays in RAM is under the target; they are marked spilling.
-    pub fn plan_spills(&mut self) -> Vec<(PartitionKey, Vec<RecordBatch>)> {
+    pub fn plan_spills(&mut self) -> Vec<(SpillTarget, Vec<RecordBatch>)> {
         let Some(policy) = self.spill else {
             return Vec::new();
         };
@@ -313,7 +407,7 @@ impl Store {
             return Vec::new();
         }
         let target = (policy.target * self.limit as f64) as u64;
-        let staying = (self.used - self.spilling) + self.in_flight;
+        let staying = (self.used - self.spilling) + (self.in_flight - self.in_flight_spilling);
         if staying <= target {
             return Vec::new();
         }
@@ -338,7 +432,40 @@ impl Store {
             p.residence = Residence::Spilling(batches.clone());
             self.spilling += p.bytes;
             excess = excess.saturating_sub(p.bytes);
-            plan.push((key, batches));
+            plan.push((SpillTarget::Partition(key), batches));
+        }
+        // Then deliveries, oldest first.
+        if excess > 0 {
+            let mut waiting: Vec<(u64, MailboxKey)> = self
+                .mailboxes
+                .iter()
+                .flat_map(|(key, ds)| {
+                    ds.iter()
+                        .filter(|d| matches!(d.residence, Residence::Memory(_)) && d.bytes > 0)
+                        .map(|d| (d.serial, *key))
+                })
+                .collect();
+            waiting.sort_unstable_by_key(|&(serial, _)| serial);
+            for (serial, key) in waiting {
+                if excess == 0 {
+                    break;
+                }
+                let Some(d) = self
+                    .mailboxes
+                    .get_mut(&key)
+                    .and_then(|ds| ds.iter_mut().find(|d| d.serial == serial))
+                else {
+                    continue;
+                };
+                let Residence::Memory(batches) = &d.residence else {
+                    continue;
+                };
+                let batches = batches.clone();
+                d.residence = Residence::Spilling(batches.clone());
+                self.in_flight_spilling += d.bytes;
+                excess = excess.saturating_sub(d.bytes);
+                plan.push((SpillTarget::Delivery(key, serial), batches));
+            }
         }
         plan
     }
@@ -346,7 +473,13 @@ impl Store {
     /// A spill planned by [`Store::plan_spills`] ended: the partition now
     /// lives on disk, or stays in RAM (and spilling stops until it works
     /// again). A spill of a partition dropped meanwhile is deleted.
-    pub fn spilled_to(&mut self, key: PartitionKey, result: Result<SpillFile, String>) {
+    pub fn spilled_to(&mut self, target: SpillTarget, result: Result<SpillFile, String>) {
+        let key = match target {
+            SpillTarget::Partition(key) => key,
+            SpillTarget::Delivery(mailbox, serial) => {
+                return self.delivery_spilled(mailbox, serial, result);
+            }
+        };
         let Some(p) = self.partitions.get_mut(&key) else {
             if let Ok(file) = result {
                 self.doomed.push(file);
@@ -375,6 +508,44 @@ impl Store {
         }
     }
 
+    /// A delivery's spill ended (see [`Store::spilled_to`]).
+    fn delivery_spilled(
+        &mut self,
+        mailbox: MailboxKey,
+        serial: u64,
+        result: Result<SpillFile, String>,
+    ) {
+        let found = self
+            .mailboxes
+            .get_mut(&mailbox)
+            .and_then(|ds| ds.iter_mut().find(|d| d.serial == serial));
+        let Some(d) = found else {
+            // Taken or forgotten meanwhile.
+            if let Ok(file) = result {
+                self.doomed.push(file);
+            }
+            return;
+        };
+        let Residence::Spilling(batches) = &d.residence else {
+            if let Ok(file) = result {
+                self.doomed.push(file);
+            }
+            return;
+        };
+        self.in_flight_spilling -= d.bytes;
+        match result {
+            Ok(file) => {
+                d.residence = Residence::Disk(file);
+                self.in_flight -= d.bytes;
+                self.spill_error = None;
+            }
+            Err(error) => {
+                d.residence = Residence::Memory(batches.clone());
+                self.spill_error = Some(error);
+            }
+        }
+    }
+
     /// Spill files to delete (their partitions are gone).
     pub fn take_doomed(&mut self) -> Vec<SpillFile> {
         if !self.doomed.is_empty() {
@@ -398,8 +569,14 @@ impl Store {
     /// Drop every mailbox (the jobs they were for are gone with the
     /// scheduler that ran them).
     pub fn clear_mailboxes(&mut self) {
-        self.mailboxes.clear();
-        self.in_flight = 0;
+        let all: Vec<MailboxKey> = self.mailboxes.keys().copied().collect();
+        for key in all {
+            for d in self.mailboxes.remove(&key).unwrap_or_default() {
+                if let Some(file) = self.release_delivery(d) {
+                    self.doomed.push(file);
+                }
+            }
+        }
     }
 
     /// Free every partition.

@@ -29,7 +29,7 @@ mod work;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use arrow_array::RecordBatch;
 use stratus_protocol::messages::{
@@ -37,7 +37,7 @@ use stratus_protocol::messages::{
 };
 
 use crate::spill::SpillFile;
-use crate::store::Store;
+use crate::store::{SpillTarget, Store};
 
 pub use work::{load, load_each, Destination, Part, Parts, Work};
 
@@ -141,7 +141,7 @@ pub enum Event {
     Tick,
     /// A spill of [`Command::Spill`] ended: the file, or why it failed.
     Spilled {
-        key: PartitionKey,
+        target: SpillTarget,
         result: Result<SpillFile, String>,
     },
     /// We connected to the scheduler again and it gave us the id `id`.
@@ -183,7 +183,7 @@ pub enum Command {
     /// Write this partition to the spill directory, then feed back
     /// [`Event::Spilled`] (its batches stay counted in RAM until then).
     Spill {
-        key: PartitionKey,
+        target: SpillTarget,
         batches: Vec<RecordBatch>,
     },
     /// Delete this spill file: its partition is gone.
@@ -213,6 +213,8 @@ pub struct WorkerState {
     running: HashSet<TaskId>,
     /// Running tasks whose results are to be dropped.
     cancelled: HashSet<TaskId>,
+    /// Spill files of deliveries a task took, deleted when it ends.
+    task_files: HashMap<TaskId, Vec<SpillFile>>,
 }
 
 impl WorkerState {
@@ -226,6 +228,7 @@ impl WorkerState {
             waiting_ids: HashSet::new(),
             running: HashSet::new(),
             cancelled: HashSet::new(),
+            task_files: HashMap::new(),
         }
     }
 
@@ -276,8 +279,8 @@ impl WorkerState {
                 spilled: self.store.spilled(),
                 paused: self.store.paused(),
             }),
-            Event::Spilled { key, result } => {
-                self.store.spilled_to(key, result);
+            Event::Spilled { target, result } => {
+                self.store.spilled_to(target, result);
                 self.start_waiting(&mut out);
             }
             Event::Rejoin {
@@ -286,8 +289,8 @@ impl WorkerState {
             } => self.rejoin(id, keep_partitions, &mut out),
         }
         // Memory past the target goes to disk; files of dropped partitions go.
-        for (key, batches) in self.store.plan_spills() {
-            out.push(Command::Spill { key, batches });
+        for (target, batches) in self.store.plan_spills() {
+            out.push(Command::Spill { target, batches });
         }
         for file in self.store.take_doomed() {
             out.push(Command::DeleteSpill(file));
@@ -320,7 +323,15 @@ impl WorkerState {
             // Already here (the scheduler sends each task once): one report.
             return;
         }
-        match work::resolve(&mut self.store, &self.name, self.id, task.kind) {
+        let resolved = work::resolve(&mut self.store, &self.name, self.id, task.kind);
+        let taken = self.store.take_taken();
+        if !taken.is_empty() {
+            self.task_files.insert(id, taken);
+        }
+        if resolved.is_err() {
+            self.release_files(id);
+        }
+        match resolved {
             Ok(work) => {
                 self.waiting_ids.insert(id);
                 self.waiting.push_back(Ready {
@@ -357,6 +368,13 @@ impl WorkerState {
         }
     }
 
+    /// A task ended: the spill files it read go.
+    fn release_files(&mut self, id: TaskId) {
+        if let Some(files) = self.task_files.remove(&id) {
+            self.store.discard(files);
+        }
+    }
+
     fn cancel(&mut self, ids: Vec<TaskId>, out: &mut Vec<Command>) {
         let mut waiting = HashSet::new();
         for id in ids {
@@ -377,6 +395,9 @@ impl WorkerState {
             }
             keep
         });
+        for id in waiting {
+            self.release_files(id);
+        }
     }
 
     /// A running task's body ended: keep what it loaded and report it, or
@@ -385,6 +406,7 @@ impl WorkerState {
         if !self.running.remove(&id) {
             return;
         }
+        self.release_files(id);
         if self.cancelled.remove(&id) {
             out.push(Command::Cancelled { id });
             return;

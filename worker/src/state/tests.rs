@@ -519,7 +519,10 @@ fn inputs_are_resolved_without_copying() {
         panic!("{:?}", ready.work);
     };
     assert_eq!(received.len(), 3);
-    assert!(Arc::ptr_eq(received[1].1[0].column(0), delivered.column(0)));
+    let Part::Batches(range_1) = &received[1].1[0] else {
+        panic!("{received:?}");
+    };
+    assert!(Arc::ptr_eq(range_1[0].column(0), delivered.column(0)));
     // Range 2 received nothing: it is empty, not missing.
     assert!(received[2].1.is_empty());
     assert_eq!(state.store().in_flight(), 0);
@@ -666,9 +669,10 @@ fn spills(commands: &[Command]) -> Vec<(PartitionKey, usize)> {
     commands
         .iter()
         .filter_map(|c| match c {
-            Command::Spill { key, batches } => {
-                Some((*key, batches.iter().map(RecordBatch::num_rows).sum()))
-            }
+            Command::Spill {
+                target: crate::store::SpillTarget::Partition(key),
+                batches,
+            } => Some((*key, batches.iter().map(RecordBatch::num_rows).sum())),
             _ => None,
         })
         .collect()
@@ -706,7 +710,7 @@ fn past_the_target_the_least_recently_used_partition_spills_and_tasks_read_its_f
     // reads as batches.
     assert_eq!(state.store().used(), 2 * one());
     state.handle(Event::Spilled {
-        key: key(1, 0),
+        target: crate::store::SpillTarget::Partition(key(1, 0)),
         result: Ok(spill_file("a")),
     });
     assert_eq!(state.store().used(), one());
@@ -750,7 +754,7 @@ fn the_least_recently_used_partition_is_the_one_that_spills() {
     hold_cmds(&mut state, 1, key(1, 0));
     hold_cmds(&mut state, 2, key(1, 1));
     state.handle(Event::Spilled {
-        key: key(1, 0),
+        target: crate::store::SpillTarget::Partition(key(1, 0)),
         result: Ok(spill_file("a")),
     });
     // Partition 1 (in RAM) is used by a task, then partition 2 arrives: of
@@ -768,7 +772,7 @@ fn a_failed_spill_keeps_the_partition_in_ram_and_later_ones_past_the_limit_are_r
     let out = hold_cmds(&mut state, 2, key(1, 1));
     assert_eq!(spills(&out).len(), 1);
     state.handle(Event::Spilled {
-        key: key(1, 0),
+        target: crate::store::SpillTarget::Partition(key(1, 0)),
         result: Err("cannot spill partition 1/0 to /spill/w: No space left on device".into()),
     });
     assert_eq!(state.store().used(), 2 * one());
@@ -801,7 +805,7 @@ fn past_the_pause_fraction_tasks_that_add_data_wait_for_the_spills_others_go_pas
     assert_eq!(state.waiting(), 1);
     // The spill ends: the load starts.
     let out = state.handle(Event::Spilled {
-        key: key(1, 0),
+        target: crate::store::SpillTarget::Partition(key(1, 0)),
         result: Ok(spill_file("a")),
     });
     assert!(!state.store().paused());
@@ -816,7 +820,7 @@ fn a_spill_of_a_partition_dropped_while_it_was_written_is_deleted() {
     state.handle(Event::Drop(vec![key(1, 0)]));
     assert_eq!(state.store().used(), one());
     let out = state.handle(Event::Spilled {
-        key: key(1, 0),
+        target: crate::store::SpillTarget::Partition(key(1, 0)),
         result: Ok(spill_file("a")),
     });
     assert!(
@@ -824,4 +828,73 @@ fn a_spill_of_a_partition_dropped_while_it_was_written_is_deleted() {
         "{out:?}"
     );
     assert_eq!(state.store().spilled(), 0);
+}
+
+#[test]
+fn deliveries_spill_after_partitions_and_their_files_go_when_the_task_that_took_them_ends() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    // Two deliveries are past the target; with no partition to spill, the
+    // older delivery spills.
+    let out = state.handle(Event::Delivery {
+        mailbox: mailbox(4, 0),
+        batches: vec![batch(1000)],
+    });
+    assert!(
+        matches!(out.as_slice(), [Command::Answer(Ok(()))]),
+        "{out:?}"
+    );
+    let out = state.handle(Event::Delivery {
+        mailbox: mailbox(4, 1),
+        batches: vec![batch(1000)],
+    });
+    let target = out
+        .iter()
+        .find_map(|c| match c {
+            Command::Spill { target, .. } => Some(*target),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a delivery spills: {out:?}"));
+    assert!(
+        matches!(target, crate::store::SpillTarget::Delivery(m, _) if m == mailbox(4, 0)),
+        "{target:?}"
+    );
+    state.handle(Event::Spilled {
+        target,
+        result: Ok(spill_file("d")),
+    });
+    assert_eq!(state.store().in_flight(), one());
+    // The collect takes the spilled delivery as its file, the other as batches.
+    let out = state.handle(Event::Run(vec![TaskAssignment {
+        storage: Default::default(),
+        id: 9,
+        kind: TaskKind::ShuffleCollect {
+            ranges: vec![0, 1],
+            key: "x".into(),
+            job: 4,
+            tag_base: 0,
+            frame: 3,
+        },
+    }]));
+    let [Command::Execute(ready)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let Work::ShuffleCollect { received, .. } = &ready.work else {
+        panic!("{:?}", ready.work);
+    };
+    assert!(
+        matches!(received[0].1.as_slice(), [Part::Spilled(f)] if *f == spill_file("d"))
+            && matches!(received[1].1.as_slice(), [Part::Batches(_)]),
+        "{received:?}"
+    );
+    assert_eq!(state.store().in_flight(), 0);
+    // Its file goes when the task ends, not before.
+    let out = state.handle(Event::TaskDone {
+        id: 9,
+        result: Ok(Computed::LoadedMany(vec![])),
+    });
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::DeleteSpill(f) if *f == spill_file("d"))),
+        "{out:?}"
+    );
 }

@@ -11,16 +11,8 @@ use stratus_protocol::messages::{
     PeerPush, PeerRef, RangeSource, ReduceOp, StagedFile, Step, TaskKind, WriteSpec,
 };
 
-use crate::spill::SpillFile;
+pub use crate::store::Part;
 use crate::store::{Residence, Store};
-
-/// A held partition as a task gets it: its batches, or the file it was
-/// spilled to (read back by the task body, on its compute thread).
-#[derive(Debug, Clone)]
-pub enum Part {
-    Batches(Vec<RecordBatch>),
-    Spilled(SpillFile),
-}
 
 /// Held partitions, in order.
 pub type Parts = Vec<Part>;
@@ -95,12 +87,12 @@ pub enum Work {
         to: Destination,
     },
     GroupByMerge {
-        partials: Vec<RecordBatch>,
+        partials: Parts,
         spec: GroupBySpec,
         to: Destination,
     },
     GroupByFinal {
-        partials: Vec<RecordBatch>,
+        partials: Parts,
         spec: GroupBySpec,
     },
     PrepareWrite {
@@ -135,7 +127,7 @@ pub enum Work {
     },
     /// Sort each range's delivered batches and keep range `r` as `(frame, r)`.
     ShuffleCollect {
-        received: Vec<(u32, Vec<RecordBatch>)>,
+        received: Vec<(u32, Parts)>,
         key: String,
         frame: u64,
     },
@@ -171,7 +163,7 @@ pub enum Work {
     },
     /// Keep what was delivered as these partitions.
     Adopt {
-        parts: Vec<(PartitionKey, Vec<RecordBatch>)>,
+        parts: Vec<(PartitionKey, Parts)>,
     },
 }
 
@@ -296,8 +288,7 @@ pub(super) fn resolve(
                         job,
                         tag: tag_base + r,
                     };
-                    let batches = store.take_mailbox(&mailbox).into_iter().flatten();
-                    (r, batches.collect())
+                    (r, store.take_mailbox(&mailbox))
                 })
                 .collect(),
             key,
@@ -349,10 +340,7 @@ pub(super) fn resolve(
         TaskKind::AdoptPartitions { partitions, job } => Work::Adopt {
             parts: partitions
                 .iter()
-                .map(|&(tag, key)| {
-                    let batches = store.take_mailbox(&MailboxKey { job, tag });
-                    (key, batches.into_iter().flatten().collect())
-                })
+                .map(|&(tag, key)| (key, store.take_mailbox(&MailboxKey { job, tag })))
                 .collect(),
         },
     })
@@ -397,7 +385,7 @@ fn take_partials(
     name: &str,
     mailbox: &MailboxKey,
     expect: u32,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<Parts, String> {
     let parts = store.take_mailbox(mailbox);
     if parts.len() != expect as usize {
         return Err(format!(
@@ -407,5 +395,5 @@ fn take_partials(
             parts.len()
         ));
     }
-    Ok(parts.into_iter().flatten().collect())
+    Ok(parts)
 }
