@@ -150,7 +150,10 @@ impl SpillDir {
             for chunk in &chunks {
                 file.write_all(chunk)?;
             }
-            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            // No fsync: a spill file only has to outlive its process's
+            // use of it (a crash makes it stale anyway); the kernel writes
+            // it back in the background.
+            file.into_inner().map_err(|e| e.into_error())?;
             std::fs::rename(&temp, &path)
         })();
         if let Err(e) = written {
