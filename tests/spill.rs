@@ -96,6 +96,18 @@ fn metric_value(exposition: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// 400,000 sample rows (about 68 MB of Arrow buffers) in `dir`/isd.
+fn sample(dir: &TempDir) -> String {
+    let out = dir.path().join("isd");
+    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+        rows: 400_000,
+        out: out.clone(),
+        seed: 17,
+    })
+    .unwrap();
+    out.display().to_string()
+}
+
 /// The spill files under `dir` (recursively).
 fn spill_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -116,13 +128,7 @@ fn spill_files(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_without_a_limit() {
     let data = TempDir::new("spill-data");
-    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
-        rows: 400_000,
-        out: data.path().join("isd"),
-        seed: 17,
-    })
-    .unwrap();
-    let source = data.path().join("isd").display().to_string();
+    let source = sample(&data);
 
     // Without a limit: the answers to match.
     let expected = {
@@ -222,13 +228,7 @@ fn a_spill_directory_that_fills_up_fails_the_persist_clearly_and_leaves_nothing_
         return;
     }
     let data = TempDir::new("spill-full");
-    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
-        rows: 400_000,
-        out: data.path().join("isd"),
-        seed: 17,
-    })
-    .unwrap();
-    let source = data.path().join("isd").display().to_string();
+    let source = sample(&data);
     // The workers' spill directory: a 4 MB disk, far too small.
     let data_dir = data.path().join("cluster");
     let _full = Tmpfs::mount(&data_dir.join("spill"), "4m").expect("mount a tmpfs");
