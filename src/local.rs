@@ -58,6 +58,9 @@ pub struct LocalOptions {
     /// `None` = [`default_data_roots`].
     pub data_roots: Option<Vec<PathBuf>>,
     /// Scale on the scheduler's adaptive target (`--adaptive`).
+    /// Where workers spill (default `<data-dir>/spill`; `none`: no
+    /// spilling, a partition past the memory limit is refused).
+    pub spill_dir: Option<String>,
     pub adaptive: Option<Adaptive>,
 }
 
@@ -128,6 +131,7 @@ impl Default for LocalOptions {
             inherit_logs: false,
             data_dir: None,
             data_roots: None,
+            spill_dir: None,
             adaptive: None,
         }
     }
@@ -176,9 +180,9 @@ struct WorkerSpec {
     /// `cert_dir`. `None` only before the scheduler is ready.
     ca: Option<stratus_protocol::pki::CertificateAuthority>,
     cert_dir: PathBuf,
-    /// Where the workers spill (`<data-dir>/spill`; each takes its own
-    /// locked directory inside).
-    spill_dir: PathBuf,
+    /// Where the workers spill (`<data-dir>/spill` unless given; each takes
+    /// its own locked directory inside; `none`: no spilling).
+    spill_dir: std::ffi::OsString,
     /// Absolute: the workers' current directory is ours, but say it plainly.
     data_roots: Vec<PathBuf>,
 }
@@ -386,8 +390,15 @@ impl LocalCluster {
                 inherit_logs: options.inherit_logs,
                 ca: None,
                 cert_dir: run_dir.join("tls"),
-                spill_dir: std::path::absolute(data_dir.join("spill"))
-                    .unwrap_or_else(|_| data_dir.join("spill")),
+                spill_dir: match &options.spill_dir {
+                    Some(dir) if dir.eq_ignore_ascii_case("none") => "none".into(),
+                    Some(dir) => std::path::absolute(dir)
+                        .unwrap_or_else(|_| PathBuf::from(dir))
+                        .into(),
+                    None => std::path::absolute(data_dir.join("spill"))
+                        .unwrap_or_else(|_| data_dir.join("spill"))
+                        .into(),
+                },
                 data_roots: options
                     .data_roots
                     .clone()

@@ -220,6 +220,11 @@ enum Cmd {
         /// Where the scheduler keeps runs (logged metrics and plots).
         #[arg(long, default_value = "stratus-data")]
         data_dir: PathBuf,
+        /// Where workers spill partitions past 60% of their memory limit
+        /// (default: DATA_DIR/spill; `none`: no spilling, a partition past
+        /// the limit is refused).
+        #[arg(long)]
+        spill_dir: Option<String>,
         /// Do not replace workers that die (Dask's `--no-nanny`): a lost
         /// worker stays lost, its partitions rebuilt on the others.
         #[arg(long)]
@@ -833,6 +838,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             port,
             dashboard_address,
             data_dir,
+            spill_dir,
             no_nanny,
             data_roots,
             adaptive,
@@ -855,6 +861,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 scheduler_file: cli.scheduler_file.clone(),
                 inherit_logs: true,
                 data_dir: Some(data_dir.clone()),
+                spill_dir: spill_dir.clone(),
                 data_roots: (!data_roots.is_empty()).then(|| data_roots.clone()),
                 adaptive: adaptive.then(|| stratus::local::Adaptive {
                     minimum: *minimum_workers,

@@ -308,7 +308,8 @@ fn ctrl_c_cancels_a_request_and_two_clients_run_at_once() {
 
 #[test]
 fn memory_limit_is_refused_clearly_and_nothing_half_persisted_remains() {
-    let local = start_local(2, &["--memory-limit", "2MB"]);
+    // Without spilling (tests/spill.rs: with it, the frame persists).
+    let local = start_local(2, &["--memory-limit", "2MB", "--spill-dir", "none"]);
     let f = local.file.as_path();
     let err = fails(f, &["persist", &fixture(), "--as", "isd"]);
     assert!(err.contains("memory limit exceeded"), "{err}");
@@ -339,7 +340,8 @@ fn a_shuffle_that_would_exceed_the_memory_limit_fails_clearly_and_frees_its_data
         seed: 5,
     })
     .unwrap();
-    let local = start_local(2, &["--memory-limit", "30MB"]);
+    // Without spilling (tests/spill.rs: with it, the shuffle completes).
+    let local = start_local(2, &["--memory-limit", "30MB", "--spill-dir", "none"]);
     let f = local.file.as_path();
     let src = data.path().display().to_string();
     let day = "date=date_trunc('day', datetime)";

@@ -148,7 +148,8 @@ fn retire_and_sigterm_move_partitions_and_nothing_is_read_again() {
 #[test]
 fn a_retire_without_room_elsewhere_is_refused_naming_the_bytes() {
     let (_data, src) = isd("retire-full", 50_000);
-    let local = start_local(2, &["--memory-limit", "24MiB"]);
+    // No spilling, so that the workers fill up.
+    let local = start_local(2, &["--memory-limit", "24MiB", "--spill-dir", "none"]);
     // Fill the workers until a persist no longer fits.
     let mut kept = 0;
     for i in 0..40 {
