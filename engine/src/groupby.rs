@@ -80,6 +80,39 @@ use stratus_plan::{AggFunc, Moments};
 use crate::error::{EngineError, Result};
 use crate::num::Num;
 
+mod dense;
+mod scatter;
+
+/// Which kernels [`partial_with_paths`] uses. [`Paths::default`] (what [`partial`] and
+/// [`merge`] use) turns everything on; [`Paths::LEGACY`] is the path as it was before the
+/// dense-index keys and the column kernels, kept callable so that benchmarks can compare
+/// both in one run and tests can check they agree.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paths {
+    /// Group ids by dense index when the keys' range is small (else the hash table).
+    pub dense_keys: bool,
+    /// Batches without runs of equal keys go through the column kernels (else row by row).
+    pub column_kernels: bool,
+}
+
+impl Paths {
+    /// The row-by-row path with hashed keys, as before.
+    pub const LEGACY: Paths = Paths {
+        dense_keys: false,
+        column_kernels: false,
+    };
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            dense_keys: true,
+            column_kernels: true,
+        }
+    }
+}
+
 /// One output column: `func` of `column`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggSpec {
@@ -459,6 +492,8 @@ struct Groups {
     runs: Vec<Option<Vec<Run>>>,
     /// (batch, row) of the first row of each real group, in group order.
     first: Vec<(usize, usize)>,
+    /// Batches without runs go through the column kernels ([`scatter`]), else row by row.
+    column_kernels: bool,
 }
 
 impl Groups {
@@ -599,7 +634,19 @@ fn arrow_err(context: &str, e: arrow_schema::ArrowError) -> EngineError {
 }
 
 /// Assign group ids to every row of every batch; `keys[b]` are batch `b`'s key columns.
-fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType]) -> Result<Groups> {
+fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType], paths: Paths) -> Result<Groups> {
+    let column_kernels = paths.column_kernels;
+    if paths.dense_keys {
+        if let Some((gids, first)) = dense::assign(keys, key_types)? {
+            let runs = gids.iter().map(|ids| find_runs(ids)).collect();
+            return Ok(Groups {
+                gids,
+                runs,
+                first,
+                column_kernels,
+            });
+        }
+    }
     let widths: Option<Vec<u32>> = key_types.iter().map(int_key_width).collect();
     let mut gids = Vec::with_capacity(keys.len());
     let mut first = Vec::new();
@@ -730,7 +777,12 @@ fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType]) -> Result<Group
         }
     }
     let runs = gids.iter().map(|ids| find_runs(ids)).collect();
-    Ok(Groups { gids, runs, first })
+    Ok(Groups {
+        gids,
+        runs,
+        first,
+        column_kernels,
+    })
 }
 
 /// Dictionary keys as `usize` (null slots may hold anything; callers check nulls).
@@ -1125,6 +1177,7 @@ fn sum_states<T: Num>(batches: &Slices<'_, T>, groups: &Groups) -> Vec<SumLane> 
                     }
                 }
             }
+            None if groups.column_kernels => scatter::sum_rows(gids, vals, nulls, &mut st),
             None => visit(vals, nulls, 0, n, &mut RowSum { gids, st: &mut st }),
         }
     }
@@ -1161,6 +1214,7 @@ fn dev_states<T: Num>(batches: &Slices<'_, T>, groups: &Groups, means: &[f64]) -
                     }
                 }
             }
+            None if groups.column_kernels => scatter::dev_rows(gids, vals, nulls, means, &mut st),
             None => visit(
                 vals,
                 nulls,
@@ -1283,6 +1337,9 @@ fn accumulate<T: Num, L: Lane<T>>(
                         st[g].add(l);
                     }
                 }
+            }
+            None if groups.column_kernels => {
+                scatter::lane_rows(&groups.gids[b], vals, nulls, ctx, &mut st)
             }
             None => rows(&groups.gids[b], vals, nulls, ctx, &mut st),
         }
@@ -1459,6 +1516,17 @@ pub fn partial_with_schema(
     batches: &[RecordBatch],
     spec: &GroupBy,
 ) -> Result<RecordBatch> {
+    partial_with_paths(input, batches, spec, Paths::default())
+}
+
+/// [`partial_with_schema`] by the kernels `paths` names (benchmarks and tests compare them).
+#[doc(hidden)]
+pub fn partial_with_paths(
+    input: &Schema,
+    batches: &[RecordBatch],
+    spec: &GroupBy,
+    paths: Paths,
+) -> Result<RecordBatch> {
     let plan = InputPlan::new(spec, input)?;
     let keys: Vec<Vec<ArrayRef>> = batches
         .iter()
@@ -1470,7 +1538,7 @@ pub fn partial_with_schema(
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-    let groups = assign_groups(&keys, &plan.key_types)?;
+    let groups = assign_groups(&keys, &plan.key_types, paths)?;
     let mut cols = key_output(&keys, &plan.key_types, &groups)?;
     for (n, dt) in plan.needs.iter().zip(&plan.value_types) {
         let arrays: Vec<ArrayRef> = batches
@@ -1608,7 +1676,7 @@ pub fn merge(partials: &[RecordBatch], spec: &GroupBy) -> Result<RecordBatch> {
         .iter()
         .map(|p| p.columns()[..layout.nkeys].to_vec())
         .collect();
-    let groups = assign_groups(&keys, &key_types)?;
+    let groups = assign_groups(&keys, &key_types, Paths::default())?;
     let mut cols = key_output(&keys, &key_types, &groups)?;
     for sc in &layout.cols {
         let m = merge_moments(partials, &groups, sc)?;
