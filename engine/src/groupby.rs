@@ -494,12 +494,35 @@ struct Groups {
     first: Vec<(usize, usize)>,
     /// Batches without runs go through the column kernels ([`scatter`]), else row by row.
     column_kernels: bool,
+    /// Per batch, rows per group slot, for the column kernels' counts; only for batches
+    /// without runs and with no more slots than half their rows.
+    rows: Vec<Option<Vec<u32>>>,
 }
 
 impl Groups {
     /// Number of group slots, including the null group 0.
     fn slots(&self) -> usize {
         self.first.len() + 1
+    }
+
+    fn new(gids: Vec<Vec<u32>>, first: Vec<(usize, usize)>, column_kernels: bool) -> Groups {
+        let runs: Vec<Option<Vec<Run>>> = gids.iter().map(|ids| find_runs(ids)).collect();
+        let slots = first.len() + 1;
+        let rows = gids
+            .iter()
+            .zip(&runs)
+            .map(|(ids, runs)| {
+                (column_kernels && runs.is_none() && slots * 2 <= ids.len())
+                    .then(|| scatter::rows_per_group(ids, slots))
+            })
+            .collect();
+        Groups {
+            gids,
+            runs,
+            first,
+            column_kernels,
+            rows,
+        }
     }
 }
 
@@ -638,13 +661,7 @@ fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType], paths: Paths) -
     let column_kernels = paths.column_kernels;
     if paths.dense_keys {
         if let Some((gids, first)) = dense::assign(keys, key_types)? {
-            let runs = gids.iter().map(|ids| find_runs(ids)).collect();
-            return Ok(Groups {
-                gids,
-                runs,
-                first,
-                column_kernels,
-            });
+            return Ok(Groups::new(gids, first, column_kernels));
         }
     }
     let widths: Option<Vec<u32>> = key_types.iter().map(int_key_width).collect();
@@ -776,13 +793,7 @@ fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType], paths: Paths) -
             }
         }
     }
-    let runs = gids.iter().map(|ids| find_runs(ids)).collect();
-    Ok(Groups {
-        gids,
-        runs,
-        first,
-        column_kernels,
-    })
+    Ok(Groups::new(gids, first, column_kernels))
 }
 
 /// Dictionary keys as `usize` (null slots may hold anything; callers check nulls).
@@ -1177,7 +1188,10 @@ fn sum_states<T: Num>(batches: &Slices<'_, T>, groups: &Groups) -> Vec<SumLane> 
                     }
                 }
             }
-            None if groups.column_kernels => scatter::sum_rows(gids, vals, nulls, &mut st),
+            None if groups.column_kernels => match &groups.rows[b] {
+                Some(rows) => scatter::sum_rows_counted(gids, vals, nulls, rows, &mut st),
+                None => scatter::sum_rows(gids, vals, nulls, &mut st),
+            },
             None => visit(vals, nulls, 0, n, &mut RowSum { gids, st: &mut st }),
         }
     }

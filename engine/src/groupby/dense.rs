@@ -18,9 +18,11 @@
 //! taken with wrapping arithmetic in `u64` (exact, since `max - min` < 2^64), and a slot
 //! outside the table is reported as an internal error.
 
-use arrow_array::ArrayRef;
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef};
 use arrow_buffer::NullBuffer;
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 
 use super::{int_key_values, int_key_width, internal, key_nulls};
 use crate::error::Result;
@@ -98,57 +100,90 @@ struct Dim {
     len: u64,
 }
 
-/// Calls `f` on every value of `vals` that is not null in `nulls`.
+/// Rows of each batch sampled (evenly spaced, the first and last included) for the
+/// minimum, maximum and step that [`assign`] then verifies on every row.
+const SAMPLE: usize = 512;
+
+/// The values of one key column of one batch as `i64`: borrowed when the column already
+/// is 64-bit signed and has no null key rows, else a copy whose null key rows hold the
+/// batch's first non-null key value (so every row has a valid slot; their group is set
+/// to 0 at the end).
+type KeyVals<'a> = std::borrow::Cow<'a, [i64]>;
+
+/// The `i64` values of a 64-bit signed integer-like array, without copying.
+fn i64_slice(a: &dyn Array) -> Option<&[i64]> {
+    macro_rules! get {
+        ($t:ty) => {
+            a.as_primitive_opt::<$t>().map(|p| p.values().as_ref())
+        };
+    }
+    match a.data_type() {
+        DataType::Int64 => get!(Int64Type),
+        DataType::Date64 => get!(Date64Type),
+        DataType::Timestamp(TimeUnit::Second, _) => get!(TimestampSecondType),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => get!(TimestampMillisecondType),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => get!(TimestampMicrosecondType),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => get!(TimestampNanosecondType),
+        DataType::Time64(TimeUnit::Microsecond) => get!(Time64MicrosecondType),
+        DataType::Time64(TimeUnit::Nanosecond) => get!(Time64NanosecondType),
+        DataType::Duration(TimeUnit::Second) => get!(DurationSecondType),
+        DataType::Duration(TimeUnit::Millisecond) => get!(DurationMillisecondType),
+        DataType::Duration(TimeUnit::Microsecond) => get!(DurationMicrosecondType),
+        DataType::Duration(TimeUnit::Nanosecond) => get!(DurationNanosecondType),
+        _ => None,
+    }
+}
+
+/// Key `col` of one batch as [`KeyVals`]; `fill` is the first non-null key row.
+fn key_vals<'a>(col: &'a ArrayRef, nulls: Option<&NullBuffer>, fill: usize) -> Result<KeyVals<'a>> {
+    if nulls.is_none() {
+        if let Some(v) = i64_slice(col.as_ref()) {
+            return Ok(KeyVals::Borrowed(v));
+        }
+    }
+    let mut v =
+        int_key_values(col.as_ref()).ok_or_else(|| internal("integer key of unexpected type"))?;
+    if let Some(nb) = nulls {
+        let x = v.get(fill).copied().unwrap_or(0);
+        for (i, v) in v.iter_mut().enumerate() {
+            if nb.is_null(i) {
+                *v = x;
+            }
+        }
+    }
+    Ok(KeyVals::Owned(v))
+}
+
+/// Calls `f` on [`SAMPLE`] evenly spaced values of `vals` (the first and last included),
+/// or on every value if `all`.
 #[inline(always)]
-fn each_valid(vals: &[i64], nulls: Option<&NullBuffer>, mut f: impl FnMut(i64)) {
-    match nulls {
-        None => vals.iter().for_each(|&v| f(v)),
-        Some(nb) => nb.valid_indices().for_each(|i| {
-            if let Some(&v) = vals.get(i) {
-                f(v)
-            }
-        }),
+fn each_sampled(vals: &[i64], all: bool, mut f: impl FnMut(i64)) {
+    let stride = if all { 1 } else { (vals.len() / SAMPLE).max(1) };
+    vals.iter().step_by(stride).for_each(|&v| f(v));
+    if let Some(&last) = vals.last() {
+        f(last);
     }
 }
 
-/// Minimum and maximum of the non-null values of every batch (None if there are none).
-fn min_max(cols: &[(Vec<i64>, Option<&NullBuffer>)]) -> Option<(i64, i64)> {
-    let mut acc: Option<(i64, i64)> = None;
-    for (vals, nulls) in cols {
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        match nulls {
-            // The common case vectorizes.
-            None => {
-                for &v in vals {
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-            }
-            Some(_) => each_valid(vals, *nulls, |v| {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }),
-        }
-        if lo <= hi {
-            acc = Some(match acc {
-                None => (lo, hi),
-                Some((a, b)) => (a.min(lo), b.max(hi)),
-            });
-        }
+/// The dimension of one key over `cols` (one per batch, every row valid), or None if it
+/// would need more than `budget` slots. With `all` false, from [`SAMPLE`] rows of each
+/// batch: then a row may fall outside it, which [`slots`] reports.
+fn dimension(cols: &[&[i64]], budget: u64, all: bool) -> Option<Dim> {
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for vals in cols {
+        each_sampled(vals, all, |v| {
+            min = min.min(v);
+            max = max.max(v);
+        });
     }
-    acc
-}
-
-/// The dimension of one key, or None if it would need more than `budget` slots.
-fn dimension(cols: &[(Vec<i64>, Option<&NullBuffer>)], budget: u64) -> Option<Dim> {
-    let Some((min, max)) = min_max(cols) else {
-        // No non-null key at all: one (unused) slot.
+    if min > max {
+        // No rows: one (unused) slot.
         return Some(Dim {
             min: 0,
             div: ExactDiv::new(1),
             len: 1,
         });
-    };
+    }
     // Exact: max - min < 2^64 for any two i64.
     let range = max.wrapping_sub(min) as u64;
     let mut div = ExactDiv::new(1);
@@ -157,9 +192,9 @@ fn dimension(cols: &[(Vec<i64>, Option<&NullBuffer>)], budget: u64) -> Option<Di
         // the gcd with every difference it does not divide (at most 64 times: each new
         // step is a proper divisor of the one before).
         div = ExactDiv::new(range.max(1));
-        for (vals, nulls) in cols {
+        for vals in cols {
             let mut ok = true;
-            each_valid(vals, *nulls, |v| {
+            each_sampled(vals, all, |v| {
                 let d = v.wrapping_sub(min) as u64;
                 if ok && !div.divides(d) {
                     div = ExactDiv::new(gcd(div.step(), d));
@@ -173,6 +208,97 @@ fn dimension(cols: &[(Vec<i64>, Option<&NullBuffer>)], budget: u64) -> Option<Di
     }
     let len = range / div.step() + 1;
     (len <= budget).then_some(Dim { min, div, len })
+}
+
+/// The dimensions of every key (`values[j][b]`: key `j`, batch `b`), and their product,
+/// or None if it passes `budget`.
+fn dimensions(values: &[Vec<&[i64]>], budget: u64, all: bool) -> Option<(Vec<Dim>, u64)> {
+    let mut dims = Vec::with_capacity(values.len());
+    let mut total = 1u64;
+    for cols in values {
+        let dim = dimension(cols, budget / total, all)?;
+        total = total.saturating_mul(dim.len);
+        if total > budget {
+            return None;
+        }
+        dims.push(dim);
+    }
+    Some((dims, total))
+}
+
+/// Slots of one key's values, by `dim`: `Err(())` if a value is not `min` plus a multiple
+/// of the step below `len` (a sampled dimension missed it).
+#[inline(always)]
+fn slot(dim: &Dim, low: u64, v: i64) -> std::result::Result<u64, ()> {
+    let d = v.wrapping_sub(dim.min) as u64;
+    let q = dim.div.div(d);
+    if (d & low) != 0 || q >= dim.len {
+        return Err(());
+    }
+    Ok(q)
+}
+
+/// Group ids of every batch through `table` (slot to group id), or `Ok(None)` if a value
+/// does not fit `dims` (a sampled dimension missed it).
+fn fill_ids(
+    values: &[Vec<&[i64]>],
+    dims: &[Dim],
+    table: &mut [u32],
+    gids: &mut [Vec<u32>],
+    skip: &[bool],
+    nulls: &[Option<NullBuffer>],
+) -> Result<Option<Vec<(usize, usize)>>> {
+    let mut next = 1u32;
+    let mut first = Vec::new();
+    let lows: Vec<u64> = dims.iter().map(|d| (1u64 << d.div.shift) - 1).collect();
+    for (b, ids) in gids.iter_mut().enumerate() {
+        if skip.get(b).copied().unwrap_or(true) {
+            continue;
+        }
+        let nb = nulls.get(b).and_then(Option::as_ref);
+        let mut lookup = |i: usize, s: u64, id: &mut u32| -> Result<()> {
+            let g = table
+                .get_mut(s as usize)
+                .ok_or_else(|| internal("dense key slot out of range"))?;
+            if *g == 0 {
+                if nb.is_some_and(|nb| nb.is_null(i)) {
+                    // A null key row holds another row's value: never a group's first.
+                    return Ok(());
+                }
+                *g = next;
+                next += 1;
+                first.push((b, i));
+            }
+            *id = *g;
+            Ok(())
+        };
+        if let ([cols], [dim], [low]) = (values, dims, lows.as_slice()) {
+            // One key: slot and group in one pass.
+            let vals = cols.get(b).ok_or_else(|| internal("key batch missing"))?;
+            for (i, (id, &v)) in ids.iter_mut().zip(vals.iter()).enumerate() {
+                let Ok(s) = slot(dim, *low, v) else {
+                    return Ok(None);
+                };
+                lookup(i, s, id)?;
+            }
+        } else {
+            // Several: the slots one key at a time (mixed radix), then the groups.
+            let mut slots = vec![0u64; ids.len()];
+            for ((cols, dim), low) in values.iter().zip(dims).zip(&lows) {
+                let vals = cols.get(b).ok_or_else(|| internal("key batch missing"))?;
+                for (s, &v) in slots.iter_mut().zip(vals.iter()) {
+                    let Ok(q) = slot(dim, *low, v) else {
+                        return Ok(None);
+                    };
+                    *s = *s * dim.len + q;
+                }
+            }
+            for (i, (id, &s)) in ids.iter_mut().zip(&slots).enumerate() {
+                lookup(i, s, id)?;
+            }
+        }
+    }
+    Ok(Some(first))
 }
 
 /// Dense group ids for `keys` (`keys[b]` are batch `b`'s key columns), or None when the
@@ -191,73 +317,60 @@ pub(super) fn assign(keys: &[Vec<ArrayRef>], key_types: &[DataType]) -> Result<O
         .sum();
     // A table much larger than the rows would cost more to clear than hashing them.
     let budget = MAX_SLOTS.min(rows.saturating_mul(8).saturating_add(1024));
-    let mut values: Vec<Vec<Vec<i64>>> = vec![Vec::with_capacity(key_types.len()); keys.len()];
-    let mut dims = Vec::with_capacity(key_types.len());
-    let mut total = 1u64;
+    // The first non-null key row of each batch; a batch with none is skipped (all 0).
+    let fill: Vec<Option<usize>> = keys
+        .iter()
+        .zip(&nulls)
+        .map(|(cols, nb)| match nb {
+            None => cols.first().is_some_and(|c| !c.is_empty()).then_some(0),
+            Some(nb) => nb.valid_indices().next(),
+        })
+        .collect();
+    let skip: Vec<bool> = fill.iter().map(Option::is_none).collect();
+    // owned[j][b]: key j of batch b (empty for a skipped batch).
+    let mut owned: Vec<Vec<KeyVals>> = Vec::with_capacity(key_types.len());
     for j in 0..key_types.len() {
         let mut cols = Vec::with_capacity(keys.len());
         for (b, batch) in keys.iter().enumerate() {
             let col = batch.get(j).ok_or_else(|| internal("key column missing"))?;
-            let vals = int_key_values(col.as_ref())
-                .ok_or_else(|| internal("integer key of unexpected type"))?;
-            cols.push((vals, nulls[b].as_ref()));
+            cols.push(match fill[b] {
+                Some(at) => key_vals(col, nulls[b].as_ref(), at)?,
+                None => KeyVals::Borrowed(&[]),
+            });
         }
-        let Some(dim) = dimension(&cols, budget / total) else {
+        owned.push(cols);
+    }
+    let values: Vec<Vec<&[i64]>> = owned
+        .iter()
+        .map(|cols| cols.iter().map(|c| c.as_ref()).collect())
+        .collect();
+    let mut gids: Vec<Vec<u32>> = keys
+        .iter()
+        .map(|cols| vec![0u32; cols.first().map_or(0, |c| c.len())])
+        .collect();
+    // From a sample first; if a row falls outside it, from every row.
+    let mut first = None;
+    for all in [false, true] {
+        let Some((dims, total)) = dimensions(&values, budget, all) else {
             return Ok(None);
         };
-        total = total.saturating_mul(dim.len);
-        if total > budget {
-            return Ok(None);
-        }
-        dims.push(dim);
-        for (b, (vals, _)) in cols.into_iter().enumerate() {
-            values[b].push(vals);
+        let mut table = vec![0u32; total as usize];
+        first = fill_ids(&values, &dims, &mut table, &mut gids, &skip, &nulls)?;
+        if first.is_some() {
+            break;
         }
     }
-    let mut table = vec![0u32; total as usize];
-    let mut next = 1u32;
-    let mut first = Vec::new();
-    let mut gids = Vec::with_capacity(keys.len());
-    for (b, cols) in values.iter().enumerate() {
-        let n = cols.first().map_or(0, |c| c.len());
-        // Slots, one key at a time (wrapping: a null row's slot is garbage, never used).
-        let mut ids = vec![0u32; n];
-        for (vals, dim) in cols.iter().zip(&dims) {
-            let (min, div, len) = (dim.min, dim.div, dim.len as u32);
-            for (id, &v) in ids.iter_mut().zip(vals) {
-                let q = div.div(v.wrapping_sub(min) as u64) as u32;
-                *id = id.wrapping_mul(len).wrapping_add(q);
-            }
-        }
-        let mut lookup = |i: usize, id: &mut u32| -> Result<()> {
-            let g = table
-                .get_mut(*id as usize)
-                .ok_or_else(|| internal("dense key slot out of range"))?;
-            if *g == 0 {
-                *g = next;
-                next += 1;
-                first.push((b, i));
-            }
-            *id = *g;
-            Ok(())
-        };
-        match &nulls[b] {
-            None => {
-                for (i, id) in ids.iter_mut().enumerate() {
-                    lookup(i, id)?;
-                }
-            }
-            Some(nb) => {
-                for (i, id) in ids.iter_mut().enumerate() {
-                    if nb.is_valid(i) {
-                        lookup(i, id)?;
-                    } else {
-                        *id = 0;
-                    }
+    let Some(first) = first else {
+        return Ok(None); // unreachable: every row fits the exact dimensions
+    };
+    for (ids, nb) in gids.iter_mut().zip(&nulls) {
+        if let Some(nb) = nb {
+            for (i, id) in ids.iter_mut().enumerate() {
+                if nb.is_null(i) {
+                    *id = 0;
                 }
             }
         }
-        gids.push(ids);
     }
     Ok(Some((gids, first)))
 }
@@ -302,14 +415,13 @@ mod tests {
             .iter()
             .map(|d| 1_199_145_600_000_000 + d * day)
             .collect();
-        let dim = dimension(&[(vals, None)], MAX_SLOTS).expect("dense");
+        let dim = dimension(&[&vals], MAX_SLOTS, true).expect("dense");
         assert_eq!((dim.div.step(), dim.len), (day as u64, 31));
         // Extremes: the whole i64 range in two values is one step.
-        let dim =
-            dimension(&[(vec![i64::MIN, i64::MAX, i64::MIN], None)], MAX_SLOTS).expect("dense");
+        let dim = dimension(&[&[i64::MIN, i64::MAX, i64::MIN]], MAX_SLOTS, true).expect("dense");
         assert_eq!((dim.div.step(), dim.len), (u64::MAX, 2));
         // Coprime differences over a large range: too many slots.
-        assert!(dimension(&[(vec![0, 1, 1 << 40], None)], MAX_SLOTS).is_none());
+        assert!(dimension(&[&[0, 1, 1 << 40]], MAX_SLOTS, true).is_none());
     }
 
     use std::sync::Arc;
@@ -349,6 +461,22 @@ mod tests {
         };
         let ids = dense_ids(vec![batch(5000, &mut next), batch(3000, &mut next)]).expect("dense");
         assert_eq!(ids.iter().flatten().copied().max(), Some(31));
+    }
+
+    #[test]
+    fn a_step_or_range_the_sample_misses_is_found() {
+        let day = 86_400_000_000i64;
+        let n = SAMPLE * 8;
+        // Evenly spaced sampled rows hold even days only; an odd day sits between them.
+        let mut vals: Vec<i64> = (0..n as i64).map(|i| (i % 16) * 2 * day).collect();
+        vals[8 * 100 + 3] = 7 * day;
+        let ids = dense_ids(vec![vec![Arc::new(Int64Array::from(vals.clone()))]]);
+        assert_eq!(ids.expect("dense")[0].iter().copied().max(), Some(17));
+        // A value below the sampled minimum, one above the maximum.
+        vals[8 * 200 + 5] = -3 * day;
+        vals[8 * 300 + 5] = 40 * day;
+        let ids = dense_ids(vec![vec![Arc::new(Int64Array::from(vals))]]);
+        assert_eq!(ids.expect("dense")[0].iter().copied().max(), Some(19));
     }
 
     #[test]
