@@ -47,15 +47,44 @@
 //!
 //! # Performance
 //!
-//! Keys are turned into dense group ids once per batch: a single integer-like key (or two
-//! keys of at most 32 bits, e.g. year and month, packed into one `i64`) goes through an
-//! open-addressing `i64` table with a cache of the previous key; a single dictionary key
-//! looks each dictionary value up once; anything else goes through [`arrow_row`] rows.
-//! Values are then aggregated by typed loops over whole slices; batches whose group ids
-//! come in long runs (data sorted by the key, as persisted ISD is by time) are aggregated
-//! run by run with eight independent accumulators and validity bitmaps turned into
-//! masks, so the loops vectorize; a run whose masked sum comes out NaN (a NaN value) is
-//! redone by a NaN-skipping loop. Batches in random key order go row by row.
+//! Keys are turned into dense group ids once per partition, in order of first
+//! appearance:
+//!
+//! - one to four integer-like keys whose values span a small range go by **dense
+//!   index** (`groupby/dense.rs`): a key's slot is `(key - min) / step`, `step` the gcd
+//!   of the differences (a date floored to the day in microseconds: 86,400,000,000, so
+//!   a month partition spans ~31 slots), keys combined in mixed radix, and a slot table
+//!   gives the group; no hashing. Min, max and step come from a sample of each batch
+//!   and every row is checked against them in the same pass that looks its group up
+//!   (exact ones are taken from every row if one falls outside). Above 65,536 slots, or
+//!   when the slots would be sparse next to the rows, the keys are hashed instead;
+//! - otherwise a single integer-like key (or two keys of at most 32 bits packed into
+//!   one `i64`) goes through an open-addressing `i64` table with a cache of the
+//!   previous key; a single dictionary key looks each dictionary value up once;
+//!   anything else goes through [`arrow_row`] rows.
+//!
+//! Values are then aggregated one column at a time over whole slices, by one of two
+//! kernels per batch, so the speed does not depend on the order of the rows:
+//!
+//! - batches whose group ids come in long runs (data sorted by the key, as our
+//!   generator writes ISD by time) are aggregated run by run with eight independent
+//!   accumulators and validity bitmaps turned into masks, so the loops vectorize; a run
+//!   whose masked sum comes out NaN (a NaN value) is redone by a NaN-skipping loop;
+//! - any other batch (grouped by station then time, as pyarrow-written copies come, or
+//!   shuffled) goes through the **column kernels** (`groupby/scatter.rs`): a typed loop
+//!   over the value slice zipped with the group-id slice into per-group arrays (in L1
+//!   for a few hundred groups). Validity is read a 64-row word at a time. A batch's
+//!   rows per group are counted once; a column's count starts there and each null or
+//!   NaN row takes one off, so a value costs one load-add-store, into one of four sums
+//!   per group (row `i` into copy `i % 4`, so rows of one group close together do not
+//!   wait on each other); a column more than half null visits only its valid rows.
+//!   Deviations (for `m2`) and min/max use the same loops without the counting.
+//!
+//! Measured (`cargo bench -p stratus-engine --bench kernels -- --only groupby`, the
+//! partials of `groupby(date).mean()` over 16 ISD columns, 4 M rows): station order
+//! 55.7 -> 17.8 ns/row and random order 52.9 -> 23.1 ns/row against the row-by-row path
+//! these kernels replaced (still callable as [`Paths::LEGACY`] for that comparison),
+//! time order 9.2 -> 10.0 ns/row.
 //!
 //! Any key type [`arrow_row`] supports may be used (floats included: a NaN key is a
 //! group of its own). A partition with no batches at all needs
