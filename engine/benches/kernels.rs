@@ -7,17 +7,24 @@
 //!   rows), then the receiving side's [`sort_batches`] of every range (its pieces from
 //!   both halves);
 //! - **describe**: a worker's share of `describe()` (moments and the exact-quantile rounds
-//!   of every numeric column over all loaded partitions), with the rounds each column took.
+//!   of every numeric column over all loaded partitions), with the rounds each column took;
+//! - **groupby**: the partials of `groupby(date).mean()` of every numeric column, one per
+//!   month partition, on the same rows stored in three orders (time; station, then time;
+//!   random: [`RowOrder`]) at each size of `--groupby-rows`, by the default kernels and by
+//!   the row-by-row path they replaced ([`Paths::LEGACY`]), alternating, in the same run;
+//!   it checks both give the same partials (up to rounding) and prints the ratio new/old.
 //!
 //! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
 //! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
-//! end-to-end benchmark); the benchmark reads the first month files up to `--rows` rows
+//! end-to-end benchmark; the station and random orders beside it, `-station`/`-random`); the benchmark reads the first month files up to `--rows` rows
 //! (as `persist` does: strings stay dictionaries, one batch per row group, `month` from the
 //! path) and adds `date = date_trunc('day', datetime)` as the end-to-end benchmark does.
 //!
 //! ```text
 //! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K]
-//!     [--only write|shuffle|describe] [--data DIR] [--gen-rows N] [--keep DIR]
+//!     [--only write|shuffle|describe|groupby] [--data DIR] [--gen-rows N] [--keep DIR]
+//!     [--groupby-rows N,N...] [--groupby-paths both|new|legacy]
+//!     [--groupby-orders time,station,random]
 //! ```
 //!
 //! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
@@ -39,13 +46,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use stratus_engine::datagen::{generate_isd, DatagenOptions};
+use stratus_engine::datagen::{generate_isd_ordered, DatagenOptions, RowOrder};
 use stratus_engine::describe::{describable_columns, MAX_DISTINCT};
 use stratus_engine::expr::apply_steps;
+use stratus_engine::groupby::{partial_with_paths, GroupBy, Paths};
 use stratus_engine::scan::{list_files, plan_partitions, read_footer, read_partition};
 use stratus_engine::sort::{choose_boundaries, sample_keys, sort_batches, split_by_ranges};
 use stratus_engine::write::{write_partition, WriteOptions};
-use stratus_plan::{col, Step, TruncUnit};
+use stratus_plan::{col, AggFunc, Step, TruncUnit};
 
 #[path = "../tests/describe_rounds/mod.rs"]
 mod describe_rounds;
@@ -68,6 +76,10 @@ struct Args {
     data: Option<PathBuf>,
     gen_rows: u64,
     keep: Option<PathBuf>,
+    groupby_rows: Vec<usize>,
+    /// `--groupby-paths new|legacy|both` (both: the ratio; one: to profile it alone).
+    groupby_paths: String,
+    groupby_orders: Vec<RowOrder>,
 }
 
 fn parse_args() -> Args {
@@ -78,6 +90,9 @@ fn parse_args() -> Args {
         data: None,
         gen_rows: 12_000_000,
         keep: None,
+        groupby_rows: vec![1_000_000, 4_000_000],
+        groupby_paths: "both".into(),
+        groupby_orders: RowOrder::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -89,6 +104,23 @@ fn parse_args() -> Args {
             "--data" => a.data = Some(PathBuf::from(value("--data"))),
             "--gen-rows" => a.gen_rows = value("--gen-rows").parse().expect("--gen-rows N"),
             "--keep" => a.keep = Some(PathBuf::from(value("--keep"))),
+            "--groupby-paths" => a.groupby_paths = value("--groupby-paths"),
+            "--groupby-orders" => {
+                a.groupby_orders = value("--groupby-orders")
+                    .split(',')
+                    .map(|o| {
+                        o.trim()
+                            .parse()
+                            .expect("--groupby-orders time,station,random")
+                    })
+                    .collect()
+            }
+            "--groupby-rows" => {
+                a.groupby_rows = value("--groupby-rows")
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--groupby-rows N,N..."))
+                    .collect()
+            }
             // `cargo bench` passes `--bench`; ignore it and anything else unknown.
             _ => {}
         }
@@ -107,17 +139,29 @@ fn thread_cpu() -> Duration {
 
 /// Generate the data once (cached by row count) and return its directory.
 fn dataset(args: &Args) -> PathBuf {
-    let dir = args.data.clone().unwrap_or_else(|| {
+    dataset_ordered(args, RowOrder::Time)
+}
+
+/// [`dataset`] with the rows of each file in `order` (a directory beside the time order's).
+fn dataset_ordered(args: &Args, order: RowOrder) -> PathBuf {
+    let base = args.data.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("stratus-bench-isd-{}", args.gen_rows))
     });
+    let dir = match order {
+        RowOrder::Time => base,
+        other => PathBuf::from(format!("{}-{other}", base.display())),
+    };
     let done = dir.join("_generated");
     if !done.is_file() {
         let t = Instant::now();
-        let s = generate_isd(&DatagenOptions {
-            rows: args.gen_rows,
-            out: dir.clone(),
-            seed: 42,
-        })
+        let s = generate_isd_ordered(
+            &DatagenOptions {
+                rows: args.gen_rows,
+                out: dir.clone(),
+                seed: 42,
+            },
+            order,
+        )
         .expect("datagen");
         std::fs::write(&done, b"").expect("marker");
         eprintln!(
@@ -360,8 +404,112 @@ fn check_sorted(sorted: &[Vec<RecordBatch>], rows: usize) {
     }
 }
 
+/// Partials equal but for rounding: the same groups in the same order, the same counts,
+/// sums and means within 1e-12 (the new kernels add a group's values in another order).
+fn same_partials(a: &[RecordBatch], b: &[RecordBatch], what: &str) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.schema(), y.schema(), "{what}");
+        for (i, (c, d)) in x.columns().iter().zip(y.columns()).enumerate() {
+            match (
+                c.as_primitive_opt::<Float64Type>(),
+                d.as_primitive_opt::<Float64Type>(),
+            ) {
+                (Some(c), Some(d)) => {
+                    for (p, q) in c.values().iter().zip(d.values().iter()) {
+                        let tol = 1e-12 * p.abs().max(q.abs());
+                        assert!((p - q).abs() <= tol, "{what}: column {i}: {p} vs {q}");
+                    }
+                }
+                _ => assert_eq!(c, d, "{what}: column {i}"),
+            }
+        }
+    }
+}
+
+/// The partials of `groupby(date).mean()` of every numeric column, one per partition, by
+/// the default kernels and the legacy row-by-row path, on each order and size.
+fn bench_groupby(args: &Args) {
+    for &rows in &args.groupby_rows {
+        for &order in &args.groupby_orders {
+            let parts = load(&dataset_ordered(args, order), rows);
+            let n: usize = parts.iter().map(|p| rows_of(p)).sum();
+            let schema = parts[0][0].schema();
+            let spec =
+                GroupBy::all_numeric(&schema, vec!["date".into()], AggFunc::Mean).expect("spec");
+            let run = |paths: Paths| {
+                parts
+                    .iter()
+                    .map(|p| partial_with_paths(&schema, p, &spec, paths).expect("partial"))
+                    .collect::<Vec<_>>()
+            };
+            let (mut old_t, mut new_t) = (Vec::new(), Vec::new());
+            if args.groupby_paths != "both" {
+                let paths = match args.groupby_paths.as_str() {
+                    "legacy" => Paths::LEGACY,
+                    _ => Paths::default(),
+                };
+                for _ in 0..args.runs {
+                    new_t.push(timed(|| run(paths)).1);
+                }
+                let name = format!("groupby {order} {}", args.groupby_paths);
+                report(&name, n, new_t);
+                continue;
+            }
+            for r in 0..args.runs {
+                // Alternate which goes first: the machine's load drifts.
+                let (new, t_new, old, t_old) = if r % 2 == 0 {
+                    let (old, t_old) = timed(|| run(Paths::LEGACY));
+                    let (new, t_new) = timed(|| run(Paths::default()));
+                    (new, t_new, old, t_old)
+                } else {
+                    let (new, t_new) = timed(|| run(Paths::default()));
+                    let (old, t_old) = timed(|| run(Paths::LEGACY));
+                    (new, t_new, old, t_old)
+                };
+                if r == 0 {
+                    same_partials(&new, &old, &format!("{order}"));
+                }
+                old_t.push(t_old);
+                new_t.push(t_new);
+            }
+            // Medians of wall and CPU time: on a loaded machine the CPU time is steadier.
+            let median = |t: &[Timing], cpu: bool| {
+                let mut v: Vec<f64> = t
+                    .iter()
+                    .map(|t| if cpu { t.cpu } else { t.wall }.as_secs_f64())
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (old_s, new_s) = (median(&old_t, false), median(&new_t, false));
+            let (old_c, new_c) = (median(&old_t, true), median(&new_t, true));
+            report(&format!("groupby {order} legacy"), n, old_t);
+            report(&format!("groupby {order} new"), n, new_t);
+            println!(
+                "  groupby(date).mean partials, {order} order, {n} rows, {} columns: new/legacy \
+                 wall {:.2}x ({:.1} -> {:.1} ns/row), cpu {:.2}x ({:.1} -> {:.1} ns/row)",
+                spec.aggs.len(),
+                new_s / old_s,
+                old_s * 1e9 / n as f64,
+                new_s * 1e9 / n as f64,
+                new_c / old_c,
+                old_c * 1e9 / n as f64,
+                new_c * 1e9 / n as f64,
+            );
+        }
+    }
+}
+
 fn main() {
     let args = parse_args();
+    let only = args.only.as_deref();
+    if only == Some("groupby") {
+        bench_groupby(&args);
+        return;
+    }
     let dir = dataset(&args);
     let t = Instant::now();
     let parts = load(&dir, args.rows);
@@ -373,7 +521,6 @@ fn main() {
         parts[0][0].num_columns(),
         t.elapsed().as_secs_f64()
     );
-    let only = args.only.as_deref();
     if only.is_none_or(|o| o == "write") {
         bench_write(&parts, args.runs, args.keep.as_deref());
     }
@@ -382,5 +529,9 @@ fn main() {
     }
     if only.is_none_or(|o| o == "describe") {
         bench_describe(&parts, args.runs);
+    }
+    if only.is_none() {
+        drop(parts);
+        bench_groupby(&args);
     }
 }

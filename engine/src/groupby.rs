@@ -47,15 +47,44 @@
 //!
 //! # Performance
 //!
-//! Keys are turned into dense group ids once per batch: a single integer-like key (or two
-//! keys of at most 32 bits, e.g. year and month, packed into one `i64`) goes through an
-//! open-addressing `i64` table with a cache of the previous key; a single dictionary key
-//! looks each dictionary value up once; anything else goes through [`arrow_row`] rows.
-//! Values are then aggregated by typed loops over whole slices; batches whose group ids
-//! come in long runs (data sorted by the key, as persisted ISD is by time) are aggregated
-//! run by run with eight independent accumulators and validity bitmaps turned into
-//! masks, so the loops vectorize; a run whose masked sum comes out NaN (a NaN value) is
-//! redone by a NaN-skipping loop. Batches in random key order go row by row.
+//! Keys are turned into dense group ids once per partition, in order of first
+//! appearance:
+//!
+//! - one to four integer-like keys whose values span a small range go by **dense
+//!   index** (`groupby/dense.rs`): a key's slot is `(key - min) / step`, `step` the gcd
+//!   of the differences (a date floored to the day in microseconds: 86,400,000,000, so
+//!   a month partition spans ~31 slots), keys combined in mixed radix, and a slot table
+//!   gives the group; no hashing. Min, max and step come from a sample of each batch
+//!   and every row is checked against them in the same pass that looks its group up
+//!   (exact ones are taken from every row if one falls outside). Above 65,536 slots, or
+//!   when the slots would be sparse next to the rows, the keys are hashed instead;
+//! - otherwise a single integer-like key (or two keys of at most 32 bits packed into
+//!   one `i64`) goes through an open-addressing `i64` table with a cache of the
+//!   previous key; a single dictionary key looks each dictionary value up once;
+//!   anything else goes through [`arrow_row`] rows.
+//!
+//! Values are then aggregated one column at a time over whole slices, by one of two
+//! kernels per batch, so the speed does not depend on the order of the rows:
+//!
+//! - batches whose group ids come in long runs (data sorted by the key, as our
+//!   generator writes ISD by time) are aggregated run by run with eight independent
+//!   accumulators and validity bitmaps turned into masks, so the loops vectorize; a run
+//!   whose masked sum comes out NaN (a NaN value) is redone by a NaN-skipping loop;
+//! - any other batch (grouped by station then time, as pyarrow-written copies come, or
+//!   shuffled) goes through the **column kernels** (`groupby/scatter.rs`): a typed loop
+//!   over the value slice zipped with the group-id slice into per-group arrays (in L1
+//!   for a few hundred groups). Validity is read a 64-row word at a time. A batch's
+//!   rows per group are counted once; a column's count starts there and each null or
+//!   NaN row takes one off, so a value costs one load-add-store, into one of four sums
+//!   per group (row `i` into copy `i % 4`, so rows of one group close together do not
+//!   wait on each other); a column more than half null visits only its valid rows.
+//!   Deviations (for `m2`) and min/max use the same loops without the counting.
+//!
+//! Measured (`cargo bench -p stratus-engine --bench kernels -- --only groupby`, the
+//! partials of `groupby(date).mean()` over 16 ISD columns, 4 M rows): station order
+//! 55.7 -> 17.8 ns/row and random order 52.9 -> 23.1 ns/row against the row-by-row path
+//! these kernels replaced (still callable as [`Paths::LEGACY`] for that comparison),
+//! time order 9.2 -> 10.0 ns/row.
 //!
 //! Any key type [`arrow_row`] supports may be used (floats included: a NaN key is a
 //! group of its own). A partition with no batches at all needs
@@ -79,6 +108,39 @@ use stratus_plan::{AggFunc, Moments};
 
 use crate::error::{EngineError, Result};
 use crate::num::Num;
+
+mod dense;
+mod scatter;
+
+/// Which kernels [`partial_with_paths`] uses. [`Paths::default`] (what [`partial`] and
+/// [`merge`] use) turns everything on; [`Paths::LEGACY`] is the path as it was before the
+/// dense-index keys and the column kernels, kept callable so that benchmarks can compare
+/// both in one run and tests can check they agree.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paths {
+    /// Group ids by dense index when the keys' range is small (else the hash table).
+    pub dense_keys: bool,
+    /// Batches without runs of equal keys go through the column kernels (else row by row).
+    pub column_kernels: bool,
+}
+
+impl Paths {
+    /// The row-by-row path with hashed keys, as before.
+    pub const LEGACY: Paths = Paths {
+        dense_keys: false,
+        column_kernels: false,
+    };
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            dense_keys: true,
+            column_kernels: true,
+        }
+    }
+}
 
 /// One output column: `func` of `column`.
 #[derive(Debug, Clone, PartialEq)]
@@ -459,12 +521,37 @@ struct Groups {
     runs: Vec<Option<Vec<Run>>>,
     /// (batch, row) of the first row of each real group, in group order.
     first: Vec<(usize, usize)>,
+    /// Batches without runs go through the column kernels ([`scatter`]), else row by row.
+    column_kernels: bool,
+    /// Per batch, rows per group slot, for the column kernels' counts; only for batches
+    /// without runs and with no more slots than half their rows.
+    rows: Vec<Option<Vec<u32>>>,
 }
 
 impl Groups {
     /// Number of group slots, including the null group 0.
     fn slots(&self) -> usize {
         self.first.len() + 1
+    }
+
+    fn new(gids: Vec<Vec<u32>>, first: Vec<(usize, usize)>, column_kernels: bool) -> Groups {
+        let runs: Vec<Option<Vec<Run>>> = gids.iter().map(|ids| find_runs(ids)).collect();
+        let slots = first.len() + 1;
+        let rows = gids
+            .iter()
+            .zip(&runs)
+            .map(|(ids, runs)| {
+                (column_kernels && runs.is_none() && slots * 2 <= ids.len())
+                    .then(|| scatter::rows_per_group(ids, slots))
+            })
+            .collect();
+        Groups {
+            gids,
+            runs,
+            first,
+            column_kernels,
+            rows,
+        }
     }
 }
 
@@ -599,7 +686,13 @@ fn arrow_err(context: &str, e: arrow_schema::ArrowError) -> EngineError {
 }
 
 /// Assign group ids to every row of every batch; `keys[b]` are batch `b`'s key columns.
-fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType]) -> Result<Groups> {
+fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType], paths: Paths) -> Result<Groups> {
+    let column_kernels = paths.column_kernels;
+    if paths.dense_keys {
+        if let Some((gids, first)) = dense::assign(keys, key_types)? {
+            return Ok(Groups::new(gids, first, column_kernels));
+        }
+    }
     let widths: Option<Vec<u32>> = key_types.iter().map(int_key_width).collect();
     let mut gids = Vec::with_capacity(keys.len());
     let mut first = Vec::new();
@@ -729,8 +822,7 @@ fn assign_groups(keys: &[Vec<ArrayRef>], key_types: &[DataType]) -> Result<Group
             }
         }
     }
-    let runs = gids.iter().map(|ids| find_runs(ids)).collect();
-    Ok(Groups { gids, runs, first })
+    Ok(Groups::new(gids, first, column_kernels))
 }
 
 /// Dictionary keys as `usize` (null slots may hold anything; callers check nulls).
@@ -1125,6 +1217,10 @@ fn sum_states<T: Num>(batches: &Slices<'_, T>, groups: &Groups) -> Vec<SumLane> 
                     }
                 }
             }
+            None if groups.column_kernels => match &groups.rows[b] {
+                Some(rows) => scatter::sum_rows_counted(gids, vals, nulls, rows, &mut st),
+                None => scatter::sum_rows(gids, vals, nulls, &mut st),
+            },
             None => visit(vals, nulls, 0, n, &mut RowSum { gids, st: &mut st }),
         }
     }
@@ -1161,6 +1257,7 @@ fn dev_states<T: Num>(batches: &Slices<'_, T>, groups: &Groups, means: &[f64]) -
                     }
                 }
             }
+            None if groups.column_kernels => scatter::dev_rows(gids, vals, nulls, means, &mut st),
             None => visit(
                 vals,
                 nulls,
@@ -1283,6 +1380,9 @@ fn accumulate<T: Num, L: Lane<T>>(
                         st[g].add(l);
                     }
                 }
+            }
+            None if groups.column_kernels => {
+                scatter::lane_rows(&groups.gids[b], vals, nulls, ctx, &mut st)
             }
             None => rows(&groups.gids[b], vals, nulls, ctx, &mut st),
         }
@@ -1459,6 +1559,17 @@ pub fn partial_with_schema(
     batches: &[RecordBatch],
     spec: &GroupBy,
 ) -> Result<RecordBatch> {
+    partial_with_paths(input, batches, spec, Paths::default())
+}
+
+/// [`partial_with_schema`] by the kernels `paths` names (benchmarks and tests compare them).
+#[doc(hidden)]
+pub fn partial_with_paths(
+    input: &Schema,
+    batches: &[RecordBatch],
+    spec: &GroupBy,
+    paths: Paths,
+) -> Result<RecordBatch> {
     let plan = InputPlan::new(spec, input)?;
     let keys: Vec<Vec<ArrayRef>> = batches
         .iter()
@@ -1470,7 +1581,7 @@ pub fn partial_with_schema(
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-    let groups = assign_groups(&keys, &plan.key_types)?;
+    let groups = assign_groups(&keys, &plan.key_types, paths)?;
     let mut cols = key_output(&keys, &plan.key_types, &groups)?;
     for (n, dt) in plan.needs.iter().zip(&plan.value_types) {
         let arrays: Vec<ArrayRef> = batches
@@ -1608,7 +1719,7 @@ pub fn merge(partials: &[RecordBatch], spec: &GroupBy) -> Result<RecordBatch> {
         .iter()
         .map(|p| p.columns()[..layout.nkeys].to_vec())
         .collect();
-    let groups = assign_groups(&keys, &key_types)?;
+    let groups = assign_groups(&keys, &key_types, Paths::default())?;
     let mut cols = key_output(&keys, &key_types, &groups)?;
     for sc in &layout.cols {
         let m = merge_moments(partials, &groups, sc)?;

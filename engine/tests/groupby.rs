@@ -15,7 +15,9 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use stratus_engine::groupby::{finalize, merge, partial, partial_with_schema, AggSpec, GroupBy};
+use stratus_engine::groupby::{
+    finalize, merge, partial, partial_with_paths, partial_with_schema, AggSpec, GroupBy, Paths,
+};
 use stratus_plan::AggFunc;
 
 // ---------------------------------------------------------------------------------
@@ -252,6 +254,7 @@ fn key_at(a: &dyn Array, i: usize) -> Option<K> {
     }
     Some(match a.data_type() {
         DataType::Int32 => K::I(a.as_primitive::<Int32Type>().value(i) as i64),
+        DataType::Int64 => K::I(a.as_primitive::<Int64Type>().value(i)),
         DataType::Date32 => K::I(a.as_primitive::<Date32Type>().value(i) as i64),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             K::I(a.as_primitive::<TimestampMicrosecondType>().value(i))
@@ -905,4 +908,343 @@ fn two_million_rows_of_daily_means() {
         .iter()
         .sum();
     assert_eq!(total, rows as i64);
+}
+
+// ---------------------------------------------------------------------------------
+// Kernel paths: the dense-index keys and the column kernels against the legacy path
+// ---------------------------------------------------------------------------------
+
+/// Every combination of the kernel switches.
+const ALL_PATHS: [Paths; 4] = [
+    Paths::LEGACY,
+    Paths {
+        dense_keys: true,
+        column_kernels: false,
+    },
+    Paths {
+        dense_keys: false,
+        column_kernels: true,
+    },
+    Paths {
+        dense_keys: true,
+        column_kernels: true,
+    },
+];
+
+/// Partials equal but for rounding: the same groups in the same order, the same keys,
+/// counts, min and max, and sums, means and M2 within `1e-12` of the largest magnitude
+/// in their column (the column kernels add a group's values in another order).
+fn same_partial(a: &RecordBatch, b: &RecordBatch, what: &str) {
+    assert_eq!(a.schema(), b.schema(), "{what}: schema");
+    for (i, (c, d)) in a.columns().iter().zip(b.columns()).enumerate() {
+        let name = a.schema().field(i).name().clone();
+        let is_state = ["#sum", "#mean", "#m2"].iter().any(|s| name.ends_with(s));
+        match (c.as_primitive_opt::<Float64Type>(), is_state) {
+            (Some(c), true) => {
+                let d = d.as_primitive::<Float64Type>();
+                let scale = c
+                    .values()
+                    .iter()
+                    .chain(d.values().iter())
+                    .fold(0f64, |m, x| m.max(x.abs()));
+                for (x, y) in c.values().iter().zip(d.values().iter()) {
+                    assert!((x - y).abs() <= 1e-12 * scale, "{what}: {name}: {x} vs {y}");
+                }
+            }
+            _ => assert_eq!(c, d, "{what}: column {name}"),
+        }
+    }
+}
+
+/// The partial of `batches` by every path: all the same (same groups in the same order,
+/// states equal up to rounding), and, finalized, equal to the oracle.
+fn check_paths(batches: &[RecordBatch], spec: &GroupBy, what: &str) {
+    let schema = batches[0].schema();
+    let legacy = partial_with_paths(&schema, batches, spec, Paths::LEGACY).unwrap();
+    for paths in ALL_PATHS {
+        let p = partial_with_paths(&schema, batches, spec, paths).unwrap();
+        same_partial(
+            &p,
+            &legacy,
+            &format!("{what}: {paths:?} against the legacy path"),
+        );
+    }
+    let want = oracle(&[batches.to_vec()], spec);
+    assert_same(&finalize(&legacy, spec).unwrap(), &want, spec, what);
+}
+
+/// Every aggregation of every column whose name is in `cols`.
+fn spec_of(keys: &[&str], cols: &[&str]) -> GroupBy {
+    use AggFunc::*;
+    GroupBy {
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        aggs: cols
+            .iter()
+            .flat_map(|c| {
+                [Count, Sum, Mean, Min, Max, Std, Var].map(|f| AggSpec::new(c.to_string(), f))
+            })
+            .collect(),
+    }
+}
+
+/// ISD-like rows: `stations` stations observed over `days` days (a `date` key floored to
+/// the day in microseconds, a few null), with nulls, NaN, a column valid on even days
+/// only (all-null groups) and an all-null column; the same rows in `order` ("time",
+/// "station" or "random"), cut into batches of uneven sizes that are slices of one
+/// batch (so validity bitmaps start at odd offsets).
+fn isd_like(seed: u64, order: &str, stations: usize, days: i64) -> Vec<RecordBatch> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    // (station, hour) of every row, ~1.3 rows per station and day, in time order.
+    let mut rows: Vec<(usize, i64)> = Vec::new();
+    for h in 0..days * 24 {
+        for s in 0..stations {
+            if rng.random_bool(1.3 / 24.0) {
+                rows.push((s, h));
+            }
+        }
+    }
+    match order {
+        "time" => {}
+        "station" => rows.sort_by_key(|&(s, h)| (s, h)),
+        _ => {
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, rng.random_range(0..=i));
+            }
+        }
+    }
+    // Values depend on the row only, so every order holds the same rows.
+    let hash = |s: usize, h: i64, c: u64| {
+        let mut r = SmallRng::seed_from_u64((s as u64) << 32 ^ (h as u64) << 4 ^ c);
+        r.random::<f64>()
+    };
+    let n = rows.len();
+    let date = TimestampMicrosecondArray::from_iter(rows.iter().map(|&(s, h)| {
+        (hash(s, h, 1) > 0.01).then_some(1_199_145_600_000_000 + (h / 24) * DAY_US)
+    }))
+    .with_timezone("UTC");
+    let f = |c: u64, null: f64, nan: f64, scale: f64| {
+        Float64Array::from_iter(rows.iter().map(|&(s, h)| {
+            let u = hash(s, h, c);
+            if u < null {
+                None
+            } else if u < null + nan {
+                Some(f64::NAN)
+            } else {
+                Some(1014.6 + scale * (hash(s, h, c + 100) - 0.5))
+            }
+        }))
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "date",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("a", DataType::Float64, true),
+        Field::new("b", DataType::Float32, true),
+        Field::new("c", DataType::Int32, true),
+        Field::new("d", DataType::Int64, true),
+        Field::new("z", DataType::Float64, true),
+        Field::new("e", DataType::Float64, true),
+        Field::new("sparse", DataType::Float64, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(date),
+        Arc::new(f(2, 0.1, 0.05, 20.0)),
+        Arc::new(Float32Array::from_iter(rows.iter().map(|&(s, h)| {
+            let u = hash(s, h, 3);
+            let x = if u < 0.23 {
+                f32::NAN
+            } else {
+                (u * 40.0) as f32
+            };
+            (u > 0.2).then_some(x)
+        }))),
+        Arc::new(Int32Array::from_iter(rows.iter().map(|&(s, h)| {
+            let u = hash(s, h, 4);
+            (u > 0.3).then_some((u * 2000.0) as i32 - 1000)
+        }))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter()
+                .map(|&(s, h)| (hash(s, h, 5) * 2e9) as i64 - 1_000_000_000),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.iter()
+                .map(|&(s, h)| ((h / 24) % 2 == 0).then(|| hash(s, h, 6))),
+        )),
+        Arc::new(Float64Array::from(vec![None::<f64>; n])),
+        Arc::new(f(7, 0.9, 0.01, 100.0)),
+    ];
+    let all = RecordBatch::try_new(schema, cols).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n {
+        let len = rng.random_range(1..700).min(n - at);
+        out.push(all.slice(at, len));
+        at += len;
+    }
+    out
+}
+
+#[test]
+fn paths_agree_on_time_station_and_random_order() {
+    let spec = spec_of(&["date"], &["a", "b", "c", "d", "z", "e", "sparse"]);
+    for (days, stations) in [(31, 60), (1, 200), (3, 5)] {
+        let mut results = Vec::new();
+        for order in ["time", "station", "random"] {
+            let batches = isd_like(days as u64, order, stations, days);
+            check_paths(&batches, &spec, &format!("{order}, {days} days"));
+            results.push(finalize(&partial(&batches, &spec).unwrap(), &spec).unwrap());
+        }
+        // The same rows in any order give the same groups and counts.
+        for r in &results[1..] {
+            assert_eq!(r.num_rows(), results[0].num_rows());
+            assert_eq!(r.column(0), results[0].column(0), "keys");
+            assert_eq!(r.column(1), results[0].column(1), "counts");
+        }
+    }
+}
+
+#[test]
+fn paths_agree_on_every_key_kind() {
+    use KeyKind::*;
+    for (i, kind) in [Int32, Date32, TimestampUs, YearMonth, Dict, StrAndInt]
+        .into_iter()
+        .enumerate()
+    {
+        for groups in [1, 31, 3000] {
+            let parts = partitions(100 + i as u64, kind, groups);
+            for batches in parts.iter().filter(|p| p.iter().any(|b| b.num_rows() > 0)) {
+                check_paths(
+                    batches,
+                    &full_spec(kind),
+                    &format!("{kind:?} {groups} groups"),
+                );
+            }
+        }
+    }
+}
+
+/// One Int64 key column `k` and the value columns of [`batch`], in batches of 1000 rows.
+fn int64_keyed(seed: u64, keys: &[Option<i64>]) -> Vec<RecordBatch> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let vals = batch(&mut rng, KeyKind::Int32, keys.len(), 10);
+    let mut fields = vec![Field::new("k", DataType::Int64, true)];
+    fields.extend(
+        vals.schema().fields()[1..]
+            .iter()
+            .map(|f| f.as_ref().clone()),
+    );
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(keys.to_vec()))];
+    cols.extend(vals.columns()[1..].iter().cloned());
+    let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    (0..keys.len())
+        .step_by(1000)
+        .map(|at| all.slice(at, 1000.min(keys.len() - at)))
+        .collect()
+}
+
+#[test]
+fn paths_agree_on_extreme_keys_and_near_the_dense_threshold() {
+    let spec = GroupBy {
+        keys: vec!["k".into()],
+        aggs: full_spec(KeyKind::Int32).aggs,
+    };
+    let mut rng = SmallRng::seed_from_u64(21);
+    let mut draw = |n: usize, f: &dyn Fn(&mut SmallRng) -> i64| -> Vec<Option<i64>> {
+        (0..n)
+            .map(|_| (!rng.random_bool(0.02)).then(|| f(&mut rng)))
+            .collect()
+    };
+    let extremes = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    let day = 86_400_000_000i64;
+    let cases: Vec<(&str, Vec<Option<i64>>)> = vec![
+        (
+            "i64 extremes",
+            draw(5000, &|r| extremes[r.random_range(0..7)]),
+        ),
+        (
+            "min and max only",
+            draw(3000, &|r| {
+                if r.random_bool(0.5) {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }
+            }),
+        ),
+        ("one group", draw(3000, &|_| -7)),
+        (
+            "65,536 slots",
+            draw(70_000, &|r| r.random_range(0..=65_535i64) * 3 - 99_000),
+        ),
+        (
+            "65,537 slots",
+            draw(70_000, &|r| r.random_range(0..=65_536i64) * 3 - 99_000),
+        ),
+        (
+            "days",
+            draw(20_000, &|r| r.random_range(0..31) * day - 5 * day),
+        ),
+        (
+            "days and one odd",
+            draw(20_000, &|r| {
+                r.random_range(0..31) * day + r.random_bool(0.001) as i64
+            }),
+        ),
+        ("all null", vec![None; 2000]),
+    ];
+    for (what, keys) in &cases {
+        check_paths(&int64_keyed(3, keys), &spec, what);
+    }
+}
+
+#[test]
+fn paths_agree_on_random_shapes() {
+    // A property test by hand (the crate has no proptest): random key kinds, group
+    // counts, row orders, batch cuts and null rates; every path gives the same partial.
+    use KeyKind::*;
+    let kinds = [Int32, Date32, TimestampUs, YearMonth, Dict, StrAndInt];
+    let mut rng = SmallRng::seed_from_u64(99);
+    for case in 0..40 {
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let groups = [1, 2, 7, 31, 100, 5000][rng.random_range(0..6)];
+        let mut batches: Vec<RecordBatch> = (0..rng.random_range(1..4))
+            .map(|_| {
+                let n = rng.random_range(0..3000);
+                batch(&mut rng, kind, n, groups)
+            })
+            .collect();
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            continue;
+        }
+        if rng.random_bool(0.5) {
+            // Sorted by the first key within each batch: runs of equal keys.
+            batches = batches
+                .iter()
+                .map(|b| {
+                    let idx = arrow_ord::sort::sort_to_indices(b.column(0), None, None).unwrap();
+                    arrow_select::take::take_record_batch(b, &idx).unwrap()
+                })
+                .collect();
+        }
+        if rng.random_bool(0.5) {
+            // Slices at odd offsets.
+            batches = batches
+                .iter()
+                .map(|b| {
+                    let at = rng.random_range(0..=b.num_rows().min(13));
+                    b.slice(at, b.num_rows() - at)
+                })
+                .collect();
+        }
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            continue;
+        }
+        check_paths(
+            &batches,
+            &full_spec(kind),
+            &format!("case {case}: {kind:?}, {groups} groups"),
+        );
+    }
 }
