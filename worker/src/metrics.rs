@@ -79,6 +79,7 @@ pub struct WorkerMetrics {
     spilled_bytes: IntGauge,
     spilled_partitions: IntGauge,
     paused: IntGauge,
+    parked_deliveries: IntGauge,
     spill_written: IntCounter,
     spill_read: IntCounter,
     spill_failures: IntCounter,
@@ -175,6 +176,11 @@ impl WorkerMetrics {
                 &registry,
                 "stratus_worker_spilled_partitions",
                 "Persisted partitions this worker holds on disk only.",
+            ),
+            parked_deliveries: gauge(
+                &registry,
+                "stratus_worker_parked_deliveries",
+                "Deliveries from peers held back (their senders waiting) until spills make room in RAM.",
             ),
             paused: gauge(
                 &registry,
@@ -338,6 +344,7 @@ impl WorkerMetrics {
         self.spilled_partitions
             .set(store.spilled_partitions() as i64);
         self.paused.set(i64::from(store.paused()));
+        self.parked_deliveries.set(store.parked() as i64);
     }
 
     /// A spill file of `bytes` was written.

@@ -8,12 +8,13 @@
 //! runtime never waits for it), reports and heartbeats go to a queue that a
 //! writer task drains, sending whatever has accumulated as one frame.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use arrow_array::RecordBatch;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use stratus_protocol::framing::{access, read_frame, send_message, to_owned};
@@ -45,7 +46,8 @@ const REPORT_BATCH_BYTES: usize = stratus_protocol::framing::MAX_FRAME_BYTES / 4
 struct Input(Event);
 
 /// Data delivered by a peer (or by ourselves) to a mailbox; the answer is
-/// whether it was kept.
+/// whether it was kept (it may wait for spills to make room: the sender is
+/// held back until then).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 struct Delivery {
@@ -65,12 +67,14 @@ pub struct WorkerActor {
     spill_dir: Option<Arc<SpillDir>>,
     /// This actor, for the results of spills.
     me: actix::WeakAddr<WorkerActor>,
+    /// Deliveries not answered yet, by ticket.
+    unanswered: HashMap<u64, oneshot::Sender<Result<(), String>>>,
+    next_ticket: u64,
 }
 
 impl WorkerActor {
-    /// Hand `event` to the state machine and carry out its commands;
-    /// returns the answer to a delivery, if the commands hold one.
-    fn feed(&mut self, event: Event) -> Option<Result<(), String>> {
+    /// Hand `event` to the state machine and carry out its commands.
+    fn feed(&mut self, event: Event) {
         if let Event::Run(tasks) = &event {
             for task in tasks {
                 self.metrics.task_started(task.id, &task.kind);
@@ -78,7 +82,6 @@ impl WorkerActor {
         }
         let commands = self.state.handle(event);
         self.metrics.observe_store(self.state.store());
-        let mut answer = None;
         for command in commands {
             match command {
                 Command::Execute(ready) => self.exec.start(*ready),
@@ -109,11 +112,14 @@ impl WorkerActor {
                     debug!("cancelled task {id} ended; nothing reported");
                     self.metrics.task_ended(id, TaskOutcome::Cancelled);
                 }
-                Command::Answer(result) => answer = Some(result),
+                Command::Answer { ticket, result } => {
+                    if let Some(reply) = self.unanswered.remove(&ticket) {
+                        let _ = reply.send(result);
+                    }
+                }
                 Command::Held(held) => self.held = Some(held),
             }
         }
-        answer
     }
 
     /// Write a partition to the spill directory on a blocking thread; the
@@ -162,13 +168,22 @@ impl Handler<Input> for WorkerActor {
 }
 
 impl Handler<Delivery> for WorkerActor {
-    type Result = Result<(), String>;
+    type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, msg: Delivery, _: &mut Context<Self>) -> Self::Result {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let (reply, answer) = oneshot::channel();
+        self.unanswered.insert(ticket, reply);
         self.feed(Event::Delivery {
+            ticket,
             mailbox: msg.mailbox,
             batches: msg.batches,
+        });
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err("the worker stopped before keeping the delivery".into()))
         })
-        .unwrap_or_else(|| Err("the worker did not answer the delivery".into()))
     }
 }
 
@@ -414,6 +429,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
             held: None,
             spill_dir,
             me: ctx.address().downgrade(),
+            unanswered: HashMap::new(),
+            next_ticket: 0,
         }
     });
     let deliver = deliver_to(actor.clone());

@@ -18,7 +18,9 @@
 //! first frame is capped like a `Hello` and due within the `Hello` timeout;
 //! the bytes buffered by all deliveries in progress are reserved against the
 //! memory limit as they arrive, and a delivery that would go over it is
-//! refused with the reason before it is buffered.
+//! refused with the reason before it is buffered. Once decoded, a delivery
+//! is the store's to count; the store may hold its answer back until spills
+//! make room (backpressure on the sender, not a refusal).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -531,6 +533,9 @@ async fn receive(
     }
     let buffer = stratus_protocol::ipc::assemble(&chunks);
     drop(chunks);
+    // From here the store counts the bytes (kept, or parked until spills
+    // make room), so the reservation goes before the answer is awaited.
+    drop(reservation);
     let outcome = match stratus_protocol::ipc::decode_batches(buffer) {
         Ok((_, batches)) => deliver(push.mailbox, push.from_worker, batches).await,
         Err(e) => Err(format!("bad Arrow IPC from {peer}: {e}")),

@@ -13,7 +13,11 @@
 //! last spill failed: the error says why). Deliveries waiting in mailboxes
 //! (a shuffle's ranges) spill too, after every persisted partition that can:
 //! the task that takes a mailbox reads them back, and their files are
-//! deleted when it ends.
+//! deleted when it ends. A delivery that would take the deliveries in RAM
+//! past the limit while spilling can make room is *parked*: it waits, in
+//! arrival order, for the spills of older ones, and is answered (so its
+//! sender's task goes on) once it fits: the sender is held back, never
+//! refused for a spill that lags.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -88,6 +92,15 @@ struct Delivered {
     bytes: u64,
 }
 
+/// A delivery waiting for room in RAM (see [`Store::deliver`]).
+#[derive(Debug)]
+struct Parked {
+    ticket: u64,
+    mailbox: MailboxKey,
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+}
+
 /// When to spill and when to pause, as fractions of the memory limit
 /// (Dask's worker memory `target` and `pause`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,10 +144,21 @@ pub struct Store {
     in_flight_spilling: u64,
     /// Spill files of deliveries a task took: deleted when it ends.
     taken: Vec<SpillFile>,
+    /// Deliveries waiting for room, oldest first, and their bytes.
+    parked: VecDeque<Parked>,
+    parked_bytes: u64,
+    /// Answers to parked deliveries decided outside [`Store::admit_parked`]
+    /// (their job ended, or the scheduler connection did).
+    parked_answers: Vec<(u64, Result<(), String>)>,
     /// Jobs whose mailboxes were dropped (the latest [`FORGOTTEN_JOBS`]): a
     /// late delivery for one of them is refused, not kept forever.
     forgotten: HashSet<u64>,
     forgotten_order: VecDeque<u64>,
+}
+
+/// The refusal of a delivery for a job that has ended.
+fn job_ended(worker: &str, job: u64) -> String {
+    format!("worker '{worker}': job {job} has ended; its delivery is dropped")
 }
 
 /// How many ended jobs a worker remembers, to refuse their late deliveries.
@@ -158,6 +182,9 @@ impl Store {
             in_flight: 0,
             in_flight_spilling: 0,
             taken: Vec::new(),
+            parked: VecDeque::new(),
+            parked_bytes: 0,
+            parked_answers: Vec::new(),
             forgotten: HashSet::new(),
             forgotten_order: VecDeque::new(),
         }
@@ -168,9 +195,15 @@ impl Store {
         self.used
     }
 
-    /// Bytes of Arrow buffers waiting in mailboxes.
+    /// Bytes of Arrow buffers of deliveries in RAM: in mailboxes, or
+    /// parked until there is room.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight
+        self.in_flight + self.parked_bytes
+    }
+
+    /// Deliveries parked until there is room.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 
     /// Bytes (as Arrow buffers) of partitions on disk only.
@@ -196,7 +229,7 @@ impl Store {
     pub fn paused(&self) -> bool {
         match self.spill {
             Some(policy) if self.limit > 0 && self.spilling + self.in_flight_spilling > 0 => {
-                (self.used + self.in_flight) as f64 > policy.pause * self.limit as f64
+                (self.used + self.in_flight()) as f64 > policy.pause * self.limit as f64
             }
             _ => false,
         }
@@ -217,34 +250,57 @@ impl Store {
     }
 
     /// Keep what a peer (or this worker) delivered to a mailbox, or refuse it
-    /// if it would take the worker over its memory limit (what can be
+    /// if it would take the worker over its memory limit. What can be
     /// spilled does not count against a delivery: only deliveries in RAM
-    /// do, when the spills lag that far behind).
+    /// do, and when they would go past the limit while spilling can make
+    /// room, the delivery is parked (`None`) and answered by a later
+    /// [`Store::admit_parked`] under the same `ticket`.
     pub fn deliver(
         &mut self,
         worker: &str,
+        ticket: u64,
         mailbox: MailboxKey,
         batches: Vec<RecordBatch>,
-    ) -> Result<(), String> {
+    ) -> Option<Result<(), String>> {
         if self.forgotten.contains(&mailbox.job) {
-            return Err(format!(
-                "worker '{worker}': job {} has ended; its delivery is dropped",
-                mailbox.job
-            ));
+            return Some(Err(job_ended(worker, mailbox.job)));
         }
         let bytes = stratus_engine::memory::batches_memory_bytes(&batches) as u64;
-        let resident = if self.can_spill() { 0 } else { self.used };
-        if self.limit > 0 && resident + self.in_flight + bytes > self.limit {
-            return Err(format!(
-                "worker '{worker}': memory limit exceeded: holding {} and {} in flight for jobs, a delivery for job {} needs {}, limit {} ({})",
-                format_bytes(self.used),
-                format_bytes(self.in_flight),
-                mailbox.job,
-                format_bytes(bytes),
-                format_bytes(self.limit),
-                self.no_room_reason()
-            ));
+        if self.limit > 0 && self.can_spill() && bytes <= self.limit {
+            if !self.parked.is_empty() || self.in_flight + bytes > self.limit {
+                self.parked.push_back(Parked {
+                    ticket,
+                    mailbox,
+                    batches,
+                    bytes,
+                });
+                self.parked_bytes += bytes;
+                return None;
+            }
+        } else if self.limit > 0 {
+            let resident = if self.can_spill() { 0 } else { self.used };
+            if resident + self.in_flight + bytes > self.limit {
+                return Some(Err(self.delivery_refusal(worker, mailbox.job, bytes)));
+            }
         }
+        self.keep_delivery(mailbox, batches, bytes);
+        Some(Ok(()))
+    }
+
+    /// Why a delivery of `bytes` for `job` is refused.
+    fn delivery_refusal(&self, worker: &str, job: u64, bytes: u64) -> String {
+        format!(
+            "worker '{worker}': memory limit exceeded: holding {} and {} in flight for jobs, a delivery for job {} needs {}, limit {} ({})",
+            format_bytes(self.used),
+            format_bytes(self.in_flight),
+            job,
+            format_bytes(bytes),
+            format_bytes(self.limit),
+            self.no_room_reason()
+        )
+    }
+
+    fn keep_delivery(&mut self, mailbox: MailboxKey, batches: Vec<RecordBatch>, bytes: u64) {
         self.clock += 1;
         self.mailboxes.entry(mailbox).or_default().push(Delivered {
             serial: self.clock,
@@ -252,7 +308,46 @@ impl Store {
             bytes,
         });
         self.in_flight += bytes;
-        Ok(())
+    }
+
+    /// Answer the parked deliveries that can be answered now, oldest first:
+    /// kept once they fit, refused once spilling can not make room (or
+    /// their job ended). Returns (ticket, answer) pairs.
+    pub fn admit_parked(&mut self, worker: &str) -> Vec<(u64, Result<(), String>)> {
+        let mut answers = std::mem::take(&mut self.parked_answers);
+        while let Some(next) = self.parked.front() {
+            let (job, bytes) = (next.mailbox.job, next.bytes);
+            let answer = if self.forgotten.contains(&job) {
+                Err(job_ended(worker, job))
+            } else if self.in_flight + bytes <= self.limit {
+                Ok(())
+            } else if !self.can_spill() {
+                Err(self.delivery_refusal(worker, job, bytes))
+            } else {
+                break;
+            };
+            let parked = self.parked.pop_front().expect("front exists");
+            self.parked_bytes -= parked.bytes;
+            if answer.is_ok() {
+                self.keep_delivery(parked.mailbox, parked.batches, parked.bytes);
+            }
+            answers.push((parked.ticket, answer));
+        }
+        answers
+    }
+
+    /// Refuse every parked delivery with `reason` (or only a job's).
+    fn refuse_parked(&mut self, job: Option<u64>, reason: &str) {
+        let (gone, staying): (VecDeque<Parked>, VecDeque<Parked>) =
+            std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|p| job.is_none_or(|job| p.mailbox.job == job));
+        self.parked = staying;
+        for p in gone {
+            self.parked_bytes -= p.bytes;
+            self.parked_answers
+                .push((p.ticket, Err(reason.to_string())));
+        }
     }
 
     /// Forget a delivery's count (it leaves the store); its file, if any.
@@ -305,6 +400,10 @@ impl Store {
 
     /// Drop every mailbox of a job, and refuse its deliveries from now on.
     pub fn forget_job(&mut self, job: u64) {
+        self.refuse_parked(
+            Some(job),
+            &format!("job {job} has ended; its delivery is dropped"),
+        );
         if self.forgotten.insert(job) {
             self.forgotten_order.push_back(job);
             if self.forgotten_order.len() > FORGOTTEN_JOBS {
@@ -407,7 +506,10 @@ impl Store {
             return Vec::new();
         }
         let target = (policy.target * self.limit as f64) as u64;
-        let staying = (self.used - self.spilling) + (self.in_flight - self.in_flight_spilling);
+        // Parked deliveries count: room for them is made by spilling others.
+        let staying = (self.used - self.spilling)
+            + (self.in_flight - self.in_flight_spilling)
+            + self.parked_bytes;
         if staying <= target {
             return Vec::new();
         }
@@ -569,6 +671,10 @@ impl Store {
     /// Drop every mailbox (the jobs they were for are gone with the
     /// scheduler that ran them).
     pub fn clear_mailboxes(&mut self) {
+        self.refuse_parked(
+            None,
+            "the worker's scheduler connection ended; the delivery is dropped",
+        );
         let all: Vec<MailboxKey> = self.mailboxes.keys().copied().collect();
         for key in all {
             for d in self.mailboxes.remove(&key).unwrap_or_default() {
@@ -643,11 +749,13 @@ mod tests {
         let mailbox = |job, tag| MailboxKey { job, tag };
         store.insert("w", k(0), vec![batch(1000)]).unwrap();
         store
-            .deliver("w", mailbox(7, 0), vec![batch(1000)])
+            .deliver("w", 0, mailbox(7, 0), vec![batch(1000)])
+            .expect("answered at once")
             .unwrap();
         assert_eq!(store.in_flight(), one);
         let err = store
-            .deliver("w", mailbox(7, 1), vec![batch(1000)])
+            .deliver("w", 0, mailbox(7, 1), vec![batch(1000)])
+            .expect("answered at once")
             .unwrap_err();
         assert!(err.contains("worker 'w': memory limit exceeded"), "{err}");
         assert!(err.contains("job 7"), "{err}");
@@ -658,7 +766,8 @@ mod tests {
         assert_eq!(store.in_flight(), 0);
         assert!(store.take_mailbox(&mailbox(7, 0)).is_empty());
         store
-            .deliver("w", mailbox(8, 0), vec![batch(1000)])
+            .deliver("w", 0, mailbox(8, 0), vec![batch(1000)])
+            .expect("answered at once")
             .unwrap();
         store.forget_job(8);
         assert_eq!(store.in_flight(), 0);

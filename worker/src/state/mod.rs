@@ -127,8 +127,10 @@ pub enum Event {
     /// The scheduler ended this job: release its mailboxes.
     Forget { job: u64 },
     /// Data for a mailbox, from a peer or from one of our own tasks.
-    /// Answered by one [`Command::Answer`].
+    /// Answered by one [`Command::Answer`] with the same `ticket`: at once,
+    /// or once spills have made room for it.
     Delivery {
+        ticket: u64,
         mailbox: MailboxKey,
         batches: Vec<RecordBatch>,
     },
@@ -190,9 +192,12 @@ pub enum Command {
     DeleteSpill(SpillFile),
     /// A cancelled task ended without a report (its result, if any, dropped).
     Cancelled { id: TaskId },
-    /// The answer to the [`Event::Delivery`] just handled: kept, or refused
-    /// with the reason (sent back to the peer).
-    Answer(Result<(), String>),
+    /// The answer to the [`Event::Delivery`] with this ticket: kept, or
+    /// refused with the reason (sent back to the peer).
+    Answer {
+        ticket: u64,
+        result: Result<(), String>,
+    },
     /// Re-register these partitions (key, rows, bytes) with the scheduler,
     /// before anything else on the new connection.
     Held(Vec<(PartitionKey, u64, u64)>),
@@ -264,10 +269,14 @@ impl WorkerState {
                 }
             }
             Event::Forget { job } => self.store.forget_job(job),
-            Event::Delivery { mailbox, batches } => {
-                out.push(Command::Answer(
-                    self.store.deliver(&self.name, mailbox, batches),
-                ));
+            Event::Delivery {
+                ticket,
+                mailbox,
+                batches,
+            } => {
+                if let Some(result) = self.store.deliver(&self.name, ticket, mailbox, batches) {
+                    out.push(Command::Answer { ticket, result });
+                }
             }
             Event::TaskDone { id, result } => {
                 self.done(id, result, &mut out);
@@ -287,6 +296,10 @@ impl WorkerState {
                 id,
                 keep_partitions,
             } => self.rejoin(id, keep_partitions, &mut out),
+        }
+        // Deliveries parked for room that fit now (or never will).
+        for (ticket, result) in self.store.admit_parked(&self.name) {
+            out.push(Command::Answer { ticket, result });
         }
         // Memory past the target goes to disk; files of dropped partitions go.
         for (target, batches) in self.store.plan_spills() {

@@ -172,7 +172,7 @@ fn heartbeat(state: &mut WorkerState) -> (u64, u32) {
 
 fn answer(commands: Vec<Command>) -> Result<(), String> {
     match commands.as_slice() {
-        [Command::Answer(result)] => result.clone(),
+        [Command::Answer { result, .. }] => result.clone(),
         other => panic!("expected one answer, got {other:?}"),
     }
 }
@@ -390,6 +390,7 @@ fn deliveries_count_against_the_limit_and_late_ones_are_refused() {
     let mut state = worker(1, one * 2 + one / 2);
     hold(&mut state, 1, key(1, 0), vec![batch(1000)]);
     let deliver = |job, tag| Event::Delivery {
+        ticket: 0,
         mailbox: mailbox(job, tag),
         batches: vec![batch(1000)],
     };
@@ -452,6 +453,7 @@ fn a_task_whose_partition_is_missing_fails_at_once() {
 fn a_merge_needs_every_partial_it_expects() {
     let mut state = worker(1, 0);
     answer(state.handle(Event::Delivery {
+        ticket: 0,
         mailbox: mailbox(9, 1),
         batches: vec![batch(5)],
     }))
@@ -495,6 +497,7 @@ fn inputs_are_resolved_without_copying() {
     let delivered = batch(10);
     for tag in [0, 1] {
         answer(state.handle(Event::Delivery {
+            ticket: 0,
             mailbox: mailbox(4, tag),
             batches: vec![delivered.clone()],
         }))
@@ -593,6 +596,7 @@ fn a_rejoin_to_a_new_scheduler_keeps_partitions_and_forgets_the_old_work() {
     hold(&mut state, 1, key(5, 0), vec![batch(1000)]);
     hold(&mut state, 2, key(5, 1), vec![batch(10)]);
     state.handle(Event::Delivery {
+        ticket: 0,
         mailbox: mailbox(9, 0),
         batches: vec![batch(1000)],
     });
@@ -836,14 +840,16 @@ fn deliveries_spill_after_partitions_and_their_files_go_when_the_task_that_took_
     // Two deliveries are past the target; with no partition to spill, the
     // older delivery spills.
     let out = state.handle(Event::Delivery {
+        ticket: 0,
         mailbox: mailbox(4, 0),
         batches: vec![batch(1000)],
     });
     assert!(
-        matches!(out.as_slice(), [Command::Answer(Ok(()))]),
+        matches!(out.as_slice(), [Command::Answer { result: Ok(()), .. }]),
         "{out:?}"
     );
     let out = state.handle(Event::Delivery {
+        ticket: 0,
         mailbox: mailbox(4, 1),
         batches: vec![batch(1000)],
     });
@@ -897,4 +903,116 @@ fn deliveries_spill_after_partitions_and_their_files_go_when_the_task_that_took_
             .any(|c| matches!(c, Command::DeleteSpill(f) if *f == spill_file("d"))),
         "{out:?}"
     );
+}
+
+/// The answers among `out`, by ticket.
+fn answers(out: &[Command]) -> Vec<(u64, Result<(), String>)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Answer { ticket, result } => Some((*ticket, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the spills among `out` write.
+fn spill_targets(out: &[Command]) -> Vec<crate::store::SpillTarget> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Spill { target, .. } => Some(*target),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_delivery_past_the_limit_waits_for_the_spills_that_make_room_instead_of_being_refused() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    let deliver = |ticket, tag| Event::Delivery {
+        ticket,
+        mailbox: mailbox(4, tag),
+        batches: vec![batch(1000)],
+    };
+    assert_eq!(answers(&state.handle(deliver(1, 0))), vec![(1, Ok(()))]);
+    let out = state.handle(deliver(2, 1));
+    assert_eq!(answers(&out), vec![(2, Ok(()))]);
+    let first_spill = spill_targets(&out);
+    assert_eq!(first_spill.len(), 1, "{out:?}");
+    // The spill lags: the third would go past the limit, so it waits, and
+    // so does the fourth behind it (arrival order), though nothing is refused.
+    let out = state.handle(deliver(3, 2));
+    assert!(answers(&out).is_empty(), "{out:?}");
+    let more = spill_targets(&out);
+    assert_eq!(
+        more.len(),
+        1,
+        "the parked bytes make the second spill: {out:?}"
+    );
+    assert!(answers(&state.handle(deliver(4, 3))).is_empty());
+    assert_eq!(state.store().parked(), 2);
+    assert_eq!(state.store().in_flight(), 4 * one());
+    // The first spill ends: one fits again.
+    let out = state.handle(Event::Spilled {
+        target: first_spill[0],
+        result: Ok(spill_file("d1")),
+    });
+    assert_eq!(answers(&out), vec![(3, Ok(()))]);
+    // The second ends: the last one fits too.
+    let out = state.handle(Event::Spilled {
+        target: more[0],
+        result: Ok(spill_file("d2")),
+    });
+    assert_eq!(answers(&out), vec![(4, Ok(()))]);
+    assert_eq!(state.store().parked(), 0);
+}
+
+#[test]
+fn a_parked_delivery_is_refused_when_spilling_fails_its_job_ends_or_the_scheduler_goes() {
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    let deliver = |ticket, job, tag| Event::Delivery {
+        ticket,
+        mailbox: mailbox(job, tag),
+        batches: vec![batch(1000)],
+    };
+    state.handle(deliver(1, 4, 0));
+    let spill = spill_targets(&state.handle(deliver(2, 4, 1)));
+    assert!(answers(&state.handle(deliver(3, 4, 2))).is_empty());
+    assert!(answers(&state.handle(deliver(4, 5, 0))).is_empty());
+    assert!(answers(&state.handle(deliver(5, 6, 0))).is_empty());
+    // The job of the second parked one ends: it is refused at once.
+    let out = state.handle(Event::Forget { job: 5 });
+    let got = answers(&out);
+    assert!(
+        matches!(got.as_slice(), [(4, Err(e))] if e.contains("job 5 has ended")),
+        "{got:?}"
+    );
+    // The spill fails (disk full): what waits for room is refused, naming why.
+    let out = state.handle(Event::Spilled {
+        target: spill[0],
+        result: Err("cannot spill: No space left on device".into()),
+    });
+    let got = answers(&out);
+    assert!(
+        matches!(got.as_slice(), [(3, Err(a)), (5, Err(b))]
+            if a.contains("No space left on device") && b.contains("memory limit exceeded")),
+        "{got:?}"
+    );
+    assert_eq!(state.store().parked(), 0);
+    assert_eq!(state.store().in_flight(), 2 * one());
+
+    // Parked when the scheduler connection ends: refused, not kept.
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    state.handle(deliver(1, 4, 0));
+    state.handle(deliver(2, 4, 1));
+    assert!(answers(&state.handle(deliver(3, 4, 2))).is_empty());
+    let out = state.handle(Event::Rejoin {
+        id: 2,
+        keep_partitions: true,
+    });
+    let got = answers(&out);
+    assert!(
+        matches!(got.as_slice(), [(3, Err(e))] if e.contains("connection ended")),
+        "{got:?}"
+    );
+    assert_eq!(state.store().in_flight(), 0);
 }
