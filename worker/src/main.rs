@@ -82,6 +82,11 @@ struct Cli {
     /// than the disk's).
     #[arg(long)]
     spill_limit: Option<String>,
+    /// Free space spilling leaves on the spill directory's filesystem, for
+    /// the host: `auto` (default: 5% of it, at most 2 GiB), `10%`, a size
+    /// (`20GiB`), or `0`.
+    #[arg(long)]
+    spill_disk_reserve: Option<String>,
     /// TOML settings file.
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
@@ -146,6 +151,8 @@ struct Settings {
     spill_dir: String,
     /// Most bytes of spill files (0 = no cap).
     spill_limit: String,
+    /// Free space spilling leaves on the filesystem (`auto`, `10%`, bytes).
+    spill_disk_reserve: String,
     /// Fraction of the memory limit above which partitions spill (Dask's
     /// `target`).
     memory_target_fraction: f64,
@@ -181,8 +188,10 @@ fn open_spill(
         PathBuf::from(&s.spill_dir)
     };
     let limit = parse_bytes(&s.spill_limit).map_err(|e| anyhow!("--spill-limit: {e}"))?;
+    let reserve = stratus_worker::spill::DiskReserve::parse(&s.spill_disk_reserve)
+        .map_err(|e| anyhow!("--spill-disk-reserve: {e}"))?;
     let dir = match stratus_worker::spill::SpillDir::open(&root, name, limit) {
-        Ok(dir) => dir,
+        Ok(dir) => dir.with_disk_reserve(reserve),
         // A directory given is required; the default may be missing (a
         // scratch container has no /tmp): no spilling, said loudly.
         Err(e) if s.spill_dir.is_empty() => {
@@ -218,6 +227,7 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
         .default("reconnect_timeout", "5m")
         .default("spill_dir", "")
         .default("spill_limit", "0")
+        .default("spill_disk_reserve", "auto")
         .default("memory_target_fraction", 0.6)
         .default("memory_pause_fraction", 0.8)
         .default("storage_instance_credentials", false)
@@ -247,6 +257,11 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
             "spill_limit",
             cli.spill_limit.clone(),
             flag("--spill-limit"),
+        )
+        .flag(
+            "spill_disk_reserve",
+            cli.spill_disk_reserve.clone(),
+            flag("--spill-disk-reserve"),
         )
         .flag(
             "reconnect_timeout",

@@ -16,6 +16,11 @@
 //! - **`--spill-limit`** caps the bytes on disk: a spill past it fails with
 //!   an error naming the limit, and the store stops accepting data past its
 //!   memory limit until space is freed.
+//! - **`--spill-disk-reserve`** is the free space a spill never takes
+//!   (default `auto`: 5% of the filesystem, at most 2 GiB): spilling is
+//!   bounded by default, so neither a big frame nor a peer's deliveries can
+//!   fill the disk the host (and its logs) lives on. Checked with `statvfs`
+//!   (space for unprivileged writers) before each file.
 
 use std::fs::File;
 use std::io::Write;
@@ -40,6 +45,69 @@ pub struct SpillFile {
     pub disk_bytes: u64,
 }
 
+/// Free space spilling leaves on the spill directory's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiskReserve {
+    /// Bytes.
+    Bytes(u64),
+    /// A fraction (0..=1) of the filesystem's size.
+    Fraction(f64),
+    /// 5% of the filesystem's size, at most [`AUTO_RESERVE_CAP`].
+    Auto,
+}
+
+/// The most the `auto` disk reserve keeps free.
+pub const AUTO_RESERVE_CAP: u64 = 2 << 30;
+
+impl DiskReserve {
+    /// Parse `auto`, `10%` or a size (`2GiB`, `0`).
+    pub fn parse(text: &str) -> Result<DiskReserve, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(DiskReserve::Auto);
+        }
+        match text.strip_suffix('%') {
+            Some(percent) => {
+                let value: f64 = percent
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("'{text}' is not a percentage"))?;
+                if !(0.0..=100.0).contains(&value) {
+                    return Err(format!("'{text}' is not between 0% and 100%"));
+                }
+                Ok(DiskReserve::Fraction(value / 100.0))
+            }
+            None => stratus_protocol::units::parse_bytes(text).map(DiskReserve::Bytes),
+        }
+    }
+
+    /// The bytes to keep free on a filesystem of `size` bytes.
+    fn bytes(self, size: u64) -> u64 {
+        match self {
+            DiskReserve::Bytes(b) => b,
+            DiskReserve::Fraction(f) => (f * size as f64) as u64,
+            DiskReserve::Auto => (size / 20).min(AUTO_RESERVE_CAP),
+        }
+    }
+}
+
+/// Bytes free (for unprivileged writers) and the size of the filesystem
+/// holding `dir`.
+fn filesystem_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    let unit = stat.f_frsize as u64;
+    Ok((stat.f_bavail as u64 * unit, stat.f_blocks as u64 * unit))
+}
+
 /// This worker's spill directory, locked for the life of the process.
 #[derive(Debug)]
 pub struct SpillDir {
@@ -48,6 +116,8 @@ pub struct SpillDir {
     _lock: File,
     /// 0: no cap.
     limit: u64,
+    /// Free space on the filesystem spilling never takes.
+    reserve: DiskReserve,
     used: AtomicU64,
     /// Files written, so names never repeat within the process.
     serial: AtomicU64,
@@ -91,6 +161,7 @@ impl SpillDir {
                 dir,
                 _lock: lock,
                 limit,
+                reserve: DiskReserve::Auto,
                 used: AtomicU64::new(0),
                 serial: AtomicU64::new(0),
             };
@@ -107,6 +178,12 @@ impl SpillDir {
             "spill directory {}: 64 directories for worker '{name}' are held by live processes",
             root.display()
         ))
+    }
+
+    /// The same, keeping `reserve` free on its filesystem (default `auto`).
+    pub fn with_disk_reserve(mut self, reserve: DiskReserve) -> SpillDir {
+        self.reserve = reserve;
+        self
     }
 
     /// The directory this worker owns.
@@ -142,6 +219,7 @@ impl SpillDir {
                 format_bytes(self.limit)
             ));
         }
+        self.check_reserve(what, size)?;
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{stem}-{serial}{SUFFIX}"));
         let temp = self.dir.join(format!(".{stem}-{serial}.tmp"));
@@ -168,6 +246,27 @@ impl SpillDir {
             path,
             disk_bytes: size,
         })
+    }
+
+    /// Whether `size` more bytes leave the filesystem its reserve.
+    fn check_reserve(&self, what: &str, size: u64) -> Result<(), String> {
+        if self.reserve == DiskReserve::Bytes(0) {
+            return Ok(());
+        }
+        let (free, total) = filesystem_space(&self.dir)
+            .map_err(|e| format!("spill directory {}: statvfs: {e}", self.dir.display()))?;
+        let keep = self.reserve.bytes(total);
+        if free < size.saturating_add(keep) {
+            return Err(format!(
+                "spill disk reserve reached in {}: {what} needs {}, the filesystem has {} free of {} and keeps {} free (--spill-disk-reserve)",
+                self.dir.display(),
+                format_bytes(size),
+                format_bytes(free),
+                format_bytes(total),
+                format_bytes(keep)
+            ));
+        }
+        Ok(())
     }
 
     /// Delete a spill file (its partition was dropped).
@@ -274,6 +373,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Files in a spill directory other than its lock.
+    fn spill_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "LOCK")
+            .count()
+    }
+
     fn write(dir: &SpillDir, batches: &[RecordBatch]) -> Result<SpillFile, String> {
         dir.write("p3-9", "partition 3/9", batches)
     }
@@ -329,6 +436,38 @@ mod tests {
         dir.delete(&file);
         assert_eq!(dir.used(), 0);
         write(&dir, &[batch(500)]).unwrap();
+        drop(dir);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_disk_reserve_is_parsed_and_a_spill_into_it_fails_naming_it() {
+        assert_eq!(DiskReserve::parse("auto"), Ok(DiskReserve::Auto));
+        assert_eq!(DiskReserve::parse("10%"), Ok(DiskReserve::Fraction(0.1)));
+        assert_eq!(DiskReserve::parse("0"), Ok(DiskReserve::Bytes(0)));
+        assert_eq!(DiskReserve::parse("2KiB"), Ok(DiskReserve::Bytes(2048)));
+        assert!(DiskReserve::parse("120%").is_err());
+        assert!(DiskReserve::parse("lots").is_err());
+        assert_eq!(DiskReserve::Auto.bytes(1 << 30), (1 << 30) / 20);
+        assert_eq!(DiskReserve::Auto.bytes(1 << 40), AUTO_RESERVE_CAP);
+
+        let root = temp("reserve");
+        // Keeping the whole filesystem free: no spill fits.
+        let dir = SpillDir::open(&root, "w", 0)
+            .unwrap()
+            .with_disk_reserve(DiskReserve::Fraction(1.0));
+        let error = write(&dir, &[batch(100)]).unwrap_err();
+        assert!(
+            error.contains("spill disk reserve reached")
+                && error.contains("partition 3/9")
+                && error.contains("--spill-disk-reserve"),
+            "{error}"
+        );
+        assert_eq!(dir.used(), 0);
+        assert_eq!(spill_files(dir.path()), 0, "nothing is left of it");
+        // No reserve: it fits.
+        let dir = dir.with_disk_reserve(DiskReserve::Bytes(0));
+        write(&dir, &[batch(100)]).unwrap();
         drop(dir);
         let _ = std::fs::remove_dir_all(&root);
     }
