@@ -104,8 +104,12 @@ fn filesystem_space(dir: &Path) -> std::io::Result<(u64, u64)> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let stat = unsafe { stat.assume_init() };
+    // The field types are per platform (u32 on some 32-bit targets).
+    #[allow(clippy::unnecessary_cast)]
     let unit = stat.f_frsize as u64;
-    Ok((stat.f_bavail as u64 * unit, stat.f_blocks as u64 * unit))
+    #[allow(clippy::unnecessary_cast)]
+    let (free, blocks) = (stat.f_bavail as u64, stat.f_blocks as u64);
+    Ok((free * unit, blocks * unit))
 }
 
 /// This worker's spill directory, locked for the life of the process.
