@@ -572,79 +572,52 @@ impl Store {
         plan
     }
 
-    /// A spill planned by [`Store::plan_spills`] ended: the partition now
-    /// lives on disk, or stays in RAM (and spilling stops until it works
-    /// again). A spill of a partition dropped meanwhile is deleted.
+    /// A spill planned by [`Store::plan_spills`] ended: the partition (or
+    /// delivery) now lives on disk, or stays in RAM (and spilling stops until
+    /// it works again). A spill of something dropped, replaced or taken
+    /// meanwhile is deleted.
     pub fn spilled_to(&mut self, target: SpillTarget, result: Result<SpillFile, String>) {
-        let key = match target {
-            SpillTarget::Partition(key) => key,
-            SpillTarget::Delivery(mailbox, serial) => {
-                return self.delivery_spilled(mailbox, serial, result);
-            }
+        let (residence, bytes) = match target {
+            SpillTarget::Partition(key) => match self.partitions.get_mut(&key) {
+                Some(p) => (&mut p.residence, p.bytes),
+                None => return self.doomed.extend(result.ok()),
+            },
+            SpillTarget::Delivery(mailbox, serial) => match self
+                .mailboxes
+                .get_mut(&mailbox)
+                .and_then(|ds| ds.iter_mut().find(|d| d.serial == serial))
+            {
+                Some(d) => (&mut d.residence, d.bytes),
+                None => return self.doomed.extend(result.ok()),
+            },
         };
-        let Some(p) = self.partitions.get_mut(&key) else {
-            if let Ok(file) = result {
-                self.doomed.push(file);
-            }
-            return;
+        let Residence::Spilling(batches) = residence else {
+            return self.doomed.extend(result.ok());
         };
-        let Residence::Spilling(batches) = &p.residence else {
-            // Replaced by a new version while it was written.
-            if let Ok(file) = result {
-                self.doomed.push(file);
-            }
-            return;
-        };
-        self.spilling -= p.bytes;
-        match result {
+        let on_disk = match result {
             Ok(file) => {
-                p.residence = Residence::Disk(file);
-                self.used -= p.bytes;
-                self.spilled += p.bytes;
+                *residence = Residence::Disk(file);
                 self.spill_error = None;
+                true
             }
             Err(error) => {
-                p.residence = Residence::Memory(batches.clone());
+                *residence = Residence::Memory(std::mem::take(batches));
                 self.spill_error = Some(error);
+                false
             }
-        }
-    }
-
-    /// A delivery's spill ended (see [`Store::spilled_to`]).
-    fn delivery_spilled(
-        &mut self,
-        mailbox: MailboxKey,
-        serial: u64,
-        result: Result<SpillFile, String>,
-    ) {
-        let found = self
-            .mailboxes
-            .get_mut(&mailbox)
-            .and_then(|ds| ds.iter_mut().find(|d| d.serial == serial));
-        let Some(d) = found else {
-            // Taken or forgotten meanwhile.
-            if let Ok(file) = result {
-                self.doomed.push(file);
-            }
-            return;
         };
-        let Residence::Spilling(batches) = &d.residence else {
-            if let Ok(file) = result {
-                self.doomed.push(file);
+        let (in_ram, writing) = match target {
+            SpillTarget::Partition(_) => {
+                if on_disk {
+                    self.spilled += bytes;
+                }
+                (&mut self.used, &mut self.spilling)
             }
-            return;
+            SpillTarget::Delivery(..) => (&mut self.in_flight, &mut self.in_flight_spilling),
         };
-        self.in_flight_spilling -= d.bytes;
-        match result {
-            Ok(file) => {
-                d.residence = Residence::Disk(file);
-                self.in_flight -= d.bytes;
-                self.spill_error = None;
-            }
-            Err(error) => {
-                d.residence = Residence::Memory(batches.clone());
-                self.spill_error = Some(error);
-            }
+        *writing -= bytes;
+        if on_disk {
+            *in_ram -= bytes;
         }
     }
 
