@@ -4,12 +4,17 @@
 //! a fault, with no hang. Faults: SIGKILL of a worker (the nanny starts a new
 //! one; its partitions are rebuilt from lineage), and SIGSTOP of a worker
 //! for longer than the heartbeat timeout, then SIGCONT (it was removed, its
-//! work ran elsewhere; woken, it drops its stale state and joins again).
+//! work ran elsewhere; woken, it drops its stale state and joins again), and
+//! 5% packet loss on one worker's link from that moment to the end of the
+//! step (an nftables table of our own dropping a random 5% of the UDP
+//! datagrams to and from the worker's QUIC ports on loopback; QUIC
+//! retransmits: the step completes, slower). The loss case needs root and
+//! `nft` (CI has both); without them it is skipped, saying so.
 //!
 //! Moments and victims are drawn from a seed, printed with every case, so a
 //! failure can be replayed: `STRATUS_FAULT_SEED=N cargo test --test
-//! fault_matrix`. A step that runs past 180 s fails as hung, with the
-//! cluster's log.
+//! fault_matrix` (`STRATUS_FAULTS=loss` runs one kind of fault only). A
+//! step that runs past 180 s fails as hung, with the cluster's log.
 
 mod common;
 
@@ -44,6 +49,123 @@ impl Rng {
 enum Fault {
     Kill,
     Stop,
+    Loss,
+}
+
+/// Percent of the victim's datagrams dropped in the [`Fault::Loss`] case.
+const LOSS_PERCENT: u32 = 5;
+
+/// The UDP ports a process has sockets bound to (its QUIC endpoints), from
+/// its descriptors and the kernel's socket tables.
+fn udp_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+                continue;
+            };
+            if !inodes.iter().any(|i| i == inode) {
+                continue;
+            }
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            ports.extend(port);
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Whether this run can inject packet loss (root, and `nft` works).
+fn can_drop_packets() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A random [`LOSS_PERCENT`] of the UDP datagrams to and from `ports` are
+/// dropped on loopback while this lives (its own nftables table).
+struct PacketLoss {
+    table: String,
+}
+
+impl PacketLoss {
+    fn start(pid: u32) -> PacketLoss {
+        let ports = udp_ports(pid);
+        assert!(!ports.is_empty(), "worker {pid} has no UDP socket");
+        let set = ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let table = format!("stratus_loss_{pid}");
+        let rules = format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    udp dport {{ {set} }} numgen random mod 100 < {LOSS_PERCENT} counter drop\n    udp sport {{ {set} }} numgen random mod 100 < {LOSS_PERCENT} counter drop\n  }}\n}}\n"
+        );
+        let mut nft = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        use std::io::Write;
+        nft.stdin
+            .take()
+            .expect("nft stdin")
+            .write_all(rules.as_bytes())
+            .expect("write the rules");
+        assert!(nft.wait().expect("nft").success(), "nft refused:\n{rules}");
+        PacketLoss { table }
+    }
+}
+
+impl PacketLoss {
+    /// Datagrams dropped so far (the rules' counters).
+    fn dropped(&self) -> u64 {
+        let listed = std::process::Command::new("nft")
+            .args(["list", "table", "inet", &self.table])
+            .output()
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&listed.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for PacketLoss {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
 }
 
 /// One step of the workflow: what prepares it (unpersisting the names it
@@ -309,13 +431,30 @@ fn every_step_gives_the_same_answer_under_every_fault() {
     }
 
     let mut report = Vec::new();
-    for fault in [Fault::Kill, Fault::Stop] {
+    let mut faults = vec![Fault::Kill, Fault::Stop];
+    if can_drop_packets() {
+        faults.push(Fault::Loss);
+    } else {
+        eprintln!("SKIPPED packet loss: needs root and nft (CI has both)");
+    }
+    // STRATUS_FAULTS=kill,stop,loss runs only those (a replay).
+    if let Ok(only) = std::env::var("STRATUS_FAULTS") {
+        faults.retain(|f| {
+            only.split(',')
+                .any(|o| o.trim().eq_ignore_ascii_case(&format!("{f:?}")))
+        });
+    }
+    for fault in faults {
         for (step, (answers, took)) in steps.iter().zip(&expected) {
             settled(&local);
             let victims = workers(&local);
             let (victim, pid) = victims[(rng.next() % victims.len() as u64) as usize].clone();
-            // A moment within the step as it ran without a fault.
-            let at = took.mul_f64(0.1 + 0.7 * rng.unit());
+            // A moment within the step as it ran without a fault (loss, which
+            // lasts to the step's end, starts in its first third).
+            let at = match fault {
+                Fault::Loss => took.mul_f64(0.3 * rng.unit()),
+                _ => took.mul_f64(0.1 + 0.7 * rng.unit()),
+            };
             let case = format!(
                 "{fault:?} of {victim} {:.0} ms into '{}' (seed {seed})",
                 at.as_secs_f64() * 1000.0,
@@ -331,12 +470,17 @@ fn every_step_gives_the_same_answer_under_every_fault() {
                         std::thread::sleep(STOPPED);
                         signal(pid, libc::SIGCONT);
                     }
+                    Fault::Loss => return Some(PacketLoss::start(pid)),
                 }
+                None
             });
             let start = Instant::now();
             let got = run(&local, step);
             let took_now = start.elapsed();
-            injector.join().unwrap();
+            // The loss lasts to the end of the step.
+            let loss = injector.join().unwrap();
+            let dropped = loss.as_ref().map(PacketLoss::dropped);
+            drop(loss);
             let got = got.unwrap_or_else(|e| panic!("{case}: {e}\n{}", local.log_tail()));
             for (want, have) in answers.iter().zip(&got) {
                 if let Err(diff) = same_answer(want, have) {
@@ -344,8 +488,9 @@ fn every_step_gives_the_same_answer_under_every_fault() {
                 }
             }
             let landed = if took_now > at { "during" } else { "after" };
+            let dropped = dropped.map_or(String::new(), |n| format!(", {n} datagrams dropped"));
             report.push(format!(
-                "{fault:?} {:<42} {:>6.0} ms in ({landed} the step), {:.2} s vs {:.2} s: same answer",
+                "{fault:?} {:<42} {:>6.0} ms in ({landed} the step), {:.2} s vs {:.2} s{dropped}: same answer",
                 step.name,
                 at.as_secs_f64() * 1000.0,
                 took_now.as_secs_f64(),
