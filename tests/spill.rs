@@ -193,10 +193,32 @@ fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_wit
     });
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped.
+/// A tmpfs (or a read-only view) mounted for the test, unmounted when
+/// dropped.
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
+    /// `dir` turns read-only: a read-only bind mount of it over itself
+    /// (files already open stay as they were: a worker's lock is held on).
+    fn read_only(dir: &Path) -> Result<Tmpfs, String> {
+        let mount = |args: &[&str]| -> Result<(), String> {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .map_err(|e| e.to_string())?;
+            status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("mount {args:?} failed: {status}"))
+        };
+        mount(&["--bind"])?;
+        let guard = Tmpfs(dir.to_path_buf());
+        mount(&["-o", "remount,bind,ro"])?;
+        Ok(guard)
+    }
+
     fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
         let status = std::process::Command::new("mount")
@@ -284,4 +306,76 @@ fn fill_the_spill_disk(env: &[(&str, &str)], why: &str) {
         &["persist", &source, "--as", "t", "--columns", "temperature"],
     );
     assert_eq!(run(&local, &["len", "t"]).trim(), "400000");
+}
+
+#[test]
+fn a_spill_directory_that_turns_read_only_fails_the_persist_clearly_and_spilling_resumes_after() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED read-only spill directory: needs root to mount (CI runs it as root)");
+        return;
+    }
+    let data = TempDir::new("spill-ro");
+    let source = sample(&data);
+    let data_dir = data.path().join("cluster");
+    let limit: u64 = 17 << 20;
+    let local = start_local(
+        2,
+        &[
+            "--memory-limit",
+            &limit.to_string(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+    );
+    eventually(Duration::from_secs(60), "two workers", || {
+        (local.json("api/cluster")["workers"].as_array()?.len() == 2).then_some(())
+    });
+    // Each worker's own directory turns read-only under it.
+    let spill = data_dir.join("spill");
+    let views: Vec<Tmpfs> = ["local-0", "local-1"]
+        .iter()
+        .map(|w| Tmpfs::read_only(&spill.join(w)).expect("a read-only bind mount"))
+        .collect();
+    let error = local
+        .client(&["persist", &source, "--as", "isd"])
+        .expect_err("a frame twice the memory with a read-only spill directory can not persist");
+    eprintln!("the persist failed as it should: {error}");
+    assert!(
+        error.contains("memory limit exceeded") && error.contains("Read-only file system"),
+        "the error says why: {error}"
+    );
+    eventually(Duration::from_secs(30), "the failed frame released", || {
+        let cluster = local.json("api/cluster");
+        let frames = cluster["frames"].as_array()?.len();
+        let held: u64 = cluster["workers"]
+            .as_array()?
+            .iter()
+            .map(|w| w["persisted_partitions"].as_u64().unwrap_or(1))
+            .sum();
+        (frames == 0 && held == 0).then_some(())
+    });
+    // Writable again: spilling is tried again a few heartbeats later, and the
+    // same persist succeeds, spilled, with every row.
+    drop(views);
+    let mut attempts = 0;
+    eventually(
+        Duration::from_secs(60),
+        "the persist once spilling resumed",
+        || {
+            attempts += 1;
+            local.client(&["persist", &source, "--as", "isd"]).ok()
+        },
+    );
+    eprintln!("persisted after {attempts} attempt(s)");
+    assert_eq!(run(&local, &["len", "isd"]).trim(), "400000");
+    // Part of it is on disk (as the next heartbeats tell).
+    eventually(Duration::from_secs(30), "spilled bytes reported", || {
+        let spilled: u64 = local.json("api/cluster")["workers"]
+            .as_array()?
+            .iter()
+            .map(|w| w["spilled_bytes"].as_u64().unwrap_or(0))
+            .sum();
+        (spilled > 0).then_some(())
+    });
 }

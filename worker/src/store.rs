@@ -133,6 +133,9 @@ pub struct Store {
     spill: Option<SpillPolicy>,
     /// Why the last spill failed, until one succeeds or disk space is freed.
     spill_error: Option<String>,
+    /// Ticks since the last spill failed: past [`SPILL_RETRY_TICKS`],
+    /// spilling is tried again (the disk may be writable again).
+    spill_error_ticks: u32,
     /// Spill files whose partitions are gone, for the I/O edge to delete.
     doomed: Vec<SpillFile>,
     clock: u64,
@@ -156,6 +159,9 @@ pub struct Store {
     forgotten_order: VecDeque<u64>,
 }
 
+/// Ticks (heartbeats) after a failed spill before spilling is tried again.
+pub const SPILL_RETRY_TICKS: u32 = 5;
+
 /// The refusal of a delivery for a job that has ended.
 fn job_ended(worker: &str, job: u64) -> String {
     format!("worker '{worker}': job {job} has ended; its delivery is dropped")
@@ -176,6 +182,7 @@ impl Store {
             limit,
             spill,
             spill_error: None,
+            spill_error_ticks: 0,
             doomed: Vec::new(),
             clock: 0,
             mailboxes: HashMap::new(),
@@ -232,6 +239,19 @@ impl Store {
                 (self.used + self.in_flight()) as f64 > policy.pause * self.limit as f64
             }
             _ => false,
+        }
+    }
+
+    /// Time passed (a heartbeat): a spill that failed is tried again after
+    /// [`SPILL_RETRY_TICKS`] (a disk that was full or read-only may be
+    /// writable again); until then, what spilling would make room for is
+    /// refused, naming the error.
+    pub fn tick(&mut self) {
+        if self.spill_error.is_some() {
+            self.spill_error_ticks += 1;
+            if self.spill_error_ticks >= SPILL_RETRY_TICKS {
+                self.spill_error = None;
+            }
         }
     }
 
@@ -603,6 +623,7 @@ impl Store {
             Err(error) => {
                 *residence = Residence::Memory(std::mem::take(batches));
                 self.spill_error = Some(error);
+                self.spill_error_ticks = 0;
                 false
             }
         };

@@ -282,12 +282,17 @@ impl WorkerState {
                 self.done(id, result, &mut out);
                 self.start_waiting(&mut out);
             }
-            Event::Tick => out.push(Command::Heartbeat {
-                memory_used: self.store.used() + self.store.in_flight(),
-                running: (self.running.len() + self.waiting.len()) as u32,
-                spilled: self.store.spilled(),
-                paused: self.store.paused(),
-            }),
+            Event::Tick => {
+                self.store.tick();
+                out.push(Command::Heartbeat {
+                    memory_used: self.store.used() + self.store.in_flight(),
+                    running: (self.running.len() + self.waiting.len()) as u32,
+                    spilled: self.store.spilled(),
+                    paused: self.store.paused(),
+                });
+                // A retried spill may make room for a waiting load.
+                self.start_waiting(&mut out);
+            }
             Event::Spilled { target, result } => {
                 self.store.spilled_to(target, result);
                 self.start_waiting(&mut out);

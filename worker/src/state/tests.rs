@@ -789,6 +789,15 @@ fn a_failed_spill_keeps_the_partition_in_ram_and_later_ones_past_the_limit_are_r
         error.contains("memory limit exceeded") && error.contains("No space left on device"),
         "{error}"
     );
+    // A few heartbeats later spilling is tried again (the disk may have
+    // room again): the partition past the target goes out.
+    for _ in 1..crate::store::SPILL_RETRY_TICKS {
+        let out = state.handle(Event::Tick);
+        assert!(spills(&out).is_empty(), "{out:?}");
+    }
+    let out = state.handle(Event::Tick);
+    assert_eq!(spills(&out).len(), 1, "{out:?}");
+    assert!(state.store().spill_error().is_none());
 }
 
 #[test]
