@@ -153,6 +153,7 @@ impl Frames {
                     loading: None,
                     lost: None,
                     awaiting_holder: true,
+                    consumed: false,
                 })
                 .collect();
             if !record.storage_keys.is_empty() {

@@ -55,6 +55,10 @@ pub struct PersistedPartition {
     /// Restored from the catalog after a restart: waiting for a worker to
     /// re-register it (until the restore grace ends; then it is rebuilt).
     pub awaiting_holder: bool,
+    /// Freed by the job replacing its frame in place, once its replacement
+    /// existed (so old and new never both fill memory); rebuilt from its
+    /// origin if that job fails.
+    pub consumed: bool,
 }
 
 impl PersistedPartition {
@@ -68,6 +72,7 @@ impl PersistedPartition {
             loading: Some(task),
             lost: None,
             awaiting_holder: false,
+            consumed: false,
         }
     }
 }
@@ -361,6 +366,34 @@ impl Frames {
     }
 
     /// A worker is gone: the partitions it held are held nowhere now.
+    /// Free a held partition because the job replacing its frame in place
+    /// made its replacement ([`PersistedPartition::consumed`]): its holder
+    /// drops it. False if it is not held (being rebuilt: it stays).
+    pub fn consume_partition(
+        &mut self,
+        cluster: &mut Cluster,
+        key: PartitionKey,
+        out: &mut Vec<Command>,
+    ) -> bool {
+        let Some(p) = self.partition_mut(key) else {
+            return false;
+        };
+        let Some(worker) = p.holder.take() else {
+            return false;
+        };
+        p.consumed = true;
+        let bytes = p.bytes;
+        if let Some(w) = cluster.worker_mut(worker) {
+            w.partitions.remove(&key);
+            w.persisted_bytes = w.persisted_bytes.saturating_sub(bytes);
+        }
+        out.push(Command::ToWorker {
+            worker,
+            message: ToWorker::Drop(vec![key]),
+        });
+        true
+    }
+
     pub fn release_holder(&mut self, partitions: &[PartitionKey]) {
         for key in partitions {
             if let Some(p) = self.partition_mut(*key) {

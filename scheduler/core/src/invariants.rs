@@ -135,6 +135,11 @@ impl SchedulerState {
             .values()
             .filter_map(|e| e.job.loads_frame())
             .collect();
+        let consuming: BTreeSet<FrameId> = self
+            .jobs
+            .values()
+            .filter_map(|e| e.job.consumes_frame())
+            .collect();
         let mut names = HashSet::new();
         for f in self.frames.all() {
             if f.complete {
@@ -184,11 +189,18 @@ impl SchedulerState {
                     && p.loading.is_none()
                     && p.lost.is_none()
                     && !p.awaiting_holder
+                    && !p.consumed
                     && f.complete
                 {
                     check(
                         false,
                         format!("partition {}/{index} of '{}' is held nowhere, loading nowhere, not lost, not awaited", f.id, f.name),
+                    );
+                }
+                if p.consumed {
+                    check(
+                        p.holder.is_none() && consuming.contains(&f.id),
+                        format!("partition {}/{index} of '{}' is consumed by no running job, or still held", f.id, f.name),
                     );
                 }
                 if p.awaiting_holder {

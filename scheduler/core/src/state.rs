@@ -111,6 +111,8 @@ macro_rules! job_cx {
             counters: &mut $state.counters,
             changed: &mut $state.changed,
             spawned: $spawned,
+            // The job at hand is out of the table while it is driven.
+            others_read: crate::jobs::OthersRead::of($state.jobs.values().map(|e| e.job.as_ref())),
         }
     };
 }
@@ -637,11 +639,17 @@ impl SchedulerState {
             }
             body => {
                 let reserved = self.reserved_names();
+                let consumed: BTreeSet<FrameId> = self
+                    .jobs
+                    .values()
+                    .filter_map(|e| e.job.consumes_frame())
+                    .collect();
                 let mut at = Planning {
                     frames: &self.frames,
                     cluster: &self.cluster,
                     ids: &mut self.ids,
                     reserved: &reserved,
+                    consumed: &consumed,
                 };
                 match jobs::for_request(body, &mut at) {
                     Ok(job) => self.start_job(Some(request), job, Arc::new(storage), out),

@@ -587,3 +587,175 @@ fn a_send_blamed_on_a_receiver_that_stays_fails_the_sort_after_the_hold() {
         other => panic!("expected the send's error: {other:?}"),
     }
 }
+
+/// Running derived loads (next to a persisted parent): (worker, task, the
+/// parent partition it reads, the new key).
+fn derived_loads(sim: &Sim) -> Vec<(WorkerId, TaskId, PartitionKey, PartitionKey)> {
+    sim.running_where(|k| {
+        matches!(
+            k,
+            TaskKind::Load {
+                input: LoadInput::Persisted(_),
+                ..
+            }
+        )
+    })
+    .into_iter()
+    .map(|(w, id, kind)| match kind {
+        TaskKind::Load {
+            key,
+            input: LoadInput::Persisted(from),
+            ..
+        } => (w, id, from, key),
+        _ => unreachable!(),
+    })
+    .collect()
+}
+
+fn loaded(key: PartitionKey) -> TaskOutput {
+    TaskOutput::Loaded {
+        key,
+        rows: 10,
+        bytes: 1000,
+        fetched: 0,
+    }
+}
+
+/// Sort `t` (4 partitions ranged in reverse) in place, up to its derived
+/// loads; returns the parent frame.
+fn ranged_sort_in_place(sim: &mut Sim, request: u64) -> u64 {
+    let (parent, _) = sim.persisted_frame(1, "t", 4);
+    sim.request(request, sort(None));
+    let bounds = |i: u32| (95.0 - 10.0 * i as f64, 100.0 - 10.0 * i as f64);
+    sim.answer_running(is_sample, |_, kind| sample_answer(kind, &bounds));
+    assert!(!derived_loads(sim).is_empty(), "the derived loads run");
+    parent
+}
+
+#[test]
+fn an_in_place_sort_frees_each_old_partition_once_its_sorted_one_is_held_and_refuses_readers_meanwhile(
+) {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    let parent = ranged_sort_in_place(&mut sim, 2);
+    let mut freed = BTreeSet::new();
+    let mut request = 10;
+    while let Some((worker, id, from, key)) = derived_loads(&sim).into_iter().next() {
+        assert_eq!(from.frame, parent);
+        let held_before = sim.partitions_of(worker);
+        assert!(
+            held_before.contains(&from),
+            "the old partition is held until then"
+        );
+        let cmds = sim.finish(worker, id, loaded(key));
+        // Exactly the old partition this one replaces goes, from its holder.
+        let dropped = drops(&cmds);
+        if final_reply(&cmds, 2).is_none() {
+            assert_eq!(
+                dropped,
+                BTreeMap::from([(worker, BTreeSet::from([from]))]),
+                "{cmds:#?}"
+            );
+            assert!(!sim.partitions_of(worker).contains(&from));
+            // Meanwhile the frame can not be read: its old partitions are going.
+            for body in [
+                ClientRequest::Describe {
+                    source: "t".into(),
+                    columns: None,
+                },
+                ClientRequest::Head {
+                    source: "t".into(),
+                    n: 5,
+                    columns: None,
+                },
+            ] {
+                request += 1;
+                let error = expect_error(&sim.request(request, body), request);
+                assert!(error.contains("being replaced in place"), "{error}");
+            }
+        }
+        freed.extend(
+            dropped
+                .into_values()
+                .flatten()
+                .filter(|k| k.frame == parent),
+        );
+    }
+    assert_eq!(freed.len(), 4, "every old partition freed once");
+    let frames = sim.list(99);
+    assert_eq!(frames.len(), 1);
+    assert_eq!((frames[0].name.as_str(), frames[0].partitions), ("t", 4));
+    sim.assert_idle();
+}
+
+#[test]
+fn an_in_place_sort_under_another_job_reading_the_frame_frees_the_old_one_only_at_the_end() {
+    let mut sim = Sim::with_workers(&[(1, 2), (2, 2)]);
+    let (parent, _) = sim.persisted_frame(1, "t", 4);
+    // A head reads t, one partition at a time (its task is left running).
+    sim.request(
+        5,
+        ClientRequest::Head {
+            source: "t".into(),
+            n: 5,
+            columns: None,
+        },
+    );
+    let heads = sim.running_where(|k| matches!(k, TaskKind::Head { .. }));
+    assert_eq!(heads.len(), 1);
+    sim.request(2, sort(None));
+    let bounds = |i: u32| (95.0 - 10.0 * i as f64, 100.0 - 10.0 * i as f64);
+    sim.answer_running(is_sample, |_, kind| sample_answer(kind, &bounds));
+    let mut seen = Vec::new();
+    while let Some((worker, id, _, key)) = derived_loads(&sim).into_iter().next() {
+        let cmds = sim.finish(worker, id, loaded(key));
+        if final_reply(&cmds, 2).is_none() {
+            assert!(
+                drops(&cmds).is_empty(),
+                "nothing freed under the head: {cmds:#?}"
+            );
+        }
+        seen.extend(cmds);
+    }
+    assert!(final_reply(&seen, 2).is_some());
+    let freed: BTreeSet<PartitionKey> = drops(&seen).into_values().flatten().collect();
+    assert_eq!(freed.len(), 4);
+    assert!(freed.iter().all(|k| k.frame == parent));
+    let (worker, id, _) = heads[0].clone();
+    sim.fail(worker, id, "worker 'w1' does not hold partition");
+    sim.assert_idle();
+}
+
+#[test]
+fn a_failed_in_place_sort_rebuilds_the_old_partitions_it_freed() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    let parent = ranged_sort_in_place(&mut sim, 2);
+    let loads = derived_loads(&sim);
+    let (worker, id, freed, key) = loads[0];
+    let cmds = sim.finish(worker, id, loaded(key));
+    assert_eq!(drops(&cmds)[&worker], BTreeSet::from([freed]));
+    // The next derived load fails: the sort fails, the new frame goes, and
+    // the freed old partition is loaded again from its Parquet input.
+    let (worker, id, _, _) = derived_loads(&sim)[0];
+    let cmds = sim.fail(worker, id, "sorting failed: out of memory");
+    let error = expect_error(&cmds, 2);
+    assert!(error.contains("out of memory"), "{error}");
+    let rebuilds = load_runs(&cmds);
+    assert_eq!(rebuilds.len(), 1, "{cmds:#?}");
+    assert_eq!(rebuilds[0].2, freed);
+    sim.finish_parquet_loads();
+    // The old frame is whole again and answers.
+    let frames = sim.list(3);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].partitions, 4);
+    let held: usize = [1u64, 2]
+        .iter()
+        .map(|w| {
+            sim.partitions_of(*w)
+                .iter()
+                .filter(|k| k.frame == parent)
+                .count()
+        })
+        .sum();
+    assert_eq!(held, 4);
+    sim.assert_idle();
+}

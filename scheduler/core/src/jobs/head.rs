@@ -7,6 +7,7 @@ use stratus_protocol::messages::{HeadInput, PartitionKey, TaskKind, TaskOutput, 
 
 use super::scan::{ScanStep, SourceScan};
 use super::{Flow, Job, JobCx, Planning};
+use crate::ids::FrameId;
 
 #[derive(Debug)]
 pub struct HeadJob {
@@ -20,6 +21,8 @@ pub struct HeadJob {
     tables: Vec<Vec<u8>>,
     rows: u64,
     on_parquet: bool,
+    /// The persisted frame it reads (None: Parquet).
+    frame: Option<FrameId>,
 }
 
 impl HeadJob {
@@ -30,7 +33,8 @@ impl HeadJob {
         n: u64,
         columns: Option<Vec<String>>,
     ) -> Result<Box<dyn Job>, String> {
-        let (inputs, on_parquet) = match at.frames.by_name(&source) {
+        let frame = at.frame_named(&source)?;
+        let (inputs, on_parquet) = match frame {
             Some(frame) => {
                 let f = at.frames.get(frame).expect("frame by name");
                 let inputs = (0..f.partitions.len() as u32)
@@ -54,6 +58,7 @@ impl HeadJob {
             tables: Vec::new(),
             rows: 0,
             on_parquet,
+            frame,
         }))
     }
 
@@ -77,6 +82,10 @@ impl HeadJob {
 impl Job for HeadJob {
     fn kind(&self) -> &'static str {
         "head"
+    }
+
+    fn reads_frames(&self) -> Option<Vec<FrameId>> {
+        Some(self.frame.into_iter().collect())
     }
 
     fn start(&mut self, cx: &mut JobCx) -> Flow {

@@ -5,6 +5,7 @@ use stratus_protocol::messages::{TaskKind, TaskOutput, ToClient};
 
 use super::scan::{ScanStep, SourceScan};
 use super::{Flow, Job, JobCx};
+use crate::ids::FrameId;
 
 #[derive(Debug)]
 pub struct LenJob {
@@ -21,6 +22,10 @@ impl LenJob {
 impl Job for LenJob {
     fn kind(&self) -> &'static str {
         "len"
+    }
+
+    fn reads_frames(&self) -> Option<Vec<FrameId>> {
+        Some(Vec::new()) // Parquet footers only
     }
 
     fn start(&mut self, cx: &mut JobCx) -> Flow {

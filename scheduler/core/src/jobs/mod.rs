@@ -117,6 +117,46 @@ pub trait Job: Debug {
     fn loads_frame(&self) -> Option<FrameId> {
         None
     }
+
+    /// The persisted frames whose partitions this job reads (None: it may
+    /// touch any frame's, as a retire or a rebuild does). A frame another
+    /// running job reads is never consumed under it.
+    fn reads_frames(&self) -> Option<Vec<FrameId>> {
+        None
+    }
+
+    /// The frame this job replaces in place, freeing each old partition once
+    /// its replacement exists ([`crate::frames::PersistedPartition::consumed`]);
+    /// new requests on it are refused until the job ends.
+    fn consumes_frame(&self) -> Option<FrameId> {
+        None
+    }
+}
+
+/// The frames the other running jobs read ([`Job::reads_frames`]).
+#[derive(Debug, Default)]
+pub struct OthersRead {
+    any: bool,
+    frames: BTreeSet<FrameId>,
+}
+
+impl OthersRead {
+    /// Over `jobs` (the running jobs but the one at hand).
+    pub fn of<'a>(jobs: impl Iterator<Item = &'a dyn Job>) -> OthersRead {
+        let mut read = OthersRead::default();
+        for job in jobs {
+            match job.reads_frames() {
+                Some(frames) => read.frames.extend(frames),
+                None => read.any = true,
+            }
+        }
+        read
+    }
+
+    /// Whether another running job may read `frame`'s partitions.
+    pub fn reads(&self, frame: FrameId) -> bool {
+        self.any || self.frames.contains(&frame)
+    }
 }
 
 /// What a job may touch while it handles something.
@@ -138,6 +178,8 @@ pub struct JobCx<'a> {
     pub(crate) changed: &'a mut BTreeSet<FrameId>,
     /// Background jobs to start once this one returns.
     pub(crate) spawned: &'a mut Vec<Box<dyn Job>>,
+    /// What the other running jobs read.
+    pub others_read: OthersRead,
 }
 
 impl JobCx<'_> {
@@ -219,6 +261,8 @@ pub struct Planning<'a> {
     pub ids: &'a mut IdGen,
     /// Frame names reserved by running jobs, with the kind of the job.
     pub reserved: &'a BTreeMap<String, &'static str>,
+    /// Frames running jobs replace in place ([`Job::consumes_frame`]).
+    pub consumed: &'a BTreeSet<FrameId>,
 }
 
 impl Planning<'_> {
@@ -230,11 +274,25 @@ impl Planning<'_> {
         }
     }
 
-    /// The complete frame `source` names, or the error for a step that needs one.
+    /// The complete frame `source` names, or the error for a step that needs one
+    /// (also while a running job replaces it in place).
     pub fn persisted(&self, source: &str) -> Result<FrameId, String> {
-        self.frames
-            .by_name(source)
+        self.frame_named(source)?
             .ok_or_else(|| crate::requests::not_persisted(source))
+    }
+
+    /// The complete frame `source` names, if any (a source that is not one
+    /// is a Parquet path); an error while a running job replaces it in place.
+    pub fn frame_named(&self, source: &str) -> Result<Option<FrameId>, String> {
+        let Some(frame) = self.frames.by_name(source) else {
+            return Ok(None);
+        };
+        if self.consumed.contains(&frame) {
+            return Err(format!(
+                "frame '{source}' is being replaced in place by a running job (its old partitions are freed as the new ones are made); use it when that job ends"
+            ));
+        }
+        Ok(Some(frame))
     }
 }
 

@@ -5,6 +5,15 @@
 //! inherits the parent's lineage plus the new steps. The frame becomes
 //! visible (complete) only when every partition is held; a failed persist
 //! drops what it loaded, so no partial frame ever looks complete.
+//!
+//! A derived frame that replaces its own parent (an in-place sort, `persist
+//! NAME --as NAME --replace`) frees each parent partition as soon as its
+//! replacement is held, so the old and the new frame never both fill
+//! memory: peak memory is the frame plus what the running tasks make, not
+//! twice the frame. Only when every parent partition can be rebuilt from its
+//! lineage, and not under another running job that reads the parent; new
+//! requests on the parent are refused until the job ends. If it fails, the
+//! freed parent partitions are rebuilt from their lineage.
 
 use stratus_protocol::messages::{LoadInput, PartitionKey, Step, TaskKind, TaskOutput, ToClient};
 
@@ -31,7 +40,7 @@ pub fn plan(
         ));
     }
     at.check_not_reserved(&name)?;
-    if let Some(parent) = at.frames.by_name(&source) {
+    if let Some(parent) = at.frame_named(&source)? {
         let mut own = Vec::new();
         if let Some(columns) = columns {
             own.push(Step::Select(columns));
@@ -49,6 +58,7 @@ pub fn plan(
             scan: None,
         },
         frame: None,
+        consume: None,
     }))
 }
 
@@ -76,6 +86,18 @@ pub struct PersistJob {
     input: Input,
     /// The frame being loaded, once its partitions are planned.
     frame: Option<FrameId>,
+    /// Replacing its own parent: what of it to free as the job goes.
+    consume: Option<Consume>,
+}
+
+/// The parent a derived persist replaces in place, partition by partition.
+#[derive(Debug)]
+struct Consume {
+    parent: FrameId,
+    /// Parent partition of each new partition.
+    source_of: Vec<usize>,
+    /// Parent partitions freed so far.
+    freed: Vec<PartitionKey>,
 }
 
 impl PersistJob {
@@ -97,6 +119,7 @@ impl PersistJob {
                 order,
             },
             frame: None,
+            consume: None,
         })
     }
 
@@ -125,6 +148,15 @@ impl PersistJob {
         let storage = p.storage.clone();
         let frame = cx.new_frame_id();
         let order = order.unwrap_or_else(|| (0..parents.len()).collect());
+        // In place (same name, replaced) and every parent partition
+        // rebuildable: free the parent as the new frame is made.
+        if self.replace && source == self.name && parents.iter().all(|p| p.origin.is_some()) {
+            self.consume = Some(Consume {
+                parent,
+                source_of: order.clone(),
+                freed: Vec::new(),
+            });
+        }
         let mut partitions = Vec::with_capacity(parents.len());
         for (index, parent_index) in order.into_iter().enumerate() {
             let parent_part = parents[parent_index].clone();
@@ -170,6 +202,28 @@ impl PersistJob {
             complete: false,
         });
         self.check_done(cx)
+    }
+
+    /// New partition `key` is held: when replacing the parent in place, free
+    /// the parent partition it was made from (unless another running job
+    /// reads the parent: then the parent goes whole at the end).
+    fn free_replaced(&mut self, cx: &mut JobCx, key: PartitionKey) {
+        let (Some(consume), Some(frame)) = (self.consume.as_mut(), self.frame) else {
+            return;
+        };
+        if key.frame != frame.0 || cx.others_read.reads(consume.parent) {
+            return;
+        }
+        let Some(&index) = consume.source_of.get(key.index as usize) else {
+            return;
+        };
+        let parent_key = PartitionKey {
+            frame: consume.parent.0,
+            index: index as u32,
+        };
+        if cx.frames.consume_partition(cx.cluster, parent_key, cx.out) {
+            consume.freed.push(parent_key);
+        }
     }
 
     /// Every partition held: the frame is complete (replacing the old one of
@@ -226,7 +280,8 @@ impl Job for PersistJob {
     }
 
     fn on_output(&mut self, cx: &mut JobCx, _task: &TaskKind, output: TaskOutput) -> Flow {
-        if matches!(output, TaskOutput::Loaded { .. }) {
+        if let TaskOutput::Loaded { key, .. } = output {
+            self.free_replaced(cx, key);
             return self.check_done(cx);
         }
         let Input::Parquet {
@@ -289,11 +344,36 @@ impl Job for PersistJob {
         }
     }
 
-    /// A failed persist drops what it loaded.
+    /// A failed persist drops what it loaded; parent partitions it freed
+    /// are rebuilt from their lineage.
     fn abort(&mut self, cx: &mut JobCx) {
         if let Some(frame) = self.frame.take() {
             cx.drop_frame(frame);
         }
+        if let Some(consume) = self.consume.take() {
+            let mut rebuild = Vec::new();
+            for key in consume.freed {
+                if let Some(p) = cx.frames.partition_mut(key) {
+                    p.consumed = false;
+                    rebuild.push(key);
+                }
+            }
+            if !rebuild.is_empty() {
+                cx.frame_changed(consume.parent);
+                cx.start_background(Box::new(super::rebuild::RebuildJob::new(rebuild)));
+            }
+        }
+    }
+
+    fn reads_frames(&self) -> Option<Vec<FrameId>> {
+        Some(match &self.input {
+            Input::Parquet { .. } => Vec::new(),
+            Input::Derived { parent, .. } => vec![*parent],
+        })
+    }
+
+    fn consumes_frame(&self) -> Option<FrameId> {
+        self.consume.as_ref().map(|c| c.parent)
     }
 
     fn reserves(&self) -> Option<&str> {

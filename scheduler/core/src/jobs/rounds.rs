@@ -195,6 +195,10 @@ impl Job for Rounds {
     fn reserves(&self) -> Option<&str> {
         self.reduction.reserves()
     }
+
+    fn reads_frames(&self) -> Option<Vec<FrameId>> {
+        Some(vec![self.frame])
+    }
 }
 
 /// Decode the single column of a one-column Arrow IPC stream.

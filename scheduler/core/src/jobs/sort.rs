@@ -394,6 +394,7 @@ impl Sort {
                 loading: None,
                 lost: None,
                 awaiting_holder: false,
+                consumed: false,
             })
             .collect();
         let sorted = Frame {
