@@ -237,6 +237,18 @@ fn steps(source: &str, out: &str) -> Vec<Step> {
             ],
         },
         Step {
+            // In place: each old partition is freed once its sorted one is
+            // held (a fault mid-way rebuilds from lineage).
+            name: "sort ranged in place",
+            prepare: vec![args(&["persist", "isd", "--as", "in_place", "--replace"])],
+            run: args(&["sort", "in_place", "--by", "date"]),
+            answer: vec![
+                args(&["len", "in_place"]),
+                args(&["describe", "in_place", "--json"]),
+                args(&["head", "in_place", "-n", "20", "--columns", "date"]),
+            ],
+        },
+        Step {
             name: "sort with a shuffle (by temperature)",
             prepare: vec![args(&["unpersist", "by_temp"])],
             run: args(&["sort", "isd", "--by", "temperature", "--as", "by_temp"]),
