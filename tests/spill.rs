@@ -140,8 +140,13 @@ fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_wit
     };
 
     // 400,000 rows hold about 68 MB of Arrow buffers: 2 x 17 MB is half.
+    // A shuffle sends 4 MiB of its input at a time (several chunks each).
     let limit: u64 = 17 << 20;
-    let local = start_local(2, &["--memory-limit", &limit.to_string()]);
+    let local = start_local_env(
+        2,
+        &["--memory-limit", &limit.to_string()],
+        &[("STRATUS_WORKER__SHUFFLE_CHUNK_BYTES", "4MiB")],
+    );
     eventually(Duration::from_secs(60), "two workers", || {
         (local.json("api/cluster")["workers"].as_array()?.len() == 2).then_some(())
     });

@@ -4,6 +4,7 @@
 //! the peer endpoint, ours back through the actor). It decides nothing: the
 //! result goes back to the state machine as it came out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -13,6 +14,7 @@ use crate::peer::{Deliver, PeerService};
 use crate::remote::Remote;
 use crate::roots::DataRoots;
 use crate::state::{load, load_each, Computed, Destination, Ready, TaskError, TaskId, Work};
+use crate::store::Part;
 use crate::tasks;
 
 /// Called with a task body's result.
@@ -66,10 +68,25 @@ impl Executor {
                 tag_base,
                 me,
             } => {
-                let ranges =
-                    compute(move || tasks::split_ranges(&load(batches)?, &key, &boundaries_ipc))
+                // A chunk of partitions at a time: split, delivered, dropped,
+                // so the ranges never hold a second copy of the whole share.
+                let (mut rows, mut bytes) = (0u64, 0u64);
+                let boundaries = Arc::new(boundaries_ipc);
+                let chunk_bytes = SHUFFLE_CHUNK_BYTES.load(Ordering::Relaxed);
+                for chunk in shuffle_chunks(batches, chunk_bytes) {
+                    let (key, boundaries) = (key.clone(), boundaries.clone());
+                    let ranges =
+                        compute(move || tasks::split_ranges(&load(chunk)?, &key, &boundaries[..]))
+                            .await?;
+                    let sent = self
+                        .shuffle_send(ranges, owners.clone(), job, tag_base, me)
                         .await?;
-                self.shuffle_send(ranges, owners, job, tag_base, me).await
+                    if let Computed::Output(TaskOutput::Delivered { rows: r, bytes: b }) = sent {
+                        rows += r;
+                        bytes += b;
+                    }
+                }
+                Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
             }
             Work::SendPartitions { parts, to, job, me } => {
                 let parts = compute(move || load_each(parts)).await?;
@@ -316,6 +333,38 @@ impl Executor {
     }
 }
 
+/// Input bytes a shuffle splits and sends at a time (at least one
+/// partition): what the sender holds beyond its partitions while it sends
+/// (setting `shuffle_chunk_bytes`, default 128 MiB).
+static SHUFFLE_CHUNK_BYTES: AtomicU64 = AtomicU64::new(128 << 20);
+
+/// Set the input a shuffle splits and sends at a time.
+pub fn set_shuffle_chunk_bytes(bytes: u64) {
+    SHUFFLE_CHUNK_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// `parts` in consecutive chunks of about `limit` bytes (in RAM, or on disk
+/// for spilled ones), each at least one part.
+pub fn shuffle_chunks(parts: Vec<Part>, limit: u64) -> Vec<Vec<Part>> {
+    let mut chunks: Vec<Vec<Part>> = Vec::new();
+    let mut size = 0u64;
+    for part in parts {
+        let bytes = match &part {
+            Part::Batches(b) => stratus_engine::memory::batches_memory_bytes(b) as u64,
+            Part::Spilled(file) => file.disk_bytes,
+        };
+        match chunks.last_mut() {
+            Some(chunk) if size + bytes <= limit => chunk.push(part),
+            _ => {
+                chunks.push(vec![part]);
+                size = 0;
+            }
+        }
+        size += bytes;
+    }
+    chunks
+}
+
 /// Run a task body on a blocking compute thread.
 async fn compute<T, F>(body: F) -> Result<T, String>
 where
@@ -329,4 +378,32 @@ where
     })
     .await
     .map_err(|e| format!("task panicked: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+
+    fn part(rows: i64) -> Part {
+        let column = Arc::new(Int64Array::from_iter_values(0..rows));
+        Part::Batches(vec![
+            RecordBatch::try_from_iter([("x", column as _)]).unwrap()
+        ])
+    }
+
+    #[test]
+    fn a_shuffle_splits_its_partitions_in_chunks_of_about_the_limit_each_at_least_one() {
+        let one = match &part(1000) {
+            Part::Batches(b) => stratus_engine::memory::batches_memory_bytes(b) as u64,
+            Part::Spilled(_) => unreachable!(),
+        };
+        let sizes = |chunks: Vec<Vec<Part>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        let parts = || (0..5).map(|_| part(1000)).collect::<Vec<_>>();
+        assert_eq!(sizes(shuffle_chunks(parts(), 2 * one)), vec![2, 2, 1]);
+        assert_eq!(sizes(shuffle_chunks(parts(), 100 * one)), vec![5]);
+        // A partition bigger than the limit is a chunk of its own.
+        assert_eq!(sizes(shuffle_chunks(parts(), one / 2)), vec![1, 1, 1, 1, 1]);
+        assert!(shuffle_chunks(Vec::new(), one).is_empty());
+    }
 }

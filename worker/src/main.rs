@@ -125,6 +125,8 @@ struct Settings {
     max_streams_per_connection: u32,
     /// Largest result (head rows, group-by answer, file list) a task sends.
     max_result_bytes: String,
+    /// Input a shuffle splits and sends at a time.
+    shuffle_chunk_bytes: String,
     /// How long a worker that lost its scheduler tries to reconnect.
     reconnect_timeout: String,
     /// Directories tasks may read and write (flags and STRATUS_DATA_ROOTS
@@ -224,6 +226,7 @@ fn settings_shown(cli: &Cli) -> Result<stratus_settings::Loaded<Settings>, Strin
         .default("memory_limit", "auto")
         .default("metrics_address", "127.0.0.1:0")
         .default("max_result_bytes", "64MiB")
+        .default("shuffle_chunk_bytes", "128MiB")
         .default("reconnect_timeout", "5m")
         .default("spill_dir", "")
         .default("spill_limit", "0")
@@ -434,6 +437,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     stratus_protocol::limits::set_max_streams_per_connection(s.max_streams_per_connection);
     stratus_worker::tasks::set_max_result_bytes(
         parse_bytes(&s.max_result_bytes).map_err(|e| anyhow!("max_result_bytes: {e}"))?,
+    );
+    stratus_worker::exec::set_shuffle_chunk_bytes(
+        parse_bytes(&s.shuffle_chunk_bytes).map_err(|e| anyhow!("shuffle_chunk_bytes: {e}"))?,
     );
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
