@@ -12,7 +12,7 @@
 //! Task bodies run on blocking threads; this module waits for the async
 //! requests with the runtime's handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
@@ -30,6 +30,9 @@ const FETCH_AHEAD: usize = 4;
 /// Memory the cached footers may take (decoded metadata); past it the cache
 /// starts over.
 const FOOTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Encoded bytes of a write's uploads on their way at once (past it,
+/// encoding the next partition waits for the oldest uploads).
+const UPLOAD_BYTES_IN_FLIGHT: u64 = 64 << 20;
 
 /// A decoded footer and the ETag of the object it was read from.
 type Footer = (Arc<ParquetMetaData>, Option<String>);
@@ -305,7 +308,9 @@ impl Remote {
     }
 
     /// Encode and upload the files of these partitions; each upload starts
-    /// as soon as its file is encoded.
+    /// as soon as its file is encoded, and encoding waits for the oldest
+    /// uploads while more than [`UPLOAD_BYTES_IN_FLIGHT`] are on their way,
+    /// so a big share is never held encoded all at once.
     pub fn write_parts(
         &self,
         parts: &[(u32, &[RecordBatch])],
@@ -319,9 +324,25 @@ impl Remote {
             job_id: spec.job_id.clone(),
             overwrite: spec.overwrite,
         };
-        let mut uploads: Vec<(StagedFile, JoinHandle<Result<(), String>>)> = Vec::new();
+        let mut uploads: VecDeque<(StagedFile, JoinHandle<Result<(), String>>)> = VecDeque::new();
+        let mut in_flight = 0u64;
+        let mut staged = Vec::new();
         let mut failed = None;
-        for (index, batches) in parts {
+        // Wait for the oldest upload; its file is staged, or the error kept.
+        let settle = |(file, upload): (StagedFile, JoinHandle<Result<(), String>>),
+                      staged: &mut Vec<StagedFile>,
+                      failed: &mut Option<String>| {
+            match self.handle.block_on(upload) {
+                Ok(Ok(())) => staged.push(file),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(format!("{}: upload stopped: {e}", file.final_path));
+                }
+            }
+        };
+        'parts: for (index, batches) in parts {
             let tag = format!("{index:05}");
             let files = match encode_partition(batches, &opts, &tag) {
                 Ok(files) => files,
@@ -338,7 +359,7 @@ impl Remote {
                 };
                 let key = format!("{dir}{rel}");
                 let url = opened.url_of(&key);
-                let staged = StagedFile {
+                let staged_file = StagedFile {
                     temp_path: url.clone(),
                     final_path: url,
                     rows: file.rows,
@@ -346,23 +367,25 @@ impl Remote {
                 };
                 let opened = opened.clone();
                 let data = Bytes::from(file.data);
+                in_flight += staged_file.bytes;
                 let upload = self
                     .handle
                     .spawn(async move { opened.put(&key, data).await.map_err(|e| e.to_string()) });
-                uploads.push((staged, upload));
+                uploads.push_back((staged_file, upload));
+                while in_flight > UPLOAD_BYTES_IN_FLIGHT {
+                    let Some(oldest) = uploads.pop_front() else {
+                        break;
+                    };
+                    in_flight -= oldest.0.bytes;
+                    settle(oldest, &mut staged, &mut failed);
+                    if failed.is_some() {
+                        break 'parts;
+                    }
+                }
             }
         }
-        let mut staged = Vec::with_capacity(uploads.len());
-        for (file, upload) in uploads {
-            match self.handle.block_on(upload) {
-                Ok(Ok(())) => staged.push(file),
-                Ok(Err(e)) => {
-                    failed.get_or_insert(e);
-                }
-                Err(e) => {
-                    failed.get_or_insert(format!("{}: upload stopped: {e}", file.final_path));
-                }
-            }
+        for upload in uploads {
+            settle(upload, &mut staged, &mut failed);
         }
         match failed {
             Some(e) => Err(e),
