@@ -400,9 +400,9 @@ fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
-#[test]
-fn every_step_gives_the_same_answer_under_every_fault() {
-    let seed: u64 = std::env::var("STRATUS_FAULT_SEED")
+/// The seed of this run: `STRATUS_FAULT_SEED`, else the clock.
+fn seed() -> u64 {
+    std::env::var("STRATUS_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -410,105 +410,219 @@ fn every_step_gives_the_same_answer_under_every_fault() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         })
-        | 1;
-    eprintln!("fault matrix: seed {seed} (replay with STRATUS_FAULT_SEED={seed})");
-    let mut rng = Rng(seed);
+        | 1
+}
 
-    let data = TempDir::new("matrix-data");
-    stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
-        rows: 1_000_000,
-        out: data.path().join("isd"),
-        seed: 17,
-    })
-    .unwrap();
-    let source = data.path().join("isd").display().to_string();
-    let out = data.path().join("out").display().to_string();
-    let local = start_local_env(
-        3,
-        &[],
-        &[("STRATUS_SCHEDULER__HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT)],
-    );
-    eventually(Duration::from_secs(60), "three workers", || {
-        (workers(&local).len() == 3).then_some(())
-    });
+/// A 3-worker cluster over 1 M sample rows, with every step's answer
+/// without a fault and how long it took.
+struct Bench {
+    local: Local,
+    steps: Vec<Step>,
+    expected: Vec<(Vec<String>, Duration)>,
+    _data: TempDir,
+}
 
-    let steps = steps(&source, &out);
-    // The answers without a fault, and how long each step took.
-    let mut expected = Vec::new();
-    for step in &steps {
-        let start = Instant::now();
-        let answers = run(&local, step)
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", step.name, local.log_tail()));
-        expected.push((answers, start.elapsed()));
+impl Bench {
+    fn start() -> Bench {
+        let data = TempDir::new("matrix-data");
+        stratus_engine::datagen::generate_isd(&stratus_engine::datagen::DatagenOptions {
+            rows: 1_000_000,
+            out: data.path().join("isd"),
+            seed: 17,
+        })
+        .unwrap();
+        let source = data.path().join("isd").display().to_string();
+        let out = data.path().join("out").display().to_string();
+        let local = start_local_env(
+            3,
+            &[],
+            &[("STRATUS_SCHEDULER__HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT)],
+        );
+        eventually(Duration::from_secs(60), "three workers", || {
+            (workers(&local).len() == 3).then_some(())
+        });
+        let steps = steps(&source, &out);
+        let mut expected = Vec::new();
+        for step in &steps {
+            let start = Instant::now();
+            let answers = run(&local, step)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", step.name, local.log_tail()));
+            expected.push((answers, start.elapsed()));
+        }
+        Bench {
+            local,
+            steps,
+            expected,
+            _data: data,
+        }
     }
 
-    let mut report = Vec::new();
+    /// Run step `index` with `fault` (None: no fault) injected into a
+    /// random worker at a random moment; the line for the report, or why
+    /// the answer differs.
+    fn case(
+        &self,
+        index: usize,
+        fault: Option<Fault>,
+        rng: &mut Rng,
+        seed: u64,
+    ) -> Result<String, String> {
+        let (local, step) = (&self.local, &self.steps[index]);
+        let (answers, took) = &self.expected[index];
+        settled(local);
+        let victims = workers(local);
+        let (victim, pid) = victims[(rng.next() % victims.len() as u64) as usize].clone();
+        // A moment within the step as it ran without a fault (loss, which
+        // lasts to the step's end, starts in its first third).
+        let at = match fault {
+            Some(Fault::Loss) => took.mul_f64(0.3 * rng.unit()),
+            _ => took.mul_f64(0.1 + 0.7 * rng.unit()),
+        };
+        let label = fault.map_or("NoFault".to_string(), |f| format!("{f:?}"));
+        let case = format!(
+            "{label} of {victim} {:.0} ms into '{}' (seed {seed})",
+            at.as_secs_f64() * 1000.0,
+            step.name
+        );
+        eprintln!("fault matrix: {case}");
+        let injector = std::thread::spawn(move || {
+            std::thread::sleep(at);
+            match fault {
+                Some(Fault::Kill) => kill9(pid),
+                Some(Fault::Stop) => {
+                    signal(pid, libc::SIGSTOP);
+                    std::thread::sleep(STOPPED);
+                    signal(pid, libc::SIGCONT);
+                }
+                Some(Fault::Loss) => return Some(PacketLoss::start(pid)),
+                None => {}
+            }
+            None
+        });
+        let start = Instant::now();
+        let got = run(local, step);
+        let took_now = start.elapsed();
+        // The loss lasts to the end of the step.
+        let loss = injector.join().unwrap();
+        let dropped = loss.as_ref().map(PacketLoss::dropped);
+        drop(loss);
+        let got = got.map_err(|e| format!("{case}: {e}\n{}", local.log_tail()))?;
+        for (want, have) in answers.iter().zip(&got) {
+            same_answer(want, have).map_err(|diff| format!("{case}: another answer\n{diff}"))?;
+        }
+        let landed = if took_now > at { "during" } else { "after" };
+        let dropped = dropped.map_or(String::new(), |n| format!(", {n} datagrams dropped"));
+        Ok(format!(
+            "{label} {:<42} {:>6.0} ms in ({landed} the step), {:.2} s vs {:.2} s{dropped}: same answer",
+            step.name,
+            at.as_secs_f64() * 1000.0,
+            took_now.as_secs_f64(),
+            took.as_secs_f64()
+        ))
+    }
+
+    /// Resident set size of the cluster's processes (scheduler, nanny and
+    /// workers: every descendant of `stratus local`), in bytes.
+    fn rss(&self) -> u64 {
+        let mut total = 0;
+        let mut pending = vec![self.local.child.id()];
+        while let Some(pid) = pending.pop() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024;
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        total
+    }
+}
+
+/// The faults this run can inject (`STRATUS_FAULTS=kill,stop,loss` keeps
+/// only those: a replay).
+fn faults() -> Vec<Fault> {
     let mut faults = vec![Fault::Kill, Fault::Stop];
     if can_drop_packets() {
         faults.push(Fault::Loss);
     } else {
         eprintln!("SKIPPED packet loss: needs root and nft (CI has both)");
     }
-    // STRATUS_FAULTS=kill,stop,loss runs only those (a replay).
     if let Ok(only) = std::env::var("STRATUS_FAULTS") {
         faults.retain(|f| {
             only.split(',')
                 .any(|o| o.trim().eq_ignore_ascii_case(&format!("{f:?}")))
         });
     }
-    for fault in faults {
-        for (step, (answers, took)) in steps.iter().zip(&expected) {
-            settled(&local);
-            let victims = workers(&local);
-            let (victim, pid) = victims[(rng.next() % victims.len() as u64) as usize].clone();
-            // A moment within the step as it ran without a fault (loss, which
-            // lasts to the step's end, starts in its first third).
-            let at = match fault {
-                Fault::Loss => took.mul_f64(0.3 * rng.unit()),
-                _ => took.mul_f64(0.1 + 0.7 * rng.unit()),
-            };
-            let case = format!(
-                "{fault:?} of {victim} {:.0} ms into '{}' (seed {seed})",
-                at.as_secs_f64() * 1000.0,
-                step.name
+    faults
+}
+
+#[test]
+fn every_step_gives_the_same_answer_under_every_fault() {
+    let seed = seed();
+    eprintln!("fault matrix: seed {seed} (replay with STRATUS_FAULT_SEED={seed})");
+    let mut rng = Rng(seed);
+    let bench = Bench::start();
+    let mut report = Vec::new();
+    for fault in faults() {
+        for index in 0..bench.steps.len() {
+            report.push(
+                bench
+                    .case(index, Some(fault), &mut rng, seed)
+                    .unwrap_or_else(|e| panic!("{e}")),
             );
-            eprintln!("fault matrix: {case}");
-            let injector = std::thread::spawn(move || {
-                std::thread::sleep(at);
-                match fault {
-                    Fault::Kill => kill9(pid),
-                    Fault::Stop => {
-                        signal(pid, libc::SIGSTOP);
-                        std::thread::sleep(STOPPED);
-                        signal(pid, libc::SIGCONT);
-                    }
-                    Fault::Loss => return Some(PacketLoss::start(pid)),
-                }
-                None
-            });
-            let start = Instant::now();
-            let got = run(&local, step);
-            let took_now = start.elapsed();
-            // The loss lasts to the end of the step.
-            let loss = injector.join().unwrap();
-            let dropped = loss.as_ref().map(PacketLoss::dropped);
-            drop(loss);
-            let got = got.unwrap_or_else(|e| panic!("{case}: {e}\n{}", local.log_tail()));
-            for (want, have) in answers.iter().zip(&got) {
-                if let Err(diff) = same_answer(want, have) {
-                    panic!("{case}: another answer\n{diff}");
-                }
-            }
-            let landed = if took_now > at { "during" } else { "after" };
-            let dropped = dropped.map_or(String::new(), |n| format!(", {n} datagrams dropped"));
-            report.push(format!(
-                "{fault:?} {:<42} {:>6.0} ms in ({landed} the step), {:.2} s vs {:.2} s{dropped}: same answer",
-                step.name,
-                at.as_secs_f64() * 1000.0,
-                took_now.as_secs_f64(),
-                took.as_secs_f64()
-            ));
         }
     }
     eprintln!("fault matrix (seed {seed}):\n{}", report.join("\n"));
+}
+
+/// The soak (`scripts/soak`, not in CI): random steps, each with a random
+/// fault or none, for `STRATUS_SOAK_MINUTES` (default 30) on one cluster;
+/// it prints the cluster's RSS over time and fails on any other answer.
+#[test]
+#[ignore = "a long soak: scripts/soak runs it"]
+fn soak() {
+    let minutes: f64 = std::env::var("STRATUS_SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(30.0);
+    let seed = seed();
+    eprintln!("soak: {minutes} minutes, seed {seed} (replay with STRATUS_FAULT_SEED={seed})");
+    let mut rng = Rng(seed);
+    let bench = Bench::start();
+    let faults = faults();
+    let start = Instant::now();
+    let (mut cases, mut peak) = (0u64, 0u64);
+    let first_rss = bench.rss();
+    while start.elapsed().as_secs_f64() < minutes * 60.0 {
+        let index = (rng.next() % bench.steps.len() as u64) as usize;
+        // One case in four runs without a fault.
+        let pick = rng.next() % (faults.len() as u64 + faults.len().div_ceil(3) as u64);
+        let fault = faults.get(pick as usize).copied();
+        let line = bench
+            .case(index, fault, &mut rng, seed)
+            .unwrap_or_else(|e| panic!("soak case {cases}: {e}"));
+        cases += 1;
+        let rss = bench.rss();
+        peak = peak.max(rss);
+        eprintln!(
+            "soak {:>7.1} s  case {cases:>4}  cluster RSS {:>7.1} MiB  {line}",
+            start.elapsed().as_secs_f64(),
+            rss as f64 / (1 << 20) as f64
+        );
+    }
+    eprintln!(
+        "soak done: {cases} cases in {:.1} min, every answer the same; cluster RSS {:.1} MiB at the start, {:.1} MiB at the end, {:.1} MiB at most (seed {seed})",
+        start.elapsed().as_secs_f64() / 60.0,
+        first_rss as f64 / (1 << 20) as f64,
+        bench.rss() as f64 / (1 << 20) as f64,
+        peak as f64 / (1 << 20) as f64
+    );
 }
