@@ -185,6 +185,20 @@ fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_wit
                 && metric_value(&metrics, "stratus_worker_spill_bytes_read_total") > 0.0,
             "spill and unspill counters move:\n{metrics}"
         );
+        // The worker measured what its loads allocated (the counting
+        // allocator is installed): at least their partitions' bytes.
+        let loads = metric_value(
+            &metrics,
+            "stratus_worker_task_peak_working_bytes_count{kind=\"load\"}",
+        );
+        let load_bytes = metric_value(
+            &metrics,
+            "stratus_worker_task_peak_working_bytes_sum{kind=\"load\"}",
+        );
+        assert!(
+            loads > 0.0 && load_bytes / loads > 100_000.0,
+            "loads measured: {loads} tasks, {load_bytes} bytes\n{metrics}"
+        );
     }
     let spill_dir = local.dir.path().join("data").join("spill");
     assert!(!spill_files(&spill_dir).is_empty());

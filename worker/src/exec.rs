@@ -18,7 +18,14 @@ use crate::store::Part;
 use crate::tasks;
 
 /// Called with a task body's result.
-pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, TaskError>) + Send + Sync>;
+/// A task's id, result, and the most it allocated at once (its working
+/// memory, [`crate::working`]).
+pub type OnDone = Arc<dyn Fn(TaskId, Result<Computed, TaskError>, u64) + Send + Sync>;
+
+tokio::task_local! {
+    /// The most a task's compute steps allocated at once, so far.
+    static TASK_PEAK: std::cell::Cell<u64>;
+}
 
 /// What task bodies need from the outside world.
 #[derive(Clone)]
@@ -40,11 +47,12 @@ impl Executor {
     /// Run a ready task in the background; its result goes to `done`.
     pub fn start(&self, ready: Ready) {
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(TASK_PEAK.scope(std::cell::Cell::new(0), async move {
             let Ready { id, work, storage } = ready;
             let result = this.run(work, storage).await;
-            (this.done)(id, result);
-        });
+            let peak = TASK_PEAK.with(std::cell::Cell::get);
+            (this.done)(id, result, peak);
+        }));
     }
 
     /// A task that delivers to mailboxes computes, then delivers (its
@@ -371,13 +379,18 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, String> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
+    let (result, peak) = tokio::task::spawn_blocking(move || {
         // A panic in a task body fails the task, not the worker.
         let _recoverable = crate::panics::Recoverable::enter();
-        body()
+        let window = crate::working::Window::open();
+        let result = body();
+        (result, window.peak())
     })
     .await
-    .map_err(|e| format!("task panicked: {e}"))?
+    .map_err(|e| format!("task panicked: {e}"))?;
+    // Outside a task (a test calling a body directly) there is no peak to keep.
+    let _ = TASK_PEAK.try_with(|p| p.set(p.get().max(peak)));
+    result
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! - [`drain`]: SIGTERM asks the scheduler to retire the worker;
 //! - [`peer`]: worker-to-worker data (deliveries into mailboxes);
 //! - [`roots`]: the data roots, the only directories tasks read and write;
-//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint;
+//! - [`working`]: what a task allocates while it runs (a counting allocator).
 
 pub mod drain;
 pub mod exec;
@@ -27,3 +28,4 @@ pub mod spill;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod working;

@@ -19,8 +19,11 @@ use stratus_worker::node::{run, WorkerConfig};
 use stratus_worker::peer::{TlsConfig, TlsConfigHandle};
 use stratus_worker::store::SpillPolicy;
 
+/// mimalloc, counting what each compute thread allocates (a task's working
+/// memory, see `stratus_worker::working`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: stratus_worker::working::Counting<mimalloc::MiMalloc> =
+    stratus_worker::working::Counting(mimalloc::MiMalloc);
 
 /// Command line of `stratus-worker` (Dask's shapes).
 #[derive(Parser, Debug, Clone)]

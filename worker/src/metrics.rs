@@ -28,6 +28,20 @@ use stratus_protocol::STRATUS_VERSION;
 use crate::store::Store;
 
 /// Buckets of task durations: 1 ms to 60 s.
+/// Buckets of a task's working memory, in bytes (64 KiB to 16 GiB).
+const WORKING_BYTES: [f64; 10] = [
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+    17179869184.0,
+];
+
 const TASK_SECONDS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -60,6 +74,7 @@ pub struct WorkerMetrics {
     tasks: IntGaugeVec,
     completed: IntCounterVec,
     task_seconds: HistogramVec,
+    task_peak_working: HistogramVec,
     /// Tasks received and not yet ended: their kind and when they arrived.
     in_flight: Mutex<HashMap<u64, (&'static str, Instant)>>,
     connections: ConnectionTracker,
@@ -80,6 +95,7 @@ pub struct WorkerMetrics {
     spilled_partitions: IntGauge,
     paused: IntGauge,
     parked_deliveries: IntGauge,
+    task_working: IntGauge,
     spill_written: IntCounter,
     spill_read: IntCounter,
     spill_failures: IntCounter,
@@ -155,7 +171,7 @@ impl WorkerMetrics {
             memory_used: gauge(
                 &registry,
                 "stratus_worker_memory_used_bytes",
-                "Memory counted against the limit: the Arrow buffers of persisted partitions and of data peers delivered for running jobs.",
+                "Memory counted against the limit: the Arrow buffers of persisted partitions and of data peers delivered for running jobs, and the working memory reserved by running tasks.",
             ),
             persisted_partitions: gauge(
                 &registry,
@@ -176,6 +192,11 @@ impl WorkerMetrics {
                 &registry,
                 "stratus_worker_spilled_partitions",
                 "Persisted partitions this worker holds on disk only.",
+            ),
+            task_working: gauge(
+                &registry,
+                "stratus_worker_task_working_bytes",
+                "Working memory reserved by running tasks (estimated per kind from what earlier tasks allocated at most).",
             ),
             parked_deliveries: gauge(
                 &registry,
@@ -221,6 +242,18 @@ impl WorkerMetrics {
                         "Tasks this worker ended, by kind and outcome (ok, failed, cancelled).",
                     ),
                     &["kind", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            task_peak_working: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "stratus_worker_task_peak_working_bytes",
+                        "The most a task's body allocated at once (its working memory), by kind.",
+                    )
+                    .buckets(WORKING_BYTES.to_vec()),
+                    &["kind"],
                 )
                 .expect("valid metric"),
             ),
@@ -309,6 +342,16 @@ impl WorkerMetrics {
         self.set_task_gauges(in_flight.len());
     }
 
+    /// Task `id`'s body ended having allocated `bytes` at most at once.
+    pub fn task_worked(&self, id: u64, bytes: u64) {
+        let kind = self.in_flight().get(&id).map(|(kind, _)| *kind);
+        if let Some(kind) = kind {
+            self.task_peak_working
+                .with_label_values(&[kind])
+                .observe(bytes as f64);
+        }
+    }
+
     /// Task `id` ended (a task not seen arriving is ignored).
     pub fn task_ended(&self, id: u64, outcome: TaskOutcome) {
         let mut in_flight = self.in_flight();
@@ -336,7 +379,7 @@ impl WorkerMetrics {
     /// Read what the store holds.
     pub fn observe_store(&self, store: &Store) {
         self.memory_used
-            .set((store.used() + store.in_flight()) as i64);
+            .set((store.used() + store.in_flight() + store.working()) as i64);
         self.persisted_bytes
             .set((store.used() + store.spilled()) as i64);
         self.persisted_partitions.set(store.len() as i64);
@@ -345,6 +388,7 @@ impl WorkerMetrics {
             .set(store.spilled_partitions() as i64);
         self.paused.set(i64::from(store.paused()));
         self.parked_deliveries.set(store.parked() as i64);
+        self.task_working.set(store.working() as i64);
     }
 
     /// A spill file of `bytes` was written.

@@ -75,10 +75,14 @@ pub struct WorkerActor {
 impl WorkerActor {
     /// Hand `event` to the state machine and carry out its commands.
     fn feed(&mut self, event: Event) {
-        if let Event::Run(tasks) = &event {
-            for task in tasks {
-                self.metrics.task_started(task.id, &task.kind);
+        match &event {
+            Event::Run(tasks) => {
+                for task in tasks {
+                    self.metrics.task_started(task.id, &task.kind);
+                }
             }
+            Event::TaskDone { id, working, .. } => self.metrics.task_worked(*id, *working),
+            _ => {}
         }
         let commands = self.state.handle(event);
         self.metrics.observe_store(self.state.store());
@@ -418,9 +422,13 @@ pub async fn run(config: WorkerConfig) -> Result<(), ProtocolError> {
                     tokio::runtime::Handle::current(),
                 )),
                 local: deliver_weak(me),
-                done: Arc::new(move |id, result| {
+                done: Arc::new(move |id, result, working| {
                     if let Some(actor) = done_to.upgrade() {
-                        actor.do_send(Input(Event::TaskDone { id, result }));
+                        actor.do_send(Input(Event::TaskDone {
+                            id,
+                            result,
+                            working,
+                        }));
                     }
                 }),
             },

@@ -147,6 +147,8 @@ pub struct Store {
     in_flight_spilling: u64,
     /// Spill files of deliveries a task took: deleted when it ends.
     taken: Vec<SpillFile>,
+    /// Working memory reserved by running tasks.
+    working: u64,
     /// Deliveries waiting for room, oldest first, and their bytes.
     parked: VecDeque<Parked>,
     parked_bytes: u64,
@@ -189,6 +191,7 @@ impl Store {
             in_flight: 0,
             in_flight_spilling: 0,
             taken: Vec::new(),
+            working: 0,
             parked: VecDeque::new(),
             parked_bytes: 0,
             parked_answers: Vec::new(),
@@ -206,6 +209,30 @@ impl Store {
     /// parked until there is room.
     pub fn in_flight(&self) -> u64 {
         self.in_flight + self.parked_bytes
+    }
+
+    /// Working memory reserved by running tasks.
+    pub fn working(&self) -> u64 {
+        self.working
+    }
+
+    /// Reserve working memory for a task that starts.
+    pub fn reserve_working(&mut self, bytes: u64) {
+        self.working += bytes;
+    }
+
+    /// Give back a task's working memory.
+    pub fn release_working(&mut self, bytes: u64) {
+        self.working = self.working.saturating_sub(bytes);
+    }
+
+    /// Whether a task needing `bytes` of working memory fits now: next to
+    /// the deliveries in RAM, the other tasks' working memory and, when
+    /// spilling can not make room, the partitions in RAM (when it can, they
+    /// go to disk for it, as Spark's execution memory evicts storage).
+    pub fn has_room_for(&self, bytes: u64) -> bool {
+        let resident = if self.can_spill() { 0 } else { self.used };
+        self.limit == 0 || resident + self.in_flight() + self.working + bytes <= self.limit
     }
 
     /// Deliveries parked until there is room.
@@ -236,7 +263,8 @@ impl Store {
     pub fn paused(&self) -> bool {
         match self.spill {
             Some(policy) if self.limit > 0 && self.spilling + self.in_flight_spilling > 0 => {
-                (self.used + self.in_flight()) as f64 > policy.pause * self.limit as f64
+                (self.used + self.in_flight() + self.working) as f64
+                    > policy.pause * self.limit as f64
             }
             _ => false,
         }
@@ -526,10 +554,12 @@ impl Store {
             return Vec::new();
         }
         let target = (policy.target * self.limit as f64) as u64;
-        // Parked deliveries count: room for them is made by spilling others.
+        // Parked deliveries and tasks' working memory count: room for them
+        // is made by spilling.
         let staying = (self.used - self.spilling)
             + (self.in_flight - self.in_flight_spilling)
-            + self.parked_bytes;
+            + self.parked_bytes
+            + self.working;
         if staying <= target {
             return Vec::new();
         }

@@ -24,6 +24,7 @@
 //! - every task that is not cancelled is reported exactly once, finished or
 //!   failed; a heartbeat says the memory held and the tasks on the worker.
 
+mod estimate;
 mod work;
 
 #[cfg(test)]
@@ -138,6 +139,8 @@ pub enum Event {
     TaskDone {
         id: TaskId,
         result: Result<Computed, TaskError>,
+        /// The most its body allocated at once (0: not measured).
+        working: u64,
     },
     /// Time to tell the scheduler we are alive.
     Tick,
@@ -173,7 +176,8 @@ pub enum Command {
     Report(TaskReport),
     /// Tell the scheduler we are alive.
     Heartbeat {
-        /// Bytes the store holds (partitions and mailboxes).
+        /// Bytes the worker holds in RAM: partitions, mailboxes and the
+        /// working memory reserved by running tasks.
         memory_used: u64,
         /// Tasks on this worker: running, or waiting for a compute thread.
         running: u32,
@@ -220,6 +224,10 @@ pub struct WorkerState {
     cancelled: HashSet<TaskId>,
     /// Spill files of deliveries a task took, deleted when it ends.
     task_files: HashMap<TaskId, Vec<SpillFile>>,
+    /// What tasks are expected to work in.
+    estimates: estimate::Estimates,
+    /// Running tasks' working memory reservations: kind, input, bytes.
+    reservations: HashMap<TaskId, (&'static str, u64, u64)>,
 }
 
 impl WorkerState {
@@ -234,6 +242,8 @@ impl WorkerState {
             running: HashSet::new(),
             cancelled: HashSet::new(),
             task_files: HashMap::new(),
+            estimates: estimate::Estimates::default(),
+            reservations: HashMap::new(),
         }
     }
 
@@ -278,14 +288,19 @@ impl WorkerState {
                     out.push(Command::Answer { ticket, result });
                 }
             }
-            Event::TaskDone { id, result } => {
+            Event::TaskDone {
+                id,
+                result,
+                working,
+            } => {
+                self.learn(id, working);
                 self.done(id, result, &mut out);
                 self.start_waiting(&mut out);
             }
             Event::Tick => {
                 self.store.tick();
                 out.push(Command::Heartbeat {
-                    memory_used: self.store.used() + self.store.in_flight(),
+                    memory_used: self.store.used() + self.store.in_flight() + self.store.working(),
                     running: (self.running.len() + self.waiting.len()) as u32,
                     spilled: self.store.spilled(),
                     paused: self.store.paused(),
@@ -372,17 +387,36 @@ impl WorkerState {
     fn start_waiting(&mut self, out: &mut Vec<Command>) {
         while self.running.len() < self.nthreads {
             let paused = self.store.paused();
-            let Some(at) = self
-                .waiting
-                .iter()
-                .position(|ready| !(paused && ready.work.adds_data()))
-            else {
+            // The first task that may start: not one that adds data while
+            // paused, and one whose working memory fits (when nothing runs,
+            // the first goes anyway: waiting would free nothing).
+            let alone = self.running.is_empty();
+            let Some(at) = self.waiting.iter().position(|ready| {
+                !(paused && ready.work.adds_data())
+                    && (alone
+                        || self
+                            .store
+                            .has_room_for(self.estimates.estimate(&ready.work)))
+            }) else {
                 break;
             };
             let ready = self.waiting.remove(at).expect("position in range");
+            let (label, units) = (ready.work.label(), ready.work.input_size());
+            let reserved = self.estimates.for_kind(label, units);
+            self.store.reserve_working(reserved);
+            self.reservations.insert(ready.id, (label, units, reserved));
             self.waiting_ids.remove(&ready.id);
             self.running.insert(ready.id);
             out.push(Command::Execute(Box::new(ready)));
+        }
+    }
+
+    /// A task body ended having worked in `working` bytes at most: its
+    /// reservation goes, and the estimate for its kind learns from it.
+    fn learn(&mut self, id: TaskId, working: u64) {
+        if let Some((label, units, reserved)) = self.reservations.remove(&id) {
+            self.store.release_working(reserved);
+            self.estimates.observe(label, units, working);
         }
     }
 

@@ -146,6 +146,7 @@ fn hold(state: &mut WorkerState, id: TaskId, key: PartitionKey, batches: Vec<Rec
     let started = state.handle(Event::Run(vec![load(id, key)]));
     assert_eq!(executed(&started), vec![id]);
     let done = state.handle(Event::TaskDone {
+        working: 0,
         id,
         result: Ok(Computed::Loaded {
             key,
@@ -179,6 +180,7 @@ fn answer(commands: Vec<Command>) -> Result<(), String> {
 
 fn finished(id: TaskId) -> Event {
     Event::TaskDone {
+        working: 0,
         id,
         result: Ok(Computed::Output(TaskOutput::Ok)),
     }
@@ -205,6 +207,7 @@ fn runs_at_most_nthreads_and_queues_the_rest_in_order() {
     );
     assert_eq!(executed(&out), vec![3]);
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 1,
         result: Err("disk on fire".into()),
     });
@@ -275,6 +278,7 @@ fn a_cancelled_running_task_is_not_reported_and_keeps_nothing() {
     assert!(state.handle(Event::Cancel(vec![1])).is_empty());
     assert_eq!(heartbeat(&mut state), (0, 2));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 1,
         result: Ok(Computed::Loaded {
             fetched: 0,
@@ -295,6 +299,7 @@ fn a_cancelled_running_task_is_not_reported_and_keeps_nothing() {
     state.handle(Event::Run(vec![list(3)]));
     state.handle(Event::Cancel(vec![3]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 3,
         result: Err("gone".into()),
     });
@@ -312,6 +317,7 @@ fn loads_over_the_memory_limit_are_refused() {
     hold(&mut state, 2, key(1, 1), vec![batch(1000)]);
     state.handle(Event::Run(vec![load(3, key(1, 2))]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 3,
         result: Ok(Computed::Loaded {
             fetched: 0,
@@ -355,6 +361,7 @@ fn a_shuffle_keeps_all_its_ranges_or_none() {
     };
     state.handle(Event::Run(vec![collect(1)]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 1,
         result: Ok(Computed::LoadedMany(ranges())),
     });
@@ -366,6 +373,7 @@ fn a_shuffle_keeps_all_its_ranges_or_none() {
     let mut state = worker(1, 0);
     state.handle(Event::Run(vec![collect(2)]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 2,
         result: Ok(Computed::LoadedMany(ranges())),
     });
@@ -405,6 +413,7 @@ fn deliveries_count_against_the_limit_and_late_ones_are_refused() {
     // A load that would not fit next to the mailbox is refused too.
     state.handle(Event::Run(vec![load(2, key(1, 1))]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 2,
         result: Ok(Computed::Loaded {
             fetched: 0,
@@ -651,6 +660,7 @@ fn a_delivery_that_could_not_reach_its_peer_reports_that_peer() {
     let mut state = worker(1, 0);
     state.handle(Event::Run(vec![list(1)]));
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 1,
         result: Err(TaskError::unreachable(
             7,
@@ -693,6 +703,7 @@ fn spill_file(name: &str) -> crate::spill::SpillFile {
 fn hold_cmds(state: &mut WorkerState, id: TaskId, key: PartitionKey) -> Vec<Command> {
     state.handle(Event::Run(vec![load(id, key)]));
     state.handle(Event::TaskDone {
+        working: 0,
         id,
         result: Ok(Computed::Loaded {
             key,
@@ -904,6 +915,7 @@ fn deliveries_spill_after_partitions_and_their_files_go_when_the_task_that_took_
     assert_eq!(state.store().in_flight(), 0);
     // Its file goes when the task ends, not before.
     let out = state.handle(Event::TaskDone {
+        working: 0,
         id: 9,
         result: Ok(Computed::LoadedMany(vec![])),
     });
@@ -1024,4 +1036,68 @@ fn a_parked_delivery_is_refused_when_spilling_fails_its_job_ends_or_the_schedule
         "{got:?}"
     );
     assert_eq!(state.store().in_flight(), 0);
+}
+
+fn derive(id: u64, from: PartitionKey, to: PartitionKey) -> TaskAssignment {
+    TaskAssignment {
+        storage: Default::default(),
+        id,
+        kind: TaskKind::Load {
+            key: to,
+            input: LoadInput::Persisted(from),
+            columns: None,
+            steps: vec![],
+        },
+    }
+}
+
+fn done_working(id: TaskId, working: u64) -> Event {
+    Event::TaskDone {
+        id,
+        result: Ok(Computed::Output(TaskOutput::Ok)),
+        working,
+    }
+}
+
+#[test]
+fn running_tasks_reserve_working_memory_learned_from_what_earlier_ones_allocated() {
+    let one = one();
+    // Two threads; a limit of 3.5 partitions, 2 of them held.
+    let mut state = worker(2, one * 7 / 2);
+    hold(&mut state, 1, key(1, 0), vec![batch(1000)]);
+    hold(&mut state, 2, key(1, 1), vec![batch(1000)]);
+    // A derive copies its input (the prior): it reserves one partition, and
+    // a second derive does not fit beside it, so it waits.
+    let out = state.handle(Event::Run(vec![
+        derive(3, key(1, 0), key(2, 0)),
+        derive(4, key(1, 1), key(2, 1)),
+    ]));
+    assert_eq!(executed(&out), vec![3]);
+    assert_eq!(state.store().working(), one);
+    assert_eq!(heartbeat(&mut state), (3 * one, 2));
+    // The first one worked in half a partition: its reservation goes, and
+    // derives are now expected to need about that (the estimate falls
+    // slowly: 0.7 x 1 + 0.3 x 0.5 of the input), so the second fits.
+    let out = state.handle(done_working(3, one / 2));
+    assert_eq!(executed(&out), vec![4]);
+    assert_eq!(state.store().working(), one * 85 / 100);
+    let out = state.handle(done_working(4, 2 * one));
+    assert!(executed(&out).is_empty());
+    // Bigger than expected: the estimate rises at once.
+    assert_eq!(state.store().working(), 0);
+    let out = state.handle(Event::Run(vec![derive(5, key(1, 0), key(2, 2))]));
+    assert_eq!(executed(&out), vec![5]);
+    assert_eq!(state.store().working(), 2 * one);
+}
+
+#[test]
+fn a_task_alone_starts_whatever_its_estimate_and_the_reservation_makes_partitions_spill() {
+    let one = one();
+    let mut state = spilling_worker(1, one * 5 / 2);
+    hold_cmds(&mut state, 1, key(1, 0));
+    // A derive of the held partition needs 1 more: with 2 in RAM of a 2.5
+    // limit (target 1.5), the least recently used partition spills for it.
+    let out = state.handle(Event::Run(vec![derive(2, key(1, 0), key(2, 0))]));
+    assert_eq!(executed(&out), vec![2]);
+    assert_eq!(spills(&out), vec![(key(1, 0), 1000)], "{out:?}");
 }

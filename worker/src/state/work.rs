@@ -168,6 +168,72 @@ pub enum Work {
 }
 
 impl Work {
+    /// The kind of work, for what it is learned to need.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Work::ListFiles { .. } => "list_files",
+            Work::ReadFooters { .. } => "read_footers",
+            Work::Load { .. } => "load",
+            Work::Derive { .. } => "derive",
+            Work::GroupByPartial { .. } => "groupby_partial",
+            Work::GroupByMerge { .. } => "groupby_merge",
+            Work::GroupByFinal { .. } => "groupby_final",
+            Work::PrepareWrite { .. } => "prepare_write",
+            Work::WriteParts { .. } => "write_parts",
+            Work::CommitWrite { .. } => "commit_write",
+            Work::AbortWrite { .. } => "abort_write",
+            Work::SortSample { .. } => "sort_sample",
+            Work::ShuffleSend { .. } => "shuffle_send",
+            Work::ShuffleCollect { .. } => "shuffle_collect",
+            Work::RebuildRanges { .. } => "rebuild_ranges",
+            Work::Reduce { .. } => "reduce",
+            Work::HeadParquet { .. } => "head_parquet",
+            Work::HeadOf { .. } => "head",
+            Work::SendPartitions { .. } => "send_partitions",
+            Work::Adopt { .. } => "adopt",
+        }
+    }
+
+    /// How much input the task has, in the unit its working memory scales
+    /// with: rows for what reads Parquet, else bytes of the held input (in
+    /// RAM, or on disk when spilled).
+    pub fn input_size(&self) -> u64 {
+        fn parts(parts: &[Part]) -> u64 {
+            parts
+                .iter()
+                .map(|p| match p {
+                    Part::Batches(b) => stratus_engine::memory::batches_memory_bytes(b) as u64,
+                    Part::Spilled(file) => file.disk_bytes,
+                })
+                .sum()
+        }
+        fn keyed<K>(each: &[(K, Parts)]) -> u64 {
+            each.iter().map(|(_, p)| parts(p)).sum()
+        }
+        match self {
+            Work::Load { input, .. } | Work::HeadParquet { input, .. } => input.rows,
+            Work::RebuildRanges { sources, .. } => sources.iter().map(|s| s.partition.rows).sum(),
+            Work::Derive { batches, .. }
+            | Work::GroupByPartial { batches, .. }
+            | Work::ShuffleSend { batches, .. }
+            | Work::Reduce { batches, .. }
+            | Work::HeadOf { batches, .. } => parts(batches),
+            Work::GroupByMerge { partials, .. } | Work::GroupByFinal { partials, .. } => {
+                parts(partials)
+            }
+            Work::WriteParts { parts: each, .. }
+            | Work::SortSample { parts: each, .. }
+            | Work::Adopt { parts: each } => keyed(each),
+            Work::SendPartitions { parts: each, .. } => keyed(each),
+            Work::ShuffleCollect { received, .. } => keyed(received),
+            Work::ListFiles { .. }
+            | Work::ReadFooters { .. }
+            | Work::PrepareWrite { .. }
+            | Work::CommitWrite { .. }
+            | Work::AbortWrite { .. } => 0,
+        }
+    }
+
     /// Whether the task keeps new partitions (it waits while the store is
     /// paused for spilling).
     pub fn adds_data(&self) -> bool {
