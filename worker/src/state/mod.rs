@@ -11,13 +11,17 @@
 //!
 //! The rules:
 //! - at most `nthreads` tasks run at a time; the others wait here, in the
-//!   order they arrived, and start as running ones end;
+//!   order they arrived, and start as running ones end; a task starts with
+//!   its working memory reserved ([`estimate`]: learned per kind from what
+//!   earlier tasks allocated), and waits while that does not fit beside
+//!   the running ones (one always runs);
 //! - a task's inputs are resolved when it arrives (held partitions are
 //!   cheap clones, a mailbox is emptied into the task); a task whose input is
 //!   missing fails at once with an error naming the worker and the input;
 //! - what a load produces is kept only if the store admits it under the
 //!   memory limit, otherwise the task fails (a shuffle's ranges are kept all
-//!   or none); deliveries to mailboxes count against the same limit, and
+//!   or none); deliveries to mailboxes count against the same limit (one
+//!   that does not fit while spills can make room waits for them), and
 //!   deliveries for a job the scheduler has forgotten are refused;
 //! - a cancelled task that waits never starts; a cancelled task that runs
 //!   finishes, but its result is dropped (nothing kept, nothing reported);
