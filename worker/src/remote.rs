@@ -309,7 +309,7 @@ impl Remote {
 
     /// Encode and upload the files of these partitions; each upload starts
     /// as soon as its file is encoded, and encoding waits for the oldest
-    /// uploads while more than [`UPLOAD_BYTES_IN_FLIGHT`] are on their way,
+    /// uploads while more than `UPLOAD_BYTES_IN_FLIGHT` are on their way,
     /// so a big share is never held encoded all at once.
     pub fn write_parts(
         &self,

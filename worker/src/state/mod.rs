@@ -12,7 +12,7 @@
 //! The rules:
 //! - at most `nthreads` tasks run at a time; the others wait here, in the
 //!   order they arrived, and start as running ones end; a task starts with
-//!   its working memory reserved ([`estimate`]: learned per kind from what
+//!   its working memory reserved (`estimate.rs`: learned per kind from what
 //!   earlier tasks allocated), and waits while that does not fit beside
 //!   the running ones (one always runs);
 //! - a task's inputs are resolved when it arrives (held partitions are
