@@ -29,16 +29,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+mod common;
+use common::{bench_command, dataset, peak_rss, reset_peaks, secs, utc_now};
 use stratus::local::{sibling_binary, LocalCluster, LocalOptions};
 use stratus::Client;
 use stratus_engine::datagen::RowOrder;
 use stratus_protocol::units::format_bytes;
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
@@ -66,16 +64,6 @@ fn time_cli(stratus: &Path, file: &Path, args: &[&str], runs: usize) -> (f64, f6
         out = String::from_utf8_lossy(&o.stdout).trim().to_string();
     }
     (times[0], median(times), out)
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// CPU seconds (user + system) used so far by these processes.
@@ -405,45 +393,6 @@ fn args() -> Args {
     }
 }
 
-/// The dataset of `rows` rows in `order`, generated on first use.
-fn dataset(rows: u64, order: RowOrder) -> PathBuf {
-    let time: PathBuf = std::env::var("STRATUS_BENCH_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/bench-data")
-                .join(format!("isd-{rows}"))
-        });
-    let data = match order {
-        RowOrder::Time => time,
-        other => PathBuf::from(format!("{}-{other}", time.display())),
-    };
-    // Time-ordered data from earlier runs has no marker: its last file says it is whole.
-    let marker = data.join(format!(".complete-{order}"));
-    let whole = marker.exists() || (order == RowOrder::Time && data.join("year=2019").exists());
-    if !whole {
-        let start = Instant::now();
-        let s = stratus_engine::datagen::generate_isd_ordered(
-            &stratus_engine::datagen::DatagenOptions {
-                rows,
-                out: data.clone(),
-                seed: 42,
-            },
-            order,
-        )
-        .expect("generate data");
-        std::fs::write(&marker, b"").expect("marker");
-        eprintln!(
-            "generated {} rows ({order} order), {} files, {} in {:.2} s",
-            s.rows,
-            s.files,
-            format_bytes(s.bytes),
-            secs(start.elapsed())
-        );
-    }
-    data
-}
-
 /// The steps of the matrix: key (in the JSON and `e2e_baseline.py`) and label.
 const STEPS: [(&str, &str); 6] = [
     ("len", "len (Parquet footers)"),
@@ -498,13 +447,6 @@ impl EngineRun {
             "version": self.version, "steps": steps, "skipped": self.skipped,
             "persisted_bytes": self.persisted_bytes,
         })
-    }
-}
-
-/// Reset the peak RSS (VmHWM) of these processes to their current RSS.
-fn reset_peaks(pids: &[u32]) {
-    for pid in pids {
-        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), b"5");
     }
 }
 
@@ -718,20 +660,9 @@ fn matrix(args: &Args, sources: &[(RowOrder, PathBuf)]) {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = utc_now();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let command = format!(
-        "cargo bench --bench e2e -- {}",
-        std::env::args()
-            .skip(1)
-            .filter(|a| a != "--bench")
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let command = bench_command("e2e");
     let rows = args.rows;
     let mut md = String::new();
     let mut line = |s: String| {

@@ -64,27 +64,12 @@ fn workflow(local: &Local, source: &str, out: &Path) -> Vec<(String, String)> {
         .iter()
         .map(|args| {
             let answer = run(local, args);
-            // The write's answer names its own output directory; a frame's
-            // size in memory depends on where its buffers came from (a
-            // partition read back from a spill file has no slack capacity),
-            // its rows and partitions do not.
-            let answer = answer
-                .replace(out.as_str(), "OUT")
-                .split(", ")
-                .filter(|part| !is_size(part))
-                .collect::<Vec<_>>()
-                .join(", ");
+            // The write's answer names its own output directory; sizes
+            // depend on where buffers came from (see `without_sizes`).
+            let answer = without_sizes(&answer.replace(out.as_str(), "OUT"));
             (args.join(" "), answer)
         })
         .collect()
-}
-
-/// Whether `text` is a size as answers print it (`75.51 MB`).
-fn is_size(text: &str) -> bool {
-    match text.split_once(' ') {
-        Some((number, unit)) => number.parse::<f64>().is_ok() && unit.ends_with('B'),
-        None => false,
-    }
 }
 
 /// The value of an unlabelled metric in a Prometheus exposition (0 if absent).

@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests: temp dirs, the fixture, files
 //! of the repository, running the real `stratus` binary, waiting, killing,
 //! and `stratus local` as a process. Submodules: [`cluster`] (the library's
-//! `LocalCluster`, per test or shared), [`duckdb`] (the oracle), [`http`]
+//! `LocalCluster`, per test or shared), [`answer`] (comparing answers), [`duckdb`] (the oracle), [`http`]
 //! (plain GETs), [`exposition`] (Prometheus text format), [`prometheus`] (a
 //! real Prometheus server and promtool), [`promql`], [`grafana`], [`objstore`]
 //! (Azurite and moto, and an independent client for them).
 #![allow(dead_code)]
 
+pub mod answer;
 pub mod cluster;
 pub mod duckdb;
 pub mod exposition;
@@ -18,6 +19,8 @@ pub mod promql;
 pub mod raw;
 
 // Not every test file uses every one of them.
+#[allow(unused_imports)]
+pub use answer::{same_answer, without_sizes};
 #[allow(unused_imports)]
 pub use http::{get_json, get_ok, http_get, http_get_raw, try_get, HttpResponse};
 
@@ -332,34 +335,4 @@ impl Local {
             )),
         }
     }
-}
-
-/// Equal JSON documents, numbers within a relative 1e-9 (moments merge in
-/// another order when partitions moved); other text exactly.
-pub fn same_answer(a: &str, b: &str) -> Result<(), String> {
-    fn walk(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-        use serde_json::Value::*;
-        match (a, b) {
-            (Number(x), Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
-            }
-            (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| walk(p, q)),
-            (Object(x), Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| walk(v, w)))
-            }
-            _ => a == b,
-        }
-    }
-    let parsed = (
-        serde_json::from_str::<serde_json::Value>(a),
-        serde_json::from_str::<serde_json::Value>(b),
-    );
-    let equal = match parsed {
-        (Ok(x), Ok(y)) => walk(&x, &y),
-        _ => a == b,
-    };
-    equal
-        .then_some(())
-        .ok_or_else(|| format!("expected:\n{a}\ngot:\n{b}"))
 }
