@@ -24,17 +24,74 @@ pub fn batches_memory_bytes(batches: &[RecordBatch]) -> usize {
     seen.values().sum()
 }
 
+/// Bytes of Arrow buffers held by each column of these batches (same schema),
+/// for `memory_usage`: as [`batches_memory_bytes`], except that an allocation
+/// several columns share (a partition read back from its spill file is one
+/// mapping of the whole file; a delivery is one received buffer) is split
+/// between them: each counts the bytes of its own slices of it (each
+/// distinct slice once). An allocation one column alone uses is counted
+/// whole, so on data decoded in place the columns add up to the partition's
+/// bytes.
+pub fn columns_memory_bytes(batches: &[RecordBatch]) -> Vec<usize> {
+    /// A column's use of one allocation: its distinct slices, the most any
+    /// reaches, and the allocation's capacity.
+    #[derive(Default)]
+    struct Use {
+        slices: std::collections::HashSet<(usize, usize)>,
+        end: usize,
+        capacity: usize,
+    }
+    let columns = batches.first().map_or(0, RecordBatch::num_columns);
+    let mut uses: Vec<HashMap<usize, Use>> = (0..columns).map(|_| HashMap::new()).collect();
+    let mut users: HashMap<usize, usize> = HashMap::new();
+    for (c, column) in uses.iter_mut().enumerate() {
+        for batch in batches {
+            if let Some(col) = batch.columns().get(c) {
+                visit_buffers(col.as_ref(), &mut |b| {
+                    let u = column.entry(b.data_ptr().as_ptr() as usize).or_default();
+                    let (start, end) = (b.ptr_offset(), b.ptr_offset() + b.len());
+                    u.slices.insert((start, end));
+                    u.end = u.end.max(end);
+                    u.capacity = b.capacity();
+                });
+            }
+        }
+        for key in column.keys() {
+            *users.entry(*key).or_insert(0) += 1;
+        }
+    }
+    uses.iter()
+        .map(|column| {
+            column
+                .iter()
+                .map(|(key, u)| {
+                    if users[key] > 1 {
+                        u.slices.iter().map(|(start, end)| end - start).sum()
+                    } else {
+                        u.capacity.max(u.end)
+                    }
+                })
+                .sum()
+        })
+        .collect()
+}
+
 fn visit(array: &dyn Array, seen: &mut HashMap<usize, usize>) {
+    visit_buffers(array, &mut |b| add(b, seen));
+}
+
+/// Every buffer of `array`: its own, its null bitmap, its children's.
+fn visit_buffers(array: &dyn Array, f: &mut dyn FnMut(&Buffer)) {
     let data = array.to_data();
     for b in data.buffers() {
-        add(b, seen);
+        f(b);
     }
     if let Some(nulls) = data.nulls() {
-        add(nulls.buffer(), seen);
+        f(nulls.buffer());
     }
     for child in data.child_data() {
         let child = make_array(child.clone());
-        visit(child.as_ref(), seen);
+        visit_buffers(child.as_ref(), f);
     }
 }
 
@@ -60,5 +117,28 @@ mod tests {
         assert!(one >= 8000);
         assert_eq!(batches_memory_bytes(&[b1, b2]), one);
         assert_eq!(batches_memory_bytes(&[]), 0);
+    }
+
+    #[test]
+    fn columns_sharing_one_allocation_each_count_their_own_slices() {
+        use arrow_buffer::ScalarBuffer;
+        // Two columns over one allocation (as a mapped spill file is), and a
+        // third with its own.
+        let shared = Buffer::from_vec(vec![0i64; 3000]);
+        let a: ArrayRef = Arc::new(Int64Array::new(
+            ScalarBuffer::new(shared.clone(), 0, 1000),
+            None,
+        ));
+        let b: ArrayRef = Arc::new(Int64Array::new(ScalarBuffer::new(shared, 1000, 1000), None));
+        let c: ArrayRef = Arc::new(Int64Array::from_iter_values(0..1000));
+        let batch = RecordBatch::try_from_iter([("a", a), ("b", b), ("c", c.clone())]).unwrap();
+        let own = batches_memory_bytes(&[RecordBatch::try_from_iter([("c", c)]).unwrap()]);
+        assert_eq!(
+            columns_memory_bytes(std::slice::from_ref(&batch)),
+            vec![8000, 8000, own]
+        );
+        // The partition as a whole counts the allocation once.
+        assert_eq!(batches_memory_bytes(&[batch]), 24000 + own);
+        assert!(columns_memory_bytes(&[]).is_empty());
     }
 }

@@ -539,16 +539,15 @@ pub fn reduce(batches: &[RecordBatch], op: &ReduceOp) -> Result<TaskOutput, Stri
                 return Ok(TaskOutput::ColumnBytes(Vec::new()));
             };
             let schema = first.schema();
-            let mut out = Vec::with_capacity(schema.fields().len());
-            for (i, field) in schema.fields().iter().enumerate() {
-                let columns: Vec<RecordBatch> = batches
+            let bytes = stratus_engine::memory::columns_memory_bytes(batches);
+            Ok(TaskOutput::ColumnBytes(
+                schema
+                    .fields()
                     .iter()
-                    .filter_map(|b| b.project(&[i]).ok())
-                    .collect();
-                let bytes = stratus_engine::memory::batches_memory_bytes(&columns) as u64;
-                out.push((field.name().clone(), bytes));
-            }
-            Ok(TaskOutput::ColumnBytes(out))
+                    .zip(bytes)
+                    .map(|(field, bytes)| (field.name().clone(), bytes as u64))
+                    .collect(),
+            ))
         }
     }
 }
