@@ -185,6 +185,15 @@ impl SchedulerState {
                         ),
                     );
                 }
+                if p.lost.is_some() {
+                    check(
+                        self.frames.marked_lost(f.id),
+                        format!(
+                            "partition {}/{index} is lost but its frame is not marked (Frames::mark_lost)",
+                            f.id
+                        ),
+                    );
+                }
                 if p.holder.is_none()
                     && p.loading.is_none()
                     && p.lost.is_none()
