@@ -135,6 +135,9 @@ pub struct Frames {
     /// Frames with a partition lost for good ([`Frames::mark_lost`]): the
     /// others are answered without a scan of their partitions.
     with_lost: BTreeSet<FrameId>,
+    /// Bumped whenever a partition may have become unreachable (a frame
+    /// dropped, a partition lost): placement looks for doomed tasks then.
+    doom_generation: u64,
 }
 
 impl Frames {
@@ -228,7 +231,13 @@ impl Frames {
         p.loading = None;
         p.lost = Some(error);
         self.with_lost.insert(FrameId(key.frame));
+        self.doom_generation += 1;
         true
+    }
+
+    /// Changes whenever a partition may have become unreachable.
+    pub fn doom_generation(&self) -> u64 {
+        self.doom_generation
     }
 
     /// Whether a frame is known to have a lost partition (the invariant
@@ -297,6 +306,7 @@ impl Frames {
             return;
         };
         self.with_lost.remove(&frame);
+        self.doom_generation += 1;
         let mut drops: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
         let mut loads = Vec::new();
         for (index, p) in f.partitions.iter().enumerate() {
