@@ -493,8 +493,12 @@ impl Cluster {
                 None => waiting.push_back(id),
             }
         }
-        waiting.append(&mut self.queue);
-        self.queue = waiting;
+        // Tasks looked at and left go back in front of those not looked
+        // at, in order (moving only the former: the look may have stopped
+        // early in a long queue).
+        while let Some(id) = waiting.pop_back() {
+            self.queue.push_front(id);
+        }
         // Announce every delivery to its receiver before the sender runs:
         // peer endpoints admit deliveries only for announced jobs and senders.
         let mut announced = BTreeSet::new();
