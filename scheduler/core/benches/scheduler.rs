@@ -29,8 +29,7 @@ use arrow_schema::{DataType, Field, Schema};
 use stratus_engine::describe;
 use stratus_protocol::messages::{
     AggFunc, ClientRequest, FileRef, FooterMeta, LoadInput, PartitionBoundsWire, ReduceOp,
-    RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient, ToWorker,
-    WorkerInfo,
+    RowGroupMeta, TaskAssignment, TaskKind, TaskOutput, TaskReport, ToClient, ToWorker, WorkerInfo,
 };
 use stratus_scheduler_core::{Command, Config, Event, RequestId, SchedulerState, WorkerId};
 
@@ -106,7 +105,10 @@ fn partition_batch(index: u32) -> RecordBatch {
     let cities: Vec<&str> = values.iter().map(|_| "x").collect();
     RecordBatch::try_from_iter([
         ("city", Arc::new(StringArray::from(cities)) as ArrayRef),
-        ("temperature", Arc::new(Float64Array::from(values)) as ArrayRef),
+        (
+            "temperature",
+            Arc::new(Float64Array::from(values)) as ArrayRef,
+        ),
     ])
     .unwrap()
 }
@@ -367,15 +369,19 @@ impl Driver {
                     columns,
                     max_distinct,
                 } => {
-                    let batches: Vec<RecordBatch> =
-                        partitions.iter().map(|k| partition_batch(k.index)).collect();
+                    let batches: Vec<RecordBatch> = partitions
+                        .iter()
+                        .map(|k| partition_batch(k.index))
+                        .collect();
                     TaskOutput::Summaries(
                         describe::summaries(&batches, columns, *max_distinct as usize).unwrap(),
                     )
                 }
                 ReduceOp::Histograms { columns } => {
-                    let batches: Vec<RecordBatch> =
-                        partitions.iter().map(|k| partition_batch(k.index)).collect();
+                    let batches: Vec<RecordBatch> = partitions
+                        .iter()
+                        .map(|k| partition_batch(k.index))
+                        .collect();
                     TaskOutput::Histograms(describe::range_histograms(&batches, columns).unwrap())
                 }
                 ReduceOp::MemoryUsage => {
@@ -401,7 +407,10 @@ impl Driver {
                             sample.extend([lo, (lo + hi) / 2.0, hi]);
                             PartitionBoundsWire {
                                 index: k.index,
-                                bounds_ipc: Some(floats(vec![("min", vec![lo]), ("max", vec![hi])])),
+                                bounds_ipc: Some(floats(vec![
+                                    ("min", vec![lo]),
+                                    ("max", vec![hi]),
+                                ])),
                                 invalid: 0,
                             }
                         })
@@ -648,7 +657,10 @@ fn report(a: &Args, runs: &[Run]) -> String {
                 ms(j.max_event),
                 ms(j.to_last_dispatch),
                 ms(j.wall_to_last_dispatch),
-                j.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                j.note
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
             );
             total.events += j.events;
             total.reports += j.reports;
@@ -681,12 +693,16 @@ fn main() {
     for &partitions in &a.partitions {
         for &workers in &a.workers {
             runs.push(run_config(&a, workers, partitions));
-            eprintln!("{}", report(&a, runs.last().map(std::slice::from_ref).unwrap()));
+            eprintln!(
+                "{}",
+                report(&a, runs.last().map(std::slice::from_ref).unwrap())
+            );
         }
     }
     let text = report(&a, &runs);
     println!("{text}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scheduler.md");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scheduler.md");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(|t| std::path::PathBuf::from(t).join("bench-scheduler.md"))
         .unwrap_or(path);
