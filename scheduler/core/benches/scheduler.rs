@@ -83,7 +83,7 @@ fn args() -> Args {
 // ----- plausible data ----------------------------------------------------------
 
 fn ipc_of(batch: &RecordBatch) -> Vec<u8> {
-    stratus_protocol::ipc::encode_batches(&batch.schema(), &[batch.clone()]).unwrap()
+    stratus_protocol::ipc::encode_batches(&batch.schema(), std::slice::from_ref(batch)).unwrap()
 }
 
 fn floats(columns: Vec<(&str, Vec<f64>)>) -> Vec<u8> {
@@ -292,7 +292,7 @@ impl Driver {
             }
             // Every worker heartbeats about once a virtual second; a tick
             // every 100,000 events.
-            if self.job.events % 1000 == 0 {
+            if self.job.events.is_multiple_of(1000) {
                 let worker = self.workers[self.next_heartbeat % self.workers.len()];
                 self.next_heartbeat += 1;
                 self.send(Event::Heartbeat {
@@ -302,7 +302,7 @@ impl Driver {
                     paused: false,
                 });
             }
-            if self.job.events % 100_000 == 0 {
+            if self.job.events.is_multiple_of(100_000) {
                 self.send(Event::Tick);
             }
             let Some((worker, task)) = self.pending.pop_front() else {
