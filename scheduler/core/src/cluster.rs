@@ -134,6 +134,16 @@ pub struct Cluster {
     tasks: HashMap<TaskId, Task>,
     queue: VecDeque<TaskId>,
     by_job: HashMap<JobId, BTreeSet<TaskId>>,
+    /// Workers with a free thread: placement looks at these only.
+    free: BTreeSet<WorkerId>,
+    /// Tasks were queued since the last placement (each is looked at once
+    /// even when no thread is free: it may be doomed already).
+    queued_since_dispatch: bool,
+    /// [`Frames::doom_generation`] at the last placement.
+    seen_doom_generation: u64,
+    /// A queued task may be pinned to a worker that is gone (a worker left,
+    /// or a task was queued pinned to a missing one) since the last look.
+    pins_may_dangle: bool,
 }
 
 impl Cluster {
@@ -163,13 +173,31 @@ impl Cluster {
     }
 
     pub fn join(&mut self, id: WorkerId, info: WorkerInfo, now: Instant) {
-        self.workers.insert(id, Worker::new(id, info, now));
+        let worker = Worker::new(id, info, now);
+        self.set_free(&worker);
+        self.workers.insert(id, worker);
+    }
+
+    /// Keep [`Self::free`] in step with a worker's running tasks.
+    fn set_free(&mut self, worker: &Worker) {
+        if worker.free_slots() > 0 {
+            self.free.insert(worker.id);
+        } else {
+            self.free.remove(&worker.id);
+        }
+    }
+
+    /// Workers with a free thread (for the invariant checker).
+    pub(crate) fn free_workers(&self) -> &BTreeSet<WorkerId> {
+        &self.free
     }
 
     /// Remove a worker. Its running tasks stay (with no worker, not queued)
     /// for the caller to requeue or end; they are returned oldest first.
     pub fn leave(&mut self, id: WorkerId) -> Option<(Worker, Vec<TaskId>)> {
         let worker = self.workers.remove(&id)?;
+        self.free.remove(&id);
+        self.pins_may_dangle = true;
         let mut running: Vec<TaskId> = worker.running.iter().copied().collect();
         running.sort_unstable();
         for task in &running {
@@ -267,12 +295,17 @@ impl Cluster {
         );
         self.by_job.entry(job).or_default().insert(id);
         self.queue.push_back(id);
+        self.queued_since_dispatch = true;
+        if pin.is_some_and(|w| !self.workers.contains_key(&w)) {
+            self.pins_may_dangle = true;
+        }
     }
 
     /// Put a task whose worker was lost back at the front of the queue.
     pub fn requeue_front(&mut self, id: TaskId) {
         if self.tasks.contains_key(&id) && !self.queue.contains(&id) {
             self.queue.push_front(id);
+            self.queued_since_dispatch = true;
         }
     }
 
@@ -282,6 +315,9 @@ impl Cluster {
         let task = self.tasks.remove(&id)?;
         if let Some(w) = task.worker.and_then(|w| self.workers.get_mut(&w)) {
             w.running.remove(&id);
+            if w.free_slots() > 0 {
+                self.free.insert(w.id);
+            }
         }
         if let Some(set) = self.by_job.get_mut(&task.job) {
             set.remove(&id);
@@ -335,6 +371,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether queued tasks may be pinned to a missing worker; the next
+    /// call says no until a worker leaves or such a task is queued.
+    pub fn take_pins_may_dangle(&mut self) -> bool {
+        std::mem::take(&mut self.pins_may_dangle)
+    }
+
     pub fn jobs_pinned_to(&self, worker: WorkerId) -> BTreeSet<JobId> {
         self.tasks
             .values()
@@ -375,9 +417,19 @@ impl Cluster {
         if self.queue.is_empty() || self.workers.is_empty() {
             return doomed;
         }
+        // Every queued task is looked at when some may be doomed (new
+        // ones, or partitions lost or dropped since); otherwise the look
+        // stops once no thread is free, as nothing more can be placed.
+        let look_at_all = std::mem::take(&mut self.queued_since_dispatch)
+            || self.seen_doom_generation != frames.doom_generation();
+        self.seen_doom_generation = frames.doom_generation();
         let mut batches: BTreeMap<WorkerId, Vec<TaskAssignment>> = BTreeMap::new();
         let mut waiting = VecDeque::new();
         while let Some(id) = self.queue.pop_front() {
+            if !look_at_all && self.free.is_empty() {
+                self.queue.push_front(id);
+                break;
+            }
             let Some(task) = self.tasks.get(&id) else {
                 continue;
             };
@@ -398,18 +450,17 @@ impl Cluster {
             }
             let job = task.job;
             let free = |w: &WorkerId| {
-                self.workers
-                    .get(w)
-                    .is_some_and(|w| w.free_slots() > 0 && w.takes(job))
+                self.free.contains(w) && self.workers.get(w).is_some_and(|w| w.takes(job))
             };
             let chosen = match (task.worker_pin, task.pinned_to()) {
                 (Some(pin), _) => Some(pin).filter(free),
                 (None, Some(key)) => frames.holder(key).filter(free),
                 (None, None) => {
                     let loads = matches!(task.kind, TaskKind::Load { .. });
-                    self.workers
-                        .values()
-                        .filter(|w| w.free_slots() > 0 && w.takes(job))
+                    self.free
+                        .iter()
+                        .filter_map(|w| self.workers.get(w))
+                        .filter(|w| w.takes(job))
                         .min_by_key(|w| {
                             if loads {
                                 // Balance persisted data: fewest partitions held
@@ -428,11 +479,11 @@ impl Cluster {
                     let task = self.tasks.get_mut(&id).expect("task present");
                     task.worker = Some(worker);
                     task.started = Some(now);
-                    self.workers
-                        .get_mut(&worker)
-                        .expect("worker present")
-                        .running
-                        .insert(id);
+                    let w = self.workers.get_mut(&worker).expect("worker present");
+                    w.running.insert(id);
+                    if w.free_slots() == 0 {
+                        self.free.remove(&worker);
+                    }
                     batches.entry(worker).or_default().push(TaskAssignment {
                         id: id.0,
                         kind: task.kind.clone(),
@@ -442,7 +493,12 @@ impl Cluster {
                 None => waiting.push_back(id),
             }
         }
-        self.queue = waiting;
+        // Tasks looked at and left go back in front of those not looked
+        // at, in order (moving only the former: the look may have stopped
+        // early in a long queue).
+        while let Some(id) = waiting.pop_back() {
+            self.queue.push_front(id);
+        }
         // Announce every delivery to its receiver before the sender runs:
         // peer endpoints admit deliveries only for announced jobs and senders.
         let mut announced = BTreeSet::new();

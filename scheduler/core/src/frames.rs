@@ -2,7 +2,7 @@
 //! lineage each is rebuilt from (a Parquet input with the frame's columns
 //! and steps, or a range of a shuffle sort over its parent's inputs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
@@ -132,6 +132,12 @@ impl Frame {
 #[derive(Debug, Default)]
 pub struct Frames {
     frames: BTreeMap<FrameId, Frame>,
+    /// Frames with a partition lost for good ([`Frames::mark_lost`]): the
+    /// others are answered without a scan of their partitions.
+    with_lost: BTreeSet<FrameId>,
+    /// Bumped whenever a partition may have become unreachable (a frame
+    /// dropped, a partition lost): placement looks for doomed tasks then.
+    doom_generation: u64,
 }
 
 impl Frames {
@@ -144,6 +150,9 @@ impl Frames {
     }
 
     pub fn insert(&mut self, frame: Frame) {
+        if frame.partitions.iter().any(|p| p.lost.is_some()) {
+            self.with_lost.insert(frame.id);
+        }
         self.frames.insert(frame.id, frame);
     }
 
@@ -207,7 +216,34 @@ impl Frames {
                 "the frame was unpersisted or replaced while this request ran".to_string(),
             );
         };
+        if !self.with_lost.contains(&frame) {
+            return None; // nothing lost: no partition to look for
+        }
         (0..f.partitions.len()).find_map(|i| self.unreachable(f.key(i)))
+    }
+
+    /// A partition is lost for good (it can not be rebuilt): requests that
+    /// need it get `error`.
+    pub fn mark_lost(&mut self, key: PartitionKey, error: String) -> bool {
+        let Some(p) = self.partition_mut(key) else {
+            return false;
+        };
+        p.loading = None;
+        p.lost = Some(error);
+        self.with_lost.insert(FrameId(key.frame));
+        self.doom_generation += 1;
+        true
+    }
+
+    /// Changes whenever a partition may have become unreachable.
+    pub fn doom_generation(&self) -> u64 {
+        self.doom_generation
+    }
+
+    /// Whether a frame is known to have a lost partition (the invariant
+    /// checker compares it with the partitions).
+    pub(crate) fn marked_lost(&self, frame: FrameId) -> bool {
+        self.with_lost.contains(&frame)
     }
 
     /// Partitions of a frame by the worker holding them, once all are held.
@@ -269,6 +305,8 @@ impl Frames {
         let Some(f) = self.frames.remove(&frame) else {
             return;
         };
+        self.with_lost.remove(&frame);
+        self.doom_generation += 1;
         let mut drops: BTreeMap<WorkerId, Vec<PartitionKey>> = BTreeMap::new();
         let mut loads = Vec::new();
         for (index, p) in f.partitions.iter().enumerate() {

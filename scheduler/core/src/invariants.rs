@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use stratus_protocol::messages::TaskKind;
 
-use crate::ids::{FrameId, TaskId};
+use crate::ids::{FrameId, TaskId, WorkerId};
 use crate::state::SchedulerState;
 
 impl SchedulerState {
@@ -37,6 +37,18 @@ impl SchedulerState {
                 None => check(false, format!("queued task {id} does not exist")),
             }
         }
+        let free: BTreeSet<WorkerId> = cluster
+            .workers()
+            .filter(|w| w.free_slots() > 0)
+            .map(|w| w.id)
+            .collect();
+        check(
+            &free == cluster.free_workers(),
+            format!(
+                "workers with a free thread are {free:?}, placement knows {:?}",
+                cluster.free_workers()
+            ),
+        );
         let mut indexed = 0;
         for (job, tasks) in cluster.job_index() {
             check(
@@ -181,6 +193,15 @@ impl SchedulerState {
                         loads_it,
                         format!(
                             "partition {}/{index} waits for task {t}, which does not load it",
+                            f.id
+                        ),
+                    );
+                }
+                if p.lost.is_some() {
+                    check(
+                        self.frames.marked_lost(f.id),
+                        format!(
+                            "partition {}/{index} is lost but its frame is not marked (Frames::mark_lost)",
                             f.id
                         ),
                     );

@@ -920,6 +920,9 @@ impl SchedulerState {
     /// would wait forever. Its job hears that the worker is lost (a round
     /// runs again); a task its job still leaves pinned there fails it.
     fn unpin_from_missing(&mut self, out: &mut Vec<Command>) {
+        if !self.cluster.take_pins_may_dangle() {
+            return;
+        }
         let orphans = self.cluster.pinned_to_missing();
         if orphans.is_empty() {
             return;

@@ -59,6 +59,7 @@ pub fn plan(
         },
         frame: None,
         consume: None,
+        held_upto: 0,
     }))
 }
 
@@ -88,6 +89,9 @@ pub struct PersistJob {
     frame: Option<FrameId>,
     /// Replacing its own parent: what of it to free as the job goes.
     consume: Option<Consume>,
+    /// Partitions below this index were held when last looked at: each
+    /// load's report looks on from here instead of at every partition.
+    held_upto: usize,
 }
 
 /// The parent a derived persist replaces in place, partition by partition.
@@ -120,6 +124,7 @@ impl PersistJob {
             },
             frame: None,
             consume: None,
+            held_upto: 0,
         })
     }
 
@@ -235,7 +240,22 @@ impl PersistJob {
         if let Some(error) = cx.frames.unreachable_partition(frame) {
             return Flow::Fail(error);
         }
-        if !cx.frames.get(frame).is_some_and(Frame::all_held) {
+        let Some(f) = cx.frames.get(frame) else {
+            return Flow::Continue;
+        };
+        // Loads end in about the order they were queued: move past the
+        // held prefix (each partition once), and look at every partition
+        // only when the prefix reaches the end (one lost behind it since
+        // is found then, and the search starts over).
+        let n = f.partitions.len();
+        while self.held_upto < n && f.partitions[self.held_upto].holder.is_some() {
+            self.held_upto += 1;
+        }
+        if self.held_upto < n {
+            return Flow::Continue;
+        }
+        if !f.all_held() {
+            self.held_upto = 0;
             return Flow::Continue;
         }
         if let Some(old) = cx.frames.by_name(&self.name) {

@@ -74,11 +74,12 @@ impl Job for RebuildJob {
                     continue;
                 }
                 None => {
-                    p.lost = Some(format!(
+                    let error = format!(
                         "partition {} of '{name}' has no lineage to rebuild it from and \
                          was lost with its worker; persist or sort the frame again",
                         key.index
-                    ));
+                    );
+                    cx.frames.mark_lost(key, error);
                     cx.frame_changed(FrameId(key.frame));
                     continue;
                 }
@@ -140,9 +141,7 @@ impl Job for RebuildJob {
     /// The partitions are lost for good; requests that need them get `error`.
     fn on_task_failed(&mut self, cx: &mut JobCx, task: &TaskKind, error: String) -> Flow {
         for key in Self::keys_of(task) {
-            if let Some(p) = cx.frames.partition_mut(key) {
-                p.loading = None;
-                p.lost = Some(error.clone());
+            if cx.frames.mark_lost(key, error.clone()) {
                 cx.frame_changed(FrameId(key.frame));
             }
         }

@@ -85,6 +85,8 @@ pub struct Sort {
     owners: Vec<WorkerId>,
     /// (range, rows, bytes) kept by owners.
     collected: Vec<(u32, u64, u64)>,
+    /// The ranges in `collected` (a repeated one is refused without a scan).
+    collected_ranges: std::collections::HashSet<u32>,
     /// Bytes moved between workers.
     pub moved_bytes: u64,
 }
@@ -114,6 +116,7 @@ impl Sort {
             boundaries_ipc: Vec::new(),
             owners: Vec::new(),
             collected: Vec::new(),
+            collected_ranges: Default::default(),
             moved_bytes: 0,
         }
     }
@@ -229,7 +232,7 @@ impl Sort {
                 for (key, rows, bytes) in parts {
                     let known = key.frame == self.new_frame.0
                         && (key.index as usize) < self.owners.len()
-                        && !self.collected.iter().any(|c| c.0 == key.index);
+                        && self.collected_ranges.insert(key.index);
                     if !known {
                         return Err(format!(
                             "sort: a worker reported range {}/{} that this sort did not ask for",
@@ -276,6 +279,7 @@ impl Sort {
     fn reset(&mut self) {
         self.attempt += 1;
         self.collected.clear();
+        self.collected_ranges.clear();
         self.moved_bytes = 0;
         if matches!(self.stage, SortStage::Collect) {
             self.stage = SortStage::Send;
