@@ -186,7 +186,14 @@ impl Work {
             Work::ShuffleSend { .. } => "shuffle_send",
             Work::ShuffleCollect { .. } => "shuffle_collect",
             Work::RebuildRanges { .. } => "rebuild_ranges",
-            Work::Reduce { .. } => "reduce",
+            // Each computation its own: a summary works in far more than a
+            // memory count.
+            Work::Reduce { op, .. } => match op {
+                ReduceOp::Summary { .. } => "reduce_summary",
+                ReduceOp::Histograms { .. } => "reduce_histograms",
+                ReduceOp::MemoryUsage => "reduce_memory_usage",
+                ReduceOp::SortSample { .. } => "reduce_sort_sample",
+            },
             Work::HeadParquet { .. } => "head_parquet",
             Work::HeadOf { .. } => "head",
             Work::SendPartitions { .. } => "send_partitions",
