@@ -198,6 +198,13 @@ fn workflow(source: &str, out: &str, skip: &[String]) -> Vec<Call> {
         ),
         check(&["head", "by_temp", "-n", "5", "--columns", "temperature"]),
         cleanup(&["unpersist", "by_temp"]),
+        // In place: each old partition is freed once its sorted one is held.
+        step(
+            "sort_date_in_place",
+            "sort by date in place (ranged)",
+            &["sort", "isd", "--by", "date"],
+        ),
+        check(&["head", "isd", "-n", "5", "--columns", "date,temperature"]),
         step(
             "prepare",
             "prepare (F, fillna, select)",
