@@ -32,7 +32,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod common;
-use common::{bench_command, dataset, peak_rss, reset_peaks, secs, utc_now};
+use common::{bench_command, dataset, peak_rss, reset_peaks, secs, utc_now, write_report};
 use stratus::local::{sibling_binary, LocalCluster, LocalOptions};
 use stratus::Client;
 use stratus_engine::datagen::RowOrder;
@@ -780,18 +780,7 @@ fn matrix(args: &Args, sources: &[(RowOrder, PathBuf)]) {
             "stratus": s.json(), "duckdb": d.json(), "polars": p.json(),
         }))).collect::<serde_json::Map<_, _>>(),
     });
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
-    std::fs::write(target.join("bench-e2e.md"), md).expect("write bench-e2e.md");
-    std::fs::write(
-        target.join("bench-e2e.json"),
-        serde_json::to_string_pretty(&json).expect("json"),
-    )
-    .expect("write bench-e2e.json");
-    println!(
-        "\nwritten: {} and .json",
-        target.join("bench-e2e.md").display()
-    );
+    write_report("e2e", &md, &json);
 }
 
 fn main() {

@@ -38,6 +38,7 @@ use common::answer::{same_answer, without_sizes};
 use common::http::{get_json, http_get};
 use common::{
     bench_command, dataset, peak_rss, proc_status, reset_peaks, secs, status_bytes, utc_now,
+    write_report,
 };
 use stratus::local::{sibling_binary, LocalCluster, LocalOptions};
 use stratus_engine::datagen::RowOrder;
@@ -820,15 +821,5 @@ fn main() {
         })),
         "answer_differences": differences.iter().map(|(c, d)| serde_json::json!({"command": c, "diff": d})).collect::<Vec<_>>(),
     });
-    let _ = std::fs::create_dir_all(&target);
-    std::fs::write(target.join("bench-memory.md"), md).expect("write bench-memory.md");
-    std::fs::write(
-        target.join("bench-memory.json"),
-        serde_json::to_string_pretty(&json).expect("json"),
-    )
-    .expect("write bench-memory.json");
-    println!(
-        "\nwritten: {} and .json",
-        target.join("bench-memory.md").display()
-    );
+    write_report("memory", &md, &json);
 }

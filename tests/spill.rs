@@ -232,6 +232,21 @@ fn a_frame_twice_the_memory_limit_persists_spilled_and_answers_every_step_as_wit
     });
 }
 
+/// Wait until the cluster holds no frame and no partition (a failed
+/// persist released what it loaded).
+fn nothing_persisted(local: &Local) {
+    eventually(Duration::from_secs(30), "the failed frame released", || {
+        let cluster = local.json("api/cluster");
+        let frames = cluster["frames"].as_array()?.len();
+        let held: u64 = cluster["workers"]
+            .as_array()?
+            .iter()
+            .map(|w| w["persisted_partitions"].as_u64().unwrap_or(1))
+            .sum();
+        (frames == 0 && held == 0).then_some(())
+    });
+}
+
 /// A tmpfs (or a read-only view) mounted for the test, unmounted when
 /// dropped.
 struct Tmpfs(std::path::PathBuf);
@@ -329,15 +344,11 @@ fn fill_the_spill_disk(env: &[(&str, &str)], why: &str) {
         "the error says why ({why}): {error}"
     );
     // Nothing of it stays: no frame, no partition, no spill file.
-    eventually(Duration::from_secs(30), "the failed frame released", || {
-        let cluster = local.json("api/cluster");
-        let frames = cluster["frames"].as_array()?.len();
-        let held: u64 = cluster["workers"]
-            .as_array()?
-            .iter()
-            .map(|w| w["persisted_partitions"].as_u64().unwrap_or(1))
-            .sum();
-        (frames == 0 && held == 0 && spill_files(&data_dir.join("spill")).is_empty()).then_some(())
+    nothing_persisted(&local);
+    eventually(Duration::from_secs(30), "the spill files deleted", || {
+        spill_files(&data_dir.join("spill"))
+            .is_empty()
+            .then_some(())
     });
     // The cluster goes on: a frame that fits persists and answers.
     run(
@@ -384,16 +395,7 @@ fn a_spill_directory_that_turns_read_only_fails_the_persist_clearly_and_spilling
         error.contains("memory limit exceeded") && error.contains("Read-only file system"),
         "the error says why: {error}"
     );
-    eventually(Duration::from_secs(30), "the failed frame released", || {
-        let cluster = local.json("api/cluster");
-        let frames = cluster["frames"].as_array()?.len();
-        let held: u64 = cluster["workers"]
-            .as_array()?
-            .iter()
-            .map(|w| w["persisted_partitions"].as_u64().unwrap_or(1))
-            .sum();
-        (frames == 0 && held == 0).then_some(())
-    });
+    nothing_persisted(&local);
     // Writable again: spilling is tried again a few heartbeats later, and the
     // same persist succeeds, spilled, with every row.
     drop(views);

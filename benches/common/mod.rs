@@ -110,3 +110,21 @@ pub fn bench_command(name: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Write a bench's report as `target/bench-<name>.md` and `.json`, and say
+/// where.
+pub fn write_report(name: &str, md: &str, json: &serde_json::Value) {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let (md_path, json_path) = (
+        target.join(format!("bench-{name}.md")),
+        target.join(format!("bench-{name}.json")),
+    );
+    std::fs::write(&md_path, md).expect("write the Markdown report");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(json).expect("json"),
+    )
+    .expect("write the JSON report");
+    println!("\nwritten: {} and .json", md_path.display());
+}
