@@ -312,7 +312,10 @@ fn workers(local: &Local) -> Vec<(String, u32)> {
 fn settled(local: &Local) {
     eventually(Duration::from_secs(120), "the cluster settled", || {
         let cluster = local.json("api/cluster");
-        let three = cluster["workers"].as_array().map(Vec::len) == Some(3);
+        // Three workers, each a live process: a worker just killed is still
+        // listed until the heartbeat timeout removes it.
+        let three = cluster["workers"].as_array().map(Vec::len) == Some(3)
+            && workers(local).iter().all(|(_, pid)| alive(*pid));
         let whole = cluster["frames"]
             .as_array()
             .into_iter()
@@ -321,6 +324,15 @@ fn settled(local: &Local) {
         let idle = cluster["jobs_in_progress"] == 0;
         (three && whole && idle).then_some(())
     });
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
 }
 
 fn as_str(v: &[String]) -> Vec<&str> {
