@@ -431,7 +431,22 @@ struct Bench {
     local: Local,
     steps: Vec<Step>,
     expected: Vec<(Vec<String>, Duration)>,
+    /// When each worker slot (`local-N`) was killed.
+    kills: std::cell::RefCell<Vec<(String, Instant)>>,
     _data: TempDir,
+}
+
+/// Kills of one worker slot within [`KILL_WINDOW`] the victims are kept
+/// under: `stratus local`'s nanny gives a slot up after 5 deaths in 5
+/// minutes (as Dask's does), which is not the fault under test.
+const MAX_KILLS_PER_SLOT: usize = 4;
+const KILL_WINDOW: Duration = Duration::from_secs(300);
+
+/// The slot of a worker name (`local-2-r5` is slot `local-2`).
+fn slot(name: &str) -> &str {
+    name.rsplit_once("-r")
+        .filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit()))
+        .map_or(name, |(slot, _)| slot)
 }
 
 impl Bench {
@@ -465,6 +480,7 @@ impl Bench {
             local,
             steps,
             expected,
+            kills: Default::default(),
             _data: data,
         }
     }
@@ -482,8 +498,29 @@ impl Bench {
         let (local, step) = (&self.local, &self.steps[index]);
         let (answers, took) = &self.expected[index];
         settled(local);
-        let victims = workers(local);
+        let mut victims = workers(local);
+        let mut fault = fault;
+        if fault == Some(Fault::Kill) {
+            let kills = self.kills.borrow();
+            let may_die = |name: &str| {
+                kills
+                    .iter()
+                    .filter(|(s, at)| s == slot(name) && at.elapsed() < KILL_WINDOW)
+                    .count()
+                    < MAX_KILLS_PER_SLOT
+            };
+            if victims.iter().any(|(name, _)| may_die(name)) {
+                victims.retain(|(name, _)| may_die(name));
+            } else {
+                fault = Some(Fault::Stop); // the soak, killing often: stop instead
+            }
+        }
         let (victim, pid) = victims[(rng.next() % victims.len() as u64) as usize].clone();
+        if fault == Some(Fault::Kill) {
+            self.kills
+                .borrow_mut()
+                .push((slot(&victim).to_string(), Instant::now()));
+        }
         // A moment within the step as it ran without a fault (loss, which
         // lasts to the step's end, starts in its first third).
         let at = match fault {
