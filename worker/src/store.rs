@@ -17,7 +17,8 @@
 //! past the limit while spilling can make room is *parked*: it waits, in
 //! arrival order, for the spills of older ones, and is answered (so its
 //! sender's task goes on) once it fits: the sender is held back, never
-//! refused for a spill that lags.
+//! refused for a spill that lags. What waits is capped too: past the limit
+//! of parked bytes (peers with many streams open), a delivery is refused.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -316,6 +317,11 @@ impl Store {
         let bytes = stratus_engine::memory::batches_memory_bytes(&batches) as u64;
         if self.limit > 0 && self.can_spill() && bytes <= self.limit {
             if !self.parked.is_empty() || self.in_flight + bytes > self.limit {
+                // What waits is held in RAM too: at most the limit of it,
+                // so senders with many streams can not grow it without end.
+                if self.parked_bytes + bytes > self.limit {
+                    return Some(Err(self.parked_refusal(worker, mailbox.job, bytes)));
+                }
                 self.parked.push_back(Parked {
                     ticket,
                     mailbox,
@@ -345,6 +351,19 @@ impl Store {
             format_bytes(bytes),
             format_bytes(self.limit),
             self.no_room_reason()
+        )
+    }
+
+    /// Why a delivery is refused when the deliveries waiting for room
+    /// already hold as much as the limit.
+    fn parked_refusal(&self, worker: &str, job: u64, bytes: u64) -> String {
+        format!(
+            "worker '{worker}': memory limit exceeded: {} deliveries holding {} already wait for spills to make room, a delivery for job {} needs {}, limit {} (the senders outpace spilling; send smaller chunks with shuffle_chunk_bytes or add memory)",
+            self.parked.len(),
+            format_bytes(self.parked_bytes),
+            job,
+            format_bytes(bytes),
+            format_bytes(self.limit),
         )
     }
 

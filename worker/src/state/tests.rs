@@ -988,6 +988,42 @@ fn a_delivery_past_the_limit_waits_for_the_spills_that_make_room_instead_of_bein
 }
 
 #[test]
+fn deliveries_waiting_for_room_hold_at_most_the_limit_then_are_refused() {
+    // A peer that opens stream after stream while the spills lag: the
+    // parked deliveries are RAM too, so past the limit of them it is a refusal.
+    let mut state = spilling_worker(1, one() * 5 / 2);
+    let deliver = |ticket, tag| Event::Delivery {
+        ticket,
+        mailbox: mailbox(4, tag),
+        batches: vec![batch(1000)],
+    };
+    state.handle(deliver(1, 0));
+    let mut spills = spill_targets(&state.handle(deliver(2, 1)));
+    let out = state.handle(deliver(3, 2));
+    assert!(answers(&out).is_empty(), "{out:?}");
+    spills.extend(spill_targets(&out));
+    assert!(answers(&state.handle(deliver(4, 3))).is_empty());
+    assert_eq!(state.store().parked(), 2);
+    let got = answers(&state.handle(deliver(5, 4)));
+    assert!(
+        matches!(got.as_slice(), [(5, Err(e))]
+            if e.contains("2 deliveries") && e.contains("wait for spills") && e.contains("job 4")),
+        "{got:?}"
+    );
+    assert_eq!(state.store().parked(), 2, "the refused one is not kept");
+    // The parked ones still go through once the spills end.
+    let mut admitted = Vec::new();
+    for (n, target) in spills.into_iter().enumerate() {
+        admitted.extend(answers(&state.handle(Event::Spilled {
+            target,
+            result: Ok(spill_file(&format!("d{n}"))),
+        })));
+    }
+    assert_eq!(admitted, vec![(3, Ok(())), (4, Ok(()))]);
+    assert_eq!(state.store().parked(), 0);
+}
+
+#[test]
 fn a_parked_delivery_is_refused_when_spilling_fails_its_job_ends_or_the_scheduler_goes() {
     let mut state = spilling_worker(1, one() * 5 / 2);
     let deliver = |ticket, job, tag| Event::Delivery {
@@ -999,7 +1035,6 @@ fn a_parked_delivery_is_refused_when_spilling_fails_its_job_ends_or_the_schedule
     let spill = spill_targets(&state.handle(deliver(2, 4, 1)));
     assert!(answers(&state.handle(deliver(3, 4, 2))).is_empty());
     assert!(answers(&state.handle(deliver(4, 5, 0))).is_empty());
-    assert!(answers(&state.handle(deliver(5, 6, 0))).is_empty());
     // The job of the second parked one ends: it is refused at once.
     let out = state.handle(Event::Forget { job: 5 });
     let got = answers(&out);
@@ -1007,6 +1042,7 @@ fn a_parked_delivery_is_refused_when_spilling_fails_its_job_ends_or_the_schedule
         matches!(got.as_slice(), [(4, Err(e))] if e.contains("job 5 has ended")),
         "{got:?}"
     );
+    assert!(answers(&state.handle(deliver(5, 6, 0))).is_empty());
     // The spill fails (disk full): what waits for room is refused, naming why.
     let out = state.handle(Event::Spilled {
         target: spill[0],
