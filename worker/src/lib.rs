@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod panics;
 pub mod peer;
+pub mod reclaim;
 pub mod remote;
 pub mod roots;
 pub mod spill;

@@ -447,6 +447,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .thread_keep_alive(stratus_worker::reclaim::COMPUTE_THREAD_KEEP_ALIVE)
             .build()
             .expect("tokio runtime")
     };
@@ -454,6 +455,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(metrics::serve(metrics_listener, metrics));
+        tokio::spawn(stratus_worker::reclaim::reclaim_loop());
         tokio::spawn(reload_on_sighup(cli, tls));
         let drain = config.drain.clone();
         let run = run(config);
