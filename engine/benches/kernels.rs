@@ -5,7 +5,7 @@
 //! - **shuffle**: the general sort's [`split_by_ranges`] on two "workers" (each half of
 //!   the partitions, split by `temperature` into 144 ranges, as the scheduler asks for 12 M
 //!   rows), then the receiving side's [`sort_batches`] of every range (its pieces from
-//!   both halves);
+//!   both halves), and [`sort_batches_legacy`] of the same, alternating;
 //! - **describe**: a worker's share of `describe()` (moments and the exact-quantile rounds
 //!   of every numeric column over all loaded partitions), with the rounds each column took;
 //! - **groupby**: the partials of `groupby(date).mean()` of every numeric column, one per
@@ -372,6 +372,7 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
 
     let mut split_t = Vec::new();
     let mut sort_t = Vec::new();
+    let mut legacy_t = Vec::new();
     for run in 0..runs {
         let (split, t) = timed(|| {
             holders
@@ -386,13 +387,21 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
             .collect();
         drop(split);
         assert_eq!(received.iter().map(|r| rows_of(r)).sum::<usize>(), rows);
-        let (sorted, t) = timed(|| {
+        let sort_all = |f: fn(&[RecordBatch], &str) -> stratus_engine::Result<Vec<RecordBatch>>| {
             received
                 .iter()
-                .map(|r| sort_batches(r, KEY).expect("sort"))
+                .map(|r| f(r, KEY).expect("sort"))
                 .collect::<Vec<_>>()
-        });
+        };
+        // The legacy sort too, alternating, for the ratio (its output dropped first).
+        if run % 2 == 1 {
+            legacy_t.push(timed(|| sort_all(sort_batches_legacy)).1);
+        }
+        let (sorted, t) = timed(|| sort_all(sort_batches));
         sort_t.push(t);
+        if run % 2 == 0 {
+            legacy_t.push(timed(|| sort_all(sort_batches_legacy)).1);
+        }
         if run == 0 {
             check_sorted(&sorted, rows);
             println!(
@@ -404,6 +413,7 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
     }
     report("split_by_ranges (2 holders)", rows, split_t);
     report("sort_batches (every range)", rows, sort_t);
+    report("sort_batches_legacy (same)", rows, legacy_t);
 }
 
 /// Every row kept, and keys ascending within and across ranges (nulls last in each).
@@ -618,19 +628,15 @@ fn bench_sort(args: &Args) {
             let mut times: Vec<Vec<Timing>> = paths.iter().map(|_| Vec::new()).collect();
             for r in 0..args.runs {
                 // Alternate which goes first: the machine's load drifts.
-                let mut outs: Vec<Option<Vec<Vec<RecordBatch>>>> = vec![None; paths.len()];
                 for k in 0..paths.len() {
                     let i = if r % 2 == 0 { k } else { paths.len() - 1 - k };
-                    let (out, t) = timed(|| run(paths[i].1));
+                    let (name, f) = paths[i];
+                    let (out, t) = timed(|| run(f));
                     times[i].push(t);
-                    if r == 0 {
-                        outs[i] = Some(out);
-                    }
-                }
-                if r == 0 {
-                    for ((name, _), out) in paths.iter().zip(&outs).filter(|p| p.0 .0 != "copy") {
-                        let out = out.as_ref().expect("first run's output");
-                        for (p, (i, o)) in parts.iter().zip(out).enumerate() {
+                    // The first run's output checked, then dropped (one output held at a
+                    // time next to the input).
+                    if r == 0 && name != "copy" {
+                        for (p, (i, o)) in parts.iter().zip(&out).enumerate() {
                             check_stable_sort(i, o, &format!("{order} {name} partition {p}"));
                         }
                     }
