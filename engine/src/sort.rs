@@ -715,6 +715,8 @@ fn few_distinct_positions(cols: &[&ArrayRef], total: usize) -> Option<Option<Vec
         for (i, &v) in c.iter().enumerate() {
             if valid.as_ref().is_some_and(|m| !m.value(i)) {
                 seen_invalid = true;
+                // The next valid row must go through the sorted check, equal key or not.
+                last = None;
                 ids.push(INVALID);
                 continue;
             }
@@ -2360,6 +2362,30 @@ mod tests {
             v(1),
             [Some(50), Some(30), None, None, None, None, None, None, None]
         );
+    }
+
+    /// A null (or NaN) between two equal keys: the rows are not in order (the null goes
+    /// last), on the few-distinct path and on the legacy one.
+    #[test]
+    fn a_null_between_equal_keys_is_moved_last() {
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(1)]));
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![2.5, f64::NAN, 2.5]));
+        for key in [ints, floats] {
+            let b = RecordBatch::try_from_iter([
+                ("k", key),
+                ("row", Arc::new(Int32Array::from(vec![0, 1, 2])) as ArrayRef),
+            ])
+            .unwrap();
+            for sort in [sort_batches, sort_batches_legacy] {
+                let got = sort(std::slice::from_ref(&b), "k").unwrap();
+                let rows: Vec<i32> = got[0]
+                    .column(1)
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .to_vec();
+                assert_eq!(rows, [0, 2, 1]);
+            }
+        }
     }
 
     /// A key value as the reference sort orders it: None for null and NaN.
