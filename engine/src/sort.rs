@@ -699,93 +699,98 @@ fn sort_positions(cols: &[&ArrayRef], kind: Kind, key: &str) -> Result<Option<Ve
 /// `Some(None)` when the rows are already in order. `total` is the number of rows, which
 /// must fit a `u32`.
 fn few_distinct_positions(cols: &[&ArrayRef], total: usize) -> Option<Option<Vec<u32>>> {
-    const SLOTS: usize = FEW_DISTINCT * 4;
-    const SHIFT: u32 = 64 - SLOTS.trailing_zeros();
-    /// The id of null and NaN rows.
-    const INVALID: u16 = u16::MAX;
-    // Open addressing: slot -> index into `distinct` (u16::MAX: empty).
-    let mut slots = vec![u16::MAX; SLOTS];
-    let mut distinct: Vec<i64> = Vec::new();
-    let mut ids: Vec<u16> = Vec::with_capacity(total);
+    /// The id of null and NaN rows (codes get ids below it).
+    const INVALID: u16 = FEW_DISTINCT as u16;
+    let mut table = DistinctCodes::new();
+    let mut ids = vec![0u16; total];
+    // Rows per id.
+    let mut counts = vec![0u32; FEW_DISTINCT + 1];
+    // Sorted so far: valid codes ascending (from `prev`, the last one), no invalid row
+    // before a valid one. Without branches: equal neighbours are too short-lived to guess.
     let mut sorted = true;
     let mut seen_invalid = false;
-    // The previous valid code and its id: runs of equal keys skip the table.
-    let mut last: Option<(i64, u16)> = None;
+    let mut prev = i64::MIN;
+    let mut base = 0;
     for col in cols {
         let (c, valid) = codes(col.as_ref())?;
-        for (i, &v) in c.iter().enumerate() {
-            if valid.as_ref().is_some_and(|m| !m.value(i)) {
+        let out = ids.get_mut(base..base + c.len())?;
+        base += c.len();
+        for (i, (&v, id_out)) in c.iter().zip(out.iter_mut()).enumerate() {
+            let id = if valid.as_ref().is_some_and(|m| !m.value(i)) {
                 seen_invalid = true;
-                // The next valid row must go through the sorted check, equal key or not.
-                last = None;
-                ids.push(INVALID);
-                continue;
-            }
-            let id = match last {
-                Some((l, id)) if l == v => id,
-                _ => {
-                    if seen_invalid || last.is_some_and(|(l, _)| l > v) {
-                        sorted = false;
-                    }
-                    let mut s = ((v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> SHIFT) as usize;
-                    let id = loop {
-                        match slots[s] {
-                            u16::MAX => {
-                                if distinct.len() == FEW_DISTINCT {
-                                    return None;
-                                }
-                                slots[s] = distinct.len() as u16;
-                                distinct.push(v);
-                                break slots[s];
-                            }
-                            d if distinct[d as usize] == v => break d,
-                            _ => s = (s + 1) % SLOTS,
-                        }
-                    };
-                    last = Some((v, id));
-                    id
-                }
+                INVALID
+            } else {
+                sorted &= (prev <= v) & !seen_invalid;
+                prev = v;
+                table.id(v)?
             };
-            ids.push(id);
+            counts[usize::from(id)] += 1;
+            *id_out = id;
         }
     }
     if sorted {
         return Some(None);
     }
-    // Rank of every distinct code; the invalid rows get the last rank.
-    let mut order: Vec<u16> = (0..distinct.len() as u16).collect();
-    order.sort_unstable_by_key(|&d| distinct[d as usize]);
-    let mut next = vec![0u32; distinct.len() + 1];
-    let mut counts = vec![0u32; distinct.len() + 1];
-    for &id in &ids {
-        let d = if id == INVALID {
-            distinct.len()
-        } else {
-            id as usize
-        };
-        counts[d] += 1;
-    }
-    // Where each id's run starts: runs in rank order, the invalid rows' last.
+    // Where each id's rows start: ids in the order of their codes, the invalid rows last.
+    let mut order: Vec<u16> = (0..table.codes.len() as u16).collect();
+    order.sort_unstable_by_key(|&d| table.codes[usize::from(d)]);
+    let mut next = vec![0u32; FEW_DISTINCT + 1];
     let mut at = 0u32;
-    for d in order.iter().map(|&d| d as usize).chain([distinct.len()]) {
+    for d in order.into_iter().chain([INVALID]).map(usize::from) {
         next[d] = at;
         at += counts[d];
     }
-    let invalid_slot = distinct.len();
     let pos = ids
         .iter()
         .map(|&id| {
-            let d = if id == INVALID {
-                invalid_slot
-            } else {
-                id as usize
-            };
-            let p = next[d];
-            next[d] += 1;
+            let slot = &mut next[usize::from(id)];
+            let p = *slot;
+            *slot += 1;
             p
         })
         .collect();
     Some(Some(pos))
+}
+
+/// The distinct codes of [`few_distinct_positions`], up to [`FEW_DISTINCT`] of them, each
+/// with a dense id (its index in `codes`), found by open addressing.
+struct DistinctCodes {
+    /// Slot -> id (`u16::MAX`: empty); 4 slots per possible code.
+    slots: Vec<u16>,
+    codes: Vec<i64>,
+}
+
+impl DistinctCodes {
+    const SLOTS: usize = FEW_DISTINCT * 4;
+    const SHIFT: u32 = 64 - Self::SLOTS.trailing_zeros();
+
+    fn new() -> Self {
+        DistinctCodes {
+            slots: vec![u16::MAX; Self::SLOTS],
+            codes: Vec::new(),
+        }
+    }
+
+    /// The id of `code` (a new one if it is new); None when it would be one too many.
+    #[inline]
+    fn id(&mut self, code: i64) -> Option<u16> {
+        let mut s = ((code as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> Self::SHIFT) as usize;
+        loop {
+            match self.slots[s] {
+                u16::MAX => {
+                    if self.codes.len() == FEW_DISTINCT {
+                        return None;
+                    }
+                    let id = self.codes.len() as u16;
+                    self.slots[s] = id;
+                    self.codes.push(code);
+                    return Some(id);
+                }
+                d if self.codes[usize::from(d)] == code => return Some(d),
+                _ => s = (s + 1) % Self::SLOTS,
+            }
+        }
+    }
 }
 
 /// Row numbers of `pairs` ordered by code, ties in row order.
