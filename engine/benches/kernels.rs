@@ -16,9 +16,10 @@
 //! - **sort**: the ranged `sort_by(date)`: [`sort_batches`] of every month partition by
 //!   `date` on its own (a day never crosses months, so no row moves between partitions), on
 //!   the same three orders at each size of `--sort-rows`, by the default row mover and by
-//!   the one it replaced ([`sort_batches_legacy`]), alternating, in the same run; it checks
-//!   the first run's outputs against a reference stable sort (`concat` + `take`) and that
-//!   both agree, and prints the ratio new/old.
+//!   the one it replaced ([`sort_batches_legacy`]), alternating, in the same run (with
+//!   `--sort-paths both`, also one plain `concat` of each partition: the floor of any row
+//!   mover); it checks the first run's outputs against a reference stable sort (`concat` +
+//!   `take`) and prints the ratio new/old.
 //!
 //! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
 //! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
@@ -28,7 +29,7 @@
 //!
 //! ```text
 //! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K]
-//!     [--only write|shuffle|describe|groupby] [--data DIR] [--gen-rows N] [--keep DIR]
+//!     [--only write|shuffle|describe|groupby|sort] [--data DIR] [--gen-rows N] [--keep DIR]
 //!     [--groupby-rows N,N...] [--groupby-paths both|new|legacy]
 //!     [--groupby-orders time,station,random]
 //!     [--sort-rows N,N...] [--sort-paths both|new|legacy] [--sort-orders time,station,random]
