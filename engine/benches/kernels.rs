@@ -33,6 +33,7 @@
 //!     [--groupby-rows N,N...] [--groupby-paths both|new|legacy]
 //!     [--groupby-orders time,station,random]
 //!     [--sort-rows N,N...] [--sort-paths both|new|legacy] [--sort-orders time,station,random]
+//!     [--sort-key date|datetime]
 //! ```
 //!
 //! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
@@ -94,6 +95,9 @@ struct Args {
     /// `--sort-paths new|legacy|both` (both: the ratio; one: to profile it alone).
     sort_paths: String,
     sort_orders: Vec<RowOrder>,
+    /// `--sort-key date|datetime`: a microsecond timestamp column (`datetime`: the
+    /// timestamps themselves, too many distinct ones for the few-keys path).
+    sort_key: String,
 }
 
 fn parse_args() -> Args {
@@ -110,6 +114,7 @@ fn parse_args() -> Args {
         sort_rows: vec![2_000_000, 12_000_000],
         sort_paths: "both".into(),
         sort_orders: RowOrder::ALL.to_vec(),
+        sort_key: "date".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -133,6 +138,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--sort-paths" => a.sort_paths = value("--sort-paths"),
+            "--sort-key" => a.sort_key = value("--sort-key"),
             "--sort-orders" => {
                 a.sort_orders = value("--sort-orders")
                     .split(',')
@@ -567,15 +573,16 @@ fn decoded(batches: &[RecordBatch]) -> RecordBatch {
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).expect("batch")
 }
 
-/// `got` holds the rows of `input` stably sorted by `date` (nulls last): the same values,
-/// column by column, as a reference stable sort of the rows (`concat` + `take`).
-fn check_stable_sort(input: &[RecordBatch], got: &[RecordBatch], what: &str) {
+/// `got` holds the rows of `input` stably sorted by `key` (a microsecond timestamp column;
+/// nulls last): the same values, column by column, as a reference stable sort of the rows
+/// (`concat` + `take`).
+fn check_stable_sort(input: &[RecordBatch], got: &[RecordBatch], key: &str, what: &str) {
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMicrosecondType;
     let whole = decoded(input);
     let date = whole
-        .column_by_name("date")
-        .expect("date")
+        .column_by_name(key)
+        .expect("key")
         .as_primitive::<TimestampMicrosecondType>();
     let mut rows: Vec<u32> = (0..whole.num_rows() as u32).collect();
     // Stable; `None` sorts first in `Option`'s order, so key on (is null, value).
@@ -614,7 +621,7 @@ fn bench_sort(args: &Args) {
             let run = |f: SortFn| {
                 parts
                     .iter()
-                    .map(|p| f(p, "date").expect("sort"))
+                    .map(|p| f(p, &args.sort_key).expect("sort"))
                     .collect::<Vec<_>>()
             };
             let mut paths: Vec<(&str, SortFn)> = match args.sort_paths.as_str() {
@@ -638,7 +645,8 @@ fn bench_sort(args: &Args) {
                     // time next to the input).
                     if r == 0 && name != "copy" {
                         for (p, (i, o)) in parts.iter().zip(&out).enumerate() {
-                            check_stable_sort(i, o, &format!("{order} {name} partition {p}"));
+                            let what = format!("{order} {name} partition {p}");
+                            check_stable_sort(i, o, &args.sort_key, &what);
                         }
                     }
                 }
@@ -657,12 +665,13 @@ fn bench_sort(args: &Args) {
                 .map(|t| (median(t, false), median(t, true)))
                 .collect();
             for ((name, _), t) in paths.iter().zip(times) {
-                report(&format!("sort(date) {order} {name}"), n, t);
+                report(&format!("sort({}) {order} {name}", args.sort_key), n, t);
             }
             if let [(old_s, old_c), (new_s, new_c), ..] = meds[..] {
                 println!(
-                    "  sort_batches by date, {order} order, {n} rows, {} partitions: new/legacy \
+                    "  sort_batches by {}, {order} order, {n} rows, {} partitions: new/legacy \
                      wall {:.2}x ({:.1} -> {:.1} ns/row), cpu {:.2}x ({:.1} -> {:.1} ns/row)",
+                    args.sort_key,
                     parts.len(),
                     new_s / old_s,
                     old_s * 1e9 / n as f64,
