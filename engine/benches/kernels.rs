@@ -5,14 +5,21 @@
 //! - **shuffle**: the general sort's [`split_by_ranges`] on two "workers" (each half of
 //!   the partitions, split by `temperature` into 144 ranges, as the scheduler asks for 12 M
 //!   rows), then the receiving side's [`sort_batches`] of every range (its pieces from
-//!   both halves);
+//!   both halves), and [`sort_batches_legacy`] of the same, alternating;
 //! - **describe**: a worker's share of `describe()` (moments and the exact-quantile rounds
 //!   of every numeric column over all loaded partitions), with the rounds each column took;
 //! - **groupby**: the partials of `groupby(date).mean()` of every numeric column, one per
 //!   month partition, on the same rows stored in three orders (time; station, then time;
 //!   random: [`RowOrder`]) at each size of `--groupby-rows`, by the default kernels and by
 //!   the row-by-row path they replaced ([`Paths::LEGACY`]), alternating, in the same run;
-//!   it checks both give the same partials (up to rounding) and prints the ratio new/old.
+//!   it checks both give the same partials (up to rounding) and prints the ratio new/old;
+//! - **sort**: the ranged `sort_by(date)`: [`sort_batches`] of every month partition by
+//!   `date` on its own (a day never crosses months, so no row moves between partitions), on
+//!   the same three orders at each size of `--sort-rows`, by the default row mover and by
+//!   the one it replaced ([`sort_batches_legacy`]), alternating, in the same run (with
+//!   `--sort-paths both`, also one plain `concat` of each partition: the floor of any row
+//!   mover); it checks the first run's outputs against a reference stable sort (`concat` +
+//!   `take`) and prints the ratio new/old.
 //!
 //! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
 //! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
@@ -22,9 +29,11 @@
 //!
 //! ```text
 //! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K]
-//!     [--only write|shuffle|describe|groupby] [--data DIR] [--gen-rows N] [--keep DIR]
+//!     [--only write|shuffle|describe|groupby|sort] [--data DIR] [--gen-rows N] [--keep DIR]
 //!     [--groupby-rows N,N...] [--groupby-paths both|new|legacy]
 //!     [--groupby-orders time,station,random]
+//!     [--sort-rows N,N...] [--sort-paths both|new|legacy] [--sort-orders time,station,random]
+//!     [--sort-key date|datetime]
 //! ```
 //!
 //! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
@@ -40,7 +49,7 @@
 //! ```
 //!
 //! (`stratus_engine::sort::split_by_ranges*` and `stratus_engine::sort::sort_batches*` with
-//! `--only shuffle` for the other two).
+//! `--only shuffle` for the other two; `--only sort --sort-paths new` for the ranged sort).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +60,9 @@ use stratus_engine::describe::{describable_columns, MAX_DISTINCT};
 use stratus_engine::expr::apply_steps;
 use stratus_engine::groupby::{partial_with_paths, GroupBy, Paths};
 use stratus_engine::scan::{list_files, plan_partitions, read_footer, read_partition};
-use stratus_engine::sort::{choose_boundaries, sample_keys, sort_batches, split_by_ranges};
+use stratus_engine::sort::{
+    choose_boundaries, sample_keys, sort_batches, sort_batches_legacy, split_by_ranges,
+};
 use stratus_engine::write::{write_partition, WriteOptions};
 use stratus_plan::{col, AggFunc, Step, TruncUnit};
 
@@ -80,6 +91,13 @@ struct Args {
     /// `--groupby-paths new|legacy|both` (both: the ratio; one: to profile it alone).
     groupby_paths: String,
     groupby_orders: Vec<RowOrder>,
+    sort_rows: Vec<usize>,
+    /// `--sort-paths new|legacy|both` (both: the ratio; one: to profile it alone).
+    sort_paths: String,
+    sort_orders: Vec<RowOrder>,
+    /// `--sort-key date|datetime`: a microsecond timestamp column (`datetime`: the
+    /// timestamps themselves, too many distinct ones for the few-keys path).
+    sort_key: String,
 }
 
 fn parse_args() -> Args {
@@ -93,6 +111,10 @@ fn parse_args() -> Args {
         groupby_rows: vec![1_000_000, 4_000_000],
         groupby_paths: "both".into(),
         groupby_orders: RowOrder::ALL.to_vec(),
+        sort_rows: vec![2_000_000, 12_000_000],
+        sort_paths: "both".into(),
+        sort_orders: RowOrder::ALL.to_vec(),
+        sort_key: "date".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -113,6 +135,20 @@ fn parse_args() -> Args {
                             .parse()
                             .expect("--groupby-orders time,station,random")
                     })
+                    .collect()
+            }
+            "--sort-paths" => a.sort_paths = value("--sort-paths"),
+            "--sort-key" => a.sort_key = value("--sort-key"),
+            "--sort-orders" => {
+                a.sort_orders = value("--sort-orders")
+                    .split(',')
+                    .map(|o| o.trim().parse().expect("--sort-orders time,station,random"))
+                    .collect()
+            }
+            "--sort-rows" => {
+                a.sort_rows = value("--sort-rows")
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--sort-rows N,N..."))
                     .collect()
             }
             "--groupby-rows" => {
@@ -343,6 +379,7 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
 
     let mut split_t = Vec::new();
     let mut sort_t = Vec::new();
+    let mut legacy_t = Vec::new();
     for run in 0..runs {
         let (split, t) = timed(|| {
             holders
@@ -357,13 +394,21 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
             .collect();
         drop(split);
         assert_eq!(received.iter().map(|r| rows_of(r)).sum::<usize>(), rows);
-        let (sorted, t) = timed(|| {
+        let sort_all = |f: fn(&[RecordBatch], &str) -> stratus_engine::Result<Vec<RecordBatch>>| {
             received
                 .iter()
-                .map(|r| sort_batches(r, KEY).expect("sort"))
+                .map(|r| f(r, KEY).expect("sort"))
                 .collect::<Vec<_>>()
-        });
+        };
+        // The legacy sort too, alternating, for the ratio (its output dropped first).
+        if run % 2 == 1 {
+            legacy_t.push(timed(|| sort_all(sort_batches_legacy)).1);
+        }
+        let (sorted, t) = timed(|| sort_all(sort_batches));
         sort_t.push(t);
+        if run % 2 == 0 {
+            legacy_t.push(timed(|| sort_all(sort_batches_legacy)).1);
+        }
         if run == 0 {
             check_sorted(&sorted, rows);
             println!(
@@ -375,6 +420,7 @@ fn bench_shuffle(parts: &[Vec<RecordBatch>], runs: usize) {
     }
     report("split_by_ranges (2 holders)", rows, split_t);
     report("sort_batches (every range)", rows, sort_t);
+    report("sort_batches_legacy (same)", rows, legacy_t);
 }
 
 /// Every row kept, and keys ascending within and across ranges (nulls last in each).
@@ -503,11 +549,151 @@ fn bench_groupby(args: &Args) {
     }
 }
 
+/// The rows of one partition as one batch with its dictionaries decoded (Utf8), to
+/// compare outputs whose dictionaries may differ.
+fn decoded(batches: &[RecordBatch]) -> RecordBatch {
+    use arrow_schema::{DataType, Field, Schema};
+    let whole =
+        arrow_select::concat::concat_batches(batches[0].schema_ref(), batches).expect("concat");
+    let columns: Vec<ArrayRef> = whole
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Dictionary(_, v) => arrow_cast::cast(c, v).expect("decode"),
+            _ => c.clone(),
+        })
+        .collect();
+    let fields: Vec<Field> = whole
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).expect("batch")
+}
+
+/// `got` holds the rows of `input` stably sorted by `key` (a microsecond timestamp column;
+/// nulls last): the same values, column by column, as a reference stable sort of the rows
+/// (`concat` + `take`).
+fn check_stable_sort(input: &[RecordBatch], got: &[RecordBatch], key: &str, what: &str) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    let whole = decoded(input);
+    let date = whole
+        .column_by_name(key)
+        .expect("key")
+        .as_primitive::<TimestampMicrosecondType>();
+    let mut rows: Vec<u32> = (0..whole.num_rows() as u32).collect();
+    // Stable; `None` sorts first in `Option`'s order, so key on (is null, value).
+    rows.sort_by_key(|&r| {
+        let v = date.is_valid(r as usize).then(|| date.value(r as usize));
+        (v.is_none(), v)
+    });
+    let want = arrow_select::take::take_record_batch(&whole, &arrow_array::UInt32Array::from(rows))
+        .expect("take");
+    let got = decoded(got);
+    assert_eq!(got.num_rows(), want.num_rows(), "{what}: rows");
+    for (c, (g, w)) in got.columns().iter().zip(want.columns()).enumerate() {
+        // Bits, not values: NaN is not equal to itself.
+        assert!(g.to_data() == w.to_data(), "{what}: column {c} differs");
+    }
+}
+
+/// One partition's rows copied once, in order, into one batch (`concat`): the floor a
+/// sort's row mover can reach.
+fn copy_batches(batches: &[RecordBatch], _key: &str) -> stratus_engine::Result<Vec<RecordBatch>> {
+    Ok(vec![arrow_select::concat::concat_batches(
+        batches[0].schema_ref(),
+        batches,
+    )
+    .expect("concat")])
+}
+
+/// The ranged sort: [`sort_batches`] of every month partition by `date`, by the default
+/// row mover and the legacy one, on each order and size.
+fn bench_sort(args: &Args) {
+    type SortFn = fn(&[RecordBatch], &str) -> stratus_engine::Result<Vec<RecordBatch>>;
+    for &rows in &args.sort_rows {
+        for &order in &args.sort_orders {
+            let parts = load(&dataset_ordered(args, order), rows);
+            let n: usize = parts.iter().map(|p| rows_of(p)).sum();
+            let run = |f: SortFn| {
+                parts
+                    .iter()
+                    .map(|p| f(p, &args.sort_key).expect("sort"))
+                    .collect::<Vec<_>>()
+            };
+            let mut paths: Vec<(&str, SortFn)> = match args.sort_paths.as_str() {
+                "new" => vec![("new", sort_batches)],
+                "legacy" => vec![("legacy", sort_batches_legacy)],
+                _ => vec![("legacy", sort_batches_legacy), ("new", sort_batches)],
+            };
+            if args.sort_paths == "both" {
+                // The floor: one sequential copy of every column (not a sort, not checked).
+                paths.push(("copy", copy_batches));
+            }
+            let mut times: Vec<Vec<Timing>> = paths.iter().map(|_| Vec::new()).collect();
+            for r in 0..args.runs {
+                // Alternate which goes first: the machine's load drifts.
+                for k in 0..paths.len() {
+                    let i = if r % 2 == 0 { k } else { paths.len() - 1 - k };
+                    let (name, f) = paths[i];
+                    let (out, t) = timed(|| run(f));
+                    times[i].push(t);
+                    // The first run's output checked, then dropped (one output held at a
+                    // time next to the input).
+                    if r == 0 && name != "copy" {
+                        for (p, (i, o)) in parts.iter().zip(&out).enumerate() {
+                            let what = format!("{order} {name} partition {p}");
+                            check_stable_sort(i, o, &args.sort_key, &what);
+                        }
+                    }
+                }
+            }
+            // Medians of wall and CPU time: on a loaded machine the CPU time is steadier.
+            let median = |t: &[Timing], cpu: bool| {
+                let mut v: Vec<f64> = t
+                    .iter()
+                    .map(|t| if cpu { t.cpu } else { t.wall }.as_secs_f64())
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let meds: Vec<(f64, f64)> = times
+                .iter()
+                .map(|t| (median(t, false), median(t, true)))
+                .collect();
+            for ((name, _), t) in paths.iter().zip(times) {
+                report(&format!("sort({}) {order} {name}", args.sort_key), n, t);
+            }
+            if let [(old_s, old_c), (new_s, new_c), ..] = meds[..] {
+                println!(
+                    "  sort_batches by {}, {order} order, {n} rows, {} partitions: new/legacy \
+                     wall {:.2}x ({:.1} -> {:.1} ns/row), cpu {:.2}x ({:.1} -> {:.1} ns/row)",
+                    args.sort_key,
+                    parts.len(),
+                    new_s / old_s,
+                    old_s * 1e9 / n as f64,
+                    new_s * 1e9 / n as f64,
+                    new_c / old_c,
+                    old_c * 1e9 / n as f64,
+                    new_c * 1e9 / n as f64,
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let args = parse_args();
     let only = args.only.as_deref();
     if only == Some("groupby") {
         bench_groupby(&args);
+        return;
+    }
+    if only == Some("sort") {
+        bench_sort(&args);
         return;
     }
     let dir = dataset(&args);
