@@ -591,6 +591,7 @@ fn a_cluster_of_issued_certificates_lets_no_stranger_in() {
                 tag: 0,
             },
             from_worker: 1,
+            parts: vec![],
         };
         stratus_protocol::framing::send_message(&mut send, &push, "peer")
             .await
@@ -608,6 +609,35 @@ fn a_cluster_of_issued_certificates_lets_no_stranger_in() {
     assert!(
         reason.contains("job 987654")
             && reason.contains("announced no delivery from worker certificate 'node-1'"),
+        "{reason}"
+    );
+    // A header naming more mailboxes than one stream may carry: refused on
+    // its header too.
+    let answer = rt.block_on(async {
+        let conn = raw_connect_peer(&peer, &cert_name, &pki.ca_pem(), Some(&insider))
+            .await
+            .expect("a worker certificate of the cluster connects");
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let parts = (0..=stratus_protocol::messages::MAX_PUSH_PARTS as u32)
+            .map(|tag| stratus_protocol::messages::PushPart { tag, bytes: 1 })
+            .collect();
+        let push = stratus_protocol::messages::PeerPush {
+            mailbox: stratus_protocol::messages::MailboxKey {
+                job: 987_655,
+                tag: 0,
+            },
+            from_worker: 1,
+            parts,
+        };
+        stratus_protocol::framing::send_message(&mut send, &push, "peer")
+            .await
+            .unwrap();
+        let _ = send.finish();
+        recv.read_to_end(4096).await.unwrap_or_default()
+    });
+    let reason = String::from_utf8_lossy(answer.get(1..).unwrap_or_default()).to_string();
+    assert!(
+        answer.first() == Some(&0u8) && reason.contains("1025 parts in one stream, at most 1024"),
         "{reason}"
     );
     // Legitimate peer links still work: a group-by exchanges partials.

@@ -62,6 +62,39 @@ pub fn assemble(chunks: &[bytes::Bytes]) -> Buffer {
     out.into()
 }
 
+/// Join received chunks into one 64-byte-aligned buffer per part, part `i`
+/// `lengths[i]` bytes, in order: one copy, each buffer sized once, so each
+/// part owns (and is counted by) its own allocation. `None` when the lengths
+/// do not add up to the bytes received.
+pub fn assemble_parts(chunks: &[bytes::Bytes], lengths: &[u64]) -> Option<Vec<Buffer>> {
+    let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let sum = lengths
+        .iter()
+        .try_fold(0u64, |sum, l| sum.checked_add(*l))?;
+    if sum != total {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(lengths.len());
+    let (mut chunk, mut at) = (0usize, 0usize);
+    for &len in lengths {
+        let mut need = usize::try_from(len).ok()?;
+        let mut out = arrow_buffer::MutableBuffer::with_capacity(need);
+        while need > 0 {
+            let c = &chunks[chunk];
+            let take = (c.len() - at).min(need);
+            out.extend_from_slice(&c[at..at + take]);
+            at += take;
+            need -= take;
+            if at == c.len() {
+                chunk += 1;
+                at = 0;
+            }
+        }
+        parts.push(out.into());
+    }
+    Some(parts)
+}
+
 /// Encode just a schema (an empty IPC stream).
 pub fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>> {
     encode_batches(schema, &[])
@@ -143,6 +176,26 @@ mod tests {
     use arrow_array::{Float64Array, Int32Array};
     use arrow_schema::{DataType, Field, Schema};
     use std::sync::Arc;
+
+    #[test]
+    fn parts_are_cut_from_chunks_at_any_boundary_each_in_its_own_buffer() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let chunks: Vec<bytes::Bytes> = [0..7, 7..7, 7..60, 60..100]
+            .into_iter()
+            .map(|r| bytes::Bytes::copy_from_slice(&data[r]))
+            .collect();
+        let parts = assemble_parts(&chunks, &[3, 0, 57, 40]).unwrap();
+        let got: Vec<&[u8]> = parts.iter().map(|b| b.as_slice()).collect();
+        assert_eq!(
+            got,
+            vec![&data[0..3], &[][..], &data[3..60], &data[60..100]]
+        );
+        assert_ne!(parts[0].as_ptr(), parts[2].as_ptr());
+        // Lengths that lie about the bytes received.
+        assert!(assemble_parts(&chunks, &[3, 96]).is_none());
+        assert!(assemble_parts(&chunks, &[3, 98]).is_none());
+        assert!(assemble_parts(&chunks, &[u64::MAX, 2]).is_none());
+    }
 
     #[test]
     fn roundtrip_without_copy() {

@@ -83,6 +83,22 @@ pub struct MailboxKey {
 pub struct PeerPush {
     pub mailbox: MailboxKey,
     pub from_worker: u64,
+    /// Empty: one Arrow IPC stream for `mailbox`. Else several streams one
+    /// after the other, each for mailbox `(mailbox.job, part.tag)` and
+    /// `part.bytes` long (a shuffle's ranges for one peer in one stream).
+    pub parts: Vec<PushPart>,
+}
+
+/// The most parts one [`PeerPush`] carries (its header stays far under
+/// the first frame's cap); a sender with more opens more streams.
+pub const MAX_PUSH_PARTS: usize = 1024;
+
+/// One mailbox's share of a [`PeerPush`] carrying several.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushPart {
+    pub tag: u32,
+    /// Bytes of its Arrow IPC stream.
+    pub bytes: u64,
 }
 
 /// A dataset write (see `stratus_engine::write`).
@@ -249,13 +265,16 @@ pub enum TaskKind {
     /// Remove a failed write's staged files.
     AbortWrite { spec: WriteSpec },
     /// Split these held partitions by key ranges and deliver range `r` to
-    /// `owners[r]`, mailbox `(job, tag_base + r)`.
+    /// `peers[range_peer[r]]`, mailbox `(job, tag_base + r)`.
     ShuffleSend {
         partitions: Vec<PartitionKey>,
         key: String,
         /// Arrow IPC of a one-column batch `boundary`.
         boundaries_ipc: Vec<u8>,
-        owners: Vec<PeerRef>,
+        /// The workers that own ranges, each once.
+        peers: Vec<PeerRef>,
+        /// Per range, the index of its owner in `peers`.
+        range_peer: Vec<u32>,
         job: u64,
         tag_base: u32,
     },
@@ -317,8 +336,8 @@ impl TaskKind {
             TaskKind::GroupByMerge {
                 deliver_to, out, ..
             } => vec![(deliver_to.worker, out.job)],
-            TaskKind::ShuffleSend { owners, job, .. } => {
-                owners.iter().map(|o| (o.worker, *job)).collect()
+            TaskKind::ShuffleSend { peers, job, .. } => {
+                peers.iter().map(|o| (o.worker, *job)).collect()
             }
             TaskKind::SendPartitions {
                 deliver_to, job, ..

@@ -97,6 +97,7 @@ fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
         encode(&PeerPush {
             mailbox: MailboxKey { job: 1, tag: 2 },
             from_worker: 3,
+            parts: vec![],
         })
         .unwrap(),
     ));

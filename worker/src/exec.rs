@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use stratus_protocol::messages::{MailboxKey, PartitionKey, StorageOptions, TaskOutput};
+use stratus_protocol::messages::{
+    MailboxKey, PartitionKey, StorageOptions, TaskOutput, MAX_PUSH_PARTS,
+};
 
 use crate::peer::{Deliver, PeerService};
 use crate::remote::Remote;
@@ -71,7 +73,8 @@ impl Executor {
                 batches,
                 key,
                 boundaries_ipc,
-                owners,
+                peers,
+                range_peer,
                 job,
                 tag_base,
                 me,
@@ -86,9 +89,14 @@ impl Executor {
                     let ranges =
                         compute(move || tasks::split_ranges(&load(chunk)?, &key, &boundaries[..]))
                             .await?;
-                    let sent = self
-                        .shuffle_send(ranges, owners.clone(), job, tag_base, me)
-                        .await?;
+                    let to = Owners {
+                        peers: &peers,
+                        range_peer: &range_peer,
+                        job,
+                        tag_base,
+                        me,
+                    };
+                    let sent = self.shuffle_send(ranges, to).await?;
                     if let Computed::Output(TaskOutput::Delivered { rows: r, bytes: b }) = sent {
                         rows += r;
                         bytes += b;
@@ -298,47 +306,71 @@ impl Executor {
         }
     }
 
-    /// Deliver range `r` to `owners[r]`. Deliveries to peers run
-    /// concurrently (each waits for its acknowledgement); ours are handed to
-    /// the actor in turn.
+    /// Deliver each range to its owner: the ranges for one peer in one
+    /// stream (at most [`MAX_PUSH_PARTS`] each), sent concurrently, each
+    /// waiting for its acknowledgement; ours are handed to the actor in turn.
     async fn shuffle_send(
         &self,
         ranges: Vec<Vec<RecordBatch>>,
-        owners: Vec<stratus_protocol::messages::PeerRef>,
-        job: u64,
-        tag_base: u32,
-        me: u64,
+        to: Owners<'_>,
     ) -> Result<Computed, TaskError> {
-        let (mut rows, mut bytes) = (0u64, 0u64);
-        let mut sends = tokio::task::JoinSet::new();
+        let mut rows = 0u64;
+        let mut by_peer: Vec<Vec<(u32, Vec<RecordBatch>)>> =
+            (0..to.peers.len()).map(|_| Vec::new()).collect();
         for (r, range) in ranges.into_iter().enumerate() {
             if range.is_empty() {
                 continue;
             }
-            let owner = owners
+            let peer = to
+                .range_peer
                 .get(r)
-                .ok_or(TaskError::from("sort: a range has no owner"))?
-                .clone();
-            let mailbox = MailboxKey {
-                job,
-                tag: tag_base + r as u32,
-            };
+                .map(|p| *p as usize)
+                .filter(|p| *p < to.peers.len())
+                .ok_or_else(|| {
+                    TaskError::from(format!(
+                        "sort: range {r} has no owner among {} peers",
+                        to.peers.len()
+                    ))
+                })?;
             rows += range.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            match Destination::of(me, owner, mailbox) {
-                local @ Destination::Local(_) => {
-                    self.deliver(local, range).await?;
-                }
-                peer => {
-                    let this = self.clone();
-                    sends.spawn(async move { this.deliver(peer, range).await });
-                }
+            by_peer[peer].push((to.tag_base + r as u32, range));
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        let mut ours = Vec::new();
+        for (peer, mut parts) in to.peers.iter().zip(by_peer) {
+            if peer.worker == to.me {
+                ours = parts;
+                continue;
+            }
+            while !parts.is_empty() {
+                let rest = parts.split_off(parts.len().min(MAX_PUSH_PARTS));
+                let (this, peer, job, me) = (self.clone(), peer.clone(), to.job, to.me);
+                sends.spawn(async move { this.peers.send_parts(&peer, job, me, parts).await });
+                parts = rest;
             }
         }
+        if let Some(me) = to.peers.iter().find(|p| p.worker == to.me) {
+            for (tag, range) in ours {
+                let mailbox = MailboxKey { job: to.job, tag };
+                self.deliver(Destination::of(to.me, me.clone(), mailbox), range)
+                    .await?;
+            }
+        }
+        let mut bytes = 0u64;
         while let Some(sent) = sends.join_next().await {
             bytes += sent.map_err(|e| format!("delivery panicked: {e}"))??;
         }
         Ok(Computed::Output(TaskOutput::Delivered { rows, bytes }))
     }
+}
+
+/// Who owns a shuffle's ranges, as a [`Work::ShuffleSend`] names them.
+struct Owners<'a> {
+    peers: &'a [stratus_protocol::messages::PeerRef],
+    range_peer: &'a [u32],
+    job: u64,
+    tag_base: u32,
+    me: u64,
 }
 
 /// Input bytes a shuffle splits and sends at a time (at least one

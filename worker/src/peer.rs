@@ -36,7 +36,9 @@ use stratus_protocol::framing::{
 };
 use stratus_protocol::handshake::HELLO_TIMEOUT;
 use stratus_protocol::limits::{ConnectionLimiter, ConnectionLimits};
-use stratus_protocol::messages::{ArchivedPeerPush, MailboxKey, PeerPush, PeerRef};
+use stratus_protocol::messages::{
+    ArchivedPeerPush, MailboxKey, PeerPush, PeerRef, PushPart, MAX_PUSH_PARTS,
+};
 use stratus_protocol::netstats::{ConnectionTracker, PeerKind, TrackedConnection};
 use stratus_protocol::pki::Role;
 use stratus_protocol::tls::{Credentials, DenyList};
@@ -394,6 +396,55 @@ impl PeerService {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<u64, TaskError> {
+        // Column buffers go out as they are: no copy into one message.
+        let chunks =
+            stratus_protocol::ipc::encode_chunks(schema, batches).map_err(|e| e.to_string())?;
+        self.push(to, push, chunks).await
+    }
+
+    /// Deliver several mailboxes' batches (`(tag, batches)` of job `job`,
+    /// at most [`MAX_PUSH_PARTS`]) to another worker in one stream, each as
+    /// its own Arrow IPC stream; returns once the peer has stored them all.
+    pub async fn send_parts(
+        &self,
+        to: &PeerRef,
+        job: u64,
+        from_worker: u64,
+        parts: Vec<(u32, Vec<RecordBatch>)>,
+    ) -> Result<u64, TaskError> {
+        let mut chunks = Vec::new();
+        let mut heads = Vec::with_capacity(parts.len());
+        for (tag, batches) in &parts {
+            let Some(schema) = batches.first().map(|b| b.schema()) else {
+                continue;
+            };
+            let encoded = stratus_protocol::ipc::encode_chunks(&schema, batches)
+                .map_err(|e| e.to_string())?;
+            let bytes = encoded.iter().map(|c| c.len() as u64).sum();
+            heads.push(PushPart { tag: *tag, bytes });
+            chunks.extend(encoded);
+        }
+        let Some(first) = heads.first() else {
+            return Ok(0);
+        };
+        let push = PeerPush {
+            mailbox: MailboxKey {
+                job,
+                tag: first.tag,
+            },
+            from_worker,
+            parts: heads,
+        };
+        self.push(to, push, chunks).await
+    }
+
+    /// One delivery stream: the header, the payload, then the peer's answer.
+    async fn push(
+        &self,
+        to: &PeerRef,
+        push: PeerPush,
+        mut chunks: Vec<bytes::Bytes>,
+    ) -> Result<u64, TaskError> {
         let peer = format!("worker {} ({})", to.worker, to.address);
         // A failed connection or stream names the peer (it may have died:
         // the scheduler decides); a refusal is the peer's answer.
@@ -406,9 +457,6 @@ impl PeerService {
         send_message(&mut send, &push, &peer)
             .await
             .map_err(|e| lost(e.to_string()))?;
-        // Column buffers go out as they are: no copy into one message.
-        let mut chunks =
-            stratus_protocol::ipc::encode_chunks(schema, batches).map_err(|e| e.to_string())?;
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         send.write_all_chunks(&mut chunks)
             .await
@@ -476,8 +524,15 @@ async fn receive(
         return Ok(());
     };
     let push: PeerPush = to_owned(access::<ArchivedPeerPush>(&frame, peer)?, peer)?;
-    // Before any payload is read: is this sender announced for this job?
     let job = push.mailbox.job;
+    if push.parts.len() > MAX_PUSH_PARTS {
+        let reason = format!(
+            "refused a delivery for job {job}: {} parts in one stream, at most {MAX_PUSH_PARTS}",
+            push.parts.len()
+        );
+        return refuse_delivery(&mut send, &mut recv, peer, reason).await;
+    }
+    // Before any payload is read: is this sender announced for this job?
     if !from
         .announcements
         .wait_for(job, from.certificate, ANNOUNCEMENT_WAIT)
@@ -531,14 +586,26 @@ async fn receive(
             }
         }
     }
-    let buffer = stratus_protocol::ipc::assemble(&chunks);
+    // One aligned buffer per mailbox (a plain delivery is one part).
+    let (mailboxes, lengths): (Vec<MailboxKey>, Vec<u64>) = if push.parts.is_empty() {
+        (vec![push.mailbox], vec![total as u64])
+    } else {
+        push.parts
+            .iter()
+            .map(|p| (MailboxKey { job, tag: p.tag }, p.bytes))
+            .unzip()
+    };
+    let buffers = stratus_protocol::ipc::assemble_parts(&chunks, &lengths);
     drop(chunks);
     // From here the store counts the bytes (kept, or parked until spills
     // make room), so the reservation goes before the answer is awaited.
     drop(reservation);
-    let outcome = match stratus_protocol::ipc::decode_batches(buffer) {
-        Ok((_, batches)) => deliver(push.mailbox, push.from_worker, batches).await,
-        Err(e) => Err(format!("bad Arrow IPC from {peer}: {e}")),
+    let outcome = match buffers {
+        None => Err(format!(
+            "refused a delivery for job {job}: its parts add up to {} bytes, {total} were sent",
+            lengths.iter().fold(0u64, |a, l| a.saturating_add(*l))
+        )),
+        Some(buffers) => deliver_parts(&deliver, push.from_worker, mailboxes, buffers, peer).await,
     };
     match outcome {
         Ok(()) => {
@@ -552,6 +619,27 @@ async fn receive(
     }
     let _ = send.finish();
     let _ = send.stopped().await;
+    Ok(())
+}
+
+/// Decode each part and hand it to the store, in order; the first refusal
+/// (or undecodable part) ends the delivery with its reason.
+async fn deliver_parts(
+    deliver: &Deliver,
+    from_worker: u64,
+    mailboxes: Vec<MailboxKey>,
+    buffers: Vec<arrow_buffer::Buffer>,
+    peer: &str,
+) -> Result<(), String> {
+    for (mailbox, buffer) in mailboxes.into_iter().zip(buffers) {
+        let (_, batches) = stratus_protocol::ipc::decode_batches(buffer).map_err(|e| {
+            format!(
+                "bad Arrow IPC from {peer} for mailbox tag {}: {e}",
+                mailbox.tag
+            )
+        })?;
+        deliver(mailbox, from_worker, batches).await?;
+    }
     Ok(())
 }
 

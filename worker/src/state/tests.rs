@@ -568,6 +568,7 @@ fn partials_go_to_our_own_mailbox_or_a_peers() {
     let push = stratus_protocol::messages::PeerPush {
         mailbox: mailbox(2, 0),
         from_worker: 7,
+        parts: vec![],
     };
     assert_eq!(destinations[0], &Destination::Local(push.clone()));
     assert_eq!(destinations[1], &Destination::Peer { to: peer(8), push });

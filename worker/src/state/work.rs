@@ -49,6 +49,7 @@ impl Destination {
         let push = PeerPush {
             mailbox,
             from_worker: me,
+            parts: Vec::new(),
         };
         if to.worker == me {
             Destination::Local(push)
@@ -114,13 +115,14 @@ pub enum Work {
         key: String,
         sample: usize,
     },
-    /// Split by key ranges; range `r` goes to `owners[r]`, mailbox
-    /// `(job, tag_base + r)` (see [`Destination::of`] with `me`).
+    /// Split by key ranges; range `r` goes to `peers[range_peer[r]]`,
+    /// mailbox `(job, tag_base + r)` (our own mailbox when that is `me`).
     ShuffleSend {
         batches: Parts,
         key: String,
         boundaries_ipc: Vec<u8>,
-        owners: Vec<PeerRef>,
+        peers: Vec<PeerRef>,
+        range_peer: Vec<u32>,
         job: u64,
         tag_base: u32,
         me: u64,
@@ -334,14 +336,16 @@ pub(super) fn resolve(
             partitions,
             key,
             boundaries_ipc,
-            owners,
+            peers,
+            range_peer,
             job,
             tag_base,
         } => Work::ShuffleSend {
             batches: held(store, name, &partitions)?,
             key,
             boundaries_ipc,
-            owners,
+            peers,
+            range_peer,
             job,
             tag_base,
             me,
