@@ -265,16 +265,16 @@ pub enum TaskKind {
     /// Remove a failed write's staged files.
     AbortWrite { spec: WriteSpec },
     /// Split these held partitions by key ranges and deliver range `r` to
-    /// `peers[range_peer[r]]`, mailbox `(job, tag_base + r)`.
+    /// `peers[r % peers.len()]`, mailbox `(job, tag_base + r)`.
     ShuffleSend {
         partitions: Vec<PartitionKey>,
         key: String,
         /// Arrow IPC of a one-column batch `boundary`.
         boundaries_ipc: Vec<u8>,
-        /// The workers that own ranges, each once.
+        /// The workers that own ranges, each once, in turn: range `r` is
+        /// `peers[r % peers.len()]`'s (a send's size grows with the
+        /// workers, not with the ranges).
         peers: Vec<PeerRef>,
-        /// Per range, the index of its owner in `peers`.
-        range_peer: Vec<u32>,
         job: u64,
         tag_base: u32,
     },

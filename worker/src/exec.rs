@@ -74,7 +74,6 @@ impl Executor {
                 key,
                 boundaries_ipc,
                 peers,
-                range_peer,
                 job,
                 tag_base,
                 me,
@@ -91,7 +90,6 @@ impl Executor {
                             .await?;
                     let to = Owners {
                         peers: &peers,
-                        range_peer: &range_peer,
                         job,
                         tag_base,
                         me,
@@ -321,17 +319,10 @@ impl Executor {
             if range.is_empty() {
                 continue;
             }
-            let peer = to
-                .range_peer
-                .get(r)
-                .map(|p| *p as usize)
-                .filter(|p| *p < to.peers.len())
-                .ok_or_else(|| {
-                    TaskError::from(format!(
-                        "sort: range {r} has no owner among {} peers",
-                        to.peers.len()
-                    ))
-                })?;
+            if to.peers.is_empty() {
+                return Err("sort: the ranges have no owners".into());
+            }
+            let peer = r % to.peers.len();
             rows += range.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             by_peer[peer].push((to.tag_base + r as u32, range));
         }
@@ -364,10 +355,10 @@ impl Executor {
     }
 }
 
-/// Who owns a shuffle's ranges, as a [`Work::ShuffleSend`] names them.
+/// Who owns a shuffle's ranges, as a [`Work::ShuffleSend`] names them:
+/// range `r` is `peers[r % peers.len()]`'s.
 struct Owners<'a> {
     peers: &'a [stratus_protocol::messages::PeerRef],
-    range_peer: &'a [u32],
     job: u64,
     tag_base: u32,
     me: u64,

@@ -15,8 +15,8 @@
 //! Flags: `--workers 100,1000`, `--partitions 10000,100000`, `--threads 8`,
 //! `--max-seconds S` (scheduler time a job may take before it is reported
 //! as timed out and the configuration's remaining jobs skipped),
-//! `--max-owner-refs N` (a shuffle sort hands each holder the owner of
-//! every range: holders x ranges peer references; above N it is skipped).
+//! `--max-owner-refs N` (a shuffle sort hands each holder every owner once:
+//! holders x owners peer references; above N it is skipped).
 //! The table is printed and written to `target/bench-scheduler.md`.
 
 use std::collections::{HashSet, VecDeque};
@@ -581,14 +581,15 @@ fn run_config(a: &Args, workers: usize, partitions: usize) -> Run {
         if let Some(mode) = mode {
             d.sort_mode = mode;
         }
+        // Each send names every owner once: holders x owners peer refs.
         let holders = workers.min(partitions) as u64;
-        if mode == Some(SortMode::Shuffle) && holders * partitions as u64 > a.max_owner_refs {
+        if mode == Some(SortMode::Shuffle) && holders * holders > a.max_owner_refs {
             jobs.push(JobStats {
                 name: name.into(),
                 note: Some(format!(
-                    "skipped: each of {holders} sends would carry {partitions} owner peer refs \
+                    "skipped: each of {holders} sends would carry {holders} owner peer refs \
                      ({} in all, over --max-owner-refs)",
-                    holders * partitions as u64
+                    holders * holders
                 )),
                 ..JobStats::default()
             });

@@ -115,14 +115,13 @@ pub enum Work {
         key: String,
         sample: usize,
     },
-    /// Split by key ranges; range `r` goes to `peers[range_peer[r]]`,
+    /// Split by key ranges; range `r` goes to `peers[r % peers.len()]`,
     /// mailbox `(job, tag_base + r)` (our own mailbox when that is `me`).
     ShuffleSend {
         batches: Parts,
         key: String,
         boundaries_ipc: Vec<u8>,
         peers: Vec<PeerRef>,
-        range_peer: Vec<u32>,
         job: u64,
         tag_base: u32,
         me: u64,
@@ -337,7 +336,6 @@ pub(super) fn resolve(
             key,
             boundaries_ipc,
             peers,
-            range_peer,
             job,
             tag_base,
         } => Work::ShuffleSend {
@@ -345,7 +343,6 @@ pub(super) fn resolve(
             key,
             boundaries_ipc,
             peers,
-            range_peer,
             job,
             tag_base,
             me,

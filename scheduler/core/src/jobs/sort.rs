@@ -143,18 +143,14 @@ impl Sort {
                 let workers: Vec<WorkerId> = holders.keys().copied().collect();
                 let ranges = self.ranges();
                 self.owners = (0..ranges).map(|r| workers[r % workers.len()]).collect();
-                // Each owner once, and per range an index: a send's size
-                // grows with the ranges by 4 bytes each, not a peer each.
+                // Each owner once: range `r` is `peers[r % peers.len()]`'s.
                 let peers: Option<Vec<PeerRef>> = workers.iter().map(|w| peer(*w)).collect();
                 let peers = peers?;
-                let range_peer: Vec<u32> =
-                    (0..ranges).map(|r| (r % workers.len()) as u32).collect();
                 Some(per_holder(holders, |partitions| TaskKind::ShuffleSend {
                     partitions: partitions.clone(),
                     key: self.key.clone(),
                     boundaries_ipc: self.boundaries_ipc.clone(),
                     peers: peers.clone(),
-                    range_peer: range_peer.clone(),
                     job: job.0,
                     tag_base: self.tag_base(),
                 }))
