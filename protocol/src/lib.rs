@@ -41,7 +41,7 @@ pub mod units;
 
 /// Version of the control protocol. Peers with a different version are refused
 /// at the handshake with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Version of the Stratus release these binaries belong to.
 pub const STRATUS_VERSION: &str = env!("CARGO_PKG_VERSION");
