@@ -19,7 +19,12 @@
 //!   the one it replaced ([`sort_batches_legacy`]), alternating, in the same run (with
 //!   `--sort-paths both`, also one plain `concat` of each partition: the floor of any row
 //!   mover); it checks the first run's outputs against a reference stable sort (`concat` +
-//!   `take`) and prints the ratio new/old.
+//!   `take`) and prints the ratio new/old;
+//! - **read**: what `persist` spends in the engine: listing, footers and planning once,
+//!   then [`read_partition`] of every month partition up to each size of `--read-rows`,
+//!   and the `date` derivation on its own; then `--small-files` files of 100 rows
+//!   (written once into the temporary directory), listed, their footers read, planned and
+//!   read, one partition per file (as before issue 13) and grouped.
 //!
 //! Data: `stratus_engine::datagen` writes 12 M ISD-like rows once (cached in the temporary
 //! directory, so every month file holds ~83 k rows in row groups of 64 Ki rows, as in the
@@ -29,11 +34,12 @@
 //!
 //! ```text
 //! cargo bench -p stratus-engine --bench kernels -- [--rows N] [--runs K]
-//!     [--only write|shuffle|describe|groupby|sort] [--data DIR] [--gen-rows N] [--keep DIR]
+//!     [--only write|shuffle|describe|groupby|sort|read] [--data DIR] [--gen-rows N] [--keep DIR]
 //!     [--groupby-rows N,N...] [--groupby-paths both|new|legacy]
 //!     [--groupby-orders time,station,random]
 //!     [--sort-rows N,N...] [--sort-paths both|new|legacy] [--sort-orders time,station,random]
 //!     [--sort-key date|datetime]
+//!     [--read-rows N,N...] [--small-files N]
 //! ```
 //!
 //! Prints the median (and min/max) wall time of `--runs` runs per kernel, rows/s and
@@ -98,6 +104,8 @@ struct Args {
     /// `--sort-key date|datetime`: a microsecond timestamp column (`datetime`: the
     /// timestamps themselves, too many distinct ones for the few-keys path).
     sort_key: String,
+    read_rows: Vec<usize>,
+    small_files: usize,
 }
 
 fn parse_args() -> Args {
@@ -115,6 +123,8 @@ fn parse_args() -> Args {
         sort_paths: "both".into(),
         sort_orders: RowOrder::ALL.to_vec(),
         sort_key: "date".into(),
+        read_rows: vec![3_000_000, 12_000_000],
+        small_files: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -150,6 +160,15 @@ fn parse_args() -> Args {
                     .split(',')
                     .map(|n| n.trim().parse().expect("--sort-rows N,N..."))
                     .collect()
+            }
+            "--read-rows" => {
+                a.read_rows = value("--read-rows")
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--read-rows N,N..."))
+                    .collect()
+            }
+            "--small-files" => {
+                a.small_files = value("--small-files").parse().expect("--small-files N")
             }
             "--groupby-rows" => {
                 a.groupby_rows = value("--groupby-rows")
@@ -696,6 +715,10 @@ fn main() {
         bench_sort(&args);
         return;
     }
+    if only == Some("read") {
+        bench_read(&args);
+        return;
+    }
     let dir = dataset(&args);
     let t = Instant::now();
     let parts = load(&dir, args.rows);
@@ -720,4 +743,175 @@ fn main() {
         drop(parts);
         bench_groupby(&args);
     }
+}
+
+/// The `date` column the end-to-end benchmark adds.
+fn date_step() -> Step {
+    Step::WithColumn {
+        name: "date".into(),
+        expr: col("datetime").floor(TruncUnit::Day),
+    }
+}
+
+/// `--only read`: list, footers and plan once; then per size of `--read-rows`, every
+/// month partition read (as persist does: all columns, no limit) and the `date` column
+/// derived, timed apart; then the small-files case.
+fn bench_read(args: &Args) {
+    let dir = dataset(args);
+    let source = dir.display().to_string();
+    let (files, t_list) = timed(|| list_files(&source).expect("list"));
+    let (footers, t_footers) = timed(|| {
+        files
+            .iter()
+            .map(|f| read_footer(f).expect("footer"))
+            .collect::<Vec<_>>()
+    });
+    let (specs, t_plan) = timed(|| plan_partitions(&footers, 128 << 20, 1));
+    println!(
+        "read: {} files, {} partitions; list {:.1} ms, footers {:.1} ms, plan {:.2} ms",
+        files.len(),
+        specs.len(),
+        t_list.wall.as_secs_f64() * 1e3,
+        t_footers.wall.as_secs_f64() * 1e3,
+        t_plan.wall.as_secs_f64() * 1e3,
+    );
+    let step = date_step();
+    for &want in &args.read_rows {
+        let mut total = 0u64;
+        let specs: Vec<_> = specs
+            .iter()
+            .take_while(|s| {
+                let take = total < want as u64;
+                total += s.rows;
+                take
+            })
+            .cloned()
+            .collect();
+        let rows: usize = specs.iter().map(|s| s.rows as usize).sum();
+        let (mut read_t, mut date_t) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let (parts, t) = timed(|| {
+                specs
+                    .iter()
+                    .map(|s| read_partition(s, None, None).expect("read"))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(parts.iter().map(|p| rows_of(p)).sum::<usize>(), rows);
+            read_t.push(t);
+            let (dated, t) = timed(|| {
+                parts
+                    .into_iter()
+                    .map(|p| apply_steps(p, std::slice::from_ref(&step)).expect("date"))
+                    .collect::<Vec<_>>()
+            });
+            date_t.push(t);
+            drop(dated);
+        }
+        report(
+            &format!("read_partition ({} parts)", specs.len()),
+            rows,
+            read_t,
+        );
+        report("date derivation", rows, date_t);
+    }
+    bench_small_files(args);
+}
+
+/// `n` files of 100 rows (the rows of the first month file, in 100-row slices),
+/// spread over `year=2008/month=1..12`, written once and cached.
+fn small_files(args: &Args, n: usize) -> PathBuf {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let dir = std::env::temp_dir().join(format!("stratus-bench-small-{n}"));
+    let done = dir.join("_generated");
+    if done.is_file() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let isd = dataset(args);
+    let files = list_files(&isd.display().to_string()).expect("list");
+    let footer = read_footer(&files[0]).expect("footer");
+    let spec = plan_partitions(std::slice::from_ref(&footer), u64::MAX, 1).remove(0);
+    // The file's own columns (not the hive-only `month`).
+    let file_columns: Vec<String> = footer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| name != "month")
+        .collect();
+    let batches = read_partition(&spec, Some(&file_columns), None).expect("read");
+    let all = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    // Slices of 100 rows, from the start again when the file runs out.
+    let slices = all.num_rows() / 100;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    for i in 0..n {
+        let sub = dir.join(format!("year=2008/month={}", 1 + i % 12));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let file = std::fs::File::create(sub.join(format!("part-{i:05}.parquet"))).expect("create");
+        let mut w = ArrowWriter::try_new(file, all.schema(), Some(props.clone())).expect("writer");
+        w.write(&all.slice((i % slices) * 100, 100)).expect("write");
+        w.close().expect("close");
+    }
+    std::fs::write(&done, b"").expect("marker");
+    dir
+}
+
+/// `--small-files` files of 100 rows: list + footers + plan + read, the read both of one
+/// partition per file (the plan before issue 13; with a binary from before it, this is
+/// also what `plan_partitions` gives) and of the partitions planned (grouped files).
+fn bench_small_files(args: &Args) {
+    let n = args.small_files;
+    if n == 0 {
+        return;
+    }
+    let dir = small_files(args, n);
+    let source = dir.display().to_string();
+    let (mut list_t, mut foot_t, mut plan_t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut each_t, mut planned_t) = (Vec::new(), Vec::new());
+    let mut parts = 0;
+    for run in 0..args.runs {
+        let (files, t) = timed(|| list_files(&source).expect("list"));
+        list_t.push(t);
+        let (footers, t) = timed(|| {
+            files
+                .iter()
+                .map(|f| read_footer(f).expect("footer"))
+                .collect::<Vec<_>>()
+        });
+        foot_t.push(t);
+        let (specs, t) = timed(|| plan_partitions(&footers, 128 << 20, 2));
+        plan_t.push(t);
+        parts = specs.len();
+        let each: Vec<_> = specs.iter().flat_map(|s| s.files()).collect();
+        assert_eq!(each.len(), n);
+        let read_all = |specs: &[stratus_plan::ParquetPartition]| {
+            specs
+                .iter()
+                .map(|s| read_partition(s, None, None).expect("read"))
+                .collect::<Vec<_>>()
+        };
+        // Alternate which goes first: the machine's load drifts.
+        let ((a, ta), (b, tb)) = if run % 2 == 0 {
+            let a = timed(|| read_all(&each));
+            (a, timed(|| read_all(&specs)))
+        } else {
+            let b = timed(|| read_all(&specs));
+            (timed(|| read_all(&each)), b)
+        };
+        assert_eq!(a.iter().map(|p| rows_of(p)).sum::<usize>(), n * 100);
+        assert_eq!(b.iter().map(|p| rows_of(p)).sum::<usize>(), n * 100);
+        each_t.push(ta);
+        planned_t.push(tb);
+    }
+    let rows = n * 100;
+    println!("small files: {n} files of 100 rows, {parts} partitions planned");
+    report("  list_files", rows, list_t);
+    report("  read_footer (each)", rows, foot_t);
+    report("  plan_partitions", rows, plan_t);
+    report("  read, a partition per file", rows, each_t);
+    report(&format!("  read, {parts} partitions"), rows, planned_t);
 }

@@ -1,6 +1,20 @@
 //! Parquet scanning: listing a source (file, directory or glob) with its hive partition
 //! values, reading footers, checking that the files agree on a schema, planning partitions
-//! (whole files or row-group ranges) and reading a partition into Arrow record batches.
+//! (whole files, row-group ranges, or runs of small files when a source has many) and
+//! reading a partition into Arrow record batches.
+//!
+//! Reading a local file (what `persist` spends its time on): the footer is decoded once
+//! per read (a file of up to [`WHOLE_READ_BYTES`] is read whole, in one read, and the
+//! footer and every column chunk are sliced from those bytes); otherwise the projected
+//! column chunks of a row group are read with one positioned read per run of adjacent
+//! chunks and parquet's reader slices its pages from them (no read or copy per page). Each
+//! row group becomes one batch of exactly its rows; string dictionaries are kept as the
+//! file has them; hive-only columns are constant arrays built once per batch length. The
+//! copies that remain: the read from the page cache, Snappy's decompression into a page
+//! buffer, and the decoder's from that buffer into the Arrow buffers (values spread over
+//! the null slots in place); grouped small files are concatenated into batches of up to
+//! [`BATCH_ROWS`] rows (one more copy, of a few rows per file, worth it against hundreds
+//! of tiny batches each with its own dictionaries).
 //!
 //! Type conventions (the "dataset schema"):
 //! - the file's columns come first, as the Parquet schema describes them (any Arrow schema
@@ -35,7 +49,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::ChunkReader;
 use parquet::file::statistics::Statistics;
 
-use stratus_plan::{FileRef, ParquetPartition, RowGroupMeta};
+use stratus_plan::{FilePart, FileRef, ParquetPartition, RowGroupMeta};
 
 use crate::error::{EngineError, Result};
 
@@ -447,8 +461,12 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 // ---------------------------------------------------------------------------------------
 
 /// Open a file and parse its Parquet footer, with errors that tell "not Parquet" from
-/// "truncated" from "corrupt".
-fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
+/// "truncated" from "corrupt". A file of at most `whole_up_to` bytes is read whole in one
+/// read, and its bytes returned with the footer (the footer is decoded from them).
+fn open_parquet(
+    path: &str,
+    whole_up_to: u64,
+) -> Result<(File, u64, Arc<ParquetMetaData>, Option<Bytes>)> {
     let mut f = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let len = f.metadata().map_err(|e| EngineError::io(path, e))?.len();
     if len == 0 {
@@ -457,8 +475,25 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
             reason: "the file is empty".into(),
         });
     }
+    let whole = if len <= whole_up_to {
+        let mut bytes = Vec::with_capacity(len as usize);
+        (&mut f)
+            .take(len)
+            .read_to_end(&mut bytes)
+            .map_err(|e| EngineError::io(path, e))?;
+        Some(Bytes::from(bytes))
+    } else {
+        None
+    };
     let mut head = [0u8; 4];
-    let n = read_up_to(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?;
+    let n = match &whole {
+        Some(bytes) => {
+            let n = bytes.len().min(4);
+            head[..n].copy_from_slice(&bytes[..n]);
+            n
+        }
+        None => read_up_to(&mut f, &mut head).map_err(|e| EngineError::io(path, e))?,
+    };
     if n < 4 || &head != MAGIC {
         if n < 4 && MAGIC.starts_with(&head[..n]) {
             return Err(EngineError::Truncated {
@@ -476,6 +511,21 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
             path: path.into(),
             reason: format!("only {len} bytes"),
         });
+    }
+    if let Some(bytes) = &whole {
+        if bytes.len() as u64 != len {
+            return Err(EngineError::Truncated {
+                path: path.into(),
+                reason: format!("{} of {len} bytes read", bytes.len()),
+            });
+        }
+        return match decode_footer_tail(path, len, bytes)? {
+            FooterTail::Metadata(m) => Ok((f, len, m, whole)),
+            FooterTail::Needs(_) => Err(EngineError::Invalid {
+                path: path.into(),
+                reason: "internal: footer not decoded from the whole file".into(),
+            }),
+        };
     }
     let tail_len = len.min(FOOTER_PREFETCH);
     let mut tail = vec![0u8; tail_len as usize];
@@ -500,7 +550,7 @@ fn open_parquet(path: &str) -> Result<(File, Arc<ParquetMetaData>)> {
             }
         }
     };
-    Ok((f, metadata))
+    Ok((f, len, metadata, None))
 }
 
 /// The longest footer read (a file's claim beyond it is refused before
@@ -640,7 +690,7 @@ fn file_schemas(
 /// Read only the footer (metadata) of a file. Errors name the file: not Parquet,
 /// truncated, unreadable.
 pub fn read_footer(file: &FileRef) -> Result<FileFooter> {
-    let (_f, metadata) = open_parquet(&file.path)?;
+    let (_f, _, metadata, _) = open_parquet(&file.path, FOOTER_PREFETCH)?;
     footer_from_metadata(file, &metadata)
 }
 
@@ -675,6 +725,9 @@ pub fn check_schemas(footers: &[FileFooter]) -> Result<SchemaRef> {
     let reference = &first.schema;
     let mut nullable: Vec<bool> = reference.fields().iter().map(|f| f.is_nullable()).collect();
     for footer in &footers[1..] {
+        if Arc::ptr_eq(&footer.schema, reference) {
+            continue;
+        }
         let here = &footer.schema;
         let mismatch = |detail: String| EngineError::SchemaMismatch {
             path: footer.file.path.clone(),
@@ -731,28 +784,52 @@ pub fn check_schemas(footers: &[FileFooter]) -> Result<SchemaRef> {
 // Planning
 // ---------------------------------------------------------------------------------------
 
-struct Part {
+/// Sources with more files than this have their small files grouped: below it, one
+/// partition per file (a task's overhead is small next to the read of a whole source);
+/// above it, consecutive whole files share a partition up to the target size (the
+/// overhead of a task and of a file's reader set-up outweighs reading 100 rows).
+pub const GROUP_FILES_OVER: usize = 1024;
+
+/// Most files grouped into one partition (bounds a task's size on the wire).
+pub const MAX_GROUP_FILES: usize = 512;
+
+/// Row groups `start..end` of file `footer`.
+#[derive(Clone, Copy)]
+struct Seg {
     footer: usize,
     start: usize,
     end: usize,
+}
+
+/// A planned partition: one file's row-group range, or several whole files.
+struct Part {
+    segs: Vec<Seg>,
 }
 
 fn rg_weight(rg: &RowGroupMeta) -> u64 {
     rg.uncompressed_bytes.max(1)
 }
 
-fn part_weight(footers: &[FileFooter], p: &Part) -> u64 {
-    footers[p.footer].row_groups[p.start..p.end]
+/// Weights of a part's row groups, in order.
+fn part_weights(footers: &[FileFooter], p: &Part) -> Vec<u64> {
+    p.segs
         .iter()
-        .map(rg_weight)
-        .fold(0u64, u64::saturating_add)
+        .flat_map(|s| {
+            footers[s.footer].row_groups[s.start..s.end]
+                .iter()
+                .map(rg_weight)
+        })
+        .collect()
 }
 
 /// Split files into partitions: each file whole if its uncompressed size <= target_bytes,
-/// else contiguous row-group ranges of about target_bytes each. Then, while there are
-/// fewer than `min_partitions` partitions and some partition has more than one row group,
-/// split the largest partition (the first one on ties) in two at the row group that best
-/// balances the bytes. Partitions keep file and row-group order. Deterministic.
+/// else contiguous row-group ranges of about target_bytes each. When there are more than
+/// [`GROUP_FILES_OVER`] files, consecutive files that are whole partitions are then grouped
+/// into one partition while the group stays within target_bytes and [`MAX_GROUP_FILES`]
+/// files (their hive values may differ; the group's rows carry each file's). Then, while
+/// there are fewer than `min_partitions` partitions and some partition has more than one
+/// row group, split the largest partition (the first one on ties) in two at the row group
+/// that best balances the bytes. Partitions keep file and row-group order. Deterministic.
 pub fn plan_partitions(
     footers: &[FileFooter],
     target_bytes: u64,
@@ -760,6 +837,8 @@ pub fn plan_partitions(
 ) -> Vec<ParquetPartition> {
     let target = target_bytes.max(1);
     let mut parts: Vec<Part> = Vec::new();
+    // Whether each part is a whole file within the target (may be grouped), and its bytes.
+    let mut small: Vec<Option<u64>> = Vec::new();
     for (fi, f) in footers.iter().enumerate() {
         let n = f.row_groups.len();
         let total = f
@@ -769,10 +848,13 @@ pub fn plan_partitions(
             .fold(0u64, u64::saturating_add);
         if total <= target || n <= 1 {
             parts.push(Part {
-                footer: fi,
-                start: 0,
-                end: n,
+                segs: vec![Seg {
+                    footer: fi,
+                    start: 0,
+                    end: n,
+                }],
             });
+            small.push((total <= target).then_some(total));
             continue;
         }
         let mut start = 0;
@@ -780,42 +862,52 @@ pub fn plan_partitions(
         for (i, rg) in f.row_groups.iter().enumerate() {
             if i > start && acc.saturating_add(rg.uncompressed_bytes) > target {
                 parts.push(Part {
-                    footer: fi,
-                    start,
-                    end: i,
+                    segs: vec![Seg {
+                        footer: fi,
+                        start,
+                        end: i,
+                    }],
                 });
+                small.push(None);
                 start = i;
                 acc = 0;
             }
             acc = acc.saturating_add(rg.uncompressed_bytes);
         }
         parts.push(Part {
-            footer: fi,
-            start,
-            end: n,
+            segs: vec![Seg {
+                footer: fi,
+                start,
+                end: n,
+            }],
         });
+        small.push(None);
+    }
+
+    if footers.len() > GROUP_FILES_OVER {
+        parts = group_small_files(footers, parts, &small, target);
     }
 
     while parts.len() < min_partitions {
         let mut best: Option<(usize, u64)> = None;
         for (i, p) in parts.iter().enumerate() {
-            if p.end - p.start < 2 {
+            let weights = part_weights(footers, p);
+            if weights.len() < 2 {
                 continue;
             }
-            let w = part_weight(footers, p);
+            let w = weights.iter().fold(0u64, |a, &b| a.saturating_add(b));
             if best.is_none_or(|(_, bw)| w > bw) {
                 best = Some((i, w));
             }
         }
         let Some((idx, total)) = best else { break };
-        let p = &parts[idx];
-        let rgs = &footers[p.footer].row_groups;
-        // Split point m in start+1..end minimising |left - right|.
+        let weights = part_weights(footers, &parts[idx]);
+        // Split after row group m (1..len) of the part, minimising |left - right|.
         let mut left = 0u64;
-        let mut split = p.start + 1;
+        let mut split = 1;
         let mut best_diff = u64::MAX;
-        for m in p.start + 1..p.end {
-            left = left.saturating_add(rg_weight(&rgs[m - 1]));
+        for m in 1..weights.len() {
+            left = left.saturating_add(weights[m - 1]);
             let right = total.saturating_sub(left);
             let diff = left.abs_diff(right);
             if diff < best_diff {
@@ -823,32 +915,98 @@ pub fn plan_partitions(
                 split = m;
             }
         }
-        let right = Part {
-            footer: p.footer,
-            start: split,
-            end: p.end,
-        };
-        parts[idx].end = split;
-        parts.insert(idx + 1, right);
+        let (first, second) = split_part(&parts[idx], split);
+        parts[idx] = first;
+        parts.insert(idx + 1, second);
     }
 
     parts
         .into_iter()
         .map(|p| {
-            let f = &footers[p.footer];
-            ParquetPartition {
-                path: f.file.path.clone(),
-                row_group_start: u32::try_from(p.start).unwrap_or(u32::MAX),
-                row_group_end: u32::try_from(p.end).unwrap_or(u32::MAX),
-                rows: f.row_groups[p.start..p.end]
+            let piece = |s: &Seg| {
+                let f = &footers[s.footer];
+                let rows = f.row_groups[s.start..s.end]
                     .iter()
                     .map(|rg| rg.rows)
-                    .fold(0u64, u64::saturating_add),
-                hive: f.file.hive.clone(),
-                file_size: f.file.size,
+                    .fold(0u64, u64::saturating_add);
+                let start = u32::try_from(s.start).unwrap_or(u32::MAX);
+                let end = u32::try_from(s.end).unwrap_or(u32::MAX);
+                ParquetPartition::of_file(&f.file, start, end, rows)
+            };
+            let mut first = piece(&p.segs[0]);
+            for s in &p.segs[1..] {
+                let q = piece(s);
+                first.rows = first.rows.saturating_add(q.rows);
+                first.more.push(FilePart {
+                    path: q.path,
+                    row_group_start: q.row_group_start,
+                    row_group_end: q.row_group_end,
+                    rows: q.rows,
+                    hive: q.hive,
+                    file_size: q.file_size,
+                });
             }
+            first
         })
         .collect()
+}
+
+/// Group consecutive small whole-file parts (see [`plan_partitions`]); files with
+/// different hive keys (not values) are never grouped.
+fn group_small_files(
+    footers: &[FileFooter],
+    parts: Vec<Part>,
+    small: &[Option<u64>],
+    target: u64,
+) -> Vec<Part> {
+    let keys = |p: &Part| {
+        footers[p.segs[0].footer]
+            .file
+            .hive
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+    };
+    let mut out: Vec<Part> = Vec::with_capacity(parts.len());
+    // The bytes of the last part of `out` while it can take more small files.
+    let mut open: Option<u64> = None;
+    for (p, size) in parts.into_iter().zip(small) {
+        match (size, open, out.last_mut()) {
+            (Some(size), Some(bytes), Some(last))
+                if bytes.saturating_add(*size) <= target
+                    && last.segs.len() < MAX_GROUP_FILES
+                    && keys(last) == keys(&p) =>
+            {
+                last.segs.extend(p.segs);
+                open = Some(bytes + size);
+            }
+            _ => {
+                open = *size;
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A part cut after its `at`-th row group (counted over all its files).
+fn split_part(p: &Part, at: usize) -> (Part, Part) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let mut seen = 0;
+    for s in &p.segs {
+        let n = s.end - s.start;
+        if seen + n <= at {
+            first.push(*s);
+        } else if seen >= at {
+            second.push(*s);
+        } else {
+            let cut = s.start + (at - seen);
+            first.push(Seg { end: cut, ..*s });
+            second.push(Seg { start: cut, ..*s });
+        }
+        seen += n;
+    }
+    (Part { segs: first }, Part { segs: second })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -870,19 +1028,134 @@ enum Source {
 /// a file column keeps the file's column and type, and every value read must equal the path
 /// value (checked from the row-group statistics when they prove it, else on the values).
 /// `limit`: stop after that many rows. The result may be empty (e.g. `limit == Some(0)`).
+/// A partition of several files reads them in order and joins their batches (see
+/// [`read_files`]).
 pub fn read_partition(
     spec: &ParquetPartition,
     columns: Option<&[String]>,
     limit: Option<usize>,
 ) -> Result<Vec<RecordBatch>> {
-    let (file, metadata) = open_parquet(&spec.path)?;
-    read_partition_from(
-        spec,
-        metadata,
-        &mut LocalChunks(file, spec.path.clone()),
-        columns,
-        limit,
-    )
+    read_files(spec, limit, |file, limit| {
+        let (file_handle, len, metadata, whole) = open_parquet(&file.path, WHOLE_READ_BYTES)?;
+        let mut chunks = LocalChunks::new(file_handle, &file.path, len, whole);
+        read_partition_from(file, metadata, &mut chunks, columns, limit)
+    })
+}
+
+/// Files up to this size are read whole, in one read, when a partition is read: the
+/// footer and the column chunks come from the same bytes.
+pub const WHOLE_READ_BYTES: u64 = 1 << 20;
+
+/// Read the files of a partition in order with `read_one(file, limit)` (each file as a
+/// partition of its own, the limit left), and join the results: batches of a few rows
+/// each (grouped small files) are concatenated into batches of up to [`BATCH_ROWS`] rows,
+/// and every batch takes the partition's schema (a field is nullable where any file's is;
+/// types must agree, else an error naming the file). Row order is the files' order.
+/// A partition of one file is handed to `read_one` as it is.
+pub fn read_files<F>(
+    spec: &ParquetPartition,
+    limit: Option<usize>,
+    mut read_one: F,
+) -> Result<Vec<RecordBatch>>
+where
+    F: FnMut(&ParquetPartition, Option<usize>) -> Result<Vec<RecordBatch>>,
+{
+    if spec.more.is_empty() {
+        return read_one(spec, limit);
+    }
+    let mut read: Vec<(String, Vec<RecordBatch>)> = Vec::new();
+    let mut rows = 0usize;
+    for file in spec.files() {
+        let left = limit.map(|l| l.saturating_sub(rows));
+        if left == Some(0) {
+            break;
+        }
+        let batches = read_one(&file, left)?;
+        rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        read.push((file.path, batches));
+    }
+    join_files(read)
+}
+
+/// The batches of several files as one partition's (see [`read_files`]).
+fn join_files(read: Vec<(String, Vec<RecordBatch>)>) -> Result<Vec<RecordBatch>> {
+    let Some(schema) = read
+        .iter()
+        .flat_map(|(_, b)| b.first())
+        .next()
+        .map(|b| b.schema())
+    else {
+        return Ok(Vec::new());
+    };
+    let first_path = read[0].0.clone();
+    let mut nullable: Vec<bool> = schema.fields().iter().map(|f| f.is_nullable()).collect();
+    for (path, batches) in &read {
+        for b in batches {
+            let here = b.schema();
+            let same = here.fields().len() == schema.fields().len()
+                && here
+                    .fields()
+                    .iter()
+                    .zip(schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same {
+                return Err(EngineError::SchemaMismatch {
+                    path: path.clone(),
+                    reference: first_path.clone(),
+                    detail: format!(
+                        "the files of one partition read as {schema:?} there but {here:?} here"
+                    ),
+                });
+            }
+            for (n, f) in nullable.iter_mut().zip(here.fields()) {
+                *n |= f.is_nullable();
+            }
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .zip(&nullable)
+            .map(|(f, &n)| f.as_ref().clone().with_nullable(n))
+            .collect::<Vec<_>>(),
+    ));
+    let mut out = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    let flush = |pending: &mut Vec<RecordBatch>, out: &mut Vec<RecordBatch>, path: &str| {
+        let batch = match pending.len() {
+            0 => return Ok(()),
+            1 => pending.pop().expect("one batch"),
+            _ => arrow_select::concat::concat_batches(&schema, pending.iter())
+                .map_err(|e| EngineError::arrow(path, e))?,
+        };
+        pending.clear();
+        out.push(batch);
+        Ok::<(), EngineError>(())
+    };
+    for (path, batches) in read {
+        for b in batches {
+            let b = RecordBatch::try_new_with_options(
+                schema.clone(),
+                b.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )
+            .map_err(|e| EngineError::arrow(&path, e))?;
+            if pending_rows + b.num_rows() > BATCH_ROWS {
+                flush(&mut pending, &mut out, &path)?;
+                pending_rows = 0;
+            }
+            pending_rows += b.num_rows();
+            pending.push(b);
+        }
+        if pending_rows >= BATCH_ROWS {
+            flush(&mut pending, &mut out, &path)?;
+            pending_rows = 0;
+        }
+    }
+    flush(&mut pending, &mut out, &first_path)?;
+    Ok(out)
 }
 
 /// Where [`read_partition_from`] gets column-chunk bytes: a local file, or
@@ -905,13 +1178,103 @@ pub trait ChunkSource {
     fn open(&mut self, index: usize) -> Result<Self::Reader>;
 }
 
-/// A local file (and its path, for errors) as a [`ChunkSource`].
-pub struct LocalChunks(pub File, pub String);
+/// A local file as a [`ChunkSource`]: the column chunks of each group of row groups are
+/// read into memory with one positioned read per run of adjacent chunks when the group is
+/// opened (parquet's reader then slices pages out of them without further reads or
+/// copies); a file read whole ([`WHOLE_READ_BYTES`]) is sliced from those bytes.
+pub struct LocalChunks {
+    file: File,
+    path: String,
+    len: u64,
+    whole: Option<Bytes>,
+    /// Per planned group: the byte ranges of its column chunks.
+    groups: Vec<Vec<std::ops::Range<u64>>>,
+}
+
+impl LocalChunks {
+    /// A file of `len` bytes; `whole`: its bytes, when already read.
+    pub fn new(file: File, path: &str, len: u64, whole: Option<Bytes>) -> LocalChunks {
+        LocalChunks {
+            file,
+            path: path.to_string(),
+            len,
+            whole,
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// Byte ranges of the column chunks of `leaves` in `row_groups`, sorted, adjacent ones
+/// merged.
+fn chunk_ranges(
+    metadata: &ParquetMetaData,
+    row_groups: &[usize],
+    leaves: &[usize],
+) -> Vec<std::ops::Range<u64>> {
+    let mut ranges: Vec<std::ops::Range<u64>> = row_groups
+        .iter()
+        .flat_map(|&rg| {
+            let rg = metadata.row_group(rg);
+            leaves.iter().map(move |&leaf| {
+                let (start, len) = rg.column(leaf).byte_range();
+                start..start.saturating_add(len)
+            })
+        })
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
 
 impl ChunkSource for LocalChunks {
-    type Reader = File;
-    fn open(&mut self, _index: usize) -> Result<File> {
-        self.0.try_clone().map_err(|e| EngineError::io(&self.1, e))
+    type Reader = FetchedRanges;
+
+    fn plan(
+        &mut self,
+        metadata: &ParquetMetaData,
+        groups: &[Vec<usize>],
+        leaves: &[usize],
+    ) -> Result<()> {
+        if self.whole.is_none() {
+            self.groups = groups
+                .iter()
+                .map(|g| chunk_ranges(metadata, g, leaves))
+                .collect();
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, index: usize) -> Result<FetchedRanges> {
+        use std::os::unix::fs::FileExt;
+        let len = self.len;
+        if let Some(whole) = &self.whole {
+            return Ok(FetchedRanges::new(
+                &self.path,
+                len,
+                vec![(0, whole.clone())],
+            ));
+        }
+        let Some(ranges) = self.groups.get(index) else {
+            return Err(EngineError::Invalid {
+                path: self.path.clone(),
+                reason: format!("internal: row-group group {index} was not planned"),
+            });
+        };
+        let mut pieces = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let mut buf = vec![0u8; (r.end - r.start) as usize];
+            self.file
+                .read_exact_at(&mut buf, r.start)
+                .map_err(|e| EngineError::io(&self.path, e))?;
+            pieces.push((r.start, Bytes::from(buf)));
+        }
+        Ok(FetchedRanges::new(&self.path, len, pieces))
     }
 }
 

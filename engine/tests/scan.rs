@@ -87,6 +87,7 @@ fn whole(file: &FileRef) -> ParquetPartition {
     let footer = read_footer(file).unwrap();
     ParquetPartition {
         file_size: 0,
+        more: Vec::new(),
         path: file.path.clone(),
         row_group_start: 0,
         row_group_end: footer.row_groups.len() as u32,
@@ -181,6 +182,7 @@ fn bad_files_name_the_file() {
     );
     let spec = ParquetPartition {
         file_size: 0,
+        more: Vec::new(),
         path: p(&cut),
         row_group_start: 0,
         row_group_end: 1,
@@ -347,6 +349,7 @@ fn hive_columns_projection_and_limit() {
     assert!(read_partition(&spec, None, Some(0)).unwrap().is_empty());
     let mid = ParquetPartition {
         file_size: 0,
+        more: Vec::new(),
         row_group_start: 1,
         row_group_end: 3,
         rows: 600,
@@ -578,4 +581,149 @@ fn the_guard_is_asked_before_anything_is_listed_or_followed() {
         "a file behind the refused link was examined: {:?}",
         seen.borrow()
     );
+}
+
+/// Every (file, row group start, end) a plan reads, in order.
+fn pieces(parts: &[ParquetPartition]) -> Vec<(String, u32, u32)> {
+    parts
+        .iter()
+        .flat_map(|p| p.files())
+        .map(|p| (p.path, p.row_group_start, p.row_group_end))
+        .collect()
+}
+
+#[test]
+fn many_small_files_are_grouped_into_partitions() {
+    use stratus_engine::scan::{GROUP_FILES_OVER, MAX_GROUP_FILES};
+    // Up to GROUP_FILES_OVER files: one partition per file, as before.
+    let few: Vec<FileFooter> = (0..GROUP_FILES_OVER)
+        .map(|i| footer(&format!("f{i:05}"), &[10]))
+        .collect();
+    let parts = plan_partitions(&few, 1 << 20, 2);
+    assert_eq!(parts.len(), GROUP_FILES_OVER);
+    assert!(parts.iter().all(|p| p.more.is_empty()));
+
+    // More: consecutive whole files share a partition up to the target bytes, in order.
+    let n = 3000;
+    let mut many: Vec<FileFooter> = (0..n).map(|i| footer(&format!("f{i:05}"), &[10])).collect();
+    // A big file (split by row groups) and a file of other hive keys stay apart.
+    many[1500] = footer("big", &[600, 600]);
+    many[2000].file.hive = vec![("k".into(), "v".into())];
+    let parts = plan_partitions(&many, 1000, 1);
+    let expected: Vec<(String, u32, u32)> = many
+        .iter()
+        .flat_map(|f| {
+            if f.file.path == "big" {
+                vec![("big".to_string(), 0, 1), ("big".to_string(), 1, 2)]
+            } else {
+                vec![(f.file.path.clone(), 0, 1)]
+            }
+        })
+        .collect();
+    assert_eq!(pieces(&parts), expected, "every row group once, in order");
+    assert_eq!(
+        parts.iter().map(|p| p.rows).sum::<u64>(),
+        10 * (n as u64 + 1)
+    );
+    for p in &parts {
+        let files = p.files();
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), p.rows);
+        assert!(files.len() <= 100, "at most 1000 bytes: {}", files.len());
+        assert!(files.iter().all(|f| f.more.is_empty()));
+    }
+    let with = |path: &str| {
+        parts
+            .iter()
+            .find(|p| p.files().iter().any(|f| f.path == path))
+            .unwrap()
+    };
+    assert_eq!(with("f00000").more.len(), 99);
+    assert!(with("big").more.is_empty());
+    assert_eq!(
+        with("f02000").files().len(),
+        1,
+        "other hive keys: {:?}",
+        with("f02000")
+    );
+    assert_eq!(with("f02001").path, "f02001");
+
+    // Groups stop at MAX_GROUP_FILES files, and split again for min_partitions.
+    let parts = plan_partitions(&many, 1 << 30, 1);
+    assert!(parts.iter().all(|p| p.files().len() <= MAX_GROUP_FILES));
+    assert_eq!(parts[0].files().len(), MAX_GROUP_FILES);
+    let split = plan_partitions(&many[..1200], 1 << 30, 8);
+    assert_eq!(split.len(), 8);
+    assert_eq!(
+        pieces(&split),
+        pieces(&plan_partitions(&many[..1200], 1, 1))
+    );
+    // Deterministic.
+    assert_eq!(
+        plan_partitions(&many, 1000, 3),
+        plan_partitions(&many, 1000, 3)
+    );
+}
+
+#[test]
+fn grouped_files_read_as_their_files_one_after_the_other() {
+    let t = TempDir::new("grouped");
+    // Three files of two months (month only in the path), of 25, 40 and 7 rows, the
+    // middle one in row groups of 16.
+    let specs: Vec<(String, usize, usize)> = vec![
+        ("year=2008/month=1/a.parquet".into(), 25, 100),
+        ("year=2008/month=1/b.parquet".into(), 40, 16),
+        ("year=2008/month=2/c.parquet".into(), 7, 100),
+    ];
+    for (rel, n, rg) in &specs {
+        write_parquet(&t.join(rel), &weather(*n, 2008), *rg);
+    }
+    let files = list_files(&p(t.path())).unwrap();
+    let singles: Vec<ParquetPartition> = files.iter().map(whole).collect();
+    let mut grouped = singles[0].clone();
+    for s in &singles[1..] {
+        grouped.rows += s.rows;
+        grouped.more.push(stratus_plan::FilePart {
+            path: s.path.clone(),
+            row_group_start: s.row_group_start,
+            row_group_end: s.row_group_end,
+            rows: s.rows,
+            hive: s.hive.clone(),
+            file_size: s.file_size,
+        });
+    }
+    assert_eq!(grouped.files(), singles);
+
+    let one_by_one: Vec<RecordBatch> = singles
+        .iter()
+        .flat_map(|s| read_partition(s, None, None).unwrap())
+        .collect();
+    let batches = read_partition(&grouped, None, None).unwrap();
+    assert_eq!(batches.len(), 1, "small files' batches joined");
+    let schema = batches[0].schema();
+    let expected = arrow_select::concat::concat_batches(&schema, &one_by_one).unwrap();
+    assert_eq!(batches[0], expected);
+    // The hive values of each row are its file's.
+    let month = batches[0]
+        .column_by_name("month")
+        .unwrap()
+        .as_primitive::<Int32Type>();
+    let months: Vec<i32> = month.values().to_vec();
+    assert_eq!(months, [vec![1; 65], vec![2; 7]].concat());
+
+    // A projection and a limit across files.
+    let cols = vec!["month".to_string(), "temperature".to_string()];
+    let limited = read_partition(&grouped, Some(&cols), Some(30)).unwrap();
+    assert_eq!(total_rows(&limited), 30);
+    let limited = arrow_select::concat::concat_batches(&limited[0].schema(), &limited).unwrap();
+    let projected = expected.project(&[3, 1]).unwrap();
+    assert_eq!(limited.column(0), &projected.column(0).slice(0, 30));
+    assert_eq!(limited.column(1), &projected.column(1).slice(0, 30));
+    assert!(read_partition(&grouped, None, Some(0)).unwrap().is_empty());
+
+    // An error names the file at fault, not the partition's first.
+    fs::write(t.join("year=2008/month=2/c.parquet"), b"PAR1 no more").unwrap();
+    let e = read_partition(&grouped, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c.parquet"), "{e}");
 }

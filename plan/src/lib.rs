@@ -19,7 +19,7 @@ pub mod wire;
 pub use agg::AggFunc;
 pub use describe::{ColumnRanges, ColumnSummary, DistinctKeys, KeyRange, RangeHistogram};
 pub use moments::Moments;
-pub use source::{FileRef, ParquetPartition, RowGroupMeta, StagedFile};
+pub use source::{FilePart, FileRef, ParquetPartition, RowGroupMeta, StagedFile};
 pub use wire::{check_expr, ExprNode, FlatExpr, MAX_EXPR_DEPTH, MAX_EXPR_NODES};
 
 use std::fmt;

@@ -16,8 +16,13 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::messages::{ParquetPartition, RangeSource, Step};
 
-/// First bytes of a catalog file (format 1).
-pub const MAGIC: &[u8; 16] = b"STRATUS-CATALOG1";
+/// First bytes of a catalog file (format 2: partitions may group several files,
+/// `ParquetPartition::more`).
+pub const MAGIC: &[u8; 16] = b"STRATUS-CATALOG2";
+
+/// First bytes of a catalog of format 1 (before partitions could group files), refused
+/// by name.
+pub const MAGIC_V1: &[u8; 16] = b"STRATUS-CATALOG1";
 
 /// Largest catalog file read back (a catalog holds metadata only).
 pub const MAX_CATALOG_BYTES: u64 = 1 << 30;
@@ -97,9 +102,15 @@ impl Catalog {
             peer: format!("catalog {file}"),
             what,
         };
+        if bytes.starts_with(MAGIC_V1) {
+            return Err(bad(
+                "is a catalog of format 1, written by an older Stratus (this one reads format 2)"
+                    .into(),
+            ));
+        }
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| bad("is not a Stratus catalog (format 1): wrong magic".into()))?;
+            .ok_or_else(|| bad("is not a Stratus catalog (format 2): wrong magic".into()))?;
         // rkyv reads archives from aligned memory.
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
         aligned.extend_from_slice(body);
@@ -176,6 +187,16 @@ mod tests {
         assert!(e.to_string().contains("dir/catalog"), "{e}");
         let e = Catalog::decode(b"not a catalog at all", "x").unwrap_err();
         assert!(e.to_string().contains("wrong magic"), "{e}");
+    }
+
+    #[test]
+    fn a_catalog_of_format_1_is_refused_by_name() {
+        let mut bytes = sample().encode().unwrap();
+        bytes[..MAGIC_V1.len()].copy_from_slice(MAGIC_V1);
+        let e = Catalog::decode(&bytes, "dir/catalog")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dir/catalog") && e.contains("format 1"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn key(i: u32) -> PartitionKey {
 fn corpus() -> Vec<(&'static str, AlignedVec<16>)> {
     let partition = ParquetPartition {
         file_size: 0,
+        more: Vec::new(),
         path: "/data/x.parquet".into(),
         row_group_start: 0,
         row_group_end: 2,

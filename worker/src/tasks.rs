@@ -194,11 +194,32 @@ fn read_partition(
     columns: Option<&[String]>,
     limit: Option<usize>,
 ) -> Result<(Vec<RecordBatch>, u64), String> {
+    // A partition may group several files: each is checked (local) or
+    // fetched (remote) on its own.
     let (batches, fetched) = if is_remote(&input.path) {
-        io.remote
-            .read_partition(input, columns, limit, io.storage)?
+        let mut fetched = 0u64;
+        let mut failed: Option<String> = None;
+        let batches = scan::read_files(input, limit, |file, limit| {
+            let (batches, bytes) = io
+                .remote
+                .read_partition(file, columns, limit, io.storage)
+                .map_err(|e| {
+                    failed = Some(e.clone());
+                    stratus_engine::EngineError::Argument(e)
+                })?;
+            fetched += bytes;
+            Ok(batches)
+        });
+        match (batches, failed) {
+            (Ok(batches), _) => (batches, fetched),
+            (Err(_), Some(e)) => return Err(e),
+            (Err(e), None) => return Err(e.to_string()),
+        }
     } else {
         io.roots.check(Path::new(&input.path))?;
+        for file in &input.more {
+            io.roots.check(Path::new(&file.path))?;
+        }
         let batches = scan::read_partition(input, columns, limit).map_err(|e| e.to_string())?;
         (batches, 0)
     };

@@ -343,9 +343,11 @@ impl Driver {
                         FooterMeta {
                             file: f.clone(),
                             num_rows: rows,
+                            // ~100 MB per file: a partition each (small
+                            // files of a listing this long would be grouped).
                             row_groups: vec![RowGroupMeta {
                                 rows,
-                                uncompressed_bytes: rows * 16,
+                                uncompressed_bytes: 100 << 20,
                             }],
                             schema_ipc: self.schema_ipc.clone(),
                         }

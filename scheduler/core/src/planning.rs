@@ -30,10 +30,28 @@ pub fn plan(
     footers: &[FooterMeta],
     min_partitions: usize,
 ) -> Result<(SchemaRef, Vec<ParquetPartition>), String> {
-    let footers = footers
-        .iter()
-        .map(to_engine_footer)
-        .collect::<Result<Vec<_>, _>>()?;
+    // Files of one source mostly share a schema: decode each distinct
+    // schema message once (the check below then skips equal schemas).
+    let mut last: Option<(&[u8], arrow_schema::SchemaRef)> = None;
+    let mut decoded = Vec::with_capacity(footers.len());
+    for meta in footers {
+        match &last {
+            Some((bytes, schema)) if *bytes == meta.schema_ipc.as_slice() => {
+                decoded.push(FileFooter {
+                    file: meta.file.clone(),
+                    num_rows: meta.num_rows,
+                    row_groups: meta.row_groups.clone(),
+                    schema: schema.clone(),
+                });
+            }
+            _ => {
+                let footer = to_engine_footer(meta)?;
+                last = Some((meta.schema_ipc.as_slice(), footer.schema.clone()));
+                decoded.push(footer);
+            }
+        }
+    }
+    let footers = decoded;
     let schema = stratus_engine::scan::check_schemas(&footers).map_err(|e| e.to_string())?;
     Ok((
         schema,

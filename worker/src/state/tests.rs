@@ -71,6 +71,7 @@ fn load(id: u64, key: PartitionKey) -> TaskAssignment {
             key,
             input: LoadInput::Parquet(ParquetPartition {
                 file_size: 0,
+                more: Vec::new(),
                 path: "/data/a.parquet".into(),
                 row_group_start: 0,
                 row_group_end: 1,
