@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -993,6 +993,11 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
     let tmp_root = opts.dest.join(TEMPORARY_DIR);
     let job_dir = tmp_root.join(&opts.job_id);
 
+    // A rerun of a commit that already happened (its worker was lost, or
+    // the round was rerun, after the files moved): the same answer again.
+    if let Some(done) = already_committed(opts, staged) {
+        return Ok(done);
+    }
     // Check the staged files before touching anything.
     let mut finals = HashSet::new();
     for s in staged {
@@ -1093,13 +1098,44 @@ pub fn commit(opts: &WriteOptions, staged: &[StagedFile]) -> Result<(u64, usize)
     remove_if_empty(&tmp_root);
 
     let marker = opts.dest.join(SUCCESS_MARKER);
-    File::create(&marker).map_err(|e| EngineError::io(marker.display().to_string(), e))?;
+    write_marker(&marker, opts)?;
 
     let rows = staged
         .iter()
         .map(|s| s.rows)
         .fold(0u64, u64::saturating_add);
     Ok((rows, staged.len()))
+}
+
+/// Write the `_SUCCESS` marker, holding the committing job's id (so a rerun
+/// of the same commit can tell its own dataset from the one it replaced).
+fn write_marker(marker: &Path, opts: &WriteOptions) -> Result<()> {
+    File::create(marker)
+        .and_then(|mut f| {
+            f.write_all(opts.job_id.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| EngineError::io(marker.display().to_string(), e))
+}
+
+/// `(rows, files)` when this job's commit has already happened: none of its
+/// staged files is left, the destination's `_SUCCESS` names this job, and
+/// every final file is in place.
+fn already_committed(opts: &WriteOptions, staged: &[StagedFile]) -> Option<(u64, usize)> {
+    if staged.is_empty() || opts.job_id.is_empty() {
+        return None;
+    }
+    let marker = fs::read(opts.dest.join(SUCCESS_MARKER)).ok()?;
+    let all_moved = staged
+        .iter()
+        .all(|s| !Path::new(&s.temp_path).exists() && Path::new(&s.final_path).is_file());
+    (marker == opts.job_id.as_bytes() && all_moved).then(|| {
+        let rows = staged
+            .iter()
+            .map(|s| s.rows)
+            .fold(0u64, u64::saturating_add);
+        (rows, staged.len())
+    })
 }
 
 /// Where an overwrite builds the new dataset, next to the old one (same
@@ -1211,9 +1247,9 @@ fn commit_by_swap(
         moved.push((at, s));
     }
     let marker = new_dir.join(SUCCESS_MARKER);
-    if let Err(e) = File::create(&marker).and_then(|f| f.sync_all()) {
+    if let Err(e) = write_marker(&marker, opts) {
         undo(&moved);
-        return Err(EngineError::io(marker.display().to_string(), e));
+        return Err(e);
     }
     // Our staging is empty now; other jobs' staging goes with the new dataset.
     let tmp_root = opts.dest.join(TEMPORARY_DIR);

@@ -365,6 +365,30 @@ fn overwrite_replaces_the_old_dataset() {
 }
 
 #[test]
+fn a_commit_run_again_after_it_happened_answers_the_same_and_changes_nothing() {
+    // Its worker lost after the files moved, the scheduler reruns the commit.
+    let tmp = TempDir::new("recommit");
+    let dest = tmp.join("ds");
+    let old = opts(&dest, &["year", "month"], "job-1", false);
+    let (_, staged) = write_tasks(&old, 2, 100);
+    commit(&old, &staged).unwrap();
+    // An overwrite with the same file names as the old dataset.
+    let new = opts(&dest, &["year", "month"], "job-2", true);
+    let (_, staged) = write_tasks(&new, 2, 30);
+    // The old dataset has the same file names: only its marker tells it
+    // from this job's.
+    let rerun = opts(&dest, &["year", "month"], "job-2", true);
+    let files = staged.len();
+    assert_eq!(commit(&new, &staged).unwrap(), (60, files));
+    assert_eq!(commit(&rerun, &staged).unwrap(), (60, files));
+    assert_eq!(rows_of(&read_back(&dest)).len(), 60);
+    // Another job's rerun over the same staged list is still refused.
+    let other = opts(&dest, &["year", "month"], "job-3", true);
+    let e = commit(&other, &staged).unwrap_err().to_string();
+    assert!(e.contains("cannot commit"), "{e}");
+}
+
+#[test]
 fn abort_leaves_nothing() {
     let tmp = TempDir::new("abort");
     // The job created dest: abort removes it.

@@ -344,6 +344,43 @@ fn a_failed_write_removes_its_staged_files_in_a_background_task() {
 }
 
 #[test]
+fn a_commit_rerun_after_a_lost_holder_commits_the_same_staged_files() {
+    // The committer lost during the commit round: the commit reruns with
+    // the files staged, not with none (that committed an empty dataset over
+    // the old one and answered success, as the fault matrix found).
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    sim.persisted_frame(1, "t", 4);
+    sim.request(2, write_request("/out"));
+    sim.answer_running(
+        |k| matches!(k, TaskKind::PrepareWrite { .. }),
+        |_, _| TaskOutput::Ok,
+    );
+    sim.answer_running(
+        |k| matches!(k, TaskKind::WriteParts { .. }),
+        |w, _| staged(w),
+    );
+    let commits = sim.running_where(|k| matches!(k, TaskKind::CommitWrite { .. }));
+    let [(committer, _, _)] = commits[..] else {
+        panic!("one commit: {commits:?}")
+    };
+    sim.leave(committer);
+    sim.finish_parquet_loads();
+    let again = sim.running_where(|k| matches!(k, TaskKind::CommitWrite { .. }));
+    let [(rerun_on, _, TaskKind::CommitWrite { staged, .. })] = &again[..] else {
+        panic!("the commit runs again: {again:?}")
+    };
+    assert_ne!(*rerun_on, committer);
+    assert_eq!(staged.len(), 2, "the same two staged files: {staged:?}");
+    let seen = sim.answer_running(
+        |k| matches!(k, TaskKind::CommitWrite { .. }),
+        |_, _| TaskOutput::Committed { rows: 20, files: 2 },
+    );
+    assert!(final_reply(&seen, 2).is_some());
+    sim.finish_parquet_loads(); // the rest of the lost partitions' rebuild
+    sim.assert_idle();
+}
+
+#[test]
 fn a_write_round_reruns_when_a_holder_is_lost() {
     let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
     sim.persisted_frame(1, "t", 4);

@@ -157,8 +157,12 @@ impl Reduction for Write {
     }
 
     fn reset_round(&mut self) {
-        // Staged files are rewritten under the same names on a rerun.
-        self.staged.clear();
+        // Staged files are rewritten under the same names on a rerun of the
+        // write round. A rerun commit keeps them: it must commit the same
+        // files (an empty list would commit an empty dataset over the old).
+        if self.stage == WriteStage::Write {
+            self.staged.clear();
+        }
     }
 
     fn finish(&mut self, _cx: &mut JobCx, _frame: FrameId) -> Flow {
