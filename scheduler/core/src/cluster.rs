@@ -71,6 +71,12 @@ impl Worker {
         (self.info.nthreads as usize).saturating_sub(self.running.len())
     }
 
+    /// Partitions it holds or is loading, per thread, in thousandths.
+    fn load_per_thread(&self) -> usize {
+        let load = self.partitions.len() + self.running.len();
+        load * 1000 / self.info.nthreads.max(1) as usize
+    }
+
     /// How to reach this worker's peer endpoint.
     pub fn peer_ref(&self) -> PeerRef {
         PeerRef {
@@ -144,6 +150,9 @@ pub struct Cluster {
     /// A queued task may be pinned to a worker that is gone (a worker left,
     /// or a task was queued pinned to a missing one) since the last look.
     pins_may_dangle: bool,
+    /// The least partitions per thread a worker held when last counted
+    /// (see [`Cluster::may_load_more`]).
+    least_load_seen: usize,
 }
 
 impl Cluster {
@@ -401,10 +410,35 @@ impl Cluster {
 
     // ----- placement -------------------------------------------------------
 
+    /// Whether a worker holding or loading `load` partitions per thread (in
+    /// thousandths) may take one more load: only below twice the least any
+    /// worker holds, plus two, so a fast worker does not take most of a
+    /// frame (and its memory) while another lags; the load waits a moment
+    /// instead. Paused and retiring workers do not count. The least is
+    /// recounted (over every worker) only when the last count would refuse:
+    /// loads only grow during a persist, so a stale count errs towards
+    /// allowing, and a balanced persist recounts a few times, not per task.
+    fn may_load_more(&mut self, load: usize) -> bool {
+        let bound = |least: usize| least.saturating_mul(2).saturating_add(2000);
+        if load < bound(self.least_load_seen) {
+            return true;
+        }
+        self.least_load_seen = self
+            .workers
+            .values()
+            .filter(|w| w.retiring.is_none() && !w.paused)
+            .map(Worker::load_per_thread)
+            .min()
+            .unwrap_or(usize::MAX / 4);
+        load < bound(self.least_load_seen)
+    }
+
     /// Hand queued tasks to workers with free threads: one `Run` per worker.
     /// A task pinned to a worker waits for it; a task next to a persisted
     /// partition waits for its holder; loads go where the fewest partitions
-    /// per thread are held; the rest where the most threads are free. A
+    /// per thread are held, and wait rather than go to a worker holding more
+    /// than twice the least (plus two) per thread (then the look stops: the
+    /// queue waits in order); the rest where the most threads are free. A
     /// retiring worker gets only its retire job's tasks. Tasks whose
     /// partition is gone for good are returned, removed.
     pub fn dispatch(
@@ -425,8 +459,10 @@ impl Cluster {
         self.seen_doom_generation = frames.doom_generation();
         let mut batches: BTreeMap<WorkerId, Vec<TaskAssignment>> = BTreeMap::new();
         let mut waiting = VecDeque::new();
+        // A load was held back for balance: so are the loads after it.
+        let mut loads_held = false;
         while let Some(id) = self.queue.pop_front() {
-            if !look_at_all && self.free.is_empty() {
+            if !look_at_all && (self.free.is_empty() || loads_held) {
                 self.queue.push_front(id);
                 break;
             }
@@ -457,21 +493,26 @@ impl Cluster {
                 (None, Some(key)) => frames.holder(key).filter(free),
                 (None, None) => {
                     let loads = matches!(task.kind, TaskKind::Load { .. });
-                    self.free
+                    if loads && loads_held {
+                        waiting.push_back(id);
+                        continue;
+                    }
+                    let best = self
+                        .free
                         .iter()
                         .filter_map(|w| self.workers.get(w))
                         .filter(|w| w.takes(job))
                         .min_by_key(|w| {
                             if loads {
-                                // Balance persisted data: fewest partitions held
-                                // or loading per thread.
-                                let load = w.partitions.len() + w.running.len();
-                                (load * 1000 / w.info.nthreads.max(1) as usize, w.id)
+                                (w.load_per_thread(), w.id)
                             } else {
                                 (usize::MAX - w.free_slots(), w.id)
                             }
                         })
-                        .map(|w| w.id)
+                        .map(|w| (w.id, w.load_per_thread()));
+                    let held = best.is_some_and(|(_, load)| loads && !self.may_load_more(load));
+                    loads_held |= held;
+                    best.filter(|_| !held).map(|(id, _)| id)
                 }
             };
             match chosen {

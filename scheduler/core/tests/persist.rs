@@ -8,6 +8,39 @@ use stratus_scheduler_core::activity::RequestState;
 
 // ----- 2. persist ------------------------------------------------------------
 
+/// A worker that loads fast does not take most of a frame while another
+/// lags: past twice the least held per thread (plus two), loads wait.
+#[test]
+fn a_fast_worker_takes_at_most_twice_a_slow_ones_share_plus_two() {
+    let mut sim = Sim::with_workers(&[(1, 1), (2, 1)]);
+    let footers = dataset(12);
+    sim.start(1, persist("trips", false), &footers);
+    // Worker 2's first load never ends; worker 1 finishes all it gets.
+    for _ in 0..12 {
+        let fast = sim.running_where(|k| matches!(k, TaskKind::Load { .. }));
+        let Some((_, id, _)) = fast.iter().find(|(w, _, _)| *w == WorkerId(1)) else {
+            break;
+        };
+        sim.finish_load(1, *id);
+    }
+    // Worker 2 holds 0 and loads 1 (1 per thread): worker 1 may reach 1 x 2
+    // + 2 = 4 held or loading, and then waits.
+    assert_eq!(sim.partitions_of(1).len(), 4);
+    assert!(sim
+        .running_where(|k| matches!(k, TaskKind::Load { .. }))
+        .iter()
+        .all(|(w, _, _)| *w == WorkerId(2)));
+    // Once the slow worker goes on, so does the fast one, to the end.
+    let seen = sim.run_loads_to_end(1);
+    assert!(matches!(
+        final_reply(&seen, 1),
+        Some(ToClient::Persisted(_))
+    ));
+    let (fast, slow) = (sim.partitions_of(1).len(), sim.partitions_of(2).len());
+    assert_eq!(fast + slow, 12);
+    assert!(fast <= 2 * slow + 2, "fast {fast}, slow {slow}");
+}
+
 #[test]
 fn persist_balances_partitions_then_serves_len_list_and_replace() {
     let mut sim = Sim::with_workers(&[(1, 2), (2, 2)]);
