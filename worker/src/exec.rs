@@ -78,6 +78,8 @@ impl Executor {
                 tag_base,
                 me,
             } => {
+                // Handshakes with the peers not met yet run during the split.
+                self.peers.warm(&peers, me);
                 // A chunk of partitions at a time: split, delivered, dropped,
                 // so the ranges never hold a second copy of the whole share.
                 let (mut rows, mut bytes) = (0u64, 0u64);

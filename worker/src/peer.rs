@@ -236,14 +236,20 @@ impl Announcements {
     }
 }
 
+/// The connection to one peer address, once opened (see
+/// [`PeerService::connection`]).
+type ConnectionSlot = tokio::sync::Mutex<Option<(quinn::Connection, TrackedConnection)>>;
+
 /// A worker's peer endpoint.
 pub struct PeerService {
     endpoint: quinn::Endpoint,
     /// Where peers reach us (`HOST:PORT`).
     pub address: String,
     tls: TlsConfigHandle,
-    /// Our connections to peers, by peer address, tracked for metrics.
-    connections: Mutex<HashMap<String, (quinn::Connection, TrackedConnection)>>,
+    /// Our connections to peers, by peer address, tracked for metrics. Each
+    /// address has one slot, held while its connection is being opened, so
+    /// the tasks of one shuffle that start together share one handshake.
+    connections: Mutex<HashMap<String, Arc<ConnectionSlot>>>,
     tracker: ConnectionTracker,
     /// Which jobs may deliver here, from whom.
     announcements: Announcements,
@@ -353,13 +359,15 @@ impl PeerService {
     }
 
     async fn connection(&self, to: &PeerRef) -> Result<quinn::Connection, String> {
-        if let Some(conn) = self
+        let slot = self
             .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&to.address)
-            .map(|(conn, _)| conn)
-        {
+            .entry(to.address.clone())
+            .or_default()
+            .clone();
+        let mut held = slot.lock().await;
+        if let Some((conn, _)) = held.as_ref() {
             if conn.close_reason().is_none() {
                 return Ok(conn.clone());
             }
@@ -380,11 +388,23 @@ impl PeerService {
             .await
             .map_err(|e| format!("cannot reach worker {} at {}: {e}", to.worker, to.address))?;
         let tracked = self.tracker.track(PeerKind::Worker, &to.address, &conn);
-        self.connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(to.address.clone(), (conn.clone(), tracked));
+        *held = Some((conn.clone(), tracked));
         Ok(conn)
+    }
+
+    /// Open (in the background, all at once) the connections to `peers`
+    /// this worker does not hold yet, so a task that is about to send to
+    /// them overlaps the handshakes with its own compute. A failure is left
+    /// for the send that needs the connection to report.
+    pub fn warm(self: &Arc<Self>, peers: &[PeerRef], me: u64) {
+        for peer in peers.iter().filter(|p| p.worker != me) {
+            let (this, peer) = (self.clone(), peer.clone());
+            tokio::spawn(async move {
+                if let Err(e) = this.connection(&peer).await {
+                    debug!("opening a connection ahead of a shuffle: {e}");
+                }
+            });
+        }
     }
 
     /// Deliver batches to a mailbox on another worker; returns once the peer
