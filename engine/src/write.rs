@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,7 +103,7 @@ fn dest_str(opts: &WriteOptions) -> Result<&str> {
 /// A job id or task tag: used as a path segment, so only safe characters.
 fn check_token(what: &str, value: &str, dest: &str) -> Result<()> {
     let ok = !value.is_empty()
-        && value.len() <= 128
+        && value.len() <= MAX_TOKEN_BYTES
         && !value.starts_with('.')
         && value
             .chars()
@@ -1121,11 +1121,22 @@ fn write_marker(marker: &Path, opts: &WriteOptions) -> Result<()> {
 /// `(rows, files)` when this job's commit has already happened: none of its
 /// staged files is left, the destination's `_SUCCESS` names this job, and
 /// every final file is in place.
+/// The longest token [`check_token`] accepts: a job id, so also the
+/// longest `_SUCCESS` a commit of ours writes.
+const MAX_TOKEN_BYTES: usize = 128;
+
 fn already_committed(opts: &WriteOptions, staged: &[StagedFile]) -> Option<(u64, usize)> {
     if staged.is_empty() || opts.job_id.is_empty() {
         return None;
     }
-    let marker = fs::read(opts.dest.join(SUCCESS_MARKER)).ok()?;
+    // Ours holds a job id: read no more than one could be, whatever a user
+    // left under that name.
+    let mut marker = Vec::new();
+    File::open(opts.dest.join(SUCCESS_MARKER))
+        .ok()?
+        .take(MAX_TOKEN_BYTES as u64 + 1)
+        .read_to_end(&mut marker)
+        .ok()?;
     let all_moved = staged
         .iter()
         .all(|s| !Path::new(&s.temp_path).exists() && Path::new(&s.final_path).is_file());

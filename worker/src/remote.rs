@@ -616,7 +616,8 @@ impl ChunkSource for RemoteChunks {
                         let rg = metadata.row_group(rg);
                         leaves.iter().map(move |&leaf| {
                             let (start, len) = rg.column(leaf).byte_range();
-                            start..start + len
+                            // The footer check bounded both by the object's size.
+                            start..start.saturating_add(len)
                         })
                     })
                     .collect()
