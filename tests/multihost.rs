@@ -250,6 +250,68 @@ impl Cluster<'_> {
     }
 }
 
+/// A random 5% of the UDP datagrams in and out of a namespace are dropped
+/// while this lives (an nftables table inside that namespace only).
+struct NamespaceLoss {
+    ns: String,
+}
+
+impl NamespaceLoss {
+    const TABLE: &'static str = "stratus_loss";
+
+    fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", ns, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            nft.stdin
+                .take()
+                .expect("nft stdin")
+                .write_all(text.as_bytes())
+                .expect("write the rules");
+        }
+        nft.wait_with_output().expect("nft")
+    }
+
+    fn start(ns: &str) -> NamespaceLoss {
+        let table = Self::TABLE;
+        let rules = format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    meta l4proto udp numgen random mod 100 < 5 counter drop\n  }}\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    meta l4proto udp numgen random mod 100 < 5 counter drop\n  }}\n}}\n"
+        );
+        let out = Self::nft(ns, &["-f", "-"], Some(&rules));
+        assert!(
+            out.status.success(),
+            "nft in {ns} refused:\n{rules}\n{}",
+            stderr(&out)
+        );
+        NamespaceLoss { ns: ns.to_string() }
+    }
+
+    /// Datagrams dropped so far (the rules' counters).
+    fn dropped(&self) -> u64 {
+        let out = Self::nft(&self.ns, &["list", "table", "inet", Self::TABLE], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for NamespaceLoss {
+    fn drop(&mut self) {
+        Self::nft(&self.ns, &["delete", "table", "inet", Self::TABLE], None);
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b || ((a - b) / b).abs() < 1e-9
 }
@@ -538,6 +600,29 @@ fn a_scheduler_and_two_workers_in_their_own_network_namespaces_run_the_workflow(
         linked,
         "no worker shows a link to the other's peer endpoint {peer_addresses:?}"
     );
+
+    // 5% packet loss on w2's link (an nftables table in w2's namespace
+    // drops a random 5% of every UDP datagram in and out of it): the group-by
+    // (worker to worker merge) and the shuffle sort complete, with the same
+    // answers as without loss.
+    let loss = NamespaceLoss::start(hosts.ns(2));
+    let daily_lossy: serde_json::Value = serde_json::from_str(
+        &cluster.stratus(&["groupby", "isd", "--by", "date", "--agg", "mean", "--json"]),
+    )
+    .unwrap();
+    common::answer::same_answer(&daily.to_string(), &daily_lossy.to_string())
+        .unwrap_or_else(|e| panic!("daily means under 5% loss on w2: {e}"));
+    let sorted = cluster.stratus(&["sort", "isd", "--by", "temperature", "--as", "s2"]);
+    assert!(sorted.contains(&format!("{ROWS} rows")), "{sorted}");
+    let dropped = loss.dropped();
+    drop(loss);
+    assert_eq!(
+        cluster.stratus(&["head", "s2", "-n", "50", "--columns", "temperature"]),
+        cluster.stratus(&["head", "s", "-n", "50", "--columns", "temperature"]),
+        "the sort under 5% loss on w2"
+    );
+    assert!(dropped > 0, "no datagram was dropped on w2's link");
+    eprintln!("multihost: 5% loss on w2 dropped {dropped} datagrams; same answers");
 
     eprintln!("multihost: passed in {:.1?}", started.elapsed());
     drop(workers);
