@@ -369,13 +369,20 @@ fn a_spill_directory_that_turns_read_only_fails_the_persist_clearly_and_spilling
     let source = sample(&data);
     let data_dir = data.path().join("cluster");
     let limit: u64 = 17 << 20;
-    let local = start_local(
+    // Spill files compressed (lz4) here: the same path, and a read back of
+    // compressed files below (a sort: its shuffle sends 4 MiB of input at a
+    // time, as in the first test, so a delivery fits under the limit).
+    let local = start_local_env(
         2,
         &[
             "--memory-limit",
             &limit.to_string(),
             "--data-dir",
             data_dir.to_str().unwrap(),
+        ],
+        &[
+            ("STRATUS_WORKER__SPILL_COMPRESSION", "lz4"),
+            ("STRATUS_WORKER__SHUFFLE_CHUNK_BYTES", "4MiB"),
         ],
     );
     eventually(Duration::from_secs(60), "two workers", || {
@@ -419,4 +426,17 @@ fn a_spill_directory_that_turns_read_only_fails_the_persist_clearly_and_spilling
             .sum();
         (spilled > 0).then_some(())
     });
+    // The files are compressed Arrow IPC, and read back: a sort reads every
+    // partition (decompressing the spilled ones) and sends its ranges to
+    // the peers uncompressed (a peer would refuse compressed ones).
+    let files = spill_files(&data_dir.join("spill"));
+    let compressed = files.iter().any(|f| {
+        std::fs::read(f)
+            .ok()
+            .and_then(|bytes| stratus_protocol::ipc::inflated_bytes(&bytes).ok())
+            .is_some_and(|inflated| inflated > 0)
+    });
+    assert!(compressed, "lz4 spill files: {files:?}");
+    run(&local, &["sort", "isd", "--by", "temperature", "--as", "s"]);
+    assert_eq!(run(&local, &["len", "s"]).trim(), "400000");
 }

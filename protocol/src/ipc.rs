@@ -6,6 +6,17 @@
 //! Receiving: [`decode_batches`] builds batches whose column buffers point into
 //! the received allocation (no copy); the allocation must be 8-byte aligned,
 //! which frames read by [`crate::framing`] are.
+//!
+//! **Compression is for local files only.** arrow-ipc is built with its lz4
+//! and zstd codecs (for the worker's spill files), and a compressed buffer
+//! starts with the length it claims to decompress to, which arrow allocates
+//! up front: from a peer or a client that is a decompression bomb. So
+//! [`decode_batches`] (every network path: peer deliveries, answers, table
+//! payloads, schemas) first walks the stream's message headers and refuses
+//! any compressed record batch or dictionary batch, naming it, before a byte
+//! is decoded. Only [`decode_local_batches`] (a file this process wrote)
+//! accepts compression, and only up to the decompressed bytes its writer
+//! counted ([`inflated_bytes`]), so a damaged length is an error too.
 
 use crate::{ProtocolError, Result};
 use arrow_array::RecordBatch;
@@ -16,6 +27,39 @@ use arrow_schema::SchemaRef;
 pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let err = |e: arrow_schema::ArrowError| ProtocolError::Ipc(e.to_string());
     let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(schema).map_err(err)?;
+    let mut out = Vec::new();
+    for batch in batches {
+        for buffer in encoder.encode(batch).map_err(err)? {
+            out.extend_from_slice(buffer.as_slice());
+        }
+    }
+    for buffer in encoder.finish().map_err(err)? {
+        out.extend_from_slice(buffer.as_slice());
+    }
+    Ok(out)
+}
+
+/// Encode batches as one Arrow IPC stream with every record and dictionary
+/// batch compressed (`codec`; zstd at `zstd_level`, ignored for lz4), for a
+/// local file: [`decode_batches`] refuses it, [`decode_local_batches`] reads
+/// it. One copy of the compressed bytes.
+pub fn encode_batches_compressed(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    codec: arrow_ipc::CompressionType,
+    zstd_level: Option<i32>,
+) -> Result<Vec<u8>> {
+    let err = |e: arrow_schema::ArrowError| ProtocolError::Ipc(e.to_string());
+    let mut options = arrow_ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(codec))
+        .map_err(err)?;
+    if codec == arrow_ipc::CompressionType::ZSTD {
+        options = options
+            .try_with_compression_level(zstd_level)
+            .map_err(err)?;
+    }
+    let mut encoder =
+        arrow_ipc::writer::StreamEncoder::try_new_with_options(schema, options).map_err(err)?;
     let mut out = Vec::new();
     for batch in batches {
         for buffer in encoder.encode(batch).map_err(err)? {
@@ -100,10 +144,40 @@ pub fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>> {
     encode_batches(schema, &[])
 }
 
-/// Decode an Arrow IPC stream without copying column buffers.
+/// Decode an Arrow IPC stream without copying column buffers. The stream
+/// comes from the network (or could have): a compressed record batch or
+/// dictionary batch is refused before anything is decoded.
 pub fn decode_batches(data: Buffer) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    check_headers(data.as_slice(), None)?;
+    decode_checked(data, true)
+}
+
+/// Decode an Arrow IPC stream this process wrote to a local file (a spill
+/// file), which may be compressed: compressed buffers are decompressed into
+/// fresh allocations (no longer zero copy), claiming at most `max_inflated`
+/// bytes in all (what [`inflated_bytes`] counted when it was written); more
+/// is an error naming both, before anything is allocated. Uncompressed
+/// buffers still point into `data`.
+pub fn decode_local_batches(
+    data: Buffer,
+    max_inflated: u64,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let inflated = check_headers(data.as_slice(), Some(max_inflated))?;
+    // Decompressed buffers are fresh `Vec<u8>`s (only byte-aligned by
+    // type): let the decoder re-align what needs it rather than refuse.
+    decode_checked(data, inflated == 0)
+}
+
+/// The bytes decompressing every compressed buffer of a stream allocates
+/// (0 for an uncompressed stream): the bound [`decode_local_batches`] checks.
+pub fn inflated_bytes(data: &[u8]) -> Result<u64> {
+    check_headers(data, Some(u64::MAX))
+}
+
+fn decode_checked(data: Buffer, require_alignment: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let err = |e: arrow_schema::ArrowError| ProtocolError::Ipc(e.to_string());
-    let mut decoder = arrow_ipc::reader::StreamDecoder::new().with_require_alignment(true);
+    let mut decoder =
+        arrow_ipc::reader::StreamDecoder::new().with_require_alignment(require_alignment);
     let mut buffer = data;
     let mut batches = Vec::new();
     while !buffer.is_empty() {
@@ -117,6 +191,106 @@ pub fn decode_batches(data: Buffer) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         .schema()
         .ok_or_else(|| ProtocolError::Ipc("stream has no schema message".into()))?;
     Ok((schema, batches))
+}
+
+/// Walk the messages of an IPC stream as [`arrow_ipc::reader::StreamDecoder`]
+/// frames them (an optional continuation marker, a `u32` metadata length, 0
+/// ending the stream, the flatbuffer `Message`, then `bodyLength` bytes) and
+/// check each record batch and dictionary batch header for compression:
+/// `allowed: None` refuses any; `Some(max)` allows them while the lengths
+/// their buffers claim to decompress to add up to at most `max`. Returns
+/// that sum. What the walk can not frame is an error (the decoder could not
+/// decode past it either).
+fn check_headers(data: &[u8], allowed: Option<u64>) -> Result<u64> {
+    use arrow_ipc::MessageHeader;
+    let bad = |what: String| Err(ProtocolError::Ipc(what));
+    let mut at = 0usize;
+    let mut inflated = 0u64;
+    let mut index = 0usize;
+    let take = |at: &mut usize, n: usize| -> Option<std::ops::Range<usize>> {
+        let end = at.checked_add(n).filter(|end| *end <= data.len())?;
+        let range = *at..end;
+        *at = end;
+        Some(range)
+    };
+    while at < data.len() {
+        let Some(mut word) = take(&mut at, 4) else {
+            return bad(format!("message {index}: truncated length"));
+        };
+        if data[word.clone()] == [0xff; 4] {
+            let Some(next) = take(&mut at, 4) else {
+                return bad(format!("message {index}: truncated length"));
+            };
+            word = next;
+        }
+        let size = u32::from_le_bytes(data[word].try_into().expect("4 bytes")) as usize;
+        if size == 0 {
+            break; // end of stream: the decoder refuses anything after it
+        }
+        let Some(meta) = take(&mut at, size) else {
+            return bad(format!(
+                "message {index}: a header of {size} bytes runs past the end"
+            ));
+        };
+        let message = match arrow_ipc::root_as_message(&data[meta]) {
+            Ok(message) => message,
+            Err(e) => return bad(format!("message {index}: invalid header: {e}")),
+        };
+        let body_len = usize::try_from(message.bodyLength()).ok();
+        let Some(body) = body_len.and_then(|len| take(&mut at, len)) else {
+            return bad(format!(
+                "message {index}: a body of {} bytes runs past the end",
+                message.bodyLength()
+            ));
+        };
+        let (kind, batch) = match message.header_type() {
+            MessageHeader::RecordBatch => ("record batch", message.header_as_record_batch()),
+            MessageHeader::DictionaryBatch => (
+                "dictionary batch",
+                message.header_as_dictionary_batch().and_then(|d| d.data()),
+            ),
+            _ => ("", None),
+        };
+        if let Some(compression) = batch.and_then(|b| b.compression()) {
+            let Some(max) = allowed else {
+                return bad(format!(
+                    "message {index}: a compressed {kind} ({:?}) is refused: data from the network must be uncompressed Arrow IPC (only a worker's own spill files may be compressed)",
+                    compression.codec()
+                ));
+            };
+            let body = &data[body];
+            let buffers = batch.and_then(|b| b.buffers());
+            for (i, buffer) in buffers.into_iter().flatten().enumerate() {
+                let (offset, length) = (buffer.offset(), buffer.length());
+                if length == 0 {
+                    continue; // an empty buffer is not decompressed
+                }
+                let prefix = usize::try_from(offset)
+                    .ok()
+                    .zip(usize::try_from(length).ok())
+                    .filter(|(o, l)| *l >= 8 && o.checked_add(*l).is_some_and(|e| e <= body.len()))
+                    .map(|(o, _)| &body[o..o + 8])
+                    .ok_or_else(|| {
+                        ProtocolError::Ipc(format!(
+                            "message {index}: compressed buffer {i} of the {kind} (offset {offset}, {length} bytes) is not in its body of {} bytes",
+                            body.len()
+                        ))
+                    })?;
+                let claimed = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+                // -1: stored uncompressed (sliced, not allocated).
+                if claimed > 0 {
+                    inflated = inflated.saturating_add(claimed as u64);
+                }
+                if inflated > max {
+                    return bad(format!(
+                        "message {index}: the compressed buffers claim more than {max} bytes decompressed (buffer {i} of the {kind} claims {claimed}): damaged"
+                    ));
+                }
+            }
+        }
+        index += 1;
+    }
+    Ok(inflated)
 }
 
 /// Join complete IPC streams into the payload of a table answer
@@ -221,6 +395,91 @@ mod tests {
         // Column values point into the received allocation.
         let values = batches[0].column(0).to_data().buffers()[0].as_ptr() as usize;
         assert!(values >= base && values < end);
+    }
+
+    fn dictionary_batch() -> (SchemaRef, RecordBatch) {
+        use arrow_array::{DictionaryArray, StringArray};
+        // Big enough that compression pays (smaller buffers are stored as
+        // they are, flagged uncompressed).
+        let keys =
+            arrow_array::Int32Array::from_iter((0..4000).map(|i| (i % 7 != 3).then_some(i % 2)));
+        let values = StringArray::from_iter_values((0..500).map(|i| format!("USW000{i:05}")));
+        let station = DictionaryArray::try_new(keys, Arc::new(values)).unwrap();
+        let batch = RecordBatch::try_from_iter([
+            ("station", Arc::new(station) as arrow_array::ArrayRef),
+            (
+                "t",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..4000).map(|i| f64::from(i % 40)),
+                )),
+            ),
+        ])
+        .unwrap();
+        (batch.schema(), batch)
+    }
+
+    #[test]
+    fn a_compressed_stream_is_refused_from_the_network_and_read_from_a_local_file() {
+        let (schema, batch) = dictionary_batch();
+        for codec in [
+            arrow_ipc::CompressionType::LZ4_FRAME,
+            arrow_ipc::CompressionType::ZSTD,
+        ] {
+            let bytes =
+                encode_batches_compressed(&schema, &[batch.clone(), batch.clone()], codec, None)
+                    .unwrap();
+            // The network paths: a stream, and a table answer's payload.
+            let err = decode_batches(Buffer::from(bytes.as_slice()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("compressed dictionary batch")
+                    && err.contains(&format!("{codec:?}"))
+                    && err.contains("refused"),
+                "{err}"
+            );
+            let payload = encode_table_payload([bytes.as_slice()]);
+            let err = decode_table_payload(&payload).unwrap_err().to_string();
+            assert!(
+                err.contains("compressed") && err.contains("refused"),
+                "{err}"
+            );
+            // A local file whose writer counted its decompressed bytes.
+            let inflated = inflated_bytes(&bytes).unwrap();
+            assert!(inflated > 0);
+            let (s, back) = decode_local_batches(Buffer::from(bytes.as_slice()), inflated).unwrap();
+            assert_eq!(s, schema);
+            assert_eq!(back, vec![batch.clone(), batch.clone()]);
+            // Claiming more than counted (a damaged length) is refused.
+            let err = decode_local_batches(Buffer::from(bytes.as_slice()), inflated - 1)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("claim more than"), "{err}");
+        }
+        // A stream with only the record batch compressed (no dictionary).
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, false)]));
+        let plain = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int32Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
+        let bytes = encode_batches_compressed(
+            &schema,
+            &[plain],
+            arrow_ipc::CompressionType::LZ4_FRAME,
+            None,
+        )
+        .unwrap();
+        let err = decode_batches(Buffer::from(bytes.as_slice()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compressed record batch (LZ4_FRAME) is refused"),
+            "{err}"
+        );
+        // Uncompressed streams have nothing to inflate.
+        let plain = encode_batches(&schema, &[]).unwrap();
+        assert_eq!(inflated_bytes(&plain).unwrap(), 0);
     }
 
     #[test]

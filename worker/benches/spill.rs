@@ -1,35 +1,52 @@
-//! Spill and unspill throughput against the disk's own, in one run.
+//! Spill and unspill throughput, uncompressed and compressed, against the
+//! disk's own, in one run.
 //!
-//! Generates the ISD-like sample (`--rows`, 4 M by default; `--order
-//! time|station|random`), reads each monthly file into Arrow batches (one
-//! partition each, as a persist keeps them), then:
+//! For each size (`--rows`, a comma-separated list; default `1000000,4000000`)
+//! and row order (`--orders`, default `time,station`) it generates the
+//! ISD-like sample (`stratus_engine::datagen`), reads each monthly file into
+//! Arrow batches (one partition each, as a persist keeps them), then for
+//! each compression (`--codecs`, default `none,lz4,zstd`; zstd at
+//! `--zstd-level`, default the worker's):
 //!
-//! - **spill**: writes every partition with `SpillDir::write` (Arrow IPC,
-//!   not synced), as a worker past its memory target does, then `sync` (the
-//!   time to have it all on disk is shown too);
-//! - **unspill, warm**: reads every file back with `spill::read` (a mapping)
-//!   and touches one byte per 4 KiB page of every buffer, as a task would;
-//! - **unspill, cold**: the same after dropping the page cache (root only;
-//!   skipped otherwise);
-//! - **baseline**: `dd` writing and reading the same number of bytes in the
-//!   same directory (`conv=fdatasync`; the read after dropping the cache).
+//! - **write**: every partition with `SpillDir::write`, as a worker past its
+//!   memory target does (not synced: the kernel writes back later); then
+//!   **+sync**: the time until it is all on disk (`sync`);
+//! - **read, warm**: every file back with `spill::read` (a mapping; a
+//!   compressed file is decompressed), touching one byte per 4 KiB page of
+//!   every buffer and summing `temperature` (a mapping is lazy: this is
+//!   what a task pays at least);
+//! - **read, cold**: the same after dropping the page cache (root only);
 //!
-//! Run: `cargo bench -p stratus-worker --bench spill -- --rows 4000000`
-//! (`--dir DIR` spills there instead of the system's temporary directory).
+//! All throughputs are GB/s of Arrow data (the partitions' buffers, what a
+//! task gets), so codecs compare by what they deliver. Once per run, `dd`
+//! writes and reads 1 GiB (`--dd-mib`) with O_DIRECT in the same directory:
+//! the disk's sequential throughput.
+//!
+//! Run: `cargo bench -p stratus-worker --bench spill` (`--dir DIR` spills
+//! there instead of the system's temporary directory).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, Float64Array, RecordBatch};
 use stratus_engine::datagen::{generate_isd_ordered, DatagenOptions, RowOrder};
-use stratus_worker::spill::{read, SpillDir};
+use stratus_worker::spill::{read, SpillCompression, SpillDir, SpillFile, ZSTD_LEVEL};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    arg(name)
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Every Parquet file under `dir`, each read as one partition's batches.
@@ -61,9 +78,9 @@ fn partitions(dir: &Path) -> Vec<Vec<RecordBatch>> {
         .collect()
 }
 
-/// Touch one byte per page of every buffer (what a scan of them costs at least).
-fn touch(batches: &[RecordBatch]) -> u64 {
-    let mut sum = 0u64;
+/// Touch one byte per page of every buffer and sum `temperature`.
+fn touch(batches: &[RecordBatch]) -> f64 {
+    let mut sum = 0.0;
     for batch in batches {
         for column in batch.columns() {
             let data = column.to_data();
@@ -72,9 +89,15 @@ fn touch(batches: &[RecordBatch]) -> u64 {
                     .as_slice()
                     .iter()
                     .step_by(4096)
-                    .map(|&b| b as u64)
-                    .sum::<u64>();
+                    .map(|&b| b as f64)
+                    .sum::<f64>();
             }
+        }
+        if let Some(t) = batch
+            .column_by_name("temperature")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        {
+            sum += t.iter().flatten().sum::<f64>();
         }
     }
     sum
@@ -101,37 +124,22 @@ fn gbps(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / seconds / 1e9
 }
 
-fn main() {
-    let rows: u64 = arg("--rows")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(4_000_000);
-    let order: RowOrder = arg("--order")
-        .map(|o| o.parse().expect("--order time|station|random"))
-        .unwrap_or(RowOrder::Time);
-    let base: PathBuf = arg("--dir")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("stratus-bench-spill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let data = base.join("isd");
-    generate_isd_ordered(
-        &DatagenOptions {
-            rows,
-            out: data.clone(),
-            seed: 7,
-        },
-        order,
-    )
-    .expect("datagen");
-    let parts = partitions(&data);
-    let arrow_bytes: u64 = parts
-        .iter()
-        .map(|p| stratus_engine::memory::batches_memory_bytes(p) as u64)
-        .sum();
-
-    let dir = SpillDir::open(&base.join("spill"), "bench", 0).expect("spill dir");
+/// Spill every partition with `compression`, sync, read back warm and cold;
+/// one table row.
+fn run_codec(
+    base: &Path,
+    parts: &[Vec<RecordBatch>],
+    arrow_bytes: u64,
+    compression: SpillCompression,
+    zstd_level: i32,
+) -> String {
+    let dir = SpillDir::open(&base.join("spill"), compression.name(), 0)
+        .expect("spill dir")
+        .with_compression(compression)
+        .with_zstd_level(zstd_level);
+    let _ = Command::new("sync").status();
     let start = Instant::now();
-    let files: Vec<_> = parts
+    let files: Vec<SpillFile> = parts
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -139,15 +147,14 @@ fn main() {
                 .expect("spill")
         })
         .collect();
-    let spill_s = start.elapsed().as_secs_f64();
+    let write_s = start.elapsed().as_secs_f64();
     let _ = Command::new("sync").status();
     let synced_s = start.elapsed().as_secs_f64();
     let disk_bytes: u64 = files.iter().map(|f| f.disk_bytes).sum();
-    drop(parts);
 
-    let unspill = |files: &[stratus_worker::spill::SpillFile]| {
+    let unspill = |files: &[SpillFile]| {
         let start = Instant::now();
-        let mut sink = 0;
+        let mut sink = 0.0;
         for f in files {
             sink += touch(&read(f).expect("read back"));
         }
@@ -156,65 +163,111 @@ fn main() {
     };
     let warm_s = unspill(&files);
     let cold_s = drop_caches().then(|| unspill(&files));
+    let name = match compression {
+        SpillCompression::Zstd => format!("zstd({zstd_level})"),
+        c => c.name().to_string(),
+    };
+    let row = format!(
+        "| {name} | {:.1} | {:.2}x | {:.2} | {:.2} | {:.2} | {} |",
+        disk_bytes as f64 / 1e6,
+        arrow_bytes as f64 / disk_bytes as f64,
+        gbps(arrow_bytes, write_s),
+        gbps(arrow_bytes, synced_s),
+        gbps(arrow_bytes, warm_s),
+        cold_s.map_or("-".to_string(), |s| format!("{:.2}", gbps(arrow_bytes, s))),
+    );
+    drop(files);
+    drop(dir);
+    row
+}
 
-    let mb = disk_bytes.div_ceil(1 << 20);
+fn main() {
+    let sizes: Vec<u64> = list("--rows", "1000000,4000000")
+        .iter()
+        .map(|r| r.parse().expect("--rows N[,N...]"))
+        .collect();
+    let orders: Vec<RowOrder> = list("--orders", "time,station")
+        .iter()
+        .map(|o| o.parse().expect("--orders time|station|random[,...]"))
+        .collect();
+    let codecs: Vec<SpillCompression> = list("--codecs", "none,lz4,zstd")
+        .iter()
+        .map(|c| SpillCompression::parse(c).expect("--codecs none|lz4|zstd[,...]"))
+        .collect();
+    let zstd_level: i32 = arg("--zstd-level")
+        .map(|l| l.parse().expect("--zstd-level N"))
+        .unwrap_or(ZSTD_LEVEL);
+    let dd_mib: u64 = arg("--dd-mib")
+        .map(|m| m.parse().expect("--dd-mib N"))
+        .unwrap_or(1024);
+    let base: PathBuf = arg("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("stratus-bench-spill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).expect("bench dir");
+
+    // The disk's own sequential throughput, bypassing the page cache.
     let dd_file = base.join("dd.bin");
     let dd_write_s = dd(&[
         "if=/dev/zero".into(),
         format!("of={}", dd_file.display()),
         "bs=1M".into(),
-        format!("count={mb}"),
-        "conv=fdatasync".into(),
+        format!("count={dd_mib}"),
+        "oflag=direct".into(),
     ]);
-    let dd_read_s = drop_caches().then(|| {
-        dd(&[
-            format!("if={}", dd_file.display()),
-            "of=/dev/null".into(),
-            "bs=1M".into(),
-        ])
-    });
-    let dd_bytes = mb << 20;
+    let dd_read_s = dd(&[
+        format!("if={}", dd_file.display()),
+        "of=/dev/null".into(),
+        "bs=1M".into(),
+        "iflag=direct".into(),
+    ]);
+    let _ = std::fs::remove_file(&dd_file);
+    let dd_bytes = dd_mib << 20;
+    println!(
+        "spill bench in {}: dd {dd_mib} MiB O_DIRECT: write {:.2} GB/s, read {:.2} GB/s",
+        base.display(),
+        gbps(dd_bytes, dd_write_s),
+        gbps(dd_bytes, dd_read_s)
+    );
+    if !drop_caches() {
+        println!("(not root: cold reads are skipped)");
+    }
 
-    println!(
-        "spill bench: {rows} rows ({order:?} order), {} partitions, {:.1} MB of Arrow buffers, {:.1} MB of spill files, in {}",
-        files.len(),
-        arrow_bytes as f64 / 1e6,
-        disk_bytes as f64 / 1e6,
-        base.display()
-    );
-    println!("| step | seconds | GB/s | vs dd |");
-    println!("|---|---|---|---|");
-    let dd_w = gbps(dd_bytes, dd_write_s);
-    println!(
-        "| spill (write) | {spill_s:.3} | {:.2} | {:.2}x |",
-        gbps(disk_bytes, spill_s),
-        gbps(disk_bytes, spill_s) / dd_w
-    );
-    println!(
-        "| spill (write, then sync) | {synced_s:.3} | {:.2} | {:.2}x |",
-        gbps(disk_bytes, synced_s),
-        gbps(disk_bytes, synced_s) / dd_w
-    );
-    println!("| dd write (fdatasync) | {dd_write_s:.3} | {dd_w:.2} | 1.00x |");
-    let dd_r = dd_read_s.map(|s| gbps(dd_bytes, s));
-    let vs = |g: f64| dd_r.map_or("-".to_string(), |r| format!("{:.2}x", g / r));
-    println!(
-        "| unspill, warm (map + touch) | {warm_s:.3} | {:.2} | {} |",
-        gbps(disk_bytes, warm_s),
-        vs(gbps(disk_bytes, warm_s))
-    );
-    match cold_s {
-        Some(s) => println!(
-            "| unspill, cold | {s:.3} | {:.2} | {} |",
-            gbps(disk_bytes, s),
-            vs(gbps(disk_bytes, s))
-        ),
-        None => println!("| unspill, cold | - | - | (not root: cannot drop the page cache) |"),
+    for &rows in &sizes {
+        for &order in &orders {
+            let data = base.join(format!("isd-{rows}-{}", order.name()));
+            generate_isd_ordered(
+                &DatagenOptions {
+                    rows,
+                    out: data.clone(),
+                    seed: 7,
+                },
+                order,
+            )
+            .expect("datagen");
+            let parts = partitions(&data);
+            let _ = std::fs::remove_dir_all(&data);
+            let arrow_bytes: u64 = parts
+                .iter()
+                .map(|p| stratus_engine::memory::batches_memory_bytes(p) as u64)
+                .sum();
+            println!();
+            println!(
+                "{rows} rows, {} order: {} partitions, {:.1} MB of Arrow buffers (GB/s below are of those)",
+                order.name(),
+                parts.len(),
+                arrow_bytes as f64 / 1e6
+            );
+            println!("| codec | MB on disk | ratio | write GB/s | write+sync GB/s | read warm GB/s | read cold GB/s |");
+            println!("|---|---|---|---|---|---|---|");
+            for &compression in &codecs {
+                println!(
+                    "{}",
+                    run_codec(&base, &parts, arrow_bytes, compression, zstd_level)
+                );
+            }
+        }
     }
-    if let (Some(s), Some(r)) = (dd_read_s, dd_r) {
-        println!("| dd read, cold | {s:.3} | {r:.2} | 1.00x |");
-    }
-    drop(files);
-    drop(dir);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -376,15 +376,16 @@ pub fn set_shuffle_chunk_bytes(bytes: u64) {
     SHUFFLE_CHUNK_BYTES.store(bytes.max(1), Ordering::Relaxed);
 }
 
-/// `parts` in consecutive chunks of about `limit` bytes (in RAM, or on disk
-/// for spilled ones), each at least one part.
+/// `parts` in consecutive chunks of about `limit` bytes (in RAM, or of Arrow
+/// data for spilled ones: [`crate::spill::SpillFile::arrow_bytes`]), each at
+/// least one part.
 pub fn shuffle_chunks(parts: Vec<Part>, limit: u64) -> Vec<Vec<Part>> {
     let mut chunks: Vec<Vec<Part>> = Vec::new();
     let mut size = 0u64;
     for part in parts {
         let bytes = match &part {
             Part::Batches(b) => stratus_engine::memory::batches_memory_bytes(b) as u64,
-            Part::Spilled(file) => file.disk_bytes,
+            Part::Spilled(file) => file.arrow_bytes(),
         };
         match chunks.last_mut() {
             Some(chunk) if size + bytes <= limit => chunk.push(part),

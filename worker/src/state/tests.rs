@@ -698,6 +698,8 @@ fn spill_file(name: &str) -> crate::spill::SpillFile {
     crate::spill::SpillFile {
         path: std::path::PathBuf::from(format!("/spill/{name}")),
         disk_bytes: 1234,
+        compression: crate::spill::SpillCompression::None,
+        inflated_bytes: 0,
     }
 }
 

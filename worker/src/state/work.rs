@@ -204,14 +204,14 @@ impl Work {
 
     /// How much input the task has, in the unit its working memory scales
     /// with: rows for what reads Parquet, else bytes of the held input (in
-    /// RAM, or on disk when spilled).
+    /// RAM, or the Arrow bytes a spilled one reads back to).
     pub fn input_size(&self) -> u64 {
         fn parts(parts: &[Part]) -> u64 {
             parts
                 .iter()
                 .map(|p| match p {
                     Part::Batches(b) => stratus_engine::memory::batches_memory_bytes(b) as u64,
-                    Part::Spilled(file) => file.disk_bytes,
+                    Part::Spilled(file) => file.arrow_bytes(),
                 })
                 .sum()
         }
