@@ -23,7 +23,8 @@
 //! `--limit BYTES` (per worker, the 2x run), `--fits-limit BYTES` (per worker,
 //! the fits run; default: `stratus local`'s, 60% of the machine's memory
 //! divided among the workers), `--skip KEY,...` (steps left out, by their
-//! JSON keys, e.g. `sort_temperature`), `--dd-mib N` (1024)). The tables and the raw
+//! JSON keys, e.g. `sort_temperature`), `--settle SECONDS` (idle before
+//! each step; 0, back to back), `--dd-mib N` (1024)). The tables and the raw
 //! numbers go to stdout, `target/bench-memory.md` and `target/bench-memory.json`.
 
 mod common;
@@ -55,6 +56,10 @@ struct Args {
     dd_mib: u64,
     /// Steps left out (their keys), with the checks and cleanups after them.
     skip: Vec<String>,
+    /// Seconds of idle before each measured step (0: back to back, as a
+    /// script runs them; a notebook user pauses between steps, and the
+    /// workers give freed memory back to the OS within about a second).
+    settle: f64,
 }
 
 fn args() -> Args {
@@ -66,6 +71,7 @@ fn args() -> Args {
         fits_limit: None,
         dd_mib: 1024,
         skip: Vec::new(),
+        settle: 0.0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -91,6 +97,10 @@ fn args() -> Args {
             }
             ("--skip", Some(v)) => {
                 args.skip = v.split(',').map(|k| k.trim().to_string()).collect();
+                true
+            }
+            ("--settle", Some(v)) => {
+                args.settle = v.parse().expect("--settle SECONDS");
                 true
             }
             ("--dd-mib", Some(v)) => {
@@ -420,6 +430,7 @@ fn run_workflow(
     source: &str,
     work: &Path,
     skip: &[String],
+    settle: f64,
 ) -> Result<Run, String> {
     let bin = sibling_binary("stratus")
         .map_err(|e| format!("{e} (build with cargo build --release --workspace --bins)"))?;
@@ -482,6 +493,7 @@ fn run_workflow(
             }
             continue;
         }
+        std::thread::sleep(Duration::from_secs_f64(settle));
         let spill_before = spill_now(&metrics_urls);
         reset_peaks(&pids);
         let rss_before = pids
@@ -682,15 +694,29 @@ fn main() {
         args.rows, args.order
     );
 
-    let fits =
-        run_workflow("fits", args.fits_limit, &source, &work, &args.skip).expect("the fits run");
+    let fits = run_workflow(
+        "fits",
+        args.fits_limit,
+        &source,
+        &work,
+        &args.skip,
+        args.settle,
+    )
+    .expect("the fits run");
     if fits.frame_bytes == 0 {
         panic!("the fits run persisted nothing: {:?}", fits.steps[1].error);
     }
     // Twice the cluster's total limit: a quarter of the frame per worker.
     let limit = args.limit.unwrap_or(fits.frame_bytes / 4);
-    let twice =
-        run_workflow("2x limit", Some(limit), &source, &work, &args.skip).expect("the 2x run");
+    let twice = run_workflow(
+        "2x limit",
+        Some(limit),
+        &source,
+        &work,
+        &args.skip,
+        args.settle,
+    )
+    .expect("the 2x run");
     let dd = dd_throughput(&work.join("dd"), args.dd_mib);
     let _ = std::fs::remove_dir_all(&work);
 
@@ -709,6 +735,14 @@ fn main() {
         String::new()
     } else {
         format!(" Steps left out: {}.", args.skip.join(", "))
+    };
+    let skipped = if args.settle > 0.0 {
+        format!(
+            "{skipped} Each step after {:.1} s idle (--settle).",
+            args.settle
+        )
+    } else {
+        skipped
     };
     let mut md = String::new();
     let mut line = |s: String| {
