@@ -470,6 +470,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     stratus_worker::exec::set_shuffle_chunk_bytes(
         parse_bytes(&s.shuffle_chunk_bytes).map_err(|e| anyhow!("shuffle_chunk_bytes: {e}"))?,
     );
+    stratus_worker::reclaim::configure_allocator();
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
