@@ -150,13 +150,7 @@ impl PacketLoss {
             .args(["list", "table", "inet", &self.table])
             .output()
             .expect("nft list");
-        let text = String::from_utf8_lossy(&listed.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        words
-            .windows(2)
-            .filter(|w| w[0] == "packets")
-            .filter_map(|w| w[1].parse::<u64>().ok())
-            .sum()
+        nft_counted_packets(&listed.stdout)
     }
 }
 

@@ -296,13 +296,7 @@ impl NamespaceLoss {
     /// Datagrams dropped so far (the rules' counters).
     fn dropped(&self) -> u64 {
         let out = Self::nft(&self.ns, &["list", "table", "inet", Self::TABLE], None);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        words
-            .windows(2)
-            .filter(|w| w[0] == "packets")
-            .filter_map(|w| w[1].parse::<u64>().ok())
-            .sum()
+        nft_counted_packets(&out.stdout)
     }
 }
 

@@ -336,3 +336,15 @@ impl Local {
         }
     }
 }
+
+/// The packets an nftables table's rules counted, from `nft list table`'s
+/// output (the sum of every `counter packets N`).
+pub fn nft_counted_packets(listing: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(listing);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
+}

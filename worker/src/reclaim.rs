@@ -75,7 +75,11 @@ mod tests {
         }
         // SAFETY: reading an option by number has no preconditions.
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(get(), 1000, "option 15 should be purge_delay (1000 ms in mimalloc v3)");
+        assert_eq!(
+            get(),
+            1000,
+            "option 15 should be purge_delay (1000 ms in mimalloc v3)"
+        );
         configure_allocator();
         assert_eq!(get(), PURGE_DELAY_MS);
     }
